@@ -1,0 +1,14 @@
+// One registration function per subcommand (one file each).
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace saelab {
+
+void register_train_tokenizer(CLI::App& app);
+void register_train_lm(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_eval_lm(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_demo(CLI::App& app);
+
+}  // namespace saelab

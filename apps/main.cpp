@@ -1,0 +1,47 @@
+// saelab: dictionary-learning interpretability for TorchScript language models.
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+
+#include "apps/commands.h"
+#include "apps/common.h"
+
+namespace saelab {
+
+GlobalOptions& global_options() {
+  static GlobalOptions options;
+  return options;
+}
+
+void start_command() { init_runtime(RuntimeOptions{global_options().threads, 0}); }
+
+}  // namespace saelab
+
+int main(int argc, char** argv) {
+  using namespace saelab;
+  CLI::App app{"saelab: sparse autoencoders and feature analysis for TorchScript language models"};
+  app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();
+  app.add_option("--threads", global_options().threads, "intra-op threads (0: all cores)")->capture_default_str();
+  app.add_option("--cache", global_options().cache_dir, "folder with the data packages scripts/setup fetched")
+      ->capture_default_str();
+  register_train_tokenizer(app);
+  register_train_lm(app);
+  register_generate(app);
+  register_eval_lm(app);
+  register_bench(app);
+  register_demo(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    std::fprintf(stderr, "\nsaelab: error: %s\n", msg.substr(0, msg.find('\n')).c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\nsaelab: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,46 @@
+// Strict reading of JSON config objects into options structs: every key must be known and of the
+// right type, and errors name the file, the key and what was found.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <set>
+#include <string>
+#include <vector>
+
+namespace saelab {
+
+using json = nlohmann::json;
+
+/// Parses a JSON file; errors name the file and the parse position.
+json load_json_file(const std::string& path, const std::string& what);
+
+class JsonFields {
+ public:
+  /// `where` prefixes every error ("configs/demo.json: train").
+  JsonFields(const json& object, std::string where);
+
+  /// Assigns `out` from `key` when present; throws when the value has the wrong type.
+  void read(const char* key, int64_t& out);
+  void read(const char* key, int& out);
+  void read(const char* key, double& out);
+  void read(const char* key, bool& out);
+  void read(const char* key, std::string& out);
+  void read(const char* key, std::vector<std::string>& out);
+  /// Accepts `key` with any value (the caller reads it itself); returns it or nullptr.
+  const json* allow(const char* key) { return find(key); }
+  /// Reads `key` as a required string.
+  std::string required_string(const char* key);
+
+  /// Throws when the object holds a key no `read` call asked for.
+  void finish() const;
+
+ private:
+  const json* find(const char* key);
+  [[noreturn]] void type_error(const char* key, const char* expected, const json& got) const;
+
+  const json& object_;
+  std::string where_;
+  std::set<std::string> known_;
+};
+
+}  // namespace saelab

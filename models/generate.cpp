@@ -1,0 +1,67 @@
+#include "models/generate.h"
+
+#include <torch/torch.h>
+
+#include <random>
+
+namespace saelab {
+
+std::vector<int64_t> prompt_ids(const LanguageModel& lm, const std::string& prompt) {
+  std::vector<int64_t> ids;
+  if (lm.info().prepend_bos) ids.push_back(lm.tokenizer().bos_id());
+  const auto body = lm.tokenizer().encode_ids(prompt);
+  ids.insert(ids.end(), body.begin(), body.end());
+  TORCH_CHECK(static_cast<int64_t>(ids.size()) <= lm.info().context_length, "prompt of ", ids.size(),
+              " tokens is longer than the model's context length ", lm.info().context_length);
+  TORCH_CHECK(!ids.empty(), "the prompt is empty and the model takes no BOS token; give a prompt");
+  return ids;
+}
+
+std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options) {
+  TORCH_CHECK(options.temperature >= 0, "temperature must be >= 0 (got ", options.temperature, ")");
+  TORCH_CHECK(options.top_k >= 0, "top_k must be >= 0 (got ", options.top_k, ")");
+  TORCH_CHECK(options.max_new_tokens >= 0, "max_new_tokens must be >= 0 (got ", options.max_new_tokens, ")");
+  const int64_t ctx = lm.info().context_length;
+  TORCH_CHECK(!prompt.empty() && static_cast<int64_t>(prompt.size()) <= ctx, "prompt of ", prompt.size(),
+              " tokens does not fit the model's context length ", ctx);
+  torch::NoGradGuard no_grad;
+  std::mt19937_64 rng(static_cast<uint64_t>(options.seed));
+  std::vector<int64_t> all = prompt, out;
+  for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+    std::vector<int64_t> window = all;
+    if (static_cast<int64_t>(window.size()) > ctx) {
+      window.assign(all.end() - (ctx - 1), all.end());
+      window.insert(window.begin(), all.front());
+    }
+    const torch::Tensor tokens = torch::tensor(window, torch::kInt64).unsqueeze(0);
+    torch::Tensor logits = lm.logits(tokens)[0][-1].to(torch::kFloat64);  // [vocab]
+    int64_t next;
+    if (options.temperature == 0) {
+      next = logits.argmax().item<int64_t>();
+    } else {
+      logits = logits / options.temperature;
+      if (options.top_k > 0 && options.top_k < logits.size(0)) {
+        const double kth = std::get<0>(logits.topk(options.top_k))[-1].item<double>();
+        logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
+      }
+      const torch::Tensor probs = torch::softmax(logits, 0).contiguous();
+      const double* p = probs.data_ptr<double>();
+      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+      double acc = 0;
+      next = logits.argmax().item<int64_t>();  // if rounding leaves u above the total
+      for (int64_t v = 0; v < probs.size(0); ++v) {
+        acc += p[v];
+        if (u < acc) {
+          next = v;
+          break;
+        }
+      }
+    }
+    if (options.stop_at_eos && next == lm.tokenizer().eos_id()) break;
+    all.push_back(next);
+    out.push_back(next);
+  }
+  return out;
+}
+
+}  // namespace saelab

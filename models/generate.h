@@ -1,0 +1,31 @@
+// Sampling from a language model: temperature and top-k, from a prompt.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "models/model_bundle.h"
+
+namespace saelab {
+
+struct GenerateOptions {
+  /// Tokens to generate.
+  int64_t max_new_tokens = 60;
+  /// Softmax temperature; 0 means greedy decoding.
+  double temperature = 0.8;
+  /// Sample among the k most likely tokens; 0 means the whole vocabulary.
+  int64_t top_k = 40;
+  /// Sampling seed.
+  int64_t seed = 0;
+  /// Stop when the model emits EOS.
+  bool stop_at_eos = true;
+};
+
+/// Token ids for a prompt: BOS first when the model expects it. Throws when the prompt does not
+/// fit the context.
+std::vector<int64_t> prompt_ids(const LanguageModel& lm, const std::string& prompt);
+
+/// Returns only the generated ids. When the text outgrows the context, the model sees the first
+/// token (BOS) and the most recent ones.
+std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options);
+
+}  // namespace saelab

@@ -1,0 +1,48 @@
+// The reference model: a GPT-2-style decoder (pre-LayerNorm, learned positions, causal
+// self-attention, tanh-GELU MLP, tied embeddings) built directly as a TorchScript module, so the
+// file saelab trains is the same kind of file users bring (torch.jit.load works on it).
+//
+// Module tree (hook points later attach to these paths):
+//   embed            weight [vocab, d_model]        forward(tokens [B,T]) -> [B,T,d_model]
+//   pos_embed        weight [context, d_model]      forward(tokens [B,T]) -> [B,T,d_model]
+//   blocks.{i}       forward(x [B,T,d]) -> [B,T,d] (resid_pre in, resid_post out)
+//     ln1, attn, ln2, mlp
+//   ln_final         forward(x) -> [B,T,d]
+//   unembed          weight: the same tensor as embed.weight (tied)  forward(x) -> logits [B,T,vocab]
+#pragma once
+#include <torch/script.h>
+
+#include <nlohmann/json.hpp>
+
+namespace saelab {
+
+struct GptConfig {
+  /// Vocabulary size (must equal the tokenizer's).
+  int64_t vocab_size = 8192;
+  /// Residual stream width.
+  int64_t d_model = 256;
+  /// Number of transformer blocks.
+  int64_t n_layers = 4;
+  /// Attention heads (d_model must be divisible by it).
+  int64_t n_heads = 4;
+  /// MLP hidden width; 0 means 4 * d_model.
+  int64_t d_mlp = 0;
+  /// Longest input the position embedding covers.
+  int64_t context_length = 128;
+
+  int64_t mlp_width() const { return d_mlp > 0 ? d_mlp : 4 * d_model; }
+  void validate() const;
+  nlohmann::json to_json() const;
+  /// Reads a config object; `where` names it in errors. Unknown keys are rejected.
+  static GptConfig from_json(const nlohmann::json& j, const std::string& where);
+};
+
+/// Builds a freshly initialised model (GPT-2 initialisation: N(0, 0.02), residual output
+/// projections scaled by 1/sqrt(2 n_layers)). Parameters require grad.
+torch::jit::Module build_gpt(const GptConfig& config, uint64_t seed);
+
+/// The distinct trainable tensors of a module (a tied weight appears once), with the first name
+/// under which each appears.
+std::vector<std::pair<std::string, torch::Tensor>> unique_parameters(const torch::jit::Module& module);
+
+}  // namespace saelab

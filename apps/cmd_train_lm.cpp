@@ -44,6 +44,7 @@ void register_train_lm(CLI::App& app) {
   tflags.add("--eval-every", &LmTrainOptions::eval_every, "validate every N steps");
   tflags.add("--checkpoint-every", &LmTrainOptions::checkpoint_every, "checkpoint every N steps");
   tflags.add("--seed", &LmTrainOptions::seed, "seed");
+  tflags.add("--stop-after", &LmTrainOptions::stop_after, "stop this run after N steps (resume later)");
   cmd->callback([] {
     start_command();
     if (!args.config.empty()) {
@@ -85,6 +86,11 @@ void register_train_lm(CLI::App& app) {
 
     torch::jit::Module module = build_gpt(model, static_cast<uint64_t>(train.seed));
     const LmTrainResult r = train_lm(module, model, train, train_stream, val, tokenizer.bos_id(), args.out);
+    if (!r.finished) {
+      std::printf("stopped at step %lld of %lld; rerun the same command to continue\n",
+                  static_cast<long long>(r.steps), static_cast<long long>(train.steps));
+      return;
+    }
 
     ModelInfo info;
     info.name = args.name;

@@ -25,6 +25,7 @@ void LmTrainOptions::validate() const {
   TORCH_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (got ", grad_clip, ")");
   TORCH_CHECK(eval_every > 0, "eval_every must be positive (got ", eval_every, ")");
   TORCH_CHECK(checkpoint_every > 0, "checkpoint_every must be positive (got ", checkpoint_every, ")");
+  TORCH_CHECK(stop_after >= 0, "stop_after must be >= 0 (got ", stop_after, ")");
 }
 
 nlohmann::json LmTrainOptions::to_json() const {
@@ -202,10 +203,12 @@ LmTrainResult train_lm(torch::jit::Module& module, const GptConfig& config, cons
     }
     metrics << line.dump() << "\n";
     metrics.flush();
-    if (step % options.checkpoint_every == 0 || step == options.steps) {
+    const bool stopping = options.stop_after > 0 && step - start_step >= options.stop_after;
+    if (step % options.checkpoint_every == 0 || step == options.steps || stopping) {
       save_checkpoint(ckpt, params, opt, step, config_text);
     }
     bar.update(step, fmt::format("loss {:.3f} val {:.3f} lr {:.2e}", loss_value, last_val, lr));
+    if (stopping) break;
   }
   bar.finish();
   module.eval();
@@ -216,7 +219,8 @@ LmTrainResult train_lm(torch::jit::Module& module, const GptConfig& config, cons
   double sum = 0;
   for (double v : recent) sum += v;
   r.final_train_loss = recent.empty() ? NAN : sum / static_cast<double>(recent.size());
-  r.validation_loss = evaluate_lm(plain_logits, validation_contexts);
+  r.finished = step >= options.steps;
+  if (r.finished) r.validation_loss = evaluate_lm(plain_logits, validation_contexts);
   return r;
 }
 

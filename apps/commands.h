@@ -10,5 +10,7 @@ void register_generate(CLI::App& app);
 void register_eval_lm(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_demo(CLI::App& app);
+void register_hooks(CLI::App& app);
+void register_capture(CLI::App& app);
 
 }  // namespace saelab

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,12 @@ class FlagBinder {
   FlagBinder(CLI::App* app, S* target) : app_(app), target_(target) {}
   template <class T>
   void add(const std::string& flag, T S::*field, const std::string& help) {
-    CLI::Option* opt = app_->add_option(flag, flags_.*field, help)->default_val(target_->*field);
+    CLI::Option* opt = nullptr;
+    if constexpr (std::is_same_v<T, bool>) {
+      opt = app_->add_flag(flag + ",!--no-" + flag.substr(2), flags_.*field, help)->default_val(target_->*field);
+    } else {
+      opt = app_->add_option(flag, flags_.*field, help)->default_val(target_->*field);
+    }
     flags_.*field = target_->*field;
     apply_.push_back([opt, field, this]() {
       if (opt->count() > 0) target_->*field = flags_.*field;

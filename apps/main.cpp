@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   register_eval_lm(app);
   register_bench(app);
   register_demo(app);
+  register_hooks(app);
+  register_capture(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

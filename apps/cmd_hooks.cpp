@@ -1,0 +1,47 @@
+// saelab hooks: lists a model's hook points with their shapes on a sample input.
+#include "apps/commands.h"
+#include "apps/common.h"
+#include "models/hooked_model.h"
+#include "models/model_bundle.h"
+
+namespace saelab {
+
+void register_hooks(CLI::App& app) {
+  struct Args {
+    std::string model = default_model_dir();
+    int64_t length = 8;
+  };
+  static Args args;
+  CLI::App* cmd = app.add_subcommand("hooks", "list every hook point of a model with its shape");
+  cmd->add_option("model", args.model, "model folder with model.json")->capture_default_str();
+  cmd->add_option("--length", args.length, "tokens in the sample input")->capture_default_str();
+  cmd->callback([] {
+    start_command();
+    LanguageModel lm = LanguageModel::open(args.model);
+    HookedModel hooked(lm.module(), lm.info().hook_aliases);
+    const int64_t T = std::min(args.length, lm.info().context_length);
+    const torch::Tensor tokens = torch::randint(0, lm.tokenizer().vocab_size(), {1, T}, torch::kInt64);
+    HookScope scope(hooked);
+    for (const auto& p : hooked.hook_points()) scope.capture(p);
+    {
+      torch::NoGradGuard g;
+      hooked.forward(tokens);
+    }
+    std::map<std::string, std::string> alias_of;
+    for (auto it = hooked.aliases().begin(); it != hooked.aliases().end(); ++it) {
+      alias_of[it.value().get<std::string>()] += " " + it.key();
+    }
+    std::printf("%zu hook points of %s (sample input [1, %lld]):\n", hooked.hook_points().size(),
+                lm.info().name.c_str(), static_cast<long long>(T));
+    for (const auto& p : hooked.hook_points()) {
+      const torch::Tensor& t = scope.captured(p);
+      std::string shape = "[";
+      for (int64_t i = 0; i < t.dim(); ++i) shape += (i ? ", " : "") + std::to_string(t.size(i));
+      shape += "]";
+      std::printf("  %-36s %-16s %s%s\n", p.c_str(), shape.c_str(), c10::toString(t.scalar_type()),
+                  alias_of.count(p) ? ("  alias:" + alias_of[p]).c_str() : "");
+    }
+  });
+}
+
+}  // namespace saelab

@@ -1,0 +1,243 @@
+#include "core/activation_store.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <random>
+
+#include "core/files.h"
+#include "core/json_options.h"
+#include "core/safetensors.h"
+
+namespace saelab {
+
+namespace fs = std::filesystem;
+
+torch::Dtype store_dtype(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "float16") return torch::kFloat16;
+  if (name == "bfloat16") return torch::kBFloat16;
+  TORCH_CHECK(false, "dtype must be float32, float16 or bfloat16 (got ", name, ")");
+}
+
+nlohmann::json StoreManifest::to_json() const {
+  nlohmann::json shard_list = nlohmann::json::array();
+  for (const auto& [file, n] : shards) shard_list.push_back({{"file", file}, {"rows", n}});
+  return {{"format_version", 1},     {"hook", hook},
+          {"d", d},                  {"dtype", dtype},
+          {"context_length", context_length}, {"include_bos", include_bos},
+          {"model_name", model_name}, {"model_sha256", model_sha256},
+          {"tokenizer", tokenizer},  {"target_rows", target_rows},
+          {"rows", rows},            {"norm_sum", norm_sum},
+          {"mean_norm", mean_norm()}, {"shards", shard_list},
+          {"complete", complete}};
+}
+
+StoreManifest StoreManifest::from_json(const nlohmann::json& j, const std::string& where) {
+  StoreManifest m;
+  JsonFields f(j, where);
+  int64_t version = 0;
+  f.read("format_version", version);
+  TORCH_CHECK(version == 1, where, ": format_version must be 1 (got ", version, ")");
+  f.read("hook", m.hook);
+  f.read("d", m.d);
+  f.read("dtype", m.dtype);
+  store_dtype(m.dtype);
+  f.read("context_length", m.context_length);
+  f.read("include_bos", m.include_bos);
+  f.read("model_name", m.model_name);
+  f.read("model_sha256", m.model_sha256);
+  if (const nlohmann::json* t = f.allow("tokenizer")) m.tokenizer = *t;
+  f.read("target_rows", m.target_rows);
+  f.read("rows", m.rows);
+  f.read("norm_sum", m.norm_sum);
+  f.allow("mean_norm");
+  f.read("complete", m.complete);
+  TORCH_CHECK(m.d > 0, where, ": d must be positive (got ", m.d, ")");
+  int64_t total = 0;
+  if (const nlohmann::json* s = f.allow("shards")) {
+    TORCH_CHECK(s->is_array(), where, ": shards must be a list");
+    for (const auto& e : *s) {
+      TORCH_CHECK(e.is_object() && e.contains("file") && e["file"].is_string() && e.contains("rows") &&
+                      e["rows"].is_number_integer(),
+                  where, ": each shard needs a file name and a row count");
+      m.shards.emplace_back(e["file"].get<std::string>(), e["rows"].get<int64_t>());
+      total += m.shards.back().second;
+    }
+  }
+  f.finish();
+  TORCH_CHECK(total == m.rows, where, ": shards hold ", total, " rows but the manifest says ", m.rows);
+  return m;
+}
+
+bool StoreManifest::same_capture(const StoreManifest& o) const {
+  return hook == o.hook && d == o.d && dtype == o.dtype && context_length == o.context_length &&
+         include_bos == o.include_bos && model_sha256 == o.model_sha256 && target_rows == o.target_rows &&
+         tokenizer == o.tokenizer;
+}
+
+ActivationWriter::ActivationWriter(const std::string& dir, StoreManifest manifest, int64_t shard_rows)
+    : dir_(dir), manifest_(std::move(manifest)), shard_rows_(shard_rows) {
+  TORCH_CHECK(shard_rows > 0, "shard_rows must be positive (got ", shard_rows, ")");
+  store_dtype(manifest_.dtype);
+  const fs::path path = fs::path(dir) / "manifest.json";
+  if (fs::exists(path)) {
+    const StoreManifest existing =
+        StoreManifest::from_json(load_json_file(path.string(), "activation manifest"), path.string());
+    TORCH_CHECK(existing.same_capture(manifest_), "output folder '", dir,
+                "' holds a different capture (other model, hook, dtype, size or settings); choose another --out");
+    manifest_ = existing;
+  } else {
+    fs::create_directories(dir);
+    manifest_.rows = 0;
+    manifest_.norm_sum = 0;
+    manifest_.shards.clear();
+    manifest_.complete = false;
+    write_file_atomic(path, manifest_.to_json().dump(2) + "\n");
+  }
+}
+
+void ActivationWriter::append(int64_t first_row, const torch::Tensor& acts, const torch::Tensor& context,
+                              const torch::Tensor& position, const torch::Tensor& token, const torch::Tensor& doc) {
+  TORCH_CHECK(acts.dim() == 2 && acts.size(1) == manifest_.d, "activations for '", manifest_.hook,
+              "' must have shape [n, ", manifest_.d, "] (got ", acts.sizes(), ")");
+  const int64_t n = acts.size(0);
+  const int64_t skip = std::max<int64_t>(0, rows_done() - first_row);
+  const int64_t end = std::min(first_row + n, manifest_.target_rows);
+  const int64_t take = end - first_row - skip;
+  if (take <= 0) return;
+  TORCH_CHECK(first_row + skip == rows_done(), "rows for '", manifest_.hook, "' arrived out of order (row ",
+              first_row + skip, " after ", rows_done(), ")");
+  auto part = [&](const torch::Tensor& t) { return t.narrow(0, skip, take); };
+  const torch::Tensor a = part(acts).to(torch::kFloat32);
+  TORCH_CHECK(torch::isfinite(a).all().item<bool>(), "activations at '", manifest_.hook,
+              "' hold NaN or Inf (rows ", first_row + skip, "..", first_row + skip + take - 1, ")");
+  manifest_.norm_sum += a.norm(2, {1}).sum().item<double>();
+  acts_.push_back(a.to(store_dtype(manifest_.dtype)));
+  context_.push_back(part(context).to(torch::kInt64));
+  position_.push_back(part(position).to(torch::kInt32));
+  token_.push_back(part(token).to(torch::kInt64));
+  doc_.push_back(part(doc).to(torch::kInt32));
+  buffered_ += take;
+  while (buffered_ >= shard_rows_) flush_shard();
+}
+
+void ActivationWriter::flush_shard() {
+  if (buffered_ == 0) return;
+  const int64_t n = std::min(buffered_, shard_rows_);
+  auto take = [&](std::vector<torch::Tensor>& parts) {
+    torch::Tensor all = torch::cat(parts);
+    parts.clear();
+    if (all.size(0) > n) parts.push_back(all.narrow(0, n, all.size(0) - n).clone());
+    return all.narrow(0, 0, n);
+  };
+  const std::string file = fmt::format("shard-{:05d}.safetensors", manifest_.shards.size());
+  save_safetensors((fs::path(dir_) / file).string(),
+                   {{"acts", take(acts_)}, {"context", take(context_)}, {"position", take(position_)},
+                    {"token", take(token_)}, {"doc", take(doc_)}},
+                   {{"hook", manifest_.hook}, {"format", "saelab-activations"}});
+  buffered_ -= n;
+  manifest_.rows += n;
+  manifest_.shards.emplace_back(file, n);
+  write_file_atomic(fs::path(dir_) / "manifest.json", manifest_.to_json().dump(2) + "\n");
+}
+
+void ActivationWriter::finish() {
+  while (buffered_ > 0) flush_shard();
+  TORCH_CHECK(manifest_.rows == manifest_.target_rows, "capture of '", manifest_.hook, "' ended with ",
+              manifest_.rows, " rows of ", manifest_.target_rows);
+  manifest_.complete = true;
+  write_file_atomic(fs::path(dir_) / "manifest.json", manifest_.to_json().dump(2) + "\n");
+}
+
+ActivationStore ActivationStore::open(const std::string& dir) {
+  ActivationStore s;
+  s.dir_ = dir;
+  const std::string path = (fs::path(dir) / "manifest.json").string();
+  s.manifest_ = StoreManifest::from_json(load_json_file(path, "activation manifest"), path);
+  TORCH_CHECK(s.manifest_.complete, "activation store '", dir,
+              "' is incomplete (the capture was interrupted; rerun it to resume)");
+  int64_t start = 0;
+  for (const auto& [file, n] : s.manifest_.shards) {
+    require_file(fs::path(dir) / file, "activation shard");
+    s.shard_start_.push_back(start);
+    start += n;
+  }
+  return s;
+}
+
+StoreRows ActivationStore::load_shard(int64_t i) const {
+  TORCH_CHECK(i >= 0 && i < shard_count(), "shard ", i, " is out of range (", shard_count(), " shards)");
+  const auto& [file, n] = manifest_.shards[i];
+  const std::string path = (fs::path(dir_) / file).string();
+  const SafetensorsFile f = load_safetensors(path);
+  StoreRows r;
+  r.acts = f.at("acts");
+  TORCH_CHECK(r.acts.dim() == 2 && r.acts.size(0) == n && r.acts.size(1) == manifest_.d, "activation shard '", path,
+              "' has acts of shape ", r.acts.sizes(), ", the manifest says [", n, ", ", manifest_.d, "]");
+  TORCH_CHECK(r.acts.scalar_type() == store_dtype(manifest_.dtype), "activation shard '", path,
+              "' is not stored as ", manifest_.dtype);
+  r.acts = r.acts.to(torch::kFloat32);
+  r.context = f.at("context");
+  r.position = f.at("position");
+  r.token = f.at("token");
+  r.doc = f.at("doc");
+  for (const torch::Tensor* t : {&r.context, &r.position, &r.token, &r.doc}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == n, "activation shard '", path, "' has provenance of the wrong length");
+  }
+  return r;
+}
+
+torch::Tensor ActivationStore::rows(int64_t begin, int64_t n) const {
+  TORCH_CHECK(begin >= 0 && n >= 0 && begin + n <= rows(), "rows [", begin, ", ", begin + n,
+              ") are outside the store of ", rows(), " rows");
+  std::vector<torch::Tensor> parts;
+  int64_t row = begin;
+  while (row < begin + n) {
+    const int64_t s = std::upper_bound(shard_start_.begin(), shard_start_.end(), row) - shard_start_.begin() - 1;
+    const torch::Tensor acts = load_shard(s).acts;
+    const int64_t local = row - shard_start_[s];
+    const int64_t take = std::min(begin + n - row, acts.size(0) - local);
+    parts.push_back(acts.narrow(0, local, take));
+    row += take;
+  }
+  return parts.empty() ? torch::empty({0, d()}) : torch::cat(parts);
+}
+
+ShuffledBatches::ShuffledBatches(const ActivationStore& store, int64_t batch_size, int64_t buffer_shards,
+                                 uint64_t seed)
+    : store_(store), batch_size_(batch_size), buffer_shards_(buffer_shards), seed_(seed) {
+  TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
+  TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
+  TORCH_CHECK(store.rows() >= batch_size, "the store holds ", store.rows(), " rows, fewer than one batch of ",
+              batch_size);
+  buffer_ = torch::empty({0, store.d()});
+}
+
+void ShuffledBatches::refill() {
+  std::vector<torch::Tensor> parts = {buffer_.narrow(0, cursor_, buffer_.size(0) - cursor_)};
+  for (int64_t k = 0; k < buffer_shards_; ++k) {
+    if (next_shard_ >= order_.size()) {
+      if (!order_.empty()) ++epoch_;
+      order_.resize(store_.shard_count());
+      for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
+      std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch_));
+      std::shuffle(order_.begin(), order_.end(), rng);
+      next_shard_ = 0;
+    }
+    parts.push_back(store_.load_shard(order_[next_shard_++]).acts);
+  }
+  torch::Tensor all = torch::cat(parts);
+  torch::Generator gen = at::detail::createCPUGenerator(seed_ + 7919 * static_cast<uint64_t>(epoch_ * 1000003 + next_shard_));
+  buffer_ = all.index_select(0, torch::randperm(all.size(0), gen, torch::kInt64));
+  cursor_ = 0;
+}
+
+torch::Tensor ShuffledBatches::next() {
+  while (buffer_.size(0) - cursor_ < batch_size_) refill();
+  torch::Tensor batch = buffer_.narrow(0, cursor_, batch_size_);
+  cursor_ += batch_size_;
+  return batch;
+}
+
+}  // namespace saelab

@@ -17,6 +17,21 @@ void start_command() { init_runtime(RuntimeOptions{global_options().threads, 0})
 
 }  // namespace saelab
 
+namespace {
+
+// The line of an error worth showing: the message itself, or for errors raised inside a
+// TorchScript forward pass (which come wrapped in an interpreter stack trace) its last line.
+std::string one_line(const std::string& msg) {
+  std::string s = msg;
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  if (s.rfind("The following operation failed in the TorchScript interpreter", 0) == 0) {
+    return "the model's forward pass failed: " + s.substr(s.rfind('\n') + 1);
+  }
+  return s.substr(0, s.find('\n'));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace saelab;
   CLI::App app{"saelab: sparse autoencoders and feature analysis for TorchScript language models"};
@@ -38,11 +53,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    std::fprintf(stderr, "\nsaelab: error: %s\n", msg.substr(0, msg.find('\n')).c_str());
+    std::fprintf(stderr, "\nsaelab: error: %s\n", one_line(e.what_without_backtrace()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nsaelab: error: %s\n", e.what());
+    std::fprintf(stderr, "\nsaelab: error: %s\n", one_line(e.what()).c_str());
     return 1;
   }
   return 0;

@@ -105,14 +105,17 @@ HookedModel::HookedModel(torch::jit::Module module, nlohmann::json aliases)
       hook_output(*graph_, outs[0], path + ".output");
     }
   }
-  if (std::getenv("SAELAB_DUMP_HOOKED_GRAPH")) graph_->dump();
   std::unordered_set<std::string> seen;
-  for (Node* n : graph_->nodes()) {
-    if (n->kind() == kHook) {
-      const std::string name = torch::jit::toIValue(n->input(1))->toStringRef();
-      if (seen.insert(name).second) points_.push_back(name);
+  std::function<void(torch::jit::Block*)> collect = [&](torch::jit::Block* block) {
+    for (Node* n : block->nodes()) {
+      if (n->kind() == kHook) {
+        const std::string name = torch::jit::toIValue(n->input(1))->toStringRef();
+        if (seen.insert(name).second) points_.push_back(name);
+      }
+      for (torch::jit::Block* b : n->blocks()) collect(b);
     }
-  }
+  };
+  collect(graph_->block());
   function_ = std::make_unique<torch::jit::GraphFunction>("saelab_hooked_forward", graph_, nullptr);
   for (auto it = aliases_.begin(); it != aliases_.end(); ++it) {
     TORCH_CHECK(it.value().is_string(), "hook alias '", it.key(), "' must name a hook point");

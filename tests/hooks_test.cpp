@@ -147,6 +147,37 @@ TEST(HookedModel, AnUnknownNameListsTheClosestValidOnes) {
   }
 }
 
+TEST(HookedModel, AHookOnAModuleThatNeverRunsIsReportedAfterTheForwardPass) {
+  auto leaf = [](const std::string& type, const std::string& body) {
+    torch::jit::Module m("__torch__.test." + type);
+    m.define("def forward(self, x: Tensor) -> Tensor:\n    return " + body + "\n");
+    return m;
+  };
+  torch::jit::Module root("__torch__.test.Branchy");
+  root.register_module("rare", leaf("Rare", "x * 2.0"));
+  root.register_module("common", leaf("Common", "x + 1.0"));
+  root.define(
+      "def forward(self, x: Tensor) -> Tensor:\n"
+      "    if x.size(1) > 100:\n"
+      "        x = self.rare.forward(x)\n"
+      "    return self.common.forward(x)\n");
+  HookedModel hooked(root);
+  const auto& p = hooked.hook_points();
+  EXPECT_NE(std::find(p.begin(), p.end(), "rare.output"), p.end());  // found inside the if
+  HookScope scope(hooked);
+  scope.capture("rare.output");
+  scope.capture("common.output");
+  torch::NoGradGuard g;
+  const torch::Tensor y = hooked.forward(torch::ones({1, 5})).toTensor();
+  EXPECT_TRUE(torch::equal(y, torch::full({1, 5}, 2.0)));
+  try {
+    scope.check_all_fired();
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_EQ(std::string(e.msg()), "hook point(s) rare.output never ran during the forward pass");
+  }
+}
+
 std::vector<float> read_floats(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

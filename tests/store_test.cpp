@@ -220,6 +220,26 @@ TEST(ActivationStore, RefusesAFolderHoldingAnotherCaptureOrAnIncompleteOne) {
   EXPECT_EQ(again.rows_done(), 5);
 }
 
+TEST(ActivationStore, AFailedShardWriteIsReportedAndNeverListed) {
+  test::TempDir dir;
+  ActivationWriter w(dir / "s", manifest_for(2, 8), 4);
+  fs::create_directories(dir / "s/shard-00000.safetensors");  // the rename onto it must fail
+  try {
+    w.append(0, torch::zeros({4, 2}), torch::zeros({4}, torch::kInt64), torch::zeros({4}, torch::kInt32),
+             torch::zeros({4}, torch::kInt64), torch::zeros({4}, torch::kInt32));
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_EQ(std::string(e.msg()).rfind("cannot write '" + (dir / "s/shard-00000.safetensors") + "'", 0), 0u)
+        << e.msg();
+  }
+  const json m = load_json_file(dir / "s/manifest.json", "manifest");
+  EXPECT_EQ(m["rows"], 0);
+  EXPECT_TRUE(m["shards"].empty());
+  for (const auto& e : fs::directory_iterator(dir / "s")) {
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "temporary file left: " << e.path();
+  }
+}
+
 TEST(ActivationStore, RejectsNaNActivationsNamingTheHook) {
   test::TempDir dir;
   ActivationWriter w(dir / "s", manifest_for(2, 4), 4);

@@ -1,0 +1,67 @@
+#include <gtest/gtest.h>
+
+#include "sae/topk_kernels.h"
+
+namespace saelab {
+namespace {
+
+struct Grads {
+  torch::Tensor out, x, W_enc, b_enc, W_dec;
+};
+
+// Dense float64 reference: ReLU of the pre-activations masked to the top-k latents, decoded by a matmul.
+Grads dense_reference(torch::Tensor x, torch::Tensor W_enc, torch::Tensor b_enc, torch::Tensor W_dec, int64_t k,
+                      const torch::Tensor& R) {
+  for (auto* t : {&x, &W_enc, &b_enc, &W_dec}) *t = t->detach().clone().requires_grad_(true);
+  const torch::Tensor pre = torch::matmul(x, W_enc) + b_enc;
+  const torch::Tensor idx = std::get<1>(pre.detach().topk(k, 1));
+  const torch::Tensor mask = torch::zeros_like(pre).scatter(1, idx, 1.0);
+  const torch::Tensor out = torch::matmul(torch::relu(pre) * mask, W_dec);
+  (out * R).sum().backward();
+  return {out.detach(), x.grad(), W_enc.grad(), b_enc.grad(), W_dec.grad()};
+}
+
+Grads sparse_kernels(torch::Tensor x, torch::Tensor W_enc, torch::Tensor b_enc, torch::Tensor W_dec, int64_t k,
+                     const torch::Tensor& R) {
+  for (auto* t : {&x, &W_enc, &b_enc, &W_dec}) *t = t->detach().clone().requires_grad_(true);
+  const TopKCode code = topk_encode(x, W_enc, b_enc, k);
+  const torch::Tensor out = topk_decode(code.values, code.indices, W_dec);
+  (out * R).sum().backward();
+  return {out.detach(), x.grad(), W_enc.grad(), b_enc.grad(), W_dec.grad()};
+}
+
+TEST(TopKKernels, ForwardAndGradientsEqualDenseFloat64Autograd) {
+  torch::manual_seed(3);
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  for (int64_t k : {1, 3, 7}) {
+    const torch::Tensor x = torch::randn({300, 5}, opts);  // > one 256-row chunk
+    const torch::Tensor W_enc = torch::randn({5, 12}, opts);
+    const torch::Tensor b_enc = torch::randn({12}, opts) * 0.5 - 0.5;  // some selected entries are negative
+    const torch::Tensor W_dec = torch::randn({12, 5}, opts);
+    const torch::Tensor R = torch::randn({300, 5}, opts);
+    const Grads ref = dense_reference(x, W_enc, b_enc, W_dec, k, R);
+    const Grads got = sparse_kernels(x, W_enc, b_enc, W_dec, k, R);
+    EXPECT_TRUE(torch::allclose(got.out, ref.out, 1e-12, 1e-12)) << "k " << k;
+    EXPECT_TRUE(torch::allclose(got.x, ref.x, 1e-12, 1e-12)) << "k " << k;
+    EXPECT_TRUE(torch::allclose(got.W_enc, ref.W_enc, 1e-12, 1e-12)) << "k " << k;
+    EXPECT_TRUE(torch::allclose(got.b_enc, ref.b_enc, 1e-12, 1e-12)) << "k " << k;
+    EXPECT_TRUE(torch::allclose(got.W_dec, ref.W_dec, 1e-12, 1e-12)) << "k " << k;
+  }
+}
+
+TEST(TopKKernels, DenseViewHoldsExactlyKNonNegativeLatentsPerRow) {
+  const torch::Tensor x = torch::randn({8, 4});
+  const TopKCode code = topk_encode(x, torch::randn({4, 20}), torch::zeros({20}), 5);
+  const torch::Tensor dense = topk_to_dense(code, 20);
+  EXPECT_EQ(dense.sizes(), (std::vector<int64_t>{8, 20}));
+  EXPECT_TRUE((dense >= 0).all().item<bool>());
+  EXPECT_TRUE(((dense != 0).sum(1) <= 5).all().item<bool>());
+  EXPECT_TRUE(torch::equal(dense.gather(1, code.indices), code.values));
+}
+
+TEST(TopKKernels, RejectsAKLargerThanTheDictionary) {
+  EXPECT_THROW(topk_encode(torch::randn({2, 4}), torch::randn({4, 6}), torch::zeros({6}), 7), c10::Error);
+}
+
+}  // namespace
+}  // namespace saelab

@@ -1,0 +1,272 @@
+#include "sae/sae.h"
+
+#include <cmath>
+
+#include "sae/topk_kernels.h"
+
+namespace saelab {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// Rectangle kernel K(u) = 1[|u| < 1/2] (Rajamanoharan et al. 2024b, straight-through estimators).
+torch::Tensor rectangle(const torch::Tensor& u) { return (u.abs() < 0.5).to(u.dtype()); }
+
+// JumpReLU_θ(z) = z · H(z − θ). Gradient to z: H(z − θ); to θ (pseudo-derivative):
+// ∂/∂θ = −(θ / ε) · K((z − θ) / ε).
+class JumpReluFn : public torch::autograd::Function<JumpReluFn> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& z, const torch::Tensor& theta, double eps) {
+    ctx->save_for_backward({z, theta});
+    ctx->saved_data["eps"] = eps;
+    return z * (z > theta).to(z.dtype());
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const torch::Tensor &z = s[0], &theta = s[1];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const torch::Tensor& g = grads[0];
+    const torch::Tensor grad_z = g * (z > theta).to(g.dtype());
+    const torch::Tensor grad_theta = (g * (-theta / eps) * rectangle((z - theta) / eps)).sum(0);
+    return {grad_z, grad_theta, torch::Tensor()};
+  }
+};
+
+// Step H(z − θ), for the L0 penalty. Gradient to z: 0; to θ: −(1 / ε) · K((z − θ) / ε).
+class StepFn : public torch::autograd::Function<StepFn> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& z, const torch::Tensor& theta, double eps) {
+    ctx->save_for_backward({z, theta});
+    ctx->saved_data["eps"] = eps;
+    return (z > theta).to(z.dtype());
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const torch::Tensor &z = s[0], &theta = s[1];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const torch::Tensor grad_theta = (grads[0] * (-1.0 / eps) * rectangle((z - theta) / eps)).sum(0);
+    return {torch::zeros_like(z), grad_theta, torch::Tensor()};
+  }
+};
+
+torch::Tensor squared_error(const torch::Tensor& x, const torch::Tensor& x_hat) {
+  return (x - x_hat).pow(2).sum(-1).mean();
+}
+
+}  // namespace
+
+void SaeConfig::validate() const {
+  TORCH_CHECK(architecture == "standard" || architecture == "gated" || architecture == "topk" ||
+                  architecture == "batchtopk" || architecture == "jumprelu",
+              "architecture must be standard, gated, topk, batchtopk or jumprelu (got ", architecture, ")");
+  TORCH_CHECK(d_in > 0, "d_in must be positive (got ", d_in, ")");
+  TORCH_CHECK(d_sae > 0, "d_sae must be positive (got ", d_sae, ")");
+  if (architecture == "topk" || architecture == "batchtopk") {
+    TORCH_CHECK(k > 0 && k <= d_sae, "k must be in 1..d_sae (got ", k, ")");
+  }
+  TORCH_CHECK(jumprelu_bandwidth > 0, "jumprelu_bandwidth must be positive (got ", jumprelu_bandwidth, ")");
+  TORCH_CHECK(aux_k >= 0, "aux_k must be >= 0 (got ", aux_k, ")");
+}
+
+std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& c) {
+  std::map<std::string, std::vector<int64_t>> s = {
+      {"W_enc", {c.d_in, c.d_sae}}, {"W_dec", {c.d_sae, c.d_in}}, {"b_dec", {c.d_in}}};
+  if (c.architecture == "gated") {
+    s["b_gate"] = {c.d_sae};
+    s["b_mag"] = {c.d_sae};
+    s["r_mag"] = {c.d_sae};
+  } else {
+    s["b_enc"] = {c.d_sae};
+  }
+  if (c.architecture == "jumprelu" || c.architecture == "batchtopk") s["threshold"] = {c.d_sae};
+  return s;
+}
+
+Sae::Sae(const SaeConfig& config, uint64_t seed) : config_(config) {
+  config_.validate();
+  torch::manual_seed(seed);
+  const int64_t d_in = config_.d_in, d_sae = config_.d_sae;
+  torch::Tensor W_dec = torch::randn({d_sae, d_in});
+  W_dec = W_dec / W_dec.norm(2, {1}, true);  // unit-norm rows
+  p_["W_dec"] = W_dec;
+  p_["W_enc"] = W_dec.t().contiguous();
+  p_["b_dec"] = torch::zeros({d_in});
+  if (config_.architecture == "gated") {
+    p_["b_gate"] = torch::zeros({d_sae});
+    p_["b_mag"] = torch::zeros({d_sae});
+    p_["r_mag"] = torch::zeros({d_sae});
+  } else {
+    p_["b_enc"] = torch::zeros({d_sae});
+  }
+  if (config_.architecture == "jumprelu") {
+    p_["log_threshold"] = torch::full({d_sae}, std::log(config_.jumprelu_init_threshold), torch::kFloat32);
+  }
+  if (config_.architecture == "batchtopk") batchtopk_threshold_ = torch::full({}, -1.0);  // unset
+  for (auto& [name, t] : p_) t.requires_grad_(true);
+}
+
+Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, const std::string& where)
+    : config_(config) {
+  config_.validate();
+  const auto shapes = sae_shapes(config_);
+  // A batchtopk SAE that has not seen a batch yet has no threshold estimate.
+  if (config_.architecture == "batchtopk" && params.count("threshold") == 0) {
+    params["threshold"] = torch::full({config_.d_sae}, -1.0);
+  }
+  for (const auto& [name, shape] : shapes) {
+    auto it = params.find(name);
+    TORCH_CHECK(it != params.end(), where, ": tensor '", name, "' is missing for a ", config_.architecture, " SAE");
+    TORCH_CHECK(it->second.sizes().vec() == shape, where, ": tensor '", name, "' has shape ", it->second.sizes(),
+                " but cfg.json (d_in ", config_.d_in, ", d_sae ", config_.d_sae, ") needs ", c10::IntArrayRef(shape));
+  }
+  for (const auto& [name, shape] : shapes) {
+    torch::Tensor t = params.at(name).to(torch::kFloat32).contiguous();
+    TORCH_CHECK(torch::isfinite(t).all().item<bool>(), where, ": tensor '", name, "' holds NaN or Inf");
+    if (name == "threshold") {
+      if (config_.architecture == "jumprelu") {
+        TORCH_CHECK((t > 0).all().item<bool>(), where, ": jumprelu thresholds must be positive");
+        p_["log_threshold"] = t.log().requires_grad_(true);
+      } else {
+        batchtopk_threshold_ = t.max();
+      }
+      continue;
+    }
+    p_[name] = t.requires_grad_(true);
+  }
+}
+
+const torch::Tensor& Sae::param(const std::string& name) const {
+  auto it = p_.find(name);
+  TORCH_CHECK(it != p_.end(), "a ", config_.architecture, " SAE has no parameter '", name, "'");
+  return it->second;
+}
+
+torch::Tensor Sae::threshold() const {
+  if (config_.architecture == "jumprelu") return p_.at("log_threshold").detach().exp();
+  if (config_.architecture == "batchtopk") return batchtopk_threshold_.clamp_min(0).expand({config_.d_sae}).clone();
+  TORCH_CHECK(false, "a ", config_.architecture, " SAE has no threshold");
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Sae::parameters() const {
+  return {p_.begin(), p_.end()};
+}
+
+std::map<std::string, torch::Tensor> Sae::state() const {
+  std::map<std::string, torch::Tensor> s;
+  for (const auto& [name, t] : p_) {
+    if (name != "log_threshold") s[name] = t.detach();
+  }
+  if (config_.architecture == "jumprelu" || config_.architecture == "batchtopk") s["threshold"] = threshold();
+  return s;
+}
+
+torch::Tensor Sae::centred(const torch::Tensor& x) const {
+  return config_.apply_b_dec_to_input ? x - p_.at("b_dec") : x;
+}
+
+torch::Tensor Sae::encode(const torch::Tensor& x) const {
+  const torch::Tensor xc = centred(x);
+  const std::string& a = config_.architecture;
+  if (a == "gated") {
+    const torch::Tensor gate = torch::matmul(xc, p_.at("W_enc")) + p_.at("b_gate");
+    const torch::Tensor mag = torch::matmul(xc, p_.at("W_enc") * p_.at("r_mag").exp()) + p_.at("b_mag");
+    return (gate > 0).to(mag.dtype()) * torch::relu(mag);
+  }
+  const torch::Tensor pre = torch::matmul(xc, p_.at("W_enc")) + p_.at("b_enc");
+  if (a == "standard") return torch::relu(pre);
+  if (a == "topk") {
+    auto [top, idx] = pre.topk(config_.k, -1);
+    return torch::zeros_like(pre).scatter(-1, idx, top.clamp_min(0));
+  }
+  TORCH_CHECK(a != "batchtopk" || batchtopk_threshold_.item<double>() >= 0,
+              "this batchtopk SAE has no threshold estimate yet (train it on at least one batch)");
+  const torch::Tensor theta = threshold();  // jumprelu, batchtopk: JumpReLU at inference
+  return pre * (pre > theta).to(pre.dtype());
+}
+
+torch::Tensor Sae::decode(const torch::Tensor& f) const {
+  return torch::matmul(f, p_.at("W_dec")) + p_.at("b_dec");
+}
+
+SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& dead) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == config_.d_in, "SAE input must be [batch, ", config_.d_in, "] (got ",
+              x.sizes(), ")");
+  SaeOutput o;
+  const torch::Tensor zero = torch::zeros({}, x.options());
+  o.sparsity = zero;
+  o.aux = zero;
+  const torch::Tensor xc = centred(x);
+  const torch::Tensor& W_enc = p_.at("W_enc");
+  const torch::Tensor& W_dec = p_.at("W_dec");
+  const torch::Tensor& b_dec = p_.at("b_dec");
+  const std::string& a = config_.architecture;
+  if (a == "standard") {
+    // f = ReLU((x − b_dec) W_enc + b_enc); penalty λ Σ_i f_i ‖W_dec,i‖ (Anthropic, April 2024 update).
+    o.features = torch::relu(torch::matmul(xc, W_enc) + p_.at("b_enc"));
+    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
+    o.sparsity = l1 * (o.features * W_dec.norm(2, {1})).sum(-1).mean();
+  } else if (a == "gated") {
+    // Rajamanoharan et al. 2024: π_gate = (x − b_dec) W_enc + b_gate,
+    // π_mag = (x − b_dec)(W_enc ⊙ exp(r_mag)) + b_mag, f = 1[π_gate > 0] · ReLU(π_mag).
+    const torch::Tensor gate = torch::matmul(xc, W_enc) + p_.at("b_gate");
+    const torch::Tensor mag = torch::matmul(xc, W_enc * p_.at("r_mag").exp()) + p_.at("b_mag");
+    o.features = (gate > 0).to(mag.dtype()) * torch::relu(mag);
+    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
+    const torch::Tensor gate_relu = torch::relu(gate);
+    // λ Σ ReLU(π_gate)_i ‖W_dec,i‖
+    o.sparsity = l1 * (gate_relu * W_dec.norm(2, {1})).sum(-1).mean();
+    // Auxiliary reconstruction from ReLU(π_gate) through a detached decoder: no gradient reaches
+    // W_dec or b_dec from this term.
+    o.aux = squared_error(x, torch::matmul(gate_relu, W_dec.detach()) + b_dec.detach());
+  } else if (a == "topk") {
+    // Gao et al. 2024: keep the k largest pre-activations (after ReLU); sparse kernels.
+    const TopKCode code = topk_encode(xc, W_enc, p_.at("b_enc"), config_.k);
+    o.x_hat = topk_decode(code.values, code.indices, W_dec) + b_dec;
+    o.features = topk_to_dense({code.values.detach(), code.indices}, config_.d_sae);
+    if (dead.defined() && dead.any().item<bool>()) {
+      // AuxK: model the detached residual e = x − x̂ with the top-k_aux pre-activations of dead
+      // latents; loss ‖e − ê‖² / ‖e − mean(e)‖² times the coefficient (1/32 by default).
+      const torch::Tensor dead_idx = dead.nonzero().squeeze(1);
+      const int64_t k_aux = std::min<int64_t>(config_.aux_k > 0 ? config_.aux_k : config_.d_in / 2, dead_idx.size(0));
+      const torch::Tensor e = (x - o.x_hat).detach();
+      const torch::Tensor pre_dead =
+          torch::matmul(xc, W_enc.index_select(1, dead_idx)) + p_.at("b_enc").index_select(0, dead_idx);
+      auto [top, idx] = pre_dead.topk(k_aux, -1);
+      const torch::Tensor e_hat = topk_decode(torch::relu(top), idx, W_dec.index_select(0, dead_idx));
+      const torch::Tensor var = (e - e.mean(0)).pow(2).sum(-1).mean();
+      o.aux = config_.aux_k_coefficient * squared_error(e, e_hat) / var.clamp_min(1e-12);
+    }
+  } else if (a == "batchtopk") {
+    // Bussmann et al. 2024: keep the k·batch largest ReLU pre-activations over the whole batch.
+    const torch::Tensor pre = torch::relu(torch::matmul(xc, W_enc) + p_.at("b_enc"));
+    const int64_t keep = std::min<int64_t>(config_.k * x.size(0), pre.numel());
+    auto [top, flat_idx] = pre.detach().reshape(-1).topk(keep);
+    const torch::Tensor mask = torch::zeros({pre.numel()}, pre.options()).index_fill(0, flat_idx, 1.0).view_as(pre);
+    o.features = pre * mask;
+    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
+    // The inference threshold: a running average of the smallest kept positive activation.
+    torch::NoGradGuard g;
+    const torch::Tensor positive = top.masked_select(top > 0);
+    if (positive.numel() > 0) {
+      const torch::Tensor smallest = positive.min();
+      const double r = config_.batchtopk_threshold_rate;
+      batchtopk_threshold_ = batchtopk_threshold_.item<double>() < 0 ? smallest : (1 - r) * batchtopk_threshold_ + r * smallest;
+    }
+  } else {  // jumprelu
+    // Rajamanoharan et al. 2024b (Gemma Scope): f = π · H(π − θ) with θ = exp(log_threshold) per
+    // latent, straight-through rectangle-kernel gradients of bandwidth ε, penalty λ · L0.
+    const torch::Tensor pre = torch::matmul(xc, W_enc) + p_.at("b_enc");
+    const torch::Tensor theta = p_.at("log_threshold").exp();
+    o.features = JumpReluFn::apply(pre, theta, config_.jumprelu_bandwidth);
+    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
+    o.sparsity = l1 * StepFn::apply(pre, theta, config_.jumprelu_bandwidth).sum(-1).mean();
+  }
+  o.mse = squared_error(x, o.x_hat);
+  o.loss = o.mse + o.sparsity + o.aux;
+  o.l0 = (o.features.detach() != 0).sum(-1).to(torch::kFloat32).mean();
+  return o;
+}
+
+}  // namespace saelab

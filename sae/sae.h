@@ -1,0 +1,94 @@
+// Sparse autoencoders: x [batch, d_in] → code f [batch, d_sae] → x̂ = f W_dec + b_dec.
+// Five architectures (standard, gated, topk, batchtopk, jumprelu), each with encode, decode and a
+// training forward that returns its loss terms. sae/ knows nothing about language models.
+#pragma once
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace saelab {
+
+struct SaeConfig {
+  /// standard, gated, topk, batchtopk or jumprelu.
+  std::string architecture = "topk";
+  /// Input width (the hook point's d).
+  int64_t d_in = 0;
+  /// Dictionary size.
+  int64_t d_sae = 0;
+  /// Active latents per row (topk), or on average per row (batchtopk).
+  int64_t k = 32;
+  /// Subtract b_dec from the input before encoding.
+  bool apply_b_dec_to_input = true;
+  /// JumpReLU straight-through bandwidth ε, in the units of the normalised input
+  /// (the trainer scales inputs so that E‖x‖ = sqrt(d_in), i.e. about 1 per coordinate).
+  double jumprelu_bandwidth = 0.05;
+  /// Initial JumpReLU threshold, same units.
+  double jumprelu_init_threshold = 0.1;
+  /// AuxK: latents used to model the residual (0: d_in / 2) and the loss coefficient.
+  int64_t aux_k = 0;
+  double aux_k_coefficient = 1.0 / 32.0;
+  /// BatchTopK threshold estimate: θ ← (1 − rate) θ + rate · (smallest kept activation).
+  double batchtopk_threshold_rate = 0.01;
+
+  bool is_topk() const { return architecture == "topk"; }
+  void validate() const;
+};
+
+/// Loss terms of one training forward pass; every term is a scalar averaged over the batch.
+struct SaeOutput {
+  torch::Tensor x_hat;     // [batch, d_in]
+  torch::Tensor features;  // [batch, d_sae] (dense view)
+  torch::Tensor mse;       // mean_b ‖x − x̂‖²
+  torch::Tensor sparsity;  // the sparsity penalty (already multiplied by its coefficient); 0 for topk / batchtopk
+  torch::Tensor aux;       // auxiliary loss (gated's reconstruction through ReLU(π_gate), AuxK); 0 otherwise
+  torch::Tensor loss;      // mse + sparsity + aux
+  torch::Tensor l0;        // mean active latents per row
+};
+
+class Sae {
+ public:
+  /// A freshly initialised SAE: W_dec rows of unit norm in random directions, W_enc = W_decᵀ,
+  /// biases zero (gated: r_mag zero; jumprelu: threshold at its initial value).
+  Sae(const SaeConfig& config, uint64_t seed);
+  /// An SAE from given tensors (e.g. loaded from disk); shapes are checked against the config.
+  Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, const std::string& where);
+
+  const SaeConfig& config() const { return config_; }
+
+  /// Inference code f [batch, d_sae] (batchtopk uses its learned threshold, as JumpReLU).
+  torch::Tensor encode(const torch::Tensor& x) const;
+  /// x̂ = f W_dec + b_dec.
+  torch::Tensor decode(const torch::Tensor& f) const;
+
+  /// The training forward pass. `l1_coefficient` is λ (standard, gated, jumprelu's λ·L0);
+  /// `dead` [d_sae] bool marks latents AuxK may use (topk; ignored when undefined or none dead).
+  SaeOutput forward(const torch::Tensor& x, double l1_coefficient, const torch::Tensor& dead = {});
+
+  /// Trainable tensors by name (SAELens names; jumprelu trains log_threshold).
+  std::vector<std::pair<std::string, torch::Tensor>> parameters() const;
+  /// Everything saved to disk by SAELens name (jumprelu and batchtopk: "threshold").
+  std::map<std::string, torch::Tensor> state() const;
+
+  torch::Tensor& W_enc() { return p_.at("W_enc"); }
+  torch::Tensor& W_dec() { return p_.at("W_dec"); }
+  torch::Tensor& b_dec() { return p_.at("b_dec"); }
+  const torch::Tensor& param(const std::string& name) const;
+  /// JumpReLU / BatchTopK threshold per latent [d_sae] (float32).
+  torch::Tensor threshold() const;
+
+ private:
+  torch::Tensor centred(const torch::Tensor& x) const;
+
+  SaeConfig config_;
+  std::map<std::string, torch::Tensor> p_;
+  torch::Tensor batchtopk_threshold_;  // [] running estimate (batchtopk)
+};
+
+/// Expected tensor shapes of an architecture, by SAELens name.
+std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& config);
+
+}  // namespace saelab

@@ -1,0 +1,208 @@
+// Every loss term against a small example computed by hand (the arithmetic is in the comments).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/json_options.h"
+#include "core/safetensors.h"
+#include "sae/sae.h"
+#include "sae/sae_io.h"
+#include "tests/test_util.h"
+
+namespace saelab {
+namespace {
+
+// d_in 2, d_sae 3. W_enc columns: e1, e2, e1 + e2. W_dec rows: (2, 0), (0, 1), (1, 1): norms 2, 1, √2.
+std::map<std::string, torch::Tensor> tiny(const std::string& arch, std::vector<float> b) {
+  std::map<std::string, torch::Tensor> p = {
+      {"W_enc", torch::tensor({1.f, 0.f, 1.f, 0.f, 1.f, 1.f}).view({2, 3})},
+      {"W_dec", torch::tensor({2.f, 0.f, 0.f, 1.f, 1.f, 1.f}).view({3, 2})},
+      {"b_dec", torch::zeros({2})},
+  };
+  if (arch != "gated") p["b_enc"] = torch::tensor(b);
+  return p;
+}
+
+SaeConfig cfg(const std::string& arch, int64_t k = 2) {
+  SaeConfig c;
+  c.architecture = arch;
+  c.d_in = 2;
+  c.d_sae = 3;
+  c.k = k;
+  return c;
+}
+
+const double kSqrt2 = std::sqrt(2.0);
+
+TEST(SaeLoss, StandardMatchesAHandComputedExample) {
+  Sae sae(cfg("standard"), tiny("standard", {0.f, -1.f, -0.5f}), "test");
+  // x = (1, 2): pre = (1, 1, 2.5) = f; x̂ = (2,0) + (0,1) + 2.5 (1,1) = (4.5, 3.5);
+  // ‖x − x̂‖² = 3.5² + 1.5² = 14.5; penalty 0.1 · (1·2 + 1·1 + 2.5·√2).
+  const SaeOutput o = sae.forward(torch::tensor({1.f, 2.f}).view({1, 2}), 0.1);
+  EXPECT_NEAR(o.mse.item<double>(), 14.5, 1e-5);
+  EXPECT_NEAR(o.sparsity.item<double>(), 0.1 * (3.0 + 2.5 * kSqrt2), 1e-6);
+  EXPECT_NEAR(o.loss.item<double>(), 14.5 + 0.1 * (3.0 + 2.5 * kSqrt2), 1e-5);
+  EXPECT_EQ(o.l0.item<float>(), 3.0f);
+  EXPECT_TRUE(torch::allclose(o.x_hat, torch::tensor({4.5f, 3.5f}).view({1, 2})));
+}
+
+TEST(SaeLoss, GatedMatchesAHandComputedExampleAndItsAuxTermLeavesTheDecoderAlone) {
+  auto p = tiny("gated", {});
+  p["b_gate"] = torch::tensor({0.f, -3.f, 0.f});
+  p["b_mag"] = torch::tensor({0.f, 0.f, -1.f});
+  p["r_mag"] = torch::tensor({0.f, 0.f, static_cast<float>(std::log(2.0))});
+  Sae sae(cfg("gated"), p, "test");
+  // π_gate = (1, −1, 3) → latents 0 and 2 open; π_mag = (1, 2, 2·3 − 1) = (1, 2, 5) → f = (1, 0, 5);
+  // x̂ = (2,0) + 5 (1,1) = (7, 5); mse = 6² + 3² = 45.
+  // penalty 0.1 · (1·2 + 3·√2); aux: ReLU(π_gate) W_dec = (2,0) + 3 (1,1) = (5, 3) → 4² + 1² = 17.
+  const SaeOutput o = sae.forward(torch::tensor({1.f, 2.f}).view({1, 2}), 0.1);
+  EXPECT_NEAR(o.mse.item<double>(), 45.0, 1e-5);
+  EXPECT_NEAR(o.sparsity.item<double>(), 0.1 * (2.0 + 3.0 * kSqrt2), 1e-6);
+  EXPECT_NEAR(o.aux.item<double>(), 17.0, 1e-5);
+  EXPECT_EQ(o.l0.item<float>(), 2.0f);
+  o.aux.backward();
+  const torch::Tensor& W_dec = sae.param("W_dec");
+  EXPECT_TRUE(!W_dec.grad().defined() || W_dec.grad().abs().sum().item<double>() == 0.0);
+  EXPECT_GT(sae.param("W_enc").grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(SaeLoss, TopKAndItsAuxKMatchAHandComputedExample) {
+  Sae sae(cfg("topk", 2), tiny("topk", {0.f, -0.5f, -0.4f}), "test");
+  const torch::Tensor x = torch::tensor({1.f, 2.f, 0.f, 1.f}).view({2, 2});
+  // Row 1: pre (1, 1.5, 2.6) keeps latents 2, 1 → x̂ = (2.6, 4.1), e = (−1.6, −2.1), ‖e‖² = 6.97.
+  // Row 2: pre (0, 0.5, 0.6) keeps latents 2, 1 → x̂ = (0.6, 1.1), e = (−0.6, −0.1), ‖e‖² = 0.37.
+  const SaeOutput plain = sae.forward(x, 0.0);
+  EXPECT_NEAR(plain.mse.item<double>(), (6.97 + 0.37) / 2, 1e-5);
+  EXPECT_EQ(plain.l0.item<float>(), 2.0f);
+  EXPECT_EQ(plain.aux.item<double>(), 0.0);
+  // AuxK with latent 0 dead (k_aux = d_in / 2 = 1): ê = ReLU(1, 0) · W_dec[0] = (2,0), (0,0);
+  // ‖e − ê‖² = 3.6² + 2.1² = 17.37 and 0.37 → mean 8.87; mean(e) = (−1.1, −1.1) →
+  // ‖e − mean‖² = 1.25 each; aux = 8.87 / 1.25 / 32.
+  const SaeOutput o = sae.forward(x, 0.0, torch::tensor({true, false, false}));
+  EXPECT_NEAR(o.aux.item<double>(), 8.87 / 1.25 / 32.0, 1e-5);
+  EXPECT_NEAR(o.loss.item<double>(), (6.97 + 0.37) / 2 + 8.87 / 1.25 / 32.0, 1e-5);
+}
+
+TEST(SaeLoss, BatchTopKKeepsTheLargestOverTheBatchAndLearnsAThreshold) {
+  Sae sae(cfg("batchtopk", 1), tiny("batchtopk", {0.f, -0.5f, -0.4f}), "test");
+  const torch::Tensor x = torch::tensor({1.f, 2.f, 0.f, 1.f}).view({2, 2});
+  // k · batch = 2 over ReLU pre-activations (1, 1.5, 2.6 | 0, 0.5, 0.6): 2.6 and 1.5, both row 1.
+  const SaeOutput o = sae.forward(x, 0.0);
+  EXPECT_TRUE(torch::allclose(o.features, torch::tensor({0.f, 1.5f, 2.6f, 0.f, 0.f, 0.f}).view({2, 3})));
+  EXPECT_EQ(o.l0.item<float>(), 1.0f);
+  // Row 1: x̂ = 1.5 (0,1) + 2.6 (1,1) = (2.6, 4.1) → 6.97; row 2: x̂ = 0 → 0² + 1² = 1.
+  EXPECT_NEAR(o.mse.item<double>(), (6.97 + 1.0) / 2, 1e-5);
+  // The first estimate of the threshold is the smallest kept activation; inference uses it.
+  EXPECT_NEAR(sae.threshold()[0].item<double>(), 1.5, 1e-6);
+  EXPECT_TRUE(torch::allclose(sae.encode(x.narrow(0, 0, 1)), torch::tensor({0.f, 0.f, 2.6f}).view({1, 3})));
+}
+
+TEST(SaeLoss, JumpReluMatchesAHandComputedExampleIncludingThresholdGradients) {
+  SaeConfig c = cfg("jumprelu");
+  c.jumprelu_bandwidth = 0.5;
+  auto p = tiny("jumprelu", {0.f, -1.f, -0.5f});
+  p["threshold"] = torch::tensor({0.5f, 1.2f, 2.0f});
+  Sae sae(c, p, "test");
+  // pre = (1, 1, 2.5); θ = (0.5, 1.2, 2) → f = (1, 0, 2.5); x̂ = (4.5, 2.5); mse = 3.5² + 0.5² = 12.5;
+  // penalty 0.1 · L0 = 0.1 · 2.
+  const SaeOutput o = sae.forward(torch::tensor({1.f, 2.f}).view({1, 2}), 0.1);
+  EXPECT_NEAR(o.mse.item<double>(), 12.5, 1e-5);
+  EXPECT_NEAR(o.sparsity.item<double>(), 0.2, 1e-6);
+  o.loss.backward();
+  // Only latent 1 sits within ε/2 of its threshold: (1 − 1.2) / 0.5 = −0.4. Through f:
+  // ∂mse/∂f₁ = 2 (x̂ − x) · W_dec[1] = 2 · 0.5 = 1, times −θ/ε = −2.4; through the penalty:
+  // 0.1 · (−1/ε) = −0.2. ∂/∂log θ₁ = θ₁ · (−2.6) = −3.12; latents 0 and 2 get nothing.
+  const torch::Tensor g = sae.param("log_threshold").grad();
+  EXPECT_NEAR(g[0].item<double>(), 0.0, 1e-7);
+  EXPECT_NEAR(g[1].item<double>(), -3.12, 1e-5);
+  EXPECT_NEAR(g[2].item<double>(), 0.0, 1e-7);
+  EXPECT_TRUE(torch::allclose(sae.threshold(), torch::tensor({0.5f, 1.2f, 2.0f})));
+}
+
+TEST(SaeInit, DecoderRowsHaveUnitNormAndTheEncoderIsTheirTranspose) {
+  SaeConfig c = cfg("standard");
+  c.d_in = 16;
+  c.d_sae = 64;
+  Sae sae(c, 5);
+  EXPECT_TRUE(torch::allclose(sae.param("W_dec").norm(2, {1}), torch::ones({64}), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::equal(sae.param("W_enc"), sae.param("W_dec").t()));
+}
+
+TEST(SaeFiles, SaveAndLoadGiveIdenticalOutputsForEveryArchitecture) {
+  test::TempDir dir;
+  for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "jumprelu"}) {
+    SaeConfig c = cfg(arch, 4);
+    c.d_in = 8;
+    c.d_sae = 32;
+    Sae sae(c, 9);
+    const torch::Tensor x = torch::randn({10, 8});
+    if (arch == "batchtopk") sae.forward(x, 0.0);  // sets the threshold
+    SaeMetadata m;
+    m.model_name = "brown-gpt";
+    m.hook_name = "blocks.1.hook_resid_pre";
+    m.context_size = 128;
+    save_sae(dir / arch, sae, m, torch::full({32}, -2.0));
+    const LoadedSae back = load_sae(dir / arch);
+    EXPECT_EQ(back.sae.config().architecture, arch);
+    EXPECT_EQ(back.metadata.hook_name, "blocks.1.hook_resid_pre");
+    EXPECT_EQ(back.metadata.context_size, 128);
+    EXPECT_TRUE(torch::equal(back.log10_density, torch::full({32}, -2.0)));
+    torch::NoGradGuard g;
+    EXPECT_TRUE(torch::allclose(back.sae.encode(x), sae.encode(x), 1e-6, 1e-6)) << arch;
+    EXPECT_TRUE(torch::allclose(back.sae.decode(sae.encode(x)), sae.decode(sae.encode(x)), 1e-6, 1e-6)) << arch;
+    const json cfg_json = load_json_file(dir / (arch + "/cfg.json"), "cfg");
+    EXPECT_EQ(cfg_json["d_sae"], 32);
+    EXPECT_EQ(cfg_json["metadata"]["model_name"], "brown-gpt");
+  }
+}
+
+TEST(SaeFiles, LoadsAnOlderSaeLensTopKLayoutWithTopLevelMetadata) {
+  test::TempDir dir;
+  SaeConfig c = cfg("topk", 3);
+  c.d_in = 4;
+  c.d_sae = 8;
+  Sae sae(c, 2);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& [n, t] : sae.state()) tensors.emplace_back(n, t);
+  save_safetensors(dir / "sae_weights.safetensors", tensors);
+  test::write_text(dir / "cfg.json", R"({"architecture": "standard", "activation_fn_str": "topk",
+      "activation_fn_kwargs": {"k": 3}, "d_in": 4, "d_sae": 8, "dtype": "float32", "hook_name": "blocks.2.hook_resid_pre",
+      "model_name": "gpt2", "apply_b_dec_to_input": true, "normalize_activations": "none", "lr": 0.0004})");
+  const LoadedSae back = load_sae(dir.path().string());
+  EXPECT_EQ(back.sae.config().architecture, "topk");
+  EXPECT_EQ(back.sae.config().k, 3);
+  EXPECT_EQ(back.metadata.hook_name, "blocks.2.hook_resid_pre");
+  EXPECT_FALSE(back.log10_density.defined());
+}
+
+TEST(SaeFiles, RejectsWeightsWhoseShapesDisagreeWithCfgJson) {
+  test::TempDir dir;
+  SaeConfig c = cfg("standard");
+  c.d_in = 4;
+  c.d_sae = 8;
+  save_sae(dir.path().string(), Sae(c, 1), SaeMetadata{});
+  json j = load_json_file(dir / "cfg.json", "cfg");
+  j["d_sae"] = 16;
+  test::write_text(dir / "cfg.json", j.dump());
+  try {
+    load_sae(dir.path().string());
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("sae_weights.safetensors: tensor 'W_dec' has shape [8, 4] but cfg.json "
+                                        "(d_in 4, d_sae 16) needs [16, 4]"),
+              std::string::npos)
+        << e.msg();
+  }
+  j["d_sae"] = 8;
+  j["architecture"] = "gated";
+  test::write_text(dir / "cfg.json", j.dump());
+  try {
+    load_sae(dir.path().string());
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("tensor 'b_gate' is missing for a gated SAE"), std::string::npos) << e.msg();
+  }
+}
+
+}  // namespace
+}  // namespace saelab

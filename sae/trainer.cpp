@@ -1,0 +1,147 @@
+#include "sae/trainer.h"
+
+#include <cmath>
+
+namespace saelab {
+
+void SaeTrainOptions::validate() const {
+  TORCH_CHECK(steps > 0, "steps must be positive (got ", steps, ")");
+  TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
+  TORCH_CHECK(lr > 0 && std::isfinite(lr), "lr must be a positive number (got ", lr, ")");
+  TORCH_CHECK(lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0 (got ", lr_warmup_steps, ")");
+  TORCH_CHECK(lr_decay_fraction >= 0 && lr_decay_fraction <= 1, "lr_decay_fraction must be in [0, 1] (got ",
+              lr_decay_fraction, ")");
+  TORCH_CHECK(l1_warmup_steps >= 0, "l1_warmup_steps must be >= 0 (got ", l1_warmup_steps, ")");
+  TORCH_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (got ", grad_clip, ")");
+  TORCH_CHECK(dead_window > 0, "dead_window must be positive (got ", dead_window, ")");
+}
+
+bool uses_unit_norm_decoder(const std::string& a) { return a != "standard"; }
+
+torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations) {
+  torch::NoGradGuard g;
+  const torch::Tensor xd = x.to(torch::kFloat64);
+  torch::Tensor y = xd.mean(0);
+  for (int64_t i = 0; i < iterations; ++i) {
+    const torch::Tensor w = 1.0 / (xd - y).norm(2, {1}).clamp_min(1e-8);
+    const torch::Tensor next = (w.unsqueeze(1) * xd).sum(0) / w.sum();
+    const bool done = (next - y).norm().item<double>() < 1e-7 * (1.0 + y.norm().item<double>());
+    y = next;
+    if (done) break;
+  }
+  return y.to(x.dtype());
+}
+
+SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& options, uint64_t seed)
+    : options_(options) {
+  options_.validate();
+  TORCH_CHECK(!specs.empty(), "give at least one SAE to train");
+  for (size_t i = 0; i < specs.size(); ++i) {
+    TrainedSae t;
+    t.spec = std::move(specs[i]);
+    t.sae = std::make_unique<Sae>(t.spec.config, seed + 7919 * i);
+    std::vector<torch::Tensor> params;
+    for (const auto& [name, p] : t.sae->parameters()) params.push_back(p);
+    t.optimizer = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(options_.lr));
+    t.steps_since_fired = torch::zeros({t.spec.config.d_sae}, torch::kInt64);
+    TORCH_CHECK(saes_.empty() || t.spec.config.d_in == saes_.front().spec.config.d_in,
+                "all SAEs trained on one input need the same d_in (", t.spec.name, " has ", t.spec.config.d_in, ")");
+    saes_.push_back(std::move(t));
+  }
+}
+
+double SaeTrainer::lr_at(int64_t s) const {
+  double m = 1.0;
+  if (options_.lr_warmup_steps > 0 && s < options_.lr_warmup_steps) {
+    m = static_cast<double>(s + 1) / static_cast<double>(options_.lr_warmup_steps);
+  }
+  const double decay_steps = options_.lr_decay_fraction * static_cast<double>(options_.steps);
+  const double decay_start = static_cast<double>(options_.steps) - decay_steps;
+  if (decay_steps > 0 && s >= decay_start) m *= std::max(0.0, (static_cast<double>(options_.steps) - s) / decay_steps);
+  return options_.lr * m;
+}
+
+double SaeTrainer::l1_scale_at(int64_t s) const {
+  if (options_.l1_warmup_steps == 0) return 1.0;
+  return std::min(1.0, static_cast<double>(s + 1) / static_cast<double>(options_.l1_warmup_steps));
+}
+
+void SaeTrainer::initialize(const torch::Tensor& sample) {
+  TORCH_CHECK(sample.dim() == 2 && sample.size(1) == saes_.front().spec.config.d_in, "the initialisation sample must be [n, ",
+              saes_.front().spec.config.d_in, "] (got ", sample.sizes(), ")");
+  TORCH_CHECK(torch::isfinite(sample).all().item<bool>(), "the initialisation sample holds NaN or Inf");
+  torch::NoGradGuard g;
+  const torch::Tensor x = sample.to(torch::kFloat32);
+  if (options_.normalize_activations) {
+    const double mean_norm = x.norm(2, {1}).mean().item<double>();
+    TORCH_CHECK(mean_norm > 0, "the initialisation sample is all zeros");
+    scale_ = std::sqrt(static_cast<double>(x.size(1))) / mean_norm;
+  }
+  const torch::Tensor median = geometric_median(x * scale_);
+  for (auto& t : saes_) t.sae->b_dec().copy_(median);
+  initialized_ = true;
+}
+
+std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
+  TORCH_CHECK(initialized_, "call initialize() with a sample before training");
+  TORCH_CHECK(batch.dim() == 2 && batch.size(1) == saes_.front().spec.config.d_in, "a training batch must be [n, ",
+              saes_.front().spec.config.d_in, "] (got ", batch.sizes(), ")");
+  TORCH_CHECK(torch::isfinite(batch).all().item<bool>(), "the training batch of step ", step_ + 1,
+              " holds NaN or Inf activations");
+  const torch::Tensor x = batch.to(torch::kFloat32) * scale_;
+  const torch::Tensor centred_total = (x - x.mean(0)).pow(2).sum();
+  const double lr = lr_at(step_);
+  const double l1_scale = l1_scale_at(step_);
+  std::vector<SaeStepStats> stats;
+  for (auto& t : saes_) {
+    Sae& sae = *t.sae;
+    const SaeConfig& c = t.spec.config;
+    const torch::Tensor dead = t.steps_since_fired >= options_.dead_window;
+    const SaeOutput o = sae.forward(x, t.spec.l1_coefficient * l1_scale, dead);
+    const double loss = o.loss.item<double>();
+    TORCH_CHECK(std::isfinite(loss), "the loss of SAE '", t.spec.name, "' became ", loss, " at step ", step_ + 1,
+                " (lower the learning rate or the sparsity coefficient)");
+    t.optimizer->zero_grad();
+    o.loss.backward();
+    const bool unit_norm = uses_unit_norm_decoder(c.architecture);
+    torch::Tensor& W_dec = sae.W_dec();
+    if (unit_norm && W_dec.grad().defined()) {
+      // Remove the gradient component parallel to each (unit-norm) decoder row.
+      torch::NoGradGuard g;
+      torch::Tensor grad = W_dec.grad();
+      grad.sub_((grad * W_dec).sum(1, true) * W_dec);
+    }
+    std::vector<torch::Tensor> params;
+    for (const auto& [name, p] : sae.parameters()) params.push_back(p);
+    if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(params, options_.grad_clip);
+    for (auto& group : t.optimizer->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    t.optimizer->step();
+    torch::NoGradGuard g;
+    if (unit_norm) W_dec.div_(W_dec.norm(2, {1}, true).clamp_min(1e-12));
+    const torch::Tensor fired = (o.features != 0).any(0);
+    t.steps_since_fired.add_(x.size(0)).masked_fill_(fired, 0);
+    SaeStepStats s;
+    s.loss = loss;
+    s.mse = o.mse.item<double>();
+    s.l0 = o.l0.item<double>();
+    s.dead_fraction = dead.to(torch::kFloat32).mean().item<double>();
+    s.fvu = ((x - o.x_hat.detach()).pow(2).sum() / centred_total.clamp_min(1e-12)).item<double>();
+    stats.push_back(s);
+  }
+  ++step_;
+  return stats;
+}
+
+Sae SaeTrainer::folded(size_t i) const {
+  const Sae& sae = *saes_.at(i).sae;
+  std::map<std::string, torch::Tensor> p = sae.state();
+  const double s = scale_;
+  // The SAE saw x·s. On raw x: (x·s − b_dec) W_enc = (x − b_dec/s)(s W_enc), and the output
+  // x̂/s = f (W_dec/s) + b_dec/s. Pre-activations, thresholds and codes are unchanged.
+  p["W_enc"] = p["W_enc"] * s;
+  p["W_dec"] = p["W_dec"] / s;
+  p["b_dec"] = p["b_dec"] / s;
+  return Sae(sae.config(), p, "folded SAE '" + saes_.at(i).spec.name + "'");
+}
+
+}  // namespace saelab

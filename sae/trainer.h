@@ -1,0 +1,100 @@
+// Training SAEs: many SAEs (architectures, sparsity settings) on one input stream per step, each
+// batch read once for all of them.
+//
+// Per SAE and step: Adam; learning rate warm-up, constant, then linear decay to zero over the last
+// `lr_decay_fraction` of the steps; sparsity-coefficient warm-up; gradient-norm clipping; for
+// gated, topk, batchtopk and jumprelu SAEs unit-norm decoder rows, with the gradient component
+// parallel to each row removed before the step. Inputs are scaled so that E‖x‖ = sqrt(d_in)
+// (the factor is estimated once from a sample and folded into the weights by `folded()`), and b_dec
+// starts at the geometric median of that sample (Weiszfeld). Latents that have not fired for
+// `dead_window` tokens count as dead (AuxK uses them).
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sae/sae.h"
+
+namespace saelab {
+
+struct SaeSpec {
+  std::string name;             ///< folder name of this SAE in the run
+  SaeConfig config;
+  double l1_coefficient = 0.0;  ///< λ for standard / gated (L1) and jumprelu (L0); unused by topk / batchtopk
+};
+
+struct SaeTrainOptions {
+  /// Optimizer steps.
+  int64_t steps = 2000;
+  /// Rows per step.
+  int64_t batch_size = 4096;
+  /// Adam learning rate.
+  double lr = 4e-4;
+  /// Linear learning-rate warm-up steps.
+  int64_t lr_warmup_steps = 100;
+  /// Fraction of the steps, at the end, over which the learning rate decays linearly to zero.
+  double lr_decay_fraction = 0.2;
+  /// Steps over which the sparsity coefficient ramps up from zero.
+  int64_t l1_warmup_steps = 200;
+  /// Global gradient-norm clip per SAE (0: off).
+  double grad_clip = 1.0;
+  /// A latent that has not fired for this many tokens is dead.
+  int64_t dead_window = 200000;
+  /// Scale inputs so that E‖x‖ = sqrt(d_in).
+  bool normalize_activations = true;
+  void validate() const;
+};
+
+struct SaeStepStats {
+  double loss = 0, mse = 0, l0 = 0, dead_fraction = 0;
+  double fvu = 0;  ///< this batch's Σ‖x − x̂‖² / Σ‖x − mean x‖², on normalised inputs
+};
+
+/// One SAE being trained, with its optimizer and bookkeeping.
+struct TrainedSae {
+  SaeSpec spec;
+  std::unique_ptr<Sae> sae;
+  std::unique_ptr<torch::optim::Adam> optimizer;
+  torch::Tensor steps_since_fired;  // [d_sae] tokens since each latent last fired
+};
+
+class SaeTrainer {
+ public:
+  SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& options, uint64_t seed);
+
+  /// Estimates the input scaling factor and sets every b_dec to the geometric median of `sample`
+  /// [n, d_in] (raw activations). Call once before the first step.
+  void initialize(const torch::Tensor& sample);
+
+  /// One optimizer step of every SAE on `batch` [batch, d_in] of raw activations.
+  /// Throws, naming the step and the SAE, when the batch or a loss is NaN or Inf.
+  std::vector<SaeStepStats> step(const torch::Tensor& batch);
+
+  int64_t steps_done() const { return step_; }
+  double scaling_factor() const { return scale_; }
+  const std::vector<TrainedSae>& saes() const { return saes_; }
+
+  /// SAE i with the input scaling folded into its weights, so it works on raw activations.
+  Sae folded(size_t i) const;
+
+  /// The learning rate and sparsity-coefficient multipliers at a step (exposed for tests).
+  double lr_at(int64_t step) const;
+  double l1_scale_at(int64_t step) const;
+
+ private:
+  SaeTrainOptions options_;
+  std::vector<TrainedSae> saes_;
+  double scale_ = 1.0;
+  int64_t step_ = 0;
+  bool initialized_ = false;
+};
+
+/// The geometric median of the rows of `x` [n, d] by Weiszfeld's iteration.
+torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations = 100);
+
+/// True for architectures trained with unit-norm decoder rows.
+bool uses_unit_norm_decoder(const std::string& architecture);
+
+}  // namespace saelab

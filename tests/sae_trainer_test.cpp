@@ -1,0 +1,179 @@
+#include <gtest/gtest.h>
+
+#include "sae/trainer.h"
+
+namespace saelab {
+namespace {
+
+// Synthetic activations built from known sparse features: n_true unit directions in d dimensions,
+// each active with probability p and magnitude in [0.5, 1.5].
+struct Synthetic {
+  torch::Tensor directions;  // [n_true, d]
+  torch::Tensor sample(int64_t n, double p, torch::Generator& gen) const {
+    const int64_t k = directions.size(0);
+    const torch::Tensor active = (torch::rand({n, k}, gen) < p).to(torch::kFloat32);
+    const torch::Tensor mag = torch::rand({n, k}, gen) + 0.5;
+    return torch::matmul(active * mag, directions);
+  }
+};
+
+Synthetic make_synthetic(int64_t n_true, int64_t d, uint64_t seed) {
+  torch::Generator gen = at::detail::createCPUGenerator(seed);
+  torch::Tensor dirs = torch::randn({n_true, d}, gen);
+  return {dirs / dirs.norm(2, {1}, true)};
+}
+
+// Mean over true directions of the best cosine similarity with a learned decoder row.
+double recovery(const Sae& sae, const torch::Tensor& directions) {
+  const torch::Tensor W = sae.param("W_dec").detach();
+  const torch::Tensor Wn = W / W.norm(2, {1}, true).clamp_min(1e-12);
+  return std::get<0>(torch::matmul(directions, Wn.t()).max(1)).mean().item<double>();
+}
+
+double train_and_measure(const std::string& arch, double l1, int64_t k, int64_t steps) {
+  const Synthetic syn = make_synthetic(48, 24, 1);
+  SaeSpec spec;
+  spec.name = arch;
+  spec.config.architecture = arch;
+  spec.config.d_in = 24;
+  spec.config.d_sae = 96;
+  spec.config.k = k;
+  spec.l1_coefficient = l1;
+  SaeTrainOptions o;
+  o.steps = steps;
+  o.batch_size = 512;
+  o.lr = 3e-3;
+  o.lr_warmup_steps = 20;
+  o.l1_warmup_steps = 50;
+  o.dead_window = 20000;
+  SaeTrainer trainer({spec}, o, 3);
+  torch::Generator gen = at::detail::createCPUGenerator(11);
+  trainer.initialize(syn.sample(2048, 0.06, gen));
+  for (int64_t s = 0; s < steps; ++s) trainer.step(syn.sample(512, 0.06, gen));
+  return recovery(*trainer.saes()[0].sae, syn.directions);
+}
+
+TEST(SaeTrainer, TopKRecoversKnownSparseFeatures) {
+  const double r = train_and_measure("topk", 0.0, 4, 1500);
+  EXPECT_GT(r, 0.9) << "mean best cosine " << r;
+}
+
+TEST(SaeTrainer, StandardRecoversKnownSparseFeatures) {
+  const double r = train_and_measure("standard", 0.3, 0, 1500);
+  EXPECT_GT(r, 0.9) << "mean best cosine " << r;
+}
+
+TEST(SaeTrainer, KeepsUnitNormDecoderRowsAndTrainsManySaesOnOneBatch) {
+  std::vector<SaeSpec> specs;
+  for (const std::string arch : {"topk", "gated", "standard"}) {
+    SaeSpec s;
+    s.name = arch;
+    s.config.architecture = arch;
+    s.config.d_in = 8;
+    s.config.d_sae = 32;
+    s.config.k = 3;
+    s.l1_coefficient = 0.1;
+    specs.push_back(s);
+  }
+  SaeTrainOptions o;
+  o.steps = 20;
+  o.batch_size = 64;
+  SaeTrainer trainer(specs, o, 1);
+  trainer.initialize(torch::randn({256, 8}) * 5);
+  EXPECT_NEAR(trainer.scaling_factor(), std::sqrt(8.0) / (torch::randn({256, 8}) * 5).norm(2, {1}).mean().item<double>(),
+              0.05 * trainer.scaling_factor());
+  for (int i = 0; i < 20; ++i) {
+    const auto stats = trainer.step(torch::randn({64, 8}) * 5);
+    ASSERT_EQ(stats.size(), 3u);
+  }
+  for (size_t i = 0; i < 2; ++i) {  // topk and gated keep unit-norm rows
+    const torch::Tensor norms = trainer.saes()[i].sae->param("W_dec").norm(2, {1});
+    EXPECT_TRUE(torch::allclose(norms, torch::ones_like(norms), 1e-5, 1e-5)) << trainer.saes()[i].spec.name;
+  }
+  const torch::Tensor std_norms = trainer.saes()[2].sae->param("W_dec").norm(2, {1});
+  EXPECT_FALSE(torch::allclose(std_norms, torch::ones_like(std_norms), 1e-5, 1e-5)) << "standard is unconstrained";
+}
+
+TEST(SaeTrainer, FoldingTheNormalisationLeavesOutputsOnRawInputsUnchanged) {
+  for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "jumprelu"}) {
+    SaeSpec s;
+    s.name = arch;
+    s.config.architecture = arch;
+    s.config.d_in = 6;
+    s.config.d_sae = 20;
+    s.config.k = 3;
+    s.l1_coefficient = 0.01;
+    SaeTrainOptions o;
+    o.steps = 5;
+    o.batch_size = 32;
+    SaeTrainer trainer({s}, o, 4);
+    const torch::Tensor raw = torch::randn({128, 6}) * 7 + 3;
+    trainer.initialize(raw);
+    for (int i = 0; i < 5; ++i) trainer.step(raw.narrow(0, 32 * (i % 4), 32));
+    const Sae folded = trainer.folded(0);
+    const Sae& inner = *trainer.saes()[0].sae;
+    torch::NoGradGuard g;
+    const double scale = trainer.scaling_factor();
+    // The trained SAE on scaled inputs, mapped back, equals the folded SAE on raw inputs.
+    const torch::Tensor expected = inner.decode(inner.encode(raw * scale)) / scale;
+    EXPECT_TRUE(torch::allclose(folded.decode(folded.encode(raw)), expected, 1e-4, 1e-4)) << arch;
+    EXPECT_TRUE(torch::allclose(folded.encode(raw), inner.encode(raw * scale), 1e-4, 1e-4)) << arch;
+  }
+}
+
+TEST(SaeTrainer, GeometricMedianIgnoresOutliersUnlikeTheMean) {
+  // 40 points around the origin in four directions and one far outlier: the median (unique, as
+  // the points are not collinear) stays near the origin; the mean moves far away.
+  torch::Tensor x = torch::zeros({41, 2});
+  for (int i = 0; i < 40; ++i) x[i][i % 2] = (i % 4 < 2) ? 1.0 : -1.0;
+  x[40][0] = 1000;
+  x[40][1] = 1000;
+  const torch::Tensor m = geometric_median(x);
+  EXPECT_LT(m.norm().item<double>(), 0.1);
+  EXPECT_GT(x.mean(0).norm().item<double>(), 20);
+}
+
+TEST(SaeTrainer, StopsWithTheStepOnNaNInput) {
+  SaeSpec s;
+  s.name = "a";
+  s.config.architecture = "topk";
+  s.config.d_in = 4;
+  s.config.d_sae = 8;
+  s.config.k = 2;
+  SaeTrainOptions o;
+  o.batch_size = 4;
+  SaeTrainer trainer({s}, o, 1);
+  trainer.initialize(torch::randn({16, 4}));
+  trainer.step(torch::randn({4, 4}));
+  torch::Tensor bad = torch::randn({4, 4});
+  bad[2][1] = NAN;
+  try {
+    trainer.step(bad);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_EQ(std::string(e.msg()), "the training batch of step 2 holds NaN or Inf activations");
+  }
+}
+
+TEST(SaeTrainer, SchedulesWarmUpAndDecay) {
+  SaeSpec s;
+  s.name = "a";
+  s.config.architecture = "standard";
+  s.config.d_in = 4;
+  s.config.d_sae = 8;
+  SaeTrainOptions o;
+  o.steps = 100;
+  o.lr = 1.0;
+  o.lr_warmup_steps = 10;
+  o.lr_decay_fraction = 0.2;
+  o.l1_warmup_steps = 20;
+  SaeTrainer t({s}, o, 1);
+  EXPECT_DOUBLE_EQ(t.lr_at(0), 0.1);
+  EXPECT_DOUBLE_EQ(t.lr_at(50), 1.0);
+  EXPECT_DOUBLE_EQ(t.lr_at(90), 0.5);
+  EXPECT_DOUBLE_EQ(t.l1_scale_at(9), 0.5);
+  EXPECT_DOUBLE_EQ(t.l1_scale_at(40), 1.0);
+}
+
+}  // namespace
+}  // namespace saelab

@@ -12,5 +12,6 @@ void register_bench(CLI::App& app);
 void register_demo(CLI::App& app);
 void register_hooks(CLI::App& app);
 void register_capture(CLI::App& app);
+void register_train(CLI::App& app);
 
 }  // namespace saelab

@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   register_demo(app);
   register_hooks(app);
   register_capture(app);
+  register_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,64 @@
+// The reference model shipped in assets/brown-gpt.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "core/files.h"
+#include "core/json_options.h"
+#include "models/corpus.h"
+#include "models/generate.h"
+#include "models/lm_data.h"
+#include "models/lm_train.h"
+#include "models/model_bundle.h"
+#include "tests/test_util.h"
+
+namespace saelab {
+namespace {
+
+const std::string kBundled = SAELAB_SOURCE_DIR "/assets/brown-gpt";
+
+TEST(BundledModel, FitsTheSizeBudgetAndDescribesItself) {
+  EXPECT_LE(fs::file_size(kBundled + "/model.pt"), 20u * 1000 * 1000);
+  LanguageModel lm = LanguageModel::open(kBundled);
+  EXPECT_EQ(lm.info().n_layers, 4);
+  EXPECT_EQ(lm.info().context_length, 128);
+  EXPECT_EQ(lm.tokenizer().vocab_size(), lm.info().vocab_size);
+  EXPECT_EQ(lm.info().hook_aliases["blocks.3.hook_resid_pre"], "blocks.3.input");
+}
+
+TEST(BundledModel, MeetsTheQualityBarOnTheValidationSplitAsRecorded) {
+  LanguageModel lm = LanguageModel::open(kBundled);
+  const Corpus brown = read_brown(test::brown_dir());
+  const auto stream = token_stream(lm.tokenizer(), split_documents(brown, Split::kValidation), false);
+  const torch::Tensor contexts = eval_contexts(stream, lm.info().context_length, lm.tokenizer().bos_id());
+  const double loss = evaluate_lm([&](const torch::Tensor& t) { return lm.logits(t); }, contexts);
+  const double entropy = unigram_entropy(contexts, lm.tokenizer().vocab_size());
+  const json j = load_json_file(kBundled + "/model.json", "model.json");
+  EXPECT_NEAR(loss, j["evaluation"]["validation_loss"].get<double>(), 1e-3);
+  EXPECT_NEAR(entropy, j["evaluation"]["unigram_entropy"].get<double>(), 1e-6);
+  EXPECT_LE(loss, 0.7 * entropy) << "cross-entropy " << loss << ", unigram entropy " << entropy;
+}
+
+TEST(BundledModel, GivesTheSameLogitsInPythonAndMatchesAnIndependentReimplementation) {
+  test::TempDir dir;
+  LanguageModel lm = LanguageModel::open(kBundled);
+  fs::copy_file(kBundled + "/model.pt", dir / "model.pt");
+  const torch::Tensor tokens =
+      torch::tensor(prompt_ids(lm, "The jury said that the city of Atlanta had been well run."), torch::kInt64)
+          .unsqueeze(0);
+  torch::NoGradGuard g;
+  const torch::Tensor logits = lm.logits(tokens).contiguous();
+  write_file_atomic(dir / "tokens.bin",
+                    std::string(static_cast<const char*>(tokens.data_ptr()), tokens.numel() * sizeof(int64_t)));
+  write_file_atomic(dir / "logits.bin",
+                    std::string(static_cast<const char*>(logits.data_ptr()), logits.numel() * sizeof(float)));
+  write_file_atomic(dir / "shape.json",
+                    json{{"tokens", tokens.sizes().vec()}, {"logits", logits.sizes().vec()}, {"n_heads", 4}}.dump());
+  const auto r = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/check_gpt.py " +
+                                   dir.path().string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layers 4;"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace saelab

@@ -80,6 +80,7 @@ void register_train(CLI::App& app) {
     options.validate();
     std::vector<std::string> hooks = split_list(args.hooks);
     if (hooks.empty()) {
+      TORCH_CHECK(fs::is_directory(args.store), "capture folder '", args.store, "' does not exist (saelab capture --out)");
       for (const auto& e : fs::directory_iterator(args.store)) {
         if (fs::exists(e.path() / "manifest.json")) hooks.push_back(e.path().filename().string());
       }

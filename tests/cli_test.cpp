@@ -5,6 +5,7 @@
 #include "core/json_options.h"
 #include "models/gpt.h"
 #include "models/model_bundle.h"
+#include "sae/sae_io.h"
 #include "tests/test_util.h"
 
 namespace saelab {
@@ -129,6 +130,40 @@ TEST(Cli, AnUnknownCorpusIsRefused) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(last_line(r.output),
             "saelab: error: corpus 'wiki' is not understood (use brown, brown:DIR, text:PATH or jsonl:PATH)");
+}
+
+TEST(Cli, CapturesThenTrainsSaesIntoSaeLensDirectories) {
+  test::TempDir dir;
+  const auto made = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
+                                      (dir / "model") + " " + test::gpt2_dir());
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const auto cap = test::run_command(saelab("capture --model " + (dir / "model") +
+                                            " --hooks blocks.1.hook_resid_pre --tokens 3000 --context-length 32"
+                                            " --shard-rows 1000 --out " + (dir / "acts")));
+  ASSERT_EQ(cap.exit_code, 0) << cap.output;
+  const auto train = test::run_command(saelab("train --store " + (dir / "acts") +
+                                              " --architectures topk,standard --k 4,8 --l1 0.5 --expansion 2"
+                                              " --steps 30 --batch-size 128 --init-rows 1000 --out " + (dir / "saes")));
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  for (const std::string name : {"topk-k4", "topk-k8", "standard-l1_0.5"}) {
+    const LoadedSae s = load_sae(dir / ("saes/transformer.h.1.input/" + name));
+    EXPECT_EQ(s.sae.config().d_in, 64) << name;
+    EXPECT_EQ(s.sae.config().d_sae, 128) << name;
+    EXPECT_EQ(s.metadata.hook_name, "transformer.h.1.input");
+    EXPECT_EQ(s.metadata.model_name, "tiny-hf-gpt2");
+    ASSERT_TRUE(s.log10_density.defined());
+    EXPECT_TRUE((s.log10_density <= 0).all().item<bool>());
+  }
+  // 30 steps x 3 SAEs of metrics.
+  const std::string metrics = read_file(dir / "saes/metrics.jsonl", "metrics");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 90);
+}
+
+TEST(Cli, TrainingOnAMissingStoreIsOneClearLine) {
+  const auto r = test::run_command(saelab("train --store /nonexistent/acts --hooks blocks.1.input"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(last_line(r.output),
+            "saelab: error: activation manifest '/nonexistent/acts/blocks.1.input/manifest.json' does not exist");
 }
 
 }  // namespace

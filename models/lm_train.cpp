@@ -169,7 +169,8 @@ LmTrainResult train_lm(torch::jit::Module& module, const GptConfig& config, cons
   const torch::Tensor eval_subset = validation_contexts.narrow(0, 0, eval_rows);
   const LogitsFn plain_logits = [&module](const torch::Tensor& t) { return module.forward({t}).toTensor(); };
   module.train();
-  Progress bar("train-lm", options.steps, "step");
+  const int64_t tokens_per_step = options.batch_size * T;
+  Progress bar("train-lm", options.steps * tokens_per_step, "tok");
   const auto start = std::chrono::steady_clock::now();
   const int64_t start_step = step;
   std::vector<double> recent;
@@ -207,7 +208,8 @@ LmTrainResult train_lm(torch::jit::Module& module, const GptConfig& config, cons
     if (step % options.checkpoint_every == 0 || step == options.steps || stopping) {
       save_checkpoint(ckpt, params, opt, step, config_text);
     }
-    bar.update(step, fmt::format("loss {:.3f} val {:.3f} lr {:.2e}", loss_value, last_val, lr));
+    bar.update(step * tokens_per_step,
+               fmt::format("step {}/{} loss {:.3f} val {:.3f} lr {:.2e}", step, options.steps, loss_value, last_val, lr));
     if (stopping) break;
   }
   bar.finish();

@@ -29,9 +29,10 @@ void register_demo(CLI::App& app) {
                 lm.tokenizer().kind().c_str());
     GenerateOptions gen;
     gen.seed = 1;
-    const auto ids = generate(lm, prompt_ids(lm, args.prompt), gen);
-    std::printf("\nsample (temperature %.1f, top-k %lld):\n  %s%s\n\n", gen.temperature,
-                static_cast<long long>(gen.top_k), args.prompt.c_str(), lm.tokenizer().decode(ids).c_str());
+    const auto prompt = prompt_ids(lm, args.prompt);
+    const auto ids = generate(lm, prompt, gen);
+    std::printf("\nsample (temperature %.1f, top-k %lld):\n  %s\n\n", gen.temperature,
+                static_cast<long long>(gen.top_k), generated_text(lm, prompt, ids).c_str());
 
     const Corpus corpus = open_corpus("brown", global_options().cache_dir);
     const auto stream = token_stream(lm.tokenizer(), split_documents(corpus, Split::kValidation), false);

@@ -29,7 +29,7 @@ void register_generate(CLI::App& app) {
       GenerateOptions o = gen;
       o.seed = gen.seed + s;
       const auto ids = generate(lm, prompt, o);
-      std::printf("%s%s\n", args.prompt.c_str(), lm.tokenizer().decode(ids).c_str());
+      std::printf("%s\n", generated_text(lm, prompt, ids).c_str());
       if (s + 1 < args.samples) std::printf("---\n");
     }
   });

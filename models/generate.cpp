@@ -17,6 +17,14 @@ std::vector<int64_t> prompt_ids(const LanguageModel& lm, const std::string& prom
   return ids;
 }
 
+std::string generated_text(const LanguageModel& lm, const std::vector<int64_t>& prompt,
+                           const std::vector<int64_t>& generated) {
+  std::vector<int64_t> all = prompt;
+  if (lm.info().prepend_bos && !all.empty() && all.front() == lm.tokenizer().bos_id()) all.erase(all.begin());
+  all.insert(all.end(), generated.begin(), generated.end());
+  return lm.tokenizer().decode(all);
+}
+
 std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options) {
   TORCH_CHECK(options.temperature >= 0, "temperature must be >= 0 (got ", options.temperature, ")");
   TORCH_CHECK(options.top_k >= 0, "top_k must be >= 0 (got ", options.top_k, ")");

@@ -24,6 +24,11 @@ struct GenerateOptions {
 /// fit the context.
 std::vector<int64_t> prompt_ids(const LanguageModel& lm, const std::string& prompt);
 
+/// The prompt and its continuation as text (BOS left out). Decoding them together keeps the
+/// space a word-initial piece carries, which decoding the continuation alone would drop.
+std::string generated_text(const LanguageModel& lm, const std::vector<int64_t>& prompt,
+                           const std::vector<int64_t>& generated);
+
 /// Returns only the generated ids. When the text outgrows the context, the model sees the first
 /// token (BOS) and the most recent ones.
 std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options);

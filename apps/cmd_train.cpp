@@ -143,11 +143,7 @@ void register_train(CLI::App& app) {
         const torch::Tensor batch = g.batches->next();
         const auto stats = g.trainer->step(batch);
         if (step >= count_from) {
-          torch::NoGradGuard ng;
-          for (size_t i = 0; i < stats.size(); ++i) {
-            const Sae& sae = *g.trainer->saes()[i].sae;
-            g.fired[static_cast<int64_t>(i)] += (sae.encode(batch * g.trainer->scaling_factor()) != 0).sum(0).to(torch::kFloat64);
-          }
+          for (size_t i = 0; i < stats.size(); ++i) g.fired[static_cast<int64_t>(i)] += stats[i].fire_counts.to(torch::kFloat64);
           g.counted += batch.size(0);
         }
         for (size_t i = 0; i < stats.size(); ++i) {

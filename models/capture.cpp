@@ -64,7 +64,10 @@ class ContextSource {
       c.doc.push_back(static_cast<int32_t>(doc_ - 1));
       ++pos_;
     }
-    if (!pack_ && pos_ >= ids_.size()) ids_.clear(), pos_ = 0;
+    if (!pack_ && pos_ >= ids_.size()) {  // the next context starts the next document
+      ids_.clear();
+      pos_ = 0;
+    }
     return c.tokens.size() > 1;
   }
 

@@ -224,7 +224,11 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     // Gao et al. 2024: keep the k largest pre-activations (after ReLU); sparse kernels.
     const TopKCode code = topk_encode(xc, W_enc, p_.at("b_enc"), config_.k);
     o.x_hat = topk_decode(code.values, code.indices, W_dec) + b_dec;
-    o.features = topk_to_dense({code.values.detach(), code.indices}, config_.d_sae);
+    // No dense [batch, d_sae] view here: it would cost more than the sparse kernels save.
+    const torch::Tensor active = code.values.detach() > 0;  // [batch, k]
+    o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
+                        .index_add_(0, code.indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
+    o.l0 = active.sum(-1).to(torch::kFloat32).mean();
     if (dead.defined() && dead.any().item<bool>()) {
       // AuxK: model the detached residual e = x − x̂ with the top-k_aux pre-activations of dead
       // latents; loss ‖e − ê‖² / ‖e − mean(e)‖² times the coefficient (1/32 by default).
@@ -265,7 +269,11 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   }
   o.mse = squared_error(x, o.x_hat);
   o.loss = o.mse + o.sparsity + o.aux;
-  o.l0 = (o.features.detach() != 0).sum(-1).to(torch::kFloat32).mean();
+  if (o.features.defined()) {
+    const torch::Tensor active = o.features.detach() != 0;
+    o.fire_counts = active.sum(0).to(torch::kInt64);
+    o.l0 = active.sum(-1).to(torch::kFloat32).mean();
+  }
   return o;
 }
 

@@ -41,7 +41,8 @@ struct SaeConfig {
 /// Loss terms of one training forward pass; every term is a scalar averaged over the batch.
 struct SaeOutput {
   torch::Tensor x_hat;     // [batch, d_in]
-  torch::Tensor features;  // [batch, d_sae] (dense view)
+  torch::Tensor features;  // [batch, d_sae] dense code; undefined for topk, whose code stays sparse
+  torch::Tensor fire_counts;  // [d_sae] rows of the batch in which each latent is active (int64)
   torch::Tensor mse;       // mean_b ‖x − x̂‖²
   torch::Tensor sparsity;  // the sparsity penalty (already multiplied by its coefficient); 0 for topk / batchtopk
   torch::Tensor aux;       // auxiliary loss (gated's reconstruction through ReLU(π_gate), AuxK); 0 otherwise

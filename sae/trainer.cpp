@@ -118,14 +118,14 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
     t.optimizer->step();
     torch::NoGradGuard g;
     if (unit_norm) W_dec.div_(W_dec.norm(2, {1}, true).clamp_min(1e-12));
-    const torch::Tensor fired = (o.features != 0).any(0);
-    t.steps_since_fired.add_(x.size(0)).masked_fill_(fired, 0);
+    t.steps_since_fired.add_(x.size(0)).masked_fill_(o.fire_counts > 0, 0);
     SaeStepStats s;
     s.loss = loss;
     s.mse = o.mse.item<double>();
     s.l0 = o.l0.item<double>();
     s.dead_fraction = dead.to(torch::kFloat32).mean().item<double>();
     s.fvu = ((x - o.x_hat.detach()).pow(2).sum() / centred_total.clamp_min(1e-12)).item<double>();
+    s.fire_counts = o.fire_counts;
     stats.push_back(s);
   }
   ++step_;

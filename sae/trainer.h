@@ -50,6 +50,7 @@ struct SaeTrainOptions {
 struct SaeStepStats {
   double loss = 0, mse = 0, l0 = 0, dead_fraction = 0;
   double fvu = 0;  ///< this batch's Σ‖x − x̂‖² / Σ‖x − mean x‖², on normalised inputs
+  torch::Tensor fire_counts;  ///< [d_sae] rows of the batch in which each latent fired
 };
 
 /// One SAE being trained, with its optimizer and bookkeeping.

@@ -29,16 +29,7 @@ void make_model(const std::string& folder, int64_t context = 16) {
   c.n_heads = 2;
   c.context_length = context;
   auto m = build_gpt(c, 1);
-  ModelInfo info;
-  info.name = "cli-test";
-  info.d_model = c.d_model;
-  info.n_layers = c.n_layers;
-  info.context_length = c.context_length;
-  info.vocab_size = c.vocab_size;
-  info.tokenizer = {{"kind", "gpt2"},
-                    {"encoder", test::gpt2_dir() + "/encoder.json"},
-                    {"merges", test::gpt2_dir() + "/vocab.bpe"}};
-  save_model_folder(m, info, folder);
+  test::write_model_folder(m, c, folder);
 }
 
 TEST(Cli, HelpListsTheSubcommands) {

@@ -98,27 +98,11 @@ TEST(GptConfig, RejectsBadValuesNamingTheField) {
   EXPECT_THROW(GptConfig::from_json(json{{"d_modle", 3}}, "cfg"), c10::Error);
 }
 
-// A model folder around a freshly built GPT, with the GPT-2 tokenizer from the cache.
-ModelInfo write_model_folder(torch::jit::Module& m, const GptConfig& c, const std::string& folder) {
-  ModelInfo info;
-  info.name = "test-gpt";
-  info.d_model = c.d_model;
-  info.n_layers = c.n_layers;
-  info.context_length = c.context_length;
-  info.vocab_size = c.vocab_size;
-  info.tokenizer = {{"kind", "gpt2"},
-                    {"encoder", test::gpt2_dir() + "/encoder.json"},
-                    {"merges", test::gpt2_dir() + "/vocab.bpe"}};
-  info.hook_aliases = residual_aliases("blocks.", c.n_layers);
-  save_model_folder(m, info, folder);
-  return info;
-}
-
 TEST(LanguageModel, OpensAFolderAndChecksTheContextLength) {
   test::TempDir dir;
   const GptConfig c = small_config(50257);
   auto m = build_gpt(c, 5);
-  write_model_folder(m, c, dir.path().string());
+  test::write_model_folder(m, c, dir.path().string());
   LanguageModel lm = LanguageModel::open(dir.path().string());
   EXPECT_EQ(lm.info().hook_aliases["blocks.1.hook_resid_pre"], "blocks.1.input");
   const torch::Tensor tokens = torch::randint(0, 50257, {1, 16}, torch::kInt64);
@@ -154,7 +138,7 @@ TEST(LanguageModel, FindsLogitsInTupleAndDictOutputs) {
                      "    return {'logits': self.inner.forward(tokens), 'tokens': tokens}\n");
     }
     const std::string folder = dir / kind;
-    ModelInfo info = write_model_folder(wrapper, c, folder);
+    ModelInfo info = test::write_model_folder(wrapper, c, folder);
     info.logits.output = kind;
     info.logits.index = 1;
     info.logits.key = "logits";
@@ -184,7 +168,7 @@ TEST(LanguageModel, RejectsAModelJsonWithoutLogitsOrWithUnknownKeys) {
   test::TempDir dir;
   const GptConfig c = small_config(50257);
   auto m = build_gpt(c, 7);
-  ModelInfo info = write_model_folder(m, c, dir.path().string());
+  ModelInfo info = test::write_model_folder(m, c, dir.path().string());
   json j = info.to_json();
   j.erase("logits");
   write_file_atomic(dir / "model.json", j.dump());
@@ -219,7 +203,7 @@ TEST(Generate, IsDeterministicForASeedAndGreedyAtTemperatureZero) {
   test::TempDir dir;
   const GptConfig c = small_config(50257);
   auto m = build_gpt(c, 8);
-  write_model_folder(m, c, dir.path().string());
+  test::write_model_folder(m, c, dir.path().string());
   LanguageModel lm = LanguageModel::open(dir.path().string());
   const auto prompt = prompt_ids(lm, "Hello");
   EXPECT_EQ(prompt, (std::vector<int64_t>{50256, 15496}));

@@ -75,6 +75,8 @@ TEST(SaeLoss, TopKAndItsAuxKMatchAHandComputedExample) {
   EXPECT_NEAR(plain.mse.item<double>(), (6.97 + 0.37) / 2, 1e-5);
   EXPECT_EQ(plain.l0.item<float>(), 2.0f);
   EXPECT_EQ(plain.aux.item<double>(), 0.0);
+  EXPECT_FALSE(plain.features.defined());  // the code stays sparse
+  EXPECT_TRUE(torch::equal(plain.fire_counts, torch::tensor({0, 2, 2}, torch::kInt64)));
   // AuxK with latent 0 dead (k_aux = d_in / 2 = 1): ê = ReLU(1, 0) · W_dec[0] = (2,0), (0,0);
   // ‖e − ê‖² = 3.6² + 2.1² = 17.37 and 0.37 → mean 8.87; mean(e) = (−1.1, −1.1) →
   // ‖e − mean‖² = 1.25 each; aux = 8.87 / 1.25 / 32.

@@ -44,6 +44,19 @@ void write_text(const std::string& path, const std::string& text) {
   out << text;
 }
 
+ModelInfo write_model_folder(torch::jit::Module& m, const GptConfig& c, const std::string& folder) {
+  ModelInfo info;
+  info.name = "test-gpt";
+  info.d_model = c.d_model;
+  info.n_layers = c.n_layers;
+  info.context_length = c.context_length;
+  info.vocab_size = c.vocab_size;
+  info.tokenizer = {{"kind", "gpt2"}, {"encoder", gpt2_dir() + "/encoder.json"}, {"merges", gpt2_dir() + "/vocab.bpe"}};
+  info.hook_aliases = residual_aliases("blocks.", c.n_layers);
+  save_model_folder(m, info, folder);
+  return info;
+}
+
 namespace {
 // Every test runs with the same runtime settings the command line uses.
 class RuntimeEnvironment : public ::testing::Environment {

@@ -1,7 +1,12 @@
 // Helpers shared by the tests: paths, temporary folders, running commands.
 #pragma once
+#include <torch/script.h>
+
 #include <filesystem>
 #include <string>
+
+#include "models/gpt.h"
+#include "models/model_bundle.h"
 
 namespace saelab::test {
 
@@ -36,5 +41,9 @@ struct CommandResult {
 CommandResult run_command(const std::string& command);
 
 void write_text(const std::string& path, const std::string& text);
+
+/// Saves `module` (built from `config`) as a model folder with the cached GPT-2 tokenizer
+/// (absolute paths) and residual aliases; returns the model.json written.
+ModelInfo write_model_folder(torch::jit::Module& module, const GptConfig& config, const std::string& folder);
 
 }  // namespace saelab::test

@@ -220,16 +220,29 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     // Auxiliary reconstruction from ReLU(π_gate) through a detached decoder: no gradient reaches
     // W_dec or b_dec from this term.
     o.aux = squared_error(x, torch::matmul(gate_relu, W_dec.detach()) + b_dec.detach());
-  } else if (a == "topk") {
-    // Gao et al. 2024: keep the k largest pre-activations (after ReLU); sparse kernels.
-    const TopKCode code = topk_encode(xc, W_enc, p_.at("b_enc"), config_.k);
+  } else if (a == "topk" || a == "batchtopk") {
+    // topk (Gao et al. 2024): keep the k largest pre-activations of each row (after ReLU).
+    // batchtopk (Bussmann et al. 2024): keep the k·batch largest ReLU pre-activations of the whole batch.
+    // Both through the sparse kernels; no dense [batch, d_sae] view (it would cost more than they save).
+    const TopKCode code = a == "topk" ? topk_encode(xc, W_enc, p_.at("b_enc"), config_.k)
+                                      : batch_topk_encode(xc, W_enc, p_.at("b_enc"), config_.k * x.size(0));
+    o.code_values = code.values;
+    o.code_indices = code.indices;
     o.x_hat = topk_decode(code.values, code.indices, W_dec) + b_dec;
-    // No dense [batch, d_sae] view here: it would cost more than the sparse kernels save.
-    const torch::Tensor active = code.values.detach() > 0;  // [batch, k]
+    const torch::Tensor active = code.values.detach() > 0;  // [batch, k']
     o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
                         .index_add_(0, code.indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
-    if (dead.defined() && dead.any().item<bool>()) {
+    if (a == "batchtopk") {
+      // The inference threshold: a running average of the smallest kept positive activation.
+      torch::NoGradGuard g;
+      const torch::Tensor positive = code.values.detach().masked_select(active);
+      if (positive.numel() > 0) {
+        const torch::Tensor smallest = positive.min();
+        const double r = config_.batchtopk_threshold_rate;
+        batchtopk_threshold_ = batchtopk_threshold_.item<double>() < 0 ? smallest : (1 - r) * batchtopk_threshold_ + r * smallest;
+      }
+    } else if (dead.defined() && dead.any().item<bool>()) {
       // AuxK: model the detached residual e = x − x̂ with the top-k_aux pre-activations of dead
       // latents; loss ‖e − ê‖² / ‖e − mean(e)‖² times the coefficient (1/32 by default).
       const torch::Tensor dead_idx = dead.nonzero().squeeze(1);
@@ -241,22 +254,6 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       const torch::Tensor e_hat = topk_decode(torch::relu(top), idx, W_dec.index_select(0, dead_idx));
       const torch::Tensor var = (e - e.mean(0)).pow(2).sum(-1).mean();
       o.aux = config_.aux_k_coefficient * squared_error(e, e_hat) / var.clamp_min(1e-12);
-    }
-  } else if (a == "batchtopk") {
-    // Bussmann et al. 2024: keep the k·batch largest ReLU pre-activations over the whole batch.
-    const torch::Tensor pre = torch::relu(torch::matmul(xc, W_enc) + p_.at("b_enc"));
-    const int64_t keep = std::min<int64_t>(config_.k * x.size(0), pre.numel());
-    auto [top, flat_idx] = pre.detach().reshape(-1).topk(keep);
-    const torch::Tensor mask = torch::zeros({pre.numel()}, pre.options()).index_fill(0, flat_idx, 1.0).view_as(pre);
-    o.features = pre * mask;
-    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
-    // The inference threshold: a running average of the smallest kept positive activation.
-    torch::NoGradGuard g;
-    const torch::Tensor positive = top.masked_select(top > 0);
-    if (positive.numel() > 0) {
-      const torch::Tensor smallest = positive.min();
-      const double r = config_.batchtopk_threshold_rate;
-      batchtopk_threshold_ = batchtopk_threshold_.item<double>() < 0 ? smallest : (1 - r) * batchtopk_threshold_ + r * smallest;
     }
   } else {  // jumprelu
     // Rajamanoharan et al. 2024b (Gemma Scope): f = π · H(π − θ) with θ = exp(log_threshold) per
@@ -275,6 +272,11 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
   }
   return o;
+}
+
+torch::Tensor SaeOutput::dense_features(int64_t d_sae) const {
+  if (features.defined()) return features;
+  return topk_to_dense({code_values, code_indices}, d_sae);
 }
 
 }  // namespace saelab

@@ -41,13 +41,17 @@ struct SaeConfig {
 /// Loss terms of one training forward pass; every term is a scalar averaged over the batch.
 struct SaeOutput {
   torch::Tensor x_hat;     // [batch, d_in]
-  torch::Tensor features;  // [batch, d_sae] dense code; undefined for topk, whose code stays sparse
+  torch::Tensor features;  // [batch, d_sae] dense code; undefined for topk / batchtopk, whose code stays sparse
+  torch::Tensor code_values, code_indices;  // [batch, k'] the sparse code of topk / batchtopk (padding has value 0)
   torch::Tensor fire_counts;  // [d_sae] rows of the batch in which each latent is active (int64)
   torch::Tensor mse;       // mean_b ‖x − x̂‖²
   torch::Tensor sparsity;  // the sparsity penalty (already multiplied by its coefficient); 0 for topk / batchtopk
   torch::Tensor aux;       // auxiliary loss (gated's reconstruction through ReLU(π_gate), AuxK); 0 otherwise
   torch::Tensor loss;      // mse + sparsity + aux
   torch::Tensor l0;        // mean active latents per row
+
+  /// The code as [batch, d_sae], dense or expanded from the sparse code (for tests and analysis).
+  torch::Tensor dense_features(int64_t d_sae) const;
 };
 
 class Sae {

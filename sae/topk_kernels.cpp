@@ -34,10 +34,25 @@ torch::Tensor gathered_dots(const torch::Tensor& g, const torch::Tensor& indices
 
 class TopKEncodeFn : public torch::autograd::Function<TopKEncodeFn> {
  public:
+  // k > 0: the k largest per row. k < 0: the |k| largest over the whole batch (BatchTopK), stored
+  // per row padded to the fullest row's count, padding masked to value 0 with no gradient.
   static tensor_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W_enc,
                              const torch::Tensor& b_enc, int64_t k) {
     const torch::Tensor pre = torch::addmm(b_enc, x, W_enc);  // [batch, d_sae]: the one dense GEMM
-    auto [top, indices] = pre.topk(k, /*dim=*/1);
+    torch::Tensor top, indices, keep;
+    if (k > 0) {
+      std::tie(top, indices) = pre.topk(k, /*dim=*/1);
+      keep = top > 0;  // ReLU
+    } else {
+      const int64_t B = pre.size(0), d_sae = pre.size(1);
+      const int64_t total = std::min<int64_t>(-k, pre.numel());
+      const torch::Tensor flat_idx = std::get<1>(pre.reshape(-1).topk(total, 0, true, /*sorted=*/false));
+      const torch::Tensor counts = torch::div(flat_idx, d_sae, "floor").bincount({}, B);  // [batch] kept per row
+      const int64_t widest = std::max<int64_t>(1, counts.max().item<int64_t>());
+      std::tie(top, indices) = pre.topk(widest, /*dim=*/1);  // a row's kept entries are its largest
+      keep = (torch::arange(widest, counts.options()).unsqueeze(0) < counts.unsqueeze(1)).logical_and(top > 0);
+    }
+    top = top * keep.to(top.dtype());  // entries dropped (or negative) become 0: value and gradient
     const torch::Tensor values = top.clamp_min(0);
     ctx->save_for_backward({x, W_enc, indices, top});
     ctx->saved_data["d_sae"] = W_enc.size(1);
@@ -103,6 +118,15 @@ TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const t
               x.sizes(), " and ", W_enc.sizes(), ")");
   TORCH_CHECK(k > 0 && k <= W_enc.size(1), "k must be in 1..d_sae (got ", k, ")");
   const auto out = TopKEncodeFn::apply(x, W_enc, b_enc, k);
+  return {out[0], out[1]};
+}
+
+TopKCode batch_topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
+                           int64_t total) {
+  TORCH_CHECK(x.dim() == 2 && W_enc.dim() == 2 && x.size(1) == W_enc.size(0), "batch_topk_encode: x [batch, d_in] and W_enc [d_in, d_sae] disagree (got ",
+              x.sizes(), " and ", W_enc.sizes(), ")");
+  TORCH_CHECK(total > 0, "batch_topk_encode: the number of kept entries must be positive (got ", total, ")");
+  const auto out = TopKEncodeFn::apply(x, W_enc, b_enc, -total);
   return {out[0], out[1]};
 }
 

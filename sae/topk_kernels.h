@@ -17,6 +17,11 @@ struct TopKCode {
 /// b_enc [d_sae]. Gradients flow to x, W_enc and b_enc through the k selected entries only.
 TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k);
 
+/// BatchTopK: the `total` largest ReLU pre-activations over the whole batch. Rows are padded to the
+/// fullest row's count; padding has value 0 (and no gradient), so topk_decode can take the code.
+TopKCode batch_topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
+                           int64_t total);
+
 /// out[b] = sum_j values[b, j] * W_dec[indices[b, j]]  →  [batch, d_in]  (no bias).
 /// W_dec [d_sae, d_in]. Gradients flow to values and W_dec (rows that were used only).
 torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& W_dec);

@@ -90,7 +90,7 @@ TEST(SaeLoss, BatchTopKKeepsTheLargestOverTheBatchAndLearnsAThreshold) {
   const torch::Tensor x = torch::tensor({1.f, 2.f, 0.f, 1.f}).view({2, 2});
   // k · batch = 2 over ReLU pre-activations (1, 1.5, 2.6 | 0, 0.5, 0.6): 2.6 and 1.5, both row 1.
   const SaeOutput o = sae.forward(x, 0.0);
-  EXPECT_TRUE(torch::allclose(o.features, torch::tensor({0.f, 1.5f, 2.6f, 0.f, 0.f, 0.f}).view({2, 3})));
+  EXPECT_TRUE(torch::allclose(o.dense_features(3), torch::tensor({0.f, 1.5f, 2.6f, 0.f, 0.f, 0.f}).view({2, 3})));
   EXPECT_EQ(o.l0.item<float>(), 1.0f);
   // Row 1: x̂ = 1.5 (0,1) + 2.6 (1,1) = (2.6, 4.1) → 6.97; row 2: x̂ = 0 → 0² + 1² = 1.
   EXPECT_NEAR(o.mse.item<double>(), (6.97 + 1.0) / 2, 1e-5);

@@ -240,4 +240,11 @@ torch::Tensor ShuffledBatches::next() {
   return batch;
 }
 
+void ShuffledBatches::skip(int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    while (buffer_.size(0) - cursor_ < batch_size_) refill();
+    cursor_ += batch_size_;
+  }
+}
+
 }  // namespace saelab

@@ -112,6 +112,9 @@ class ShuffledBatches {
   ShuffledBatches(const ActivationStore& store, int64_t batch_size, int64_t buffer_shards, uint64_t seed);
   /// [batch_size, d] float32.
   torch::Tensor next();
+  /// Draws and drops n batches: a resumed run restores its data position this way (the order is
+  /// a function of the seed and the number of batches drawn).
+  void skip(int64_t n);
   int64_t epoch() const { return epoch_; }
 
  private:

@@ -1,6 +1,7 @@
 #include "core/files.h"
 
 #include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <array>
@@ -145,6 +146,20 @@ std::string sha256_file(const fs::path& path) {
     s.update(reinterpret_cast<const unsigned char*>(buf.data()), static_cast<size_t>(in.gcount()));
   }
   return s.hex();
+}
+
+void truncate_jsonl_steps(const fs::path& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", INT64_MAX) <= step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+      // a line cut short by a kill
+    }
+  }
+  write_file_atomic(path, kept);
 }
 
 }  // namespace saelab

@@ -1,5 +1,6 @@
 // File helpers with errors that name the file, and atomic writes (temporary file + rename).
 #pragma once
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -22,6 +23,10 @@ void write_file_atomic(const fs::path& path, std::string_view data);
 /// `write` throws. For writers that take a path (torch::save, Module::save).
 template <class Writer>
 void write_atomic_with(const fs::path& path, Writer&& write);
+
+/// Keeps the lines of a JSON-lines log whose "step" is at most `step` (a resumed run rewrites what
+/// came after); a line cut short by a kill is dropped. No-op when the file does not exist.
+void truncate_jsonl_steps(const fs::path& path, int64_t step);
 
 /// Lowercase hex SHA-256 of a file's bytes (identifies a model file in manifests and metadata).
 std::string sha256_file(const fs::path& path);

@@ -78,6 +78,30 @@ void JsonFields::read(const char* key, std::vector<std::string>& out) {
   }
 }
 
+void JsonFields::read(const char* key, std::vector<int64_t>& out) {
+  if (const json* v = find(key)) {
+    if (!v->is_array()) type_error(key, "an array of integers", *v);
+    std::vector<int64_t> values;
+    for (const auto& e : *v) {
+      if (!e.is_number_integer()) type_error(key, "an array of integers", *v);
+      values.push_back(e.get<int64_t>());
+    }
+    out = std::move(values);
+  }
+}
+
+void JsonFields::read(const char* key, std::vector<double>& out) {
+  if (const json* v = find(key)) {
+    if (!v->is_array()) type_error(key, "an array of numbers", *v);
+    std::vector<double> values;
+    for (const auto& e : *v) {
+      if (!e.is_number()) type_error(key, "an array of numbers", *v);
+      values.push_back(e.get<double>());
+    }
+    out = std::move(values);
+  }
+}
+
 std::string JsonFields::required_string(const char* key) {
   const json* v = find(key);
   TORCH_CHECK(v != nullptr, where_, ": required key '", key, "' is missing");

@@ -26,6 +26,8 @@ class JsonFields {
   void read(const char* key, bool& out);
   void read(const char* key, std::string& out);
   void read(const char* key, std::vector<std::string>& out);
+  void read(const char* key, std::vector<int64_t>& out);
+  void read(const char* key, std::vector<double>& out);
   /// Accepts `key` with any value (the caller reads it itself); returns it or nullptr.
   const json* allow(const char* key) { return find(key); }
   /// Reads `key` as a required string.

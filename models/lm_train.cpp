@@ -96,21 +96,6 @@ int64_t load_checkpoint(const fs::path& path, const std::vector<std::pair<std::s
   return step.item<int64_t>();
 }
 
-// Keeps the metrics lines of steps up to `step` (a resumed run rewrites what came after).
-void truncate_metrics(const fs::path& path, int64_t step) {
-  if (!fs::exists(path)) return;
-  std::ifstream in(path);
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      if (nlohmann::json::parse(line).value("step", INT64_MAX) <= step) kept += line + "\n";
-    } catch (const nlohmann::json::exception&) {
-      // a line cut short by a kill is dropped
-    }
-  }
-  write_file_atomic(path, kept);
-}
-
 }  // namespace
 
 double evaluate_lm(const LogitsFn& logits_fn, const torch::Tensor& contexts, int64_t batch_size) {
@@ -158,7 +143,7 @@ LmTrainResult train_lm(torch::jit::Module& module, const GptConfig& config, cons
   if (fs::exists(ckpt)) {
     step = load_checkpoint(ckpt, params, opt, config_text);
     std::fprintf(stderr, "resuming from %s at step %lld\n", ckpt.string().c_str(), static_cast<long long>(step));
-    truncate_metrics(metrics_path, step);
+    truncate_jsonl_steps(metrics_path, step);
   }
   std::ofstream metrics(metrics_path, std::ios::app);
   TORCH_CHECK(metrics.good(), "cannot write '", metrics_path.string(), "'");

@@ -84,6 +84,8 @@ class Sae {
   const torch::Tensor& param(const std::string& name) const;
   /// JumpReLU / BatchTopK threshold per latent [d_sae] (float32).
   torch::Tensor threshold() const;
+  /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.
+  torch::Tensor& batchtopk_running_threshold() { return batchtopk_threshold_; }
 
  private:
   torch::Tensor centred(const torch::Tensor& x) const;

@@ -132,6 +132,63 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
   return stats;
 }
 
+void SaeTrainer::save_state(torch::serialize::OutputArchive& archive) const {
+  TORCH_CHECK(initialized_, "save_state: the trainer has not been initialised");
+  archive.write("scale", torch::tensor(scale_, torch::kFloat64));
+  archive.write("step", torch::tensor(step_));
+  for (size_t i = 0; i < saes_.size(); ++i) {
+    const TrainedSae& t = saes_[i];
+    torch::serialize::OutputArchive one;
+    one.write("name", c10::IValue(t.spec.name));
+    for (const auto& [name, p] : t.sae->parameters()) one.write("param." + name, p.detach());
+    if (t.spec.config.architecture == "batchtopk") {
+      one.write("batchtopk_threshold", const_cast<Sae&>(*t.sae).batchtopk_running_threshold());
+    }
+    one.write("steps_since_fired", t.steps_since_fired);
+    torch::serialize::OutputArchive optim;
+    t.optimizer->save(optim);
+    one.write("optimizer", optim);
+    archive.write("sae" + std::to_string(i), one);
+  }
+}
+
+void SaeTrainer::load_state(torch::serialize::InputArchive& archive, const std::string& where) {
+  torch::NoGradGuard g;
+  torch::Tensor scale, step;
+  archive.read("scale", scale);
+  archive.read("step", step);
+  scale_ = scale.item<double>();
+  step_ = step.item<int64_t>();
+  for (size_t i = 0; i < saes_.size(); ++i) {
+    TrainedSae& t = saes_[i];
+    torch::serialize::InputArchive one;
+    archive.read("sae" + std::to_string(i), one);
+    c10::IValue name;
+    one.read("name", name);
+    TORCH_CHECK(name.isString() && name.toStringRef() == t.spec.name, where, ": SAE ", i, " is '",
+                name.isString() ? name.toStringRef() : "?", "', expected '", t.spec.name, "'");
+    for (const auto& [pname, p] : t.sae->parameters()) {
+      torch::Tensor saved;
+      one.read("param." + pname, saved);
+      TORCH_CHECK(saved.sizes() == p.sizes(), where, ": ", t.spec.name, ".", pname, " has shape ", saved.sizes(),
+                  ", expected ", p.sizes());
+      p.copy_(saved);
+    }
+    if (t.spec.config.architecture == "batchtopk") {
+      torch::Tensor th;
+      one.read("batchtopk_threshold", th);
+      t.sae->batchtopk_running_threshold() = th.clone();
+    }
+    torch::Tensor since;
+    one.read("steps_since_fired", since);
+    t.steps_since_fired = since.clone();
+    torch::serialize::InputArchive optim;
+    one.read("optimizer", optim);
+    t.optimizer->load(optim);
+  }
+  initialized_ = true;
+}
+
 Sae SaeTrainer::folded(size_t i) const {
   const Sae& sae = *saes_.at(i).sae;
   std::map<std::string, torch::Tensor> p = sae.state();

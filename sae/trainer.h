@@ -77,6 +77,13 @@ class SaeTrainer {
   double scaling_factor() const { return scale_; }
   const std::vector<TrainedSae>& saes() const { return saes_; }
 
+  /// Everything a resumed run needs (weights, Adam state, dead-latent counters, BatchTopK threshold
+  /// estimates, scale, step) into `archive`; `load_state` restores it into a trainer built with the
+  /// same specs and options. Training uses no random numbers beyond the data order, which the
+  /// caller restores (the batch count is steps_done()).
+  void save_state(torch::serialize::OutputArchive& archive) const;
+  void load_state(torch::serialize::InputArchive& archive, const std::string& where);
+
   /// SAE i with the input scaling folded into its weights, so it works on raw activations.
   Sae folded(size_t i) const;
 

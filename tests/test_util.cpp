@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "core/activation_store.h"
 #include "core/runtime.h"
 
 namespace saelab::test {
@@ -65,5 +66,21 @@ class RuntimeEnvironment : public ::testing::Environment {
 };
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new RuntimeEnvironment);
 }  // namespace
+
+void write_activation_store(const std::string& dir, const torch::Tensor& acts, const std::string& hook,
+                            int64_t shard_rows) {
+  StoreManifest m;
+  m.hook = hook;
+  m.d = acts.size(1);
+  m.context_length = 8;
+  m.model_name = "synthetic";
+  m.model_sha256 = "0123";
+  m.tokenizer = {{"kind", "none"}};
+  m.target_rows = acts.size(0);
+  ActivationWriter w(dir, m, shard_rows);
+  const torch::Tensor idx = torch::arange(acts.size(0), torch::kInt64);
+  w.append(0, acts, idx / 8, (idx % 8).to(torch::kInt32), idx, (idx / 64).to(torch::kInt32));
+  w.finish();
+}
 
 }  // namespace saelab::test

@@ -42,6 +42,10 @@ CommandResult run_command(const std::string& command);
 
 void write_text(const std::string& path, const std::string& text);
 
+/// Writes acts [n, d] as a complete activation store for `hook` in `dir` (provenance made up).
+void write_activation_store(const std::string& dir, const torch::Tensor& acts, const std::string& hook,
+                            int64_t shard_rows);
+
 /// Saves `module` (built from `config`) as a model folder with the cached GPT-2 tokenizer
 /// (absolute paths) and residual aliases; returns the model.json written.
 ModelInfo write_model_folder(torch::jit::Module& module, const GptConfig& config, const std::string& folder);

@@ -1,0 +1,367 @@
+#include "sae/train_run.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/activation_store.h"
+#include "core/files.h"
+#include "core/json_options.h"
+#include "core/progress.h"
+#include "sae/sae_io.h"
+
+namespace saelab {
+
+namespace {
+
+using nlohmann::json;
+
+json spec_json(const SaeRunSpec& s) {
+  return {{"name", s.folder_name()},
+          {"architecture", s.architecture},
+          {"k", s.k},
+          {"l1", s.l1},
+          {"expansion", s.expansion},
+          {"jumprelu_bandwidth", s.jumprelu_bandwidth},
+          {"jumprelu_init_threshold", s.jumprelu_init_threshold}};
+}
+
+// One hook of the run: its store, batches and trainer.
+struct HookGroup {
+  std::string hook;
+  std::unique_ptr<ActivationStore> store;
+  std::unique_ptr<ShuffledBatches> batches;
+  std::unique_ptr<SaeTrainer> trainer;
+  torch::Tensor fired;  // [n_saes, d_sae] float64 fire counts over the density window
+  int64_t counted = 0;  // rows in the density window
+};
+
+std::vector<std::string> hooks_of(const SaeRunOptions& o) {
+  if (!o.hooks.empty()) return o.hooks;
+  TORCH_CHECK(fs::is_directory(o.store), "capture folder '", o.store, "' does not exist (saelab capture --out)");
+  std::vector<std::string> hooks;
+  for (const auto& e : fs::directory_iterator(o.store)) {
+    if (fs::exists(e.path() / "manifest.json")) hooks.push_back(e.path().filename().string());
+  }
+  std::sort(hooks.begin(), hooks.end());
+  TORCH_CHECK(!hooks.empty(), "capture folder '", o.store, "' holds no activation stores");
+  return hooks;
+}
+
+void save_run_checkpoint(const fs::path& path, const std::string& config, int64_t step,
+                         const std::vector<HookGroup>& groups) {
+  torch::serialize::OutputArchive archive;
+  archive.write("config", c10::IValue(config));
+  archive.write("step", torch::tensor(step));
+  for (size_t g = 0; g < groups.size(); ++g) {
+    torch::serialize::OutputArchive one;
+    groups[g].trainer->save_state(one);
+    one.write("fired", groups[g].fired);
+    one.write("counted", torch::tensor(groups[g].counted));
+    archive.write("hook" + std::to_string(g), one);
+  }
+  write_atomic_with(path, [&](const fs::path& tmp) { archive.save_to(tmp.string()); });
+}
+
+int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std::vector<HookGroup>& groups) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path.string());
+  } catch (const c10::Error&) {
+    TORCH_CHECK(false, "checkpoint '", path.string(), "' is corrupt; delete it to start over");
+  }
+  c10::IValue saved;
+  archive.read("config", saved);
+  TORCH_CHECK(saved.isString() && saved.toStringRef() == config, "'", path.parent_path().string(),
+              "' holds a training run with different options or activations; use another output folder or delete it");
+  torch::Tensor step;
+  archive.read("step", step);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    torch::serialize::InputArchive one;
+    archive.read("hook" + std::to_string(g), one);
+    groups[g].trainer->load_state(one, path.string());
+    torch::Tensor fired, counted;
+    one.read("fired", fired);
+    one.read("counted", counted);
+    groups[g].fired = fired.clone();
+    groups[g].counted = counted.item<int64_t>();
+  }
+  return step.item<int64_t>();
+}
+
+}  // namespace
+
+std::string SaeRunSpec::folder_name() const {
+  if (!name.empty()) return name;
+  if (architecture == "topk" || architecture == "batchtopk") return architecture + "-k" + std::to_string(k);
+  std::ostringstream s;
+  s << architecture << "-l1_" << l1;
+  return s.str();
+}
+
+void SaeRunOptions::validate() const {
+  train.validate();
+  TORCH_CHECK(!saes.empty(), "give at least one SAE to train (saes)");
+  std::set<std::string> names;
+  for (const auto& s : saes) {
+    SaeConfig c;
+    c.architecture = s.architecture;
+    c.d_in = 1;
+    c.d_sae = std::max<int64_t>(1, s.expansion) * std::max<int64_t>(1, s.k);
+    c.k = s.k;
+    c.jumprelu_bandwidth = s.jumprelu_bandwidth;
+    c.validate();
+    TORCH_CHECK(s.expansion > 0, "SAE '", s.folder_name(), "': expansion must be positive (got ", s.expansion, ")");
+    TORCH_CHECK(s.l1 >= 0 && std::isfinite(s.l1), "SAE '", s.folder_name(), "': l1 must be >= 0 (got ", s.l1, ")");
+    TORCH_CHECK(s.jumprelu_init_threshold > 0, "SAE '", s.folder_name(), "': jumprelu_init_threshold must be positive");
+    TORCH_CHECK(names.insert(s.folder_name()).second, "two SAEs are named '", s.folder_name(), "'; give them distinct names");
+  }
+  TORCH_CHECK(init_rows > 0, "init_rows must be positive (got ", init_rows, ")");
+  TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
+  TORCH_CHECK(checkpoint_every > 0, "checkpoint_every must be positive (got ", checkpoint_every, ")");
+  TORCH_CHECK(stop_after >= 0, "stop_after must be >= 0 (got ", stop_after, ")");
+}
+
+json SaeRunOptions::to_json() const {
+  json saes_json = json::array();
+  for (const auto& s : saes) saes_json.push_back(spec_json(s));
+  return {{"format_version", 1},
+          {"store", store},
+          {"hooks", hooks},
+          {"saes", saes_json},
+          {"steps", train.steps},
+          {"batch_size", train.batch_size},
+          {"lr", train.lr},
+          {"lr_warmup_steps", train.lr_warmup_steps},
+          {"lr_decay_fraction", train.lr_decay_fraction},
+          {"l1_warmup_steps", train.l1_warmup_steps},
+          {"grad_clip", train.grad_clip},
+          {"dead_window", train.dead_window},
+          {"normalize_activations", train.normalize_activations},
+          {"init_rows", init_rows},
+          {"buffer_shards", buffer_shards},
+          {"seed", seed}};
+}
+
+std::vector<SaeRunSpec> sae_grid(const std::vector<std::string>& architectures, const std::vector<int64_t>& ks,
+                                 const std::vector<double>& l1s, int64_t expansion) {
+  std::vector<SaeRunSpec> out;
+  for (const auto& arch : architectures) {
+    SaeRunSpec base;
+    base.architecture = arch;
+    base.expansion = expansion;
+    if (arch == "topk" || arch == "batchtopk") {
+      for (int64_t k : ks) {
+        SaeRunSpec s = base;
+        s.k = k;
+        out.push_back(s);
+      }
+    } else {
+      for (double l1 : l1s) {
+        SaeRunSpec s = base;
+        s.l1 = l1;
+        out.push_back(s);
+      }
+    }
+  }
+  return out;
+}
+
+void read_sae_run_options(const json& config, const std::string& where, SaeRunOptions& o) {
+  TORCH_CHECK(config.is_object(), where, ": the training config must be a JSON object");
+  JsonFields f(config, where);
+  f.read("store", o.store);
+  f.read("hooks", o.hooks);
+  f.read("out", o.out);
+  f.read("steps", o.train.steps);
+  f.read("batch_size", o.train.batch_size);
+  f.read("lr", o.train.lr);
+  f.read("lr_warmup_steps", o.train.lr_warmup_steps);
+  f.read("lr_decay_fraction", o.train.lr_decay_fraction);
+  f.read("l1_warmup_steps", o.train.l1_warmup_steps);
+  f.read("grad_clip", o.train.grad_clip);
+  f.read("dead_window", o.train.dead_window);
+  f.read("normalize_activations", o.train.normalize_activations);
+  f.read("init_rows", o.init_rows);
+  f.read("buffer_shards", o.buffer_shards);
+  f.read("seed", o.seed);
+  f.read("checkpoint_every", o.checkpoint_every);
+  std::vector<std::string> archs;
+  std::vector<int64_t> ks = {32};
+  std::vector<double> l1s = {1.0};
+  int64_t expansion = 8;
+  f.read("architectures", archs);
+  f.read("k", ks);
+  f.read("l1", l1s);
+  f.read("expansion", expansion);
+  const json* saes = f.allow("saes");
+  f.finish();
+  TORCH_CHECK(!(saes && !archs.empty()), where, ": give either 'saes' or 'architectures', not both");
+  if (!archs.empty()) o.saes = sae_grid(archs, ks, l1s, expansion);
+  if (saes) {
+    TORCH_CHECK(saes->is_array() && !saes->empty(), where, ": 'saes' must be a non-empty array of objects");
+    o.saes.clear();
+    for (size_t i = 0; i < saes->size(); ++i) {
+      const json& e = (*saes)[i];
+      const std::string at = where + ": saes[" + std::to_string(i) + "]";
+      TORCH_CHECK(e.is_object(), at, " must be an object");
+      JsonFields sf(e, at);
+      SaeRunSpec s;
+      s.expansion = expansion;
+      sf.read("architecture", s.architecture);
+      sf.read("k", s.k);
+      sf.read("l1", s.l1);
+      sf.read("expansion", s.expansion);
+      sf.read("jumprelu_bandwidth", s.jumprelu_bandwidth);
+      sf.read("jumprelu_init_threshold", s.jumprelu_init_threshold);
+      sf.read("name", s.name);
+      sf.finish();
+      o.saes.push_back(s);
+    }
+  }
+}
+
+SaeRunResult run_sae_training(const SaeRunOptions& options) {
+  options.validate();
+  const SaeTrainOptions& to = options.train;
+  const std::vector<std::string> hooks = hooks_of(options);
+  std::vector<HookGroup> groups;
+  json fingerprint = json::array();
+  for (const auto& hook : hooks) {
+    HookGroup g;
+    g.hook = hook;
+    const fs::path dir = fs::path(options.store) / hook;
+    TORCH_CHECK(fs::exists(dir / "manifest.json"), "hook '", hook, "' has no activation store in '", options.store,
+                "' (expected ", (dir / "manifest.json").string(), ")");
+    g.store = std::make_unique<ActivationStore>(ActivationStore::open(dir.string()));
+    const StoreManifest& m = g.store->manifest();
+    fingerprint.push_back({{"hook", hook}, {"model_sha256", m.model_sha256}, {"rows", m.rows}, {"d", m.d}});
+    std::vector<SaeSpec> specs;
+    for (const auto& rs : options.saes) {
+      SaeSpec s;
+      s.name = rs.folder_name();
+      s.config.architecture = rs.architecture;
+      s.config.d_in = g.store->d();
+      s.config.d_sae = rs.expansion * g.store->d();
+      s.config.k = rs.k;
+      s.config.jumprelu_bandwidth = rs.jumprelu_bandwidth;
+      s.config.jumprelu_init_threshold = rs.jumprelu_init_threshold;
+      s.l1_coefficient = rs.l1;
+      TORCH_CHECK(s.config.k <= s.config.d_sae, "SAE '", s.name, "': k ", s.config.k, " exceeds d_sae ", s.config.d_sae);
+      specs.push_back(s);
+    }
+    g.trainer = std::make_unique<SaeTrainer>(specs, to, static_cast<uint64_t>(options.seed));
+    g.batches = std::make_unique<ShuffledBatches>(*g.store, to.batch_size, options.buffer_shards,
+                                                  static_cast<uint64_t>(options.seed));
+    g.fired = torch::zeros({static_cast<int64_t>(specs.size()), specs.front().config.d_sae}, torch::kFloat64);
+    groups.push_back(std::move(g));
+  }
+  // Density over the last 20% of the steps (at least one): the features' settled behaviour.
+  const int64_t count_from = to.steps - std::max<int64_t>(1, to.steps / 5);
+  json run = options.to_json();
+  run["activations"] = fingerprint;
+  const std::string config_text = run.dump();
+
+  fs::create_directories(options.out);
+  const fs::path ckpt = fs::path(options.out) / "checkpoint.pt";
+  const fs::path metrics_path = fs::path(options.out) / "metrics.jsonl";
+  const fs::path run_path = fs::path(options.out) / "run.json";
+  SaeRunResult result;
+  int64_t step = 0;
+  if (fs::exists(ckpt)) {
+    step = load_run_checkpoint(ckpt, config_text, groups);
+    for (auto& g : groups) g.batches->skip(step);
+    truncate_jsonl_steps(metrics_path, step);
+    std::printf("resuming from step %lld (%s)\n", static_cast<long long>(step), ckpt.string().c_str());
+  } else {
+    if (fs::exists(run_path)) {
+      const json old = load_json_file(run_path.string(), "training run");
+      json old_cfg = old;
+      old_cfg.erase("complete");
+      old_cfg.erase("sae_dirs");
+      TORCH_CHECK(old_cfg == run, "'", options.out,
+                  "' holds a training run with different options or activations; use another output folder or delete it");
+    }
+    for (auto& g : groups) {
+      g.trainer->initialize(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
+    }
+    fs::remove(metrics_path);
+  }
+  write_file_atomic(run_path, run.dump(2) + "\n");
+  result.resumed_from = step;
+
+  std::ofstream metrics(metrics_path, std::ios::app);
+  TORCH_CHECK(metrics.good(), "cannot write '", metrics_path.string(), "'");
+  Progress bar("train", to.steps, "step");
+  bar.update(step);
+  const int64_t stop_at = options.stop_after > 0 ? std::min(to.steps, step + options.stop_after) : to.steps;
+  int64_t last_checkpoint = step;
+  while (step < stop_at) {
+    std::string status;
+    for (auto& g : groups) {
+      const torch::Tensor batch = g.batches->next();
+      std::vector<SaeStepStats> stats;
+      try {
+        stats = g.trainer->step(batch);
+      } catch (const c10::Error& e) {
+        TORCH_CHECK(false, "hook ", g.hook, ": ", e.msg(), "; the last good checkpoint (step ", last_checkpoint,
+                    ") in '", options.out, "' is intact");
+      }
+      if (step >= count_from) {
+        for (size_t i = 0; i < stats.size(); ++i) {
+          g.fired[static_cast<int64_t>(i)] += stats[i].fire_counts.to(torch::kFloat64);
+        }
+        g.counted += batch.size(0);
+      }
+      for (size_t i = 0; i < stats.size(); ++i) {
+        const auto& s = stats[i];
+        metrics << json{{"step", step + 1}, {"hook", g.hook}, {"sae", g.trainer->saes()[i].spec.name},
+                        {"loss", s.loss}, {"mse", s.mse}, {"fvu", s.fvu}, {"l0", s.l0},
+                        {"dead_fraction", s.dead_fraction}}
+                       .dump()
+                << "\n";
+      }
+      const auto& s0 = stats.front();
+      status = fmt::format("{} {} loss {:.3f} fvu {:.3f} L0 {:.1f} dead {:.1f}%", g.hook, g.trainer->saes()[0].spec.name,
+                           s0.loss, s0.fvu, s0.l0, 100 * s0.dead_fraction);
+    }
+    ++step;
+    bar.update(step, status);
+    if (step % options.checkpoint_every == 0 || step == stop_at) {
+      metrics.flush();
+      save_run_checkpoint(ckpt, config_text, step, groups);
+      last_checkpoint = step;
+    }
+  }
+  bar.finish();
+  result.steps_done = step;
+  if (step < to.steps) return result;
+
+  for (auto& g : groups) {
+    const StoreManifest& m = g.store->manifest();
+    for (size_t i = 0; i < g.trainer->saes().size(); ++i) {
+      SaeMetadata meta;
+      meta.model_name = m.model_name;
+      meta.hook_name = m.hook;
+      meta.context_size = m.context_length;
+      meta.prepend_bos = true;
+      meta.model_sha256 = m.model_sha256;
+      const torch::Tensor density =
+          (g.fired[static_cast<int64_t>(i)] / std::max<int64_t>(1, g.counted)).clamp_min(1e-10).log10().to(torch::kFloat32);
+      const std::string dir = (fs::path(options.out) / g.hook / g.trainer->saes()[i].spec.name).string();
+      save_sae(dir, g.trainer->folded(i), meta, density);
+      result.sae_dirs.push_back(dir);
+    }
+  }
+  run["complete"] = true;
+  run["sae_dirs"] = result.sae_dirs;
+  write_file_atomic(run_path, run.dump(2) + "\n");
+  result.complete = true;
+  return result;
+}
+
+}  // namespace saelab

@@ -13,5 +13,6 @@ void register_demo(CLI::App& app);
 void register_hooks(CLI::App& app);
 void register_capture(CLI::App& app);
 void register_train(CLI::App& app);
+void register_bench_sae(CLI::App& app);
 
 }  // namespace saelab

@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   register_hooks(app);
   register_capture(app);
   register_train(app);
+  register_bench_sae(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -166,15 +166,27 @@ torch::Tensor Sae::centred(const torch::Tensor& x) const {
   return config_.apply_b_dec_to_input ? x - p_.at("b_dec") : x;
 }
 
+torch::Tensor Sae::affine(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) const {
+  // (x − b_dec) W + b = x W + (b − b_dec W): the same value, but the gradient to b_dec is a
+  // [d_in] x [d_in, d_sae] product instead of a second [batch, d_sae] x [d_sae, d_in] GEMM.
+  if (x.dim() != 2) {  // leading dims [..., d_in]
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = W.size(1);
+    return affine(x.reshape({-1, x.size(-1)}), W, b).view(shape);
+  }
+  if (!config_.apply_b_dec_to_input) return torch::addmm(b, x, W);
+  return torch::addmm(b - torch::mv(W.t(), p_.at("b_dec")), x, W);
+}
+
 torch::Tensor Sae::encode(const torch::Tensor& x) const {
-  const torch::Tensor xc = centred(x);
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == config_.d_in, "SAE input must be [..., ", config_.d_in, "] (got ", x.sizes(), ")");
   const std::string& a = config_.architecture;
   if (a == "gated") {
-    const torch::Tensor gate = torch::matmul(xc, p_.at("W_enc")) + p_.at("b_gate");
-    const torch::Tensor mag = torch::matmul(xc, p_.at("W_enc") * p_.at("r_mag").exp()) + p_.at("b_mag");
+    const torch::Tensor gate = affine(x, p_.at("W_enc"), p_.at("b_gate"));
+    const torch::Tensor mag = affine(x, p_.at("W_enc") * p_.at("r_mag").exp(), p_.at("b_mag"));
     return (gate > 0).to(mag.dtype()) * torch::relu(mag);
   }
-  const torch::Tensor pre = torch::matmul(xc, p_.at("W_enc")) + p_.at("b_enc");
+  const torch::Tensor pre = affine(x, p_.at("W_enc"), p_.at("b_enc"));
   if (a == "standard") return torch::relu(pre);
   if (a == "topk") {
     auto [top, idx] = pre.topk(config_.k, -1);
@@ -204,19 +216,19 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   const std::string& a = config_.architecture;
   if (a == "standard") {
     // f = ReLU((x − b_dec) W_enc + b_enc); penalty λ Σ_i f_i ‖W_dec,i‖ (Anthropic, April 2024 update).
-    o.features = torch::relu(torch::matmul(xc, W_enc) + p_.at("b_enc"));
+    o.features = torch::relu(affine(x, W_enc, p_.at("b_enc")));
     o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
-    o.sparsity = l1 * (o.features * W_dec.norm(2, {1})).sum(-1).mean();
+    o.sparsity = l1 * torch::mv(o.features, W_dec.norm(2, {1})).mean();
   } else if (a == "gated") {
     // Rajamanoharan et al. 2024: π_gate = (x − b_dec) W_enc + b_gate,
     // π_mag = (x − b_dec)(W_enc ⊙ exp(r_mag)) + b_mag, f = 1[π_gate > 0] · ReLU(π_mag).
-    const torch::Tensor gate = torch::matmul(xc, W_enc) + p_.at("b_gate");
-    const torch::Tensor mag = torch::matmul(xc, W_enc * p_.at("r_mag").exp()) + p_.at("b_mag");
+    const torch::Tensor gate = affine(x, W_enc, p_.at("b_gate"));
+    const torch::Tensor mag = affine(x, W_enc * p_.at("r_mag").exp(), p_.at("b_mag"));
     o.features = (gate > 0).to(mag.dtype()) * torch::relu(mag);
     o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
     const torch::Tensor gate_relu = torch::relu(gate);
     // λ Σ ReLU(π_gate)_i ‖W_dec,i‖
-    o.sparsity = l1 * (gate_relu * W_dec.norm(2, {1})).sum(-1).mean();
+    o.sparsity = l1 * torch::mv(gate_relu, W_dec.norm(2, {1})).mean();
     // Auxiliary reconstruction from ReLU(π_gate) through a detached decoder: no gradient reaches
     // W_dec or b_dec from this term.
     o.aux = squared_error(x, torch::matmul(gate_relu, W_dec.detach()) + b_dec.detach());
@@ -258,7 +270,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   } else {  // jumprelu
     // Rajamanoharan et al. 2024b (Gemma Scope): f = π · H(π − θ) with θ = exp(log_threshold) per
     // latent, straight-through rectangle-kernel gradients of bandwidth ε, penalty λ · L0.
-    const torch::Tensor pre = torch::matmul(xc, W_enc) + p_.at("b_enc");
+    const torch::Tensor pre = affine(x, W_enc, p_.at("b_enc"));
     const torch::Tensor theta = p_.at("log_threshold").exp();
     o.features = JumpReluFn::apply(pre, theta, config_.jumprelu_bandwidth);
     o.x_hat = torch::matmul(o.features, W_dec) + b_dec;

@@ -89,6 +89,8 @@ class Sae {
 
  private:
   torch::Tensor centred(const torch::Tensor& x) const;
+  /// (x − b_dec) W + b (x − b_dec only when apply_b_dec_to_input), as one GEMM on the raw x.
+  torch::Tensor affine(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) const;
 
   SaeConfig config_;
   std::map<std::string, torch::Tensor> p_;

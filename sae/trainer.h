@@ -99,6 +99,11 @@ class SaeTrainer {
   bool initialized_ = false;
 };
 
+/// The update after a forward pass: backward, parallel-gradient removal (unit-norm architectures),
+/// gradient clipping, Adam at `lr`, decoder rows renormalised.
+void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Tensor& loss, double lr,
+                        double grad_clip);
+
 /// The geometric median of the rows of `x` [n, d] by Weiszfeld's iteration.
 torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations = 100);
 

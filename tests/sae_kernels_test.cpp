@@ -33,15 +33,17 @@ Grads sparse_kernels(torch::Tensor x, torch::Tensor W_enc, torch::Tensor b_enc, 
 TEST(TopKKernels, ForwardAndGradientsEqualDenseFloat64Autograd) {
   torch::manual_seed(3);
   const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  // d_sae 12 takes torch::topk's path, 160 the one-pass selection kernel (k ≤ d_sae / 16).
+  for (int64_t d_sae : {12, 160})
   for (int64_t k : {1, 3, 7}) {
-    const torch::Tensor x = torch::randn({300, 5}, opts);  // > one 256-row chunk
-    const torch::Tensor W_enc = torch::randn({5, 12}, opts);
-    const torch::Tensor b_enc = torch::randn({12}, opts) * 0.5 - 0.5;  // some selected entries are negative
-    const torch::Tensor W_dec = torch::randn({12, 5}, opts);
+    const torch::Tensor x = torch::randn({300, 5}, opts);
+    const torch::Tensor W_enc = torch::randn({5, d_sae}, opts);
+    const torch::Tensor b_enc = torch::randn({d_sae}, opts) * 0.5 - 0.5;  // some selected entries are negative
+    const torch::Tensor W_dec = torch::randn({d_sae, 5}, opts);
     const torch::Tensor R = torch::randn({300, 5}, opts);
     const Grads ref = dense_reference(x, W_enc, b_enc, W_dec, k, R);
     const Grads got = sparse_kernels(x, W_enc, b_enc, W_dec, k, R);
-    EXPECT_TRUE(torch::allclose(got.out, ref.out, 1e-12, 1e-12)) << "k " << k;
+    EXPECT_TRUE(torch::allclose(got.out, ref.out, 1e-12, 1e-12)) << "k " << k << " d_sae " << d_sae;
     EXPECT_TRUE(torch::allclose(got.x, ref.x, 1e-12, 1e-12)) << "k " << k;
     EXPECT_TRUE(torch::allclose(got.W_enc, ref.W_enc, 1e-12, 1e-12)) << "k " << k;
     EXPECT_TRUE(torch::allclose(got.b_enc, ref.b_enc, 1e-12, 1e-12)) << "k " << k;
@@ -64,12 +66,13 @@ Grads dense_batch_reference(torch::Tensor x, torch::Tensor W_enc, torch::Tensor 
 TEST(TopKKernels, BatchTopKForwardAndGradientsEqualDenseFloat64Autograd) {
   torch::manual_seed(5);
   const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
-  for (int64_t total : {1, 40, 900, 3600}) {  // 3600 = every entry, negative ones included
+  for (int64_t total : {1, 40, 900, 3600, 20000}) {  // 3600: every entry of d_sae 12 (negative ones too)
+    const int64_t d_sae = total > 3600 ? 400 : 12;  // wide enough for the one-pass selection kernel
     // Rows of very different scale so that rows keep very different numbers of latents.
     const torch::Tensor x = torch::randn({300, 5}, opts) * torch::linspace(0.1, 3.0, 300, opts).unsqueeze(1);
-    const torch::Tensor W_enc = torch::randn({5, 12}, opts);
-    const torch::Tensor b_enc = torch::randn({12}, opts) * 0.5 - 0.5;
-    const torch::Tensor W_dec = torch::randn({12, 5}, opts);
+    const torch::Tensor W_enc = torch::randn({5, d_sae}, opts);
+    const torch::Tensor b_enc = torch::randn({d_sae}, opts) * 0.5 - 0.5;
+    const torch::Tensor W_dec = torch::randn({d_sae, 5}, opts);
     const torch::Tensor R = torch::randn({300, 5}, opts);
     const Grads ref = dense_batch_reference(x, W_enc, b_enc, W_dec, total, R);
     Grads got;

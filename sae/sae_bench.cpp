@@ -1,0 +1,93 @@
+#include "sae/sae_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+
+#include "sae/sae.h"
+#include "sae/trainer.h"
+
+namespace saelab {
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double seconds_of(const std::function<void()>& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The straightforward TopK step: a dense [batch, d_sae] code, decoded and differentiated by dense
+// GEMMs (what a plain autograd implementation does).
+torch::Tensor dense_topk_loss(Sae& sae, const torch::Tensor& x, int64_t k) {
+  const torch::Tensor pre = torch::matmul(x - sae.b_dec(), sae.W_enc()) + sae.param("b_enc");
+  const torch::Tensor idx = std::get<1>(pre.topk(k, 1));
+  const torch::Tensor f = torch::relu(pre) * torch::zeros_like(pre).scatter(1, idx, 1.0);
+  const torch::Tensor x_hat = torch::matmul(f, sae.W_dec()) + sae.b_dec();
+  return (x - x_hat).pow(2).sum(-1).mean();
+}
+
+}  // namespace
+
+void SaeBenchOptions::validate() const {
+  TORCH_CHECK(d_in > 0 && d_sae > 0 && batch > 0, "d_in, d_sae and batch must be positive");
+  TORCH_CHECK(k > 0 && k <= d_sae, "k must be in 1..d_sae (got ", k, ")");
+  TORCH_CHECK(repeats > 0, "repeats must be positive (got ", repeats, ")");
+}
+
+nlohmann::json bench_sae_steps(const SaeBenchOptions& o) {
+  o.validate();
+  torch::manual_seed(0);
+  const torch::Tensor x = torch::randn({o.batch, o.d_in});
+  SaeConfig tc;
+  tc.architecture = "topk";
+  tc.d_in = o.d_in;
+  tc.d_sae = o.d_sae;
+  tc.k = o.k;
+  SaeConfig sc = tc;
+  sc.architecture = "standard";
+  Sae topk(tc, 1), dense(tc, 1), standard(sc, 1);
+  auto adam = [](const Sae& s) {
+    std::vector<torch::Tensor> params;
+    for (const auto& [name, p] : s.parameters()) params.push_back(p);
+    return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-4));
+  };
+  auto topk_opt = adam(topk), dense_opt = adam(dense), standard_opt = adam(standard);
+  const double lr = 1e-4, clip = 1.0;
+
+  const torch::Tensor W_enc = topk.W_enc().detach().clone(), b_enc = topk.param("b_enc").detach().clone();
+  std::vector<std::pair<std::string, std::function<void()>>> cases = {
+      {"a_encoder_gemm", [&] { torch::NoGradGuard g; torch::addmm(b_enc, x, W_enc); }},
+      {"b_topk_step_sparse", [&] { sae_optimizer_step(topk, *topk_opt, topk.forward(x, 0.0).loss, lr, clip); }},
+      {"c_topk_step_dense", [&] { sae_optimizer_step(dense, *dense_opt, dense_topk_loss(dense, x, o.k), lr, clip); }},
+      {"d_standard_step", [&] { sae_optimizer_step(standard, *standard_opt, standard.forward(x, 1.0).loss, lr, clip); }},
+  };
+  std::map<std::string, std::vector<double>> times;
+  for (auto& [name, f] : cases) f();  // warm-up
+  for (int r = 0; r < o.repeats; ++r) {
+    for (auto& [name, f] : cases) times[name].push_back(seconds_of(f));  // interleaved
+  }
+  std::map<std::string, double> t;
+  for (auto& [name, v] : times) t[name] = median(v);
+  const double a = t["a_encoder_gemm"], b = t["b_topk_step_sparse"], c = t["c_topk_step_dense"],
+               d = t["d_standard_step"];
+  const double gemm_flops = 2.0 * o.batch * o.d_in * o.d_sae;
+  return {{"shape", {{"d_in", o.d_in}, {"d_sae", o.d_sae}, {"k", o.k}, {"batch", o.batch}, {"dtype", "float32"}}},
+          {"threads", at::get_num_threads()},
+          {"repeats", o.repeats},
+          {"median_seconds", t},
+          {"encoder_gemm_gflops", gemm_flops / a / 1e9},
+          {"ratios",
+           {{"b_over_a", b / a}, {"c_over_b", c / b}, {"d_over_a", d / a}}},
+          {"targets",
+           {{"b_over_a_at_most_1.5", b / a <= 1.5}, {"c_over_b_at_least_3", c / b >= 3.0}, {"d_over_a_at_most_6", d / a <= 6.0}}},
+          {"note", "every step is forward + backward + the trainer's Adam update (clipping, unit-norm decoder "
+                   "for topk); medians of interleaved repetitions"}};
+}
+
+}  // namespace saelab

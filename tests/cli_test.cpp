@@ -159,3 +159,44 @@ TEST(Cli, TrainingOnAMissingStoreIsOneClearLine) {
 
 }  // namespace
 }  // namespace saelab
+
+namespace saelab {
+namespace {
+
+TEST(Cli, TrainsFromAJsonConfigAndResumesAfterAStop) {
+  test::TempDir dir;
+  torch::manual_seed(0);
+  test::write_activation_store(dir / "acts/blocks.0.input", torch::randn({1200, 16}), "blocks.0.input", 400);
+  test::write_text(dir / "train.json", R"({"store": ")" + (dir / "acts") + R"(", "out": ")" + (dir / "saes") +
+                                           R"(", "steps": 12, "batch_size": 64, "init_rows": 300,
+      "saes": [{"architecture": "jumprelu", "l1": 1.0, "expansion": 2}, {"architecture": "topk", "k": 3, "expansion": 2}]})");
+  const auto first = test::run_command(saelab("train --config " + (dir / "train.json") + " --stop-after 5"));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("stopped at step 5 of 12; rerun the same command to resume"), std::string::npos);
+  const auto second = test::run_command(saelab("train --config " + (dir / "train.json")));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("resuming from step 5"), std::string::npos) << second.output;
+  EXPECT_EQ(load_sae(dir / "saes/blocks.0.input/jumprelu-l1_1").sae.config().d_sae, 32);
+  EXPECT_EQ(load_sae(dir / "saes/blocks.0.input/topk-k3").sae.config().k, 3);
+
+  test::write_text(dir / "bad.json", R"({"steps": "many"})");
+  const auto bad = test::run_command(saelab("train --config " + (dir / "bad.json")));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(last_line(bad.output).find("bad.json: key 'steps' must be"), std::string::npos) << bad.output;
+}
+
+TEST(Cli, BenchSaeReportsTheFourMeasurementsAsJson) {
+  const auto r = test::run_command(saelab("bench-sae --d-in 32 --d-sae 512 --k 4 --batch 256 --repeats 1") + " 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json j = json::parse(r.output);
+  for (const char* key : {"a_encoder_gemm", "b_topk_step_sparse", "c_topk_step_dense", "d_standard_step"}) {
+    EXPECT_GT(j.at("median_seconds").at(key).get<double>(), 0.0) << key;
+  }
+  EXPECT_NEAR(j.at("ratios").at("b_over_a").get<double>(),
+              j.at("median_seconds").at("b_topk_step_sparse").get<double>() /
+                  j.at("median_seconds").at("a_encoder_gemm").get<double>(), 1e-9);
+  EXPECT_EQ(j.at("shape").at("d_sae").get<int64_t>(), 512);
+}
+
+}  // namespace
+}  // namespace saelab

@@ -154,7 +154,8 @@ TEST(Cli, TrainingOnAMissingStoreIsOneClearLine) {
   const auto r = test::run_command(saelab("train --store /nonexistent/acts --hooks blocks.1.input"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(last_line(r.output),
-            "saelab: error: activation manifest '/nonexistent/acts/blocks.1.input/manifest.json' does not exist");
+            "saelab: error: hook 'blocks.1.input' has no activation store in '/nonexistent/acts' (expected "
+            "/nonexistent/acts/blocks.1.input/manifest.json)");
 }
 
 }  // namespace

@@ -134,6 +134,11 @@ TEST(SaeRun, ReadsAJsonConfigAndNamesAnUnknownKey) {
   } catch (const c10::Error& e) {
     EXPECT_EQ(std::string(e.msg()).rfind("cfg.json: saes[1]: unknown key 'lambda' (valid keys: ", 0), 0u) << e.msg();
   }
+  SaeRunOptions example;
+  read_sae_run_options(load_json_file(SAELAB_SOURCE_DIR "/configs/train-example.json", "example"),
+                       "configs/train-example.json", example);
+  example.validate();
+  EXPECT_EQ(example.saes.size(), 6u);
   o.saes = sae_grid({"topk", "topk"}, {4}, {1.0}, 2);
   EXPECT_THROW(o.validate(), c10::Error);  // two SAEs with one folder name
 }

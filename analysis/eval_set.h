@@ -1,0 +1,43 @@
+// Held-out contexts for analysis, with the ground truth the corpus carries for every token: its
+// POS tag (Brown), whether it starts a word, its document's genre and the token before it.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "models/model_bundle.h"
+
+namespace saelab {
+
+struct EvalSetOptions {
+  /// Corpus spec (brown, brown:DIR, text:PATH, jsonl:PATH).
+  std::string corpus = "brown";
+  /// Corpus split.
+  std::string split = "validation";
+  /// Contexts (rows); each is BOS followed by context_length − 1 tokens of one document.
+  int64_t contexts = 64;
+  /// Context length including BOS; 0 means the model's.
+  int64_t context_length = 0;
+  void validate() const;
+};
+
+struct EvalSet {
+  torch::Tensor tokens;      // [n, T] int64; column 0 is BOS
+  torch::Tensor tag;         // [n, T] int32 index into tag_names (base tags), -1 for none and for BOS
+  torch::Tensor word_start;  // [n, T] bool: the token holds its word's first character
+  torch::Tensor genre;       // [n] int32 index into genre_names (-1: none)
+  torch::Tensor doc;         // [n] int32 index into doc_ids
+  std::vector<std::string> tag_names, genre_names, doc_ids;
+
+  int64_t contexts() const { return tokens.size(0); }
+  int64_t length() const { return tokens.size(1); }
+  /// The token before each position [n, T] (−1 at column 0).
+  torch::Tensor previous_tokens() const;
+};
+
+/// Cuts the split's documents into contexts, taking chunk j of every document before chunk j + 1 of
+/// any, so that a small set still spans documents and genres. Throws when no context fits.
+EvalSet build_eval_set(const LanguageModel& lm, const EvalSetOptions& options, const std::string& cache_dir);
+
+}  // namespace saelab

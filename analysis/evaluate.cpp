@@ -1,1 +1,253 @@
-// placeholder
+#include "analysis/evaluate.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "core/progress.h"
+
+namespace saelab {
+
+namespace {
+
+// Running sums of one SAE's reconstruction statistics.
+struct ReconSums {
+  double sq_err = 0, sq_norm = 0, cos = 0, ratio = 0, xhat_sq = 0, dot = 0, l0 = 0;
+  torch::Tensor sum_x;        // [d_in] float64
+  torch::Tensor fire_counts;  // [d_sae] int64
+  int64_t n = 0;
+};
+
+// Cross-entropy and KL sums for one batch: logits [b, T, V] predict tokens[:, 1:].
+struct LossSums {
+  double ce = 0, kl = 0;
+  int64_t n = 0;
+};
+
+torch::Tensor log_probs_of(const torch::Tensor& logits) {
+  return torch::log_softmax(logits.narrow(1, 0, logits.size(1) - 1).to(torch::kFloat32), -1);
+}
+
+double ce_sum(const torch::Tensor& logp, const torch::Tensor& tokens) {
+  const torch::Tensor targets = tokens.narrow(1, 1, tokens.size(1) - 1).unsqueeze(-1);
+  return -logp.gather(-1, targets).sum().item<double>();
+}
+
+double kl_sum(const torch::Tensor& logp_clean, const torch::Tensor& logp_other) {
+  return (logp_clean.exp() * (logp_clean - logp_other)).sum().item<double>();
+}
+
+// Replaces positions 1.. of x [b, T, d] by f(x[:, 1:]); BOS stays as it was.
+HookFn splice_after_bos(std::function<torch::Tensor(const torch::Tensor&)> f) {
+  return [f](const torch::Tensor& x) {
+    torch::Tensor out = x.clone();
+    out.narrow(1, 1, x.size(1) - 1).copy_(f(x.narrow(1, 1, x.size(1) - 1)));
+    return out;
+  };
+}
+
+torch::Tensor reconstruct(const Sae& sae, const torch::Tensor& x) {
+  return sae.decode(sae.encode(x));
+}
+
+}  // namespace
+
+void EvalOptions::validate() const {
+  TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
+  TORCH_CHECK(dense_threshold > 0 && dense_threshold <= 1, "dense_threshold must be in (0, 1] (got ", dense_threshold, ")");
+}
+
+std::vector<double> density_histogram_edges() {
+  std::vector<double> e;
+  for (int i = 0; i <= 14; ++i) e.push_back(-7.0 + 0.5 * i);
+  return e;
+}
+
+nlohmann::json SaeEvalResult::to_json() const {
+  return {{"name", name}, {"dir", dir}, {"hook", hook}, {"architecture", architecture}, {"d_sae", d_sae},
+          {"tokens", tokens}, {"l0", l0}, {"mse", mse}, {"fvu", fvu}, {"cosine", cosine}, {"norm_ratio", norm_ratio},
+          {"shrinkage", shrinkage}, {"dead_fraction", dead_fraction}, {"dense_fraction", dense_fraction},
+          {"ce_clean", ce_clean}, {"ce_spliced", ce_spliced}, {"ce_zero_ablation", ce_zero},
+          {"ce_mean_ablation", ce_mean}, {"loss_recovered_vs_zero", loss_recovered_zero},
+          {"loss_recovered_vs_mean", loss_recovered_mean}, {"ce_increase", ce_increase}, {"kl", kl},
+          {"ce_with_error_term", ce_with_error},
+          {"density_histogram", {{"log10_edges", density_histogram_edges()}, {"counts", density_histogram}}}};
+}
+
+nlohmann::json EvalReport::to_json() const {
+  nlohmann::json s = nlohmann::json::array();
+  for (const auto& r : saes) s.push_back(r.to_json());
+  return {{"format_version", 1}, {"contexts", contexts}, {"tokens", tokens}, {"saes", s}};
+}
+
+std::string EvalReport::table() const {
+  std::string out = fmt::format("{:<34} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}\n", "SAE", "L0",
+                                "FVU", "cos", "CE", "CE+SAE", "LR0", "LRmean", "KL", "dead%", "dense%");
+  for (const auto& r : saes) {
+    out += fmt::format("{:<34} {:>7.1f} {:>6.3f} {:>6.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>6.1f} {:>6.1f}\n",
+                       r.name.size() > 34 ? r.name.substr(r.name.size() - 34) : r.name, r.l0, r.fvu, r.cosine,
+                       r.ce_clean, r.ce_spliced, r.loss_recovered_zero, r.loss_recovered_mean, r.kl,
+                       100 * r.dead_fraction, 100 * r.dense_fraction);
+  }
+  return out;
+}
+
+EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vector<AttachedSae>& saes,
+                         const EvalSet& eval_set, const EvalOptions& options) {
+  options.validate();
+  TORCH_CHECK(!saes.empty(), "no SAE to evaluate");
+  TORCH_CHECK(eval_set.contexts() > 0 && eval_set.length() >= 2, "the evaluation set is empty");
+  torch::NoGradGuard no_grad;
+  std::set<std::string> hook_set;
+  for (const auto& a : saes) hook_set.insert(a.hook);
+  const std::vector<std::string> hooks(hook_set.begin(), hook_set.end());
+  const int64_t n = eval_set.contexts(), B = options.batch_size;
+  auto batch_of = [&](int64_t s) { return eval_set.tokens.narrow(0, s, std::min(B, n - s)); };
+
+  // Pass 1: the mean activation of each hook over the evaluation tokens (for mean ablation).
+  std::map<std::string, torch::Tensor> mean;
+  int64_t tokens = 0;
+  {
+    Progress bar("eval means", n, "ctx");
+    for (int64_t s = 0; s < n; s += B) {
+      const torch::Tensor toks = batch_of(s);
+      HookScope scope(hooked);
+      for (const auto& h : hooks) scope.capture(h);
+      scope.stop_after_last_hook();
+      hooked.forward(toks);
+      for (const auto& h : hooks) {
+        const torch::Tensor x = scope.captured(h).narrow(1, 1, toks.size(1) - 1).to(torch::kFloat64);
+        const torch::Tensor sum = x.reshape({-1, x.size(-1)}).sum(0);
+        mean[h] = mean.count(h) ? mean[h] + sum : sum;
+      }
+      tokens += toks.size(0) * (toks.size(1) - 1);
+      bar.update(s + toks.size(0));
+    }
+  }
+  for (auto& [h, m] : mean) m = (m / static_cast<double>(tokens)).to(torch::kFloat32);
+
+  // Pass 2: clean, ablated and spliced runs, batch by batch.
+  std::vector<ReconSums> recon(saes.size());
+  std::vector<LossSums> spliced(saes.size()), with_error(saes.size());
+  std::map<std::string, LossSums> zero, mean_abl;
+  LossSums clean;
+  auto run = [&](const torch::Tensor& toks, const std::string& hook, HookFn fn) {
+    HookScope scope(hooked);
+    scope.replace(hook, std::move(fn));
+    return log_probs_of(lm.logits_from_output(hooked.forward(toks)));
+  };
+  Progress bar("eval", n, "ctx");
+  for (int64_t s = 0; s < n; s += B) {
+    const torch::Tensor toks = batch_of(s);
+    torch::Tensor logp_clean;
+    std::map<std::string, torch::Tensor> acts;
+    {
+      HookScope scope(hooked);
+      for (const auto& h : hooks) scope.capture(h);
+      logp_clean = log_probs_of(lm.logits_from_output(hooked.forward(toks)));
+      for (const auto& h : hooks) acts[h] = scope.captured(h);
+    }
+    const int64_t preds = logp_clean.size(0) * logp_clean.size(1);
+    clean.ce += ce_sum(logp_clean, toks);
+    clean.n += preds;
+    for (const auto& h : hooks) {
+      const torch::Tensor m = mean.at(h);
+      const torch::Tensor lz = run(toks, h, splice_after_bos([](const torch::Tensor& x) { return torch::zeros_like(x); }));
+      zero[h].ce += ce_sum(lz, toks);
+      zero[h].n += preds;
+      const torch::Tensor lm_ = run(toks, h, splice_after_bos([m](const torch::Tensor& x) { return m.to(x.dtype()).expand_as(x); }));
+      mean_abl[h].ce += ce_sum(lm_, toks);
+      mean_abl[h].n += preds;
+    }
+    for (size_t i = 0; i < saes.size(); ++i) {
+      const Sae& sae = saes[i].sae();
+      const torch::Tensor x3 = acts.at(saes[i].hook);
+      const torch::Tensor x = x3.narrow(1, 1, x3.size(1) - 1).reshape({-1, x3.size(-1)}).to(torch::kFloat32);
+      const torch::Tensor f = sae.encode(x);
+      const torch::Tensor x_hat = sae.decode(f);
+      ReconSums& r = recon[i];
+      const torch::Tensor xd = x.to(torch::kFloat64), hd = x_hat.to(torch::kFloat64);
+      const torch::Tensor xn = xd.norm(2, {1}), hn = hd.norm(2, {1});
+      r.sq_err += (xd - hd).pow(2).sum().item<double>();
+      r.sq_norm += xd.pow(2).sum().item<double>();
+      r.sum_x = r.sum_x.defined() ? r.sum_x + xd.sum(0) : xd.sum(0);
+      r.cos += ((xd * hd).sum(1) / (xn * hn).clamp_min(1e-12)).sum().item<double>();
+      r.ratio += (hn / xn.clamp_min(1e-12)).sum().item<double>();
+      r.xhat_sq += hd.pow(2).sum().item<double>();
+      r.dot += (xd * hd).sum().item<double>();
+      const torch::Tensor active = f != 0;
+      r.l0 += active.sum().item<double>();
+      const torch::Tensor fc = active.sum(0).to(torch::kInt64);
+      r.fire_counts = r.fire_counts.defined() ? r.fire_counts + fc : fc;
+      r.n += x.size(0);
+      const torch::Tensor ls = run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
+        return reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
+      }));
+      spliced[i].ce += ce_sum(ls, toks);
+      spliced[i].kl += kl_sum(logp_clean, ls);
+      spliced[i].n += preds;
+      if (options.with_error_term) {
+        const torch::Tensor le = run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
+          const torch::Tensor r = reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
+          return r + (v - r);
+        }));
+        with_error[i].ce += ce_sum(le, toks);
+        with_error[i].n += preds;
+      }
+    }
+    bar.update(s + toks.size(0));
+  }
+  bar.finish();
+
+  EvalReport report;
+  report.contexts = n;
+  report.tokens = tokens;
+  const double ce_clean = clean.ce / static_cast<double>(clean.n);
+  for (size_t i = 0; i < saes.size(); ++i) {
+    const ReconSums& r = recon[i];
+    SaeEvalResult e;
+    e.name = saes[i].name;
+    e.dir = saes[i].dir;
+    e.hook = saes[i].hook;
+    e.architecture = saes[i].sae().config().architecture;
+    e.d_sae = saes[i].sae().config().d_sae;
+    e.tokens = r.n;
+    const double nn = static_cast<double>(r.n);
+    e.l0 = r.l0 / nn;
+    e.mse = r.sq_err / nn;
+    // Σ‖x − x̄‖² = Σ‖x‖² − n ‖x̄‖²
+    const double centred = r.sq_norm - r.sum_x.pow(2).sum().item<double>() / nn;
+    e.fvu = r.sq_err / std::max(centred, 1e-30);
+    e.cosine = r.cos / nn;
+    e.norm_ratio = r.ratio / nn;
+    e.shrinkage = r.xhat_sq / (r.dot != 0 ? r.dot : 1e-30);
+    e.density = r.fire_counts.to(torch::kFloat64) / nn;
+    e.dead_fraction = (r.fire_counts == 0).to(torch::kFloat64).mean().item<double>();
+    e.dense_fraction = (e.density > options.dense_threshold).to(torch::kFloat64).mean().item<double>();
+    const auto edges = density_histogram_edges();
+    e.density_histogram.assign(edges.size() - 1, 0);
+    const auto dens = e.density.accessor<double, 1>();
+    for (int64_t j = 0; j < e.d_sae; ++j) {
+      if (dens[j] <= 0) continue;
+      const double l = std::log10(dens[j]);
+      const int64_t bin = std::clamp<int64_t>(static_cast<int64_t>(std::floor((l - edges.front()) / 0.5)), 0,
+                                              static_cast<int64_t>(edges.size()) - 2);
+      ++e.density_histogram[static_cast<size_t>(bin)];
+    }
+    e.ce_clean = ce_clean;
+    e.ce_spliced = spliced[i].ce / static_cast<double>(spliced[i].n);
+    e.kl = spliced[i].kl / static_cast<double>(spliced[i].n);
+    e.ce_zero = zero.at(e.hook).ce / static_cast<double>(zero.at(e.hook).n);
+    e.ce_mean = mean_abl.at(e.hook).ce / static_cast<double>(mean_abl.at(e.hook).n);
+    e.ce_increase = e.ce_spliced - ce_clean;
+    e.loss_recovered_zero = (e.ce_zero - e.ce_spliced) / (e.ce_zero - ce_clean);
+    e.loss_recovered_mean = (e.ce_mean - e.ce_spliced) / (e.ce_mean - ce_clean);
+    if (options.with_error_term) e.ce_with_error = with_error[i].ce / static_cast<double>(with_error[i].n);
+    report.saes.push_back(std::move(e));
+  }
+  return report;
+}
+
+}  // namespace saelab

@@ -1,1 +1,125 @@
-// placeholder
+#include "analysis/logit_effects.h"
+
+#include "analysis/feature_db.h"
+#include "sae/sae.h"
+
+namespace saelab {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Unembedding find_unembedding(LanguageModel& lm) {
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& p : lm.module().named_parameters(/*recurse=*/true)) params[p.name] = p.value.detach();
+  const nlohmann::json& extra = lm.info().extra;
+  std::string ln_name, un_name;
+  if (extra.contains("logit_lens")) {
+    const auto& l = extra.at("logit_lens");
+    ln_name = l.value("final_norm", "");
+    un_name = l.value("unembed", "");
+    TORCH_CHECK(un_name.empty() || params.count(un_name), "model.json logit_lens.unembed names '", un_name,
+                "', which the model has no parameter called");
+    TORCH_CHECK(ln_name.empty() || params.count(ln_name), "model.json logit_lens.final_norm names '", ln_name,
+                "', which the model has no parameter called");
+  }
+  auto find = [&](std::initializer_list<const char*> suffixes) -> std::string {
+    for (const char* suf : suffixes) {
+      for (const auto& [name, t] : params) {
+        if (name == suf || ends_with(name, std::string(".") + suf)) return name;
+      }
+    }
+    return "";
+  };
+  if (un_name.empty()) un_name = find({"unembed.weight", "lm_head.weight", "W_U", "unembed.W_U", "embed_out.weight"});
+  if (un_name.empty()) un_name = find({"wte.weight", "embed.weight", "embed_tokens.weight"});  // tied embeddings
+  TORCH_CHECK(!un_name.empty(), "model '", lm.info().name, "' has no parameter that looks like an unembedding "
+              "(unembed.weight, lm_head.weight, W_U, or a tied wte / embed weight); name it in model.json "
+              "\"logit_lens\": {\"unembed\": ...}");
+  if (ln_name.empty()) ln_name = find({"ln_final.weight", "ln_f.weight", "final_layer_norm.weight", "norm.weight"});
+  Unembedding u;
+  u.unembed_name = un_name;
+  u.ln_name = ln_name;
+  const int64_t vocab = lm.tokenizer().vocab_size();
+  torch::Tensor W = params.at(un_name).to(torch::kFloat32);
+  TORCH_CHECK(W.dim() == 2, "unembedding '", un_name, "' is not a matrix (shape ", W.sizes(), ")");
+  if (W.size(0) >= vocab && W.size(1) < vocab) W = W.t();  // stored [vocab, d_model]
+  u.W_U = W.contiguous();
+  if (!ln_name.empty()) {
+    u.ln_weight = params.at(ln_name).to(torch::kFloat32);
+    TORCH_CHECK(u.ln_weight.dim() == 1 && u.ln_weight.size(0) == u.W_U.size(0), "final norm '", ln_name, "' of shape ",
+                u.ln_weight.sizes(), " does not match the unembedding's d_model ", u.W_U.size(0));
+    // RMSNorm has no bias and does not centre; LayerNorm has a bias next to its weight.
+    const std::string bias = ln_name.substr(0, ln_name.size() - std::string("weight").size()) + "bias";
+    u.centre = params.count(bias) > 0;
+  }
+  return u;
+}
+
+torch::Tensor feature_logit_effects(const Sae& sae, const Unembedding& u, const torch::Tensor& features) {
+  torch::NoGradGuard g;
+  torch::Tensor d = sae.param("W_dec").detach().index_select(0, features);  // [n, d_model]
+  TORCH_CHECK(d.size(1) == u.W_U.size(0), "the SAE's d_in ", d.size(1), " is not the model's d_model ", u.W_U.size(0),
+              ": logit effects need an SAE on the residual stream");
+  if (u.centre) d = d - d.mean(1, true);
+  if (u.ln_weight.defined()) d = d * u.ln_weight;
+  return torch::matmul(d, u.W_U);
+}
+
+LogitEffects logit_effects(const Sae& sae, const Unembedding& u, int64_t n) {
+  const int64_t d_sae = sae.config().d_sae, vocab = u.W_U.size(1);
+  n = std::min(n, vocab);
+  LogitEffects out;
+  out.promoted_ids = torch::empty({d_sae, n}, torch::kInt64);
+  out.promoted = torch::empty({d_sae, n});
+  out.suppressed_ids = torch::empty({d_sae, n}, torch::kInt64);
+  out.suppressed = torch::empty({d_sae, n});
+  const int64_t chunk = 1024;
+  for (int64_t s = 0; s < d_sae; s += chunk) {
+    const int64_t m = std::min(chunk, d_sae - s);
+    const torch::Tensor e = feature_logit_effects(sae, u, torch::arange(s, s + m, torch::kInt64));
+    auto [pv, pi] = e.topk(n, 1);
+    auto [sv, si] = e.topk(n, 1, /*largest=*/false);
+    out.promoted.narrow(0, s, m).copy_(pv);
+    out.promoted_ids.narrow(0, s, m).copy_(pi);
+    out.suppressed.narrow(0, s, m).copy_(sv);
+    out.suppressed_ids.narrow(0, s, m).copy_(si);
+  }
+  return out;
+}
+
+std::string display_token(const Tokenizer& tokenizer, int64_t id) {
+  const std::string piece = tokenizer.id_to_piece(id);
+  std::string text = tokenizer.decode({id});
+  if (piece.rfind("\xE2\x96\x81", 0) == 0 && (text.empty() || text[0] != ' ')) text = " " + text;
+  return text;
+}
+
+void write_logit_effects(FeatureDb& db, const std::string& sae_name, const LogitEffects& e, const Tokenizer& tokenizer) {
+  db.exec("BEGIN");
+  auto row = db.prepare(
+      "INSERT INTO logit_effects(sae, feature, direction, rank, token_id, token, effect) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  const auto pi = e.promoted_ids.accessor<int64_t, 2>(), si = e.suppressed_ids.accessor<int64_t, 2>();
+  const auto pv = e.promoted.accessor<float, 2>(), sv = e.suppressed.accessor<float, 2>();
+  std::unordered_map<int64_t, std::string> cache;
+  auto text = [&](int64_t id) -> const std::string& {
+    auto it = cache.find(id);
+    if (it == cache.end()) it = cache.emplace(id, display_token(tokenizer, id)).first;
+    return it->second;
+  };
+  for (int64_t f = 0; f < e.promoted_ids.size(0); ++f) {
+    for (int64_t r = 0; r < e.promoted_ids.size(1); ++r) {
+      row.bind(1, sae_name).bind(2, f).bind(3, std::string("promoted")).bind(4, r).bind(5, pi[f][r])
+          .bind(6, text(pi[f][r])).bind(7, static_cast<double>(pv[f][r])).run();
+      row.bind(1, sae_name).bind(2, f).bind(3, std::string("suppressed")).bind(4, r).bind(5, si[f][r])
+          .bind(6, text(si[f][r])).bind(7, static_cast<double>(sv[f][r])).run();
+    }
+  }
+  db.exec("COMMIT");
+}
+
+}  // namespace saelab

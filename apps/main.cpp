@@ -50,6 +50,10 @@ int main(int argc, char** argv) {
   register_capture(app);
   register_train(app);
   register_bench_sae(app);
+  register_eval(app);
+  register_top(app);
+  register_graph(app);
+  register_steer(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

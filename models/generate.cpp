@@ -25,7 +25,8 @@ std::string generated_text(const LanguageModel& lm, const std::vector<int64_t>& 
   return lm.tokenizer().decode(all);
 }
 
-std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options) {
+std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                              const std::function<torch::Tensor(const torch::Tensor&)>& logits_fn) {
   TORCH_CHECK(options.temperature >= 0, "temperature must be >= 0 (got ", options.temperature, ")");
   TORCH_CHECK(options.top_k >= 0, "top_k must be >= 0 (got ", options.top_k, ")");
   TORCH_CHECK(options.max_new_tokens >= 0, "max_new_tokens must be >= 0 (got ", options.max_new_tokens, ")");
@@ -42,7 +43,7 @@ std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& pro
       window.insert(window.begin(), all.front());
     }
     const torch::Tensor tokens = torch::tensor(window, torch::kInt64).unsqueeze(0);
-    torch::Tensor logits = lm.logits(tokens)[0][-1].to(torch::kFloat64);  // [vocab]
+    torch::Tensor logits = (logits_fn ? logits_fn(tokens) : lm.logits(tokens))[0][-1].to(torch::kFloat64);  // [vocab]
     int64_t next;
     if (options.temperature == 0) {
       next = logits.argmax().item<int64_t>();

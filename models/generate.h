@@ -1,6 +1,9 @@
 // Sampling from a language model: temperature and top-k, from a prompt.
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "models/model_bundle.h"
@@ -31,6 +34,9 @@ std::string generated_text(const LanguageModel& lm, const std::vector<int64_t>& 
 
 /// Returns only the generated ids. When the text outgrows the context, the model sees the first
 /// token (BOS) and the most recent ones.
-std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options);
+/// `logits_fn` (tokens [1, T] → logits [1, T, vocab]) replaces the model's own forward pass, e.g.
+/// to generate from a hooked (steered) model.
+std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                              const std::function<torch::Tensor(const torch::Tensor&)>& logits_fn = {});
 
 }  // namespace saelab

@@ -1,1 +1,346 @@
-// placeholder
+#include <gtest/gtest.h>
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "analysis/feature_db.h"
+#include "analysis/tradeoff.h"
+#include "tests/test_util.h"
+
+namespace saelab {
+namespace {
+
+namespace fs = std::filesystem;
+
+size_t count_of(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// The message of the c10::Error `f` throws, or "" (and a test failure) when it does not throw.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  ADD_FAILURE() << "expected an error";
+  return "";
+}
+
+// One row in every table, written the way the pipeline writes: prepared statements in a
+// transaction, plus plain SQL.
+void fill_every_table(FeatureDb& db) {
+  db.exec("BEGIN");
+  db.prepare("INSERT INTO saes VALUES (?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, "gpt2-l6-topk")
+      .bind(2, "runs/l6/topk")
+      .bind(3, "blocks.6.hook_resid_post")
+      .bind(4, "topk")
+      .bind(5, int64_t{768})
+      .bind(6, int64_t{24576})
+      .bind(7, int64_t{5'000'000'000})
+      .run();
+  FeatureDb::Statement features = db.prepare("INSERT INTO features VALUES (?, ?, ?, ?, ?)");
+  for (int64_t f = 0; f < 3; ++f) {
+    features.bind(1, "gpt2-l6-topk").bind(2, f).bind(3, 0.01 * (f + 1)).bind(4, 0.5).bind(5, 2.25).run();
+  }
+  // The quantile example has a band, the top example none (NULL).
+  db.exec(
+      "INSERT INTO examples (id, sae, feature, kind, rank, band, activation, context, position, doc) VALUES "
+      "(1, 'gpt2-l6-topk', 2, 'top', 0, NULL, 3.5, 'the cat sat', 1, 17), "
+      "(2, 'gpt2-l6-topk', 2, 'quantile', 0, 3, 0.75, 'a dog ran', 2, 4)");
+  db.prepare("INSERT INTO example_tokens VALUES (?, ?, ?, ?, ?)")
+      .bind(1, int64_t{1})
+      .bind(2, int64_t{-1})
+      .bind(3, int64_t{262})
+      .bind(4, "the")
+      .bind(5, 0.0)
+      .run();
+  db.exec("INSERT INTO example_tokens VALUES (1, 0, 3797, ' cat', 3.5)");
+  db.exec("INSERT INTO token_features VALUES ('gpt2-l6-topk', 262, 'the', 2, 40, 1.25)");
+  db.exec("INSERT INTO logit_effects VALUES ('gpt2-l6-topk', 2, 'promoted', 0, 3797, ' cat', 0.875)");
+  db.prepare("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, "gpt2-l6-topk")
+      .bind(2, int64_t{2})
+      .bind(3, "rule")
+      .bind(4, "the token \"cat\" & friends")
+      .bind(5, "{\"tokens\": [\" cat\"]}")
+      .bind(6, 0.5)
+      .bind(7, 0.625)
+      .bind(8, int64_t{200})
+      .run();
+  db.exec("COMMIT");
+}
+
+TEST(FeatureDb, KeepsRowsOfEveryTableWithTheirTypesAfterCommitAndReopen) {
+  test::TempDir dir;
+  // The parent folder does not exist yet: create() makes it.
+  const std::string path = dir / "out/features.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(path);
+    EXPECT_EQ(db.path(), path);
+    fill_every_table(db);
+    EXPECT_FALSE(fs::exists(path)) << "the database must not appear before commit()";
+    EXPECT_TRUE(fs::exists(path + ".tmp"));
+    db.commit();
+  }
+  EXPECT_TRUE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+
+  FeatureDb db = FeatureDb::open(path);
+  const nlohmann::json saes = db.query("SELECT * FROM saes");
+  ASSERT_EQ(saes.size(), 1u);
+  EXPECT_EQ(saes[0]["sae"], "gpt2-l6-topk");
+  EXPECT_EQ(saes[0]["dir"], "runs/l6/topk");
+  EXPECT_EQ(saes[0]["hook"], "blocks.6.hook_resid_post");
+  EXPECT_EQ(saes[0]["architecture"], "topk");
+  ASSERT_TRUE(saes[0]["d_sae"].is_number_integer());
+  EXPECT_EQ(saes[0]["d_in"].get<int64_t>(), 768);
+  EXPECT_EQ(saes[0]["d_sae"].get<int64_t>(), 24576);
+  EXPECT_EQ(saes[0]["tokens_seen"].get<int64_t>(), 5'000'000'000);
+
+  const nlohmann::json features = db.query("SELECT feature, density, max_activation FROM features ORDER BY feature");
+  ASSERT_EQ(features.size(), 3u);
+  for (int64_t f = 0; f < 3; ++f) {
+    EXPECT_EQ(features[f]["feature"].get<int64_t>(), f);
+    ASSERT_TRUE(features[f]["density"].is_number_float());
+    EXPECT_DOUBLE_EQ(features[f]["density"].get<double>(), 0.01 * (f + 1));
+    EXPECT_DOUBLE_EQ(features[f]["max_activation"].get<double>(), 2.25);
+  }
+
+  const nlohmann::json examples = db.query("SELECT * FROM examples ORDER BY id");
+  ASSERT_EQ(examples.size(), 2u);
+  EXPECT_EQ(examples[0]["kind"], "top");
+  EXPECT_TRUE(examples[0]["band"].is_null());
+  EXPECT_EQ(examples[0]["context"], "the cat sat");
+  EXPECT_EQ(examples[0]["doc"].get<int64_t>(), 17);
+  EXPECT_EQ(examples[1]["kind"], "quantile");
+  EXPECT_EQ(examples[1]["band"].get<int64_t>(), 3);
+  EXPECT_DOUBLE_EQ(examples[1]["activation"].get<double>(), 0.75);
+
+  // offset is an SQL keyword but usable as a column name; negative offsets come before the position.
+  const nlohmann::json tokens = db.query("SELECT offset, token, activation FROM example_tokens ORDER BY offset");
+  ASSERT_EQ(tokens.size(), 2u);
+  EXPECT_EQ(tokens[0]["offset"].get<int64_t>(), -1);
+  EXPECT_EQ(tokens[0]["token"], "the");
+  ASSERT_TRUE(tokens[0]["activation"].is_number_float());
+  EXPECT_EQ(tokens[1]["token"], " cat");
+
+  const nlohmann::json token_features = db.query("SELECT * FROM token_features");
+  ASSERT_EQ(token_features.size(), 1u);
+  EXPECT_EQ(token_features[0]["count"].get<int64_t>(), 40);
+  EXPECT_DOUBLE_EQ(token_features[0]["mean_activation"].get<double>(), 1.25);
+
+  const nlohmann::json effects = db.query("SELECT * FROM logit_effects");
+  ASSERT_EQ(effects.size(), 1u);
+  EXPECT_EQ(effects[0]["direction"], "promoted");
+  EXPECT_EQ(effects[0]["token_id"].get<int64_t>(), 3797);
+  EXPECT_DOUBLE_EQ(effects[0]["effect"].get<double>(), 0.875);
+
+  const nlohmann::json explanations = db.query("SELECT * FROM explanations");
+  ASSERT_EQ(explanations.size(), 1u);
+  EXPECT_EQ(explanations[0]["explanation"], "the token \"cat\" & friends");
+  EXPECT_EQ(explanations[0]["rule"], "{\"tokens\": [\" cat\"]}");
+  EXPECT_DOUBLE_EQ(explanations[0]["score"].get<double>(), 0.625);
+  EXPECT_EQ(explanations[0]["scored_tokens"].get<int64_t>(), 200);
+
+  {
+    // Prepared queries step through rows and can run again after the last one.
+    FeatureDb::Statement select =
+        db.prepare("SELECT feature, density, sae FROM features WHERE feature >= ? ORDER BY feature");
+    select.bind(1, int64_t{1});
+    std::vector<int64_t> seen;
+    while (select.next()) {
+      seen.push_back(select.column_int(0));
+      EXPECT_GT(select.column_double(1), 0.0);
+      EXPECT_EQ(select.column_text(2), "gpt2-l6-topk");
+    }
+    EXPECT_EQ(seen, (std::vector<int64_t>{1, 2}));
+    EXPECT_TRUE(select.next());
+  }
+
+  // An opened database takes more rows in place; commit() only closes it.
+  db.exec("INSERT INTO saes (sae, architecture) VALUES ('second', 'gated')");
+  db.commit();
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_EQ(FeatureDb::open(path).query("SELECT sae FROM saes").size(), 2u);
+}
+
+TEST(FeatureDb, DroppedWithoutCommitLeavesNoFileBehind) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(path);
+    fill_every_table(db);
+    // Moving keeps one owner: only the last one closes and deletes the temporary file.
+    FeatureDb moved = std::move(db);
+    EXPECT_TRUE(fs::exists(path + ".tmp"));
+  }
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+}
+
+TEST(FeatureDb, ErrorsNameTheDatabaseAndTheProblem) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  FeatureDb db = FeatureDb::create(path);
+
+  const std::string syntax = error_of([&] { db.exec("SELEC 1"); });
+  EXPECT_NE(syntax.find(path), std::string::npos) << syntax;
+  EXPECT_NE(syntax.find("syntax error"), std::string::npos) << syntax;
+  EXPECT_NE(syntax.find("SELEC 1"), std::string::npos) << syntax;
+
+  const std::string in_query = error_of([&] { db.query("SELEC feature FROM features"); });
+  EXPECT_NE(in_query.find(path), std::string::npos) << in_query;
+  EXPECT_NE(in_query.find("syntax error"), std::string::npos) << in_query;
+
+  const std::string column = error_of([&] { db.prepare("SELECT nope FROM features"); });
+  EXPECT_NE(column.find(path), std::string::npos) << column;
+  EXPECT_NE(column.find("no such column"), std::string::npos) << column;
+
+  // A failed insert leaves the statement usable for the next row.
+  FeatureDb::Statement insert = db.prepare("INSERT INTO saes (sae) VALUES (?)");
+  insert.bind(1, "a").run();
+  const std::string duplicate = error_of([&] { insert.bind(1, "a").run(); });
+  EXPECT_NE(duplicate.find("UNIQUE"), std::string::npos) << duplicate;
+  insert.bind(1, "b").run();
+  EXPECT_EQ(db.query("SELECT sae FROM saes").size(), 2u);
+
+  const std::string missing_path = dir / "missing.sqlite";
+  const std::string missing = error_of([&] { FeatureDb::open(missing_path); });
+  EXPECT_NE(missing.find("feature database '" + missing_path + "' does not exist"), std::string::npos) << missing;
+}
+
+TEST(FeatureDb, AnswersWhichFeaturesFireMostOnAToken) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(path);
+    db.exec("BEGIN");
+    FeatureDb::Statement insert = db.prepare("INSERT INTO token_features VALUES ('s', ?, ?, ?, ?, ?)");
+    struct Row {
+      int64_t token_id;
+      const char* token;
+      int64_t feature, count;
+    };
+    // "cat" has the largest counts overall, so a query that ignored the token would be caught.
+    const std::vector<Row> rows = {
+        {262, "the", 5, 40}, {262, "the", 9, 75}, {262, "the", 2, 10}, {262, "the", 11, 60},
+        {3797, "cat", 5, 100}, {3797, "cat", 7, 90}, {3797, "cat", 9, 80},
+    };
+    for (const Row& r : rows) {
+      insert.bind(1, r.token_id).bind(2, r.token).bind(3, r.feature).bind(4, r.count).bind(5, 1.0).run();
+    }
+    db.exec("COMMIT");
+    db.commit();
+  }
+  FeatureDb db = FeatureDb::open(path);
+  const nlohmann::json top =
+      db.query("SELECT feature FROM token_features WHERE token = 'the' ORDER BY count DESC LIMIT 2");
+  ASSERT_EQ(top.size(), 2u);
+  EXPECT_EQ(top[0]["feature"].get<int64_t>(), 9);
+  EXPECT_EQ(top[1]["feature"].get<int64_t>(), 11);
+}
+
+TEST(Tradeoff, TableGroupsByHookThenArchitectureAndSortsByL0) {
+  const std::vector<TradeoffPoint> points = {
+      {"blocks.6", "topk", "t32", 32, 0.95},
+      {"blocks.2", "standard", "s_b2", 50, 0.9},
+      {"blocks.6", "standard", "s80", 80.04, 0.85},
+      {"blocks.6", "topk", "t16", 16, 0.9},
+      {"blocks.6", "standard", "s20", 20, 0.7},
+      {"blocks.2", "topk", "t_b2", 8, 0.5},
+  };
+  const std::vector<std::string> lines = lines_of(tradeoff_table(points));
+  ASSERT_EQ(lines.size(), points.size() + 1);
+  EXPECT_EQ(lines[0].rfind("hook", 0), 0u) << lines[0];
+  EXPECT_NE(lines[0].find("loss recovered"), std::string::npos);
+  // Hooks and architectures in the order they first appear, L0 ascending inside each group.
+  const std::vector<std::string> expected = {"t16", "t32", "s20", "s80", "t_b2", "s_b2"};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_NE(lines[i + 1].find(" " + expected[i] + " "), std::string::npos) << i << ": " << lines[i + 1];
+  }
+  EXPECT_EQ(lines[2].rfind("blocks.6", 0), 0u);
+  EXPECT_EQ(lines[5].rfind("blocks.2", 0), 0u);
+  EXPECT_NE(lines[4].find("80.0"), std::string::npos) << lines[4];
+  EXPECT_NE(lines[4].find("0.850"), std::string::npos) << lines[4];
+  // Padded columns: every line has the same width.
+  for (const std::string& line : lines) EXPECT_EQ(line.size(), lines[0].size()) << line;
+}
+
+TEST(Tradeoff, SvgDrawsOneLinePerArchitectureAndEscapesLabels) {
+  const std::vector<TradeoffPoint> points = {
+      {"blocks.6", "standard", "s1", 120, 0.80}, {"blocks.6", "standard", "s2", 40, 0.70},
+      {"blocks.6", "standard", "s3", 10, 0.50},  {"blocks.6", "topk", "t1", 16, 0.85},
+      {"blocks.6", "topk", "<script>alert(1)</script>", 64, 0.95},
+  };
+  const std::string svg = tradeoff_svg(points, "L0 vs loss & <fidelity>");
+  EXPECT_NE(svg.find("<svg"), std::string::npos);
+  EXPECT_NE(svg.find("xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
+  EXPECT_NE(svg.find("viewBox="), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_EQ(count_of(svg, "<polyline"), 2u);
+  EXPECT_EQ(count_of(svg, "<circle"), points.size());
+  EXPECT_EQ(svg.find("<script"), std::string::npos);
+  EXPECT_NE(svg.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
+  EXPECT_NE(svg.find("L0 vs loss &amp; &lt;fidelity&gt;"), std::string::npos);
+  EXPECT_NE(svg.find("s2: L0 40.0, loss recovered 0.700"), std::string::npos);
+  EXPECT_NE(svg.find("blocks.6"), std::string::npos);
+  EXPECT_EQ(svg.find("href"), std::string::npos);
+  // 10 to 120 spans more than a factor of 4.
+  EXPECT_NE(svg.find("log scale"), std::string::npos);
+  EXPECT_EQ(svg.find("nan"), std::string::npos);
+
+  // A second hook gets its own panel, an unknown architecture its own line.
+  std::vector<TradeoffPoint> two_hooks = points;
+  two_hooks.push_back({"blocks.2", "my_variant", "v1", 30, 0.6});
+  two_hooks.push_back({"blocks.2", "my_variant", "v2", 60, 0.7});
+  const std::string svg2 = tradeoff_svg(two_hooks, "two hooks");
+  EXPECT_EQ(count_of(svg2, "<polyline"), 3u);
+  EXPECT_EQ(count_of(svg2, "<circle"), two_hooks.size());
+  EXPECT_NE(svg2.find("blocks.2"), std::string::npos);
+  EXPECT_NE(svg2.find("my_variant"), std::string::npos);
+}
+
+TEST(Tradeoff, SvgHandlesOnePointAndEqualL0) {
+  const std::string one = tradeoff_svg({{"blocks.0", "gated", "only", 25, 0.9}}, "one");
+  EXPECT_NE(one.find("<svg"), std::string::npos);
+  EXPECT_EQ(count_of(one, "<polyline"), 1u);
+  EXPECT_EQ(count_of(one, "<circle"), 1u);
+  EXPECT_EQ(one.find("nan"), std::string::npos);
+  EXPECT_EQ(one.find("inf"), std::string::npos);
+
+  const std::string same = tradeoff_svg(
+      {{"blocks.0", "topk", "a", 32, 0.8}, {"blocks.0", "topk", "b", 32, 0.9}, {"blocks.0", "jumprelu", "c", 32, 1.1}},
+      "equal L0");
+  EXPECT_EQ(count_of(same, "<circle"), 3u);
+  EXPECT_EQ(same.find("nan"), std::string::npos);
+  EXPECT_EQ(same.find("inf"), std::string::npos);
+
+  const std::string zero = tradeoff_svg({{"blocks.0", "standard", "z", 0, 0}}, "zero");
+  EXPECT_EQ(count_of(zero, "<circle"), 1u);
+  EXPECT_EQ(zero.find("nan"), std::string::npos);
+  EXPECT_EQ(zero.find("inf"), std::string::npos);
+
+  const std::string none = tradeoff_svg({}, "empty");
+  EXPECT_NE(none.find("</svg>"), std::string::npos);
+  EXPECT_EQ(count_of(none, "<circle"), 0u);
+}
+
+}  // namespace
+}  // namespace saelab

@@ -1,0 +1,57 @@
+// Features across layers. For SAEs on consecutive hooks (layer L, then L + 1):
+//   cosine edges  per source feature, the next layer's features with the most cosine-similar
+//                 decoder directions;
+//   causal edges  the effect of ablating the source feature — removing f_i(x) · W_dec,i from the
+//                 activation at hook L on every position — on the next layer's SAE features at hook
+//                 L + 1, averaged over the positions where the source feature fires (in contexts
+//                 where it fires most): effect_j = mean (f_j(clean) − f_j(ablated)), so a positive
+//                 effect means the source feature excites feature j.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "analysis/attached_sae.h"
+#include "analysis/eval_set.h"
+
+namespace saelab {
+
+struct GraphOptions {
+  /// Most similar next-layer features per source feature (cosine edges).
+  int64_t similar = 3;
+  /// Source features per layer whose ablation is measured: the most frequently firing ones.
+  int64_t ablated_features = 16;
+  /// Contexts (where the feature fires most) each ablation runs on.
+  int64_t contexts = 8;
+  /// Strongest causal edges kept per ablated feature.
+  int64_t effects = 3;
+  /// Contexts per forward pass.
+  int64_t batch_size = 8;
+  void validate() const;
+};
+
+struct FeatureEdge {
+  std::string kind;  ///< "cosine" or "ablation"
+  std::string source_sae, target_sae;
+  int64_t source = 0, target = 0;
+  double weight = 0;  ///< cosine similarity, or the mean ablation effect
+};
+
+struct FeatureGraph {
+  std::vector<FeatureEdge> edges;
+  nlohmann::json to_json() const;
+};
+
+/// `chain` lists SAEs on consecutive layers in order (e.g. one SAE per residual stream); edges go
+/// from each SAE to the next.
+FeatureGraph build_feature_graph(HookedModel& hooked, const std::vector<AttachedSae>& chain, const EvalSet& eval_set,
+                                 const GraphOptions& options);
+
+/// Effect of ablating feature `source` of `from` on the features of `to`, on `tokens` [b, T]:
+/// the mean over positions where the source fires of f_to(clean) − f_to(ablated) [d_sae of `to`],
+/// and the number of such positions.
+std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const AttachedSae& from, int64_t source,
+                                                  const AttachedSae& to, const torch::Tensor& tokens);
+
+}  // namespace saelab

@@ -1,0 +1,44 @@
+// Auto-interpretation of SAEs on the evaluation set: a sample of each SAE's live features is
+// explained and scored (analysis/autointerp.h); the mean score lets architectures be compared on
+// interpretability as well as on L0 and loss recovered.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "analysis/attached_sae.h"
+#include "analysis/autointerp.h"
+#include "analysis/eval_set.h"
+
+namespace saelab {
+
+class FeatureDb;
+
+struct InterpretOptions {
+  /// Features explained per SAE: a seeded uniform sample of the features that fire at least
+  /// `min_fires` times on the evaluation set (so the mean score is not biased to easy features).
+  int64_t features = 64;
+  int64_t min_fires = 5;
+  int64_t batch_size = 8;
+  AutoInterpOptions scoring;
+  RuleExplainerOptions rules;
+  void validate() const;
+};
+
+struct SaeInterpretation {
+  std::string sae;
+  std::vector<int64_t> features;
+  std::vector<Explanation> explanations;  ///< one per feature
+  double mean_score = 0;
+};
+
+/// Every non-BOS token of the evaluation set with its annotations.
+TokenPool token_pool(const EvalSet& eval_set, const Tokenizer& tokenizer);
+
+std::vector<SaeInterpretation> interpret_saes(HookedModel& hooked, const std::vector<AttachedSae>& saes,
+                                              const EvalSet& eval_set, const Tokenizer& tokenizer,
+                                              const InterpretOptions& options);
+
+/// Writes explanations rows.
+void write_explanations(FeatureDb& db, const std::vector<SaeInterpretation>& results);
+
+}  // namespace saelab

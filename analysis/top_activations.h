@@ -1,0 +1,73 @@
+// Max-activating texts per feature: streams contexts through the model and SAE(s) and keeps, per
+// feature, the top-k activating positions in a bounded heap, a uniform reservoir of its firing
+// positions (sampled by activation quantile at the end, as sae_vis does), its density, and which
+// tokens it fires on. Memory depends on d_sae and the options, not on the number of tokens.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "analysis/attached_sae.h"
+#include "analysis/eval_set.h"
+
+namespace saelab {
+
+class FeatureDb;
+
+struct TopOptions {
+  /// Top-activating examples kept per feature.
+  int64_t top_k = 20;
+  /// Quantile bands of the firing distribution, and examples sampled from each.
+  int64_t quantile_bands = 4;
+  int64_t per_band = 3;
+  /// Firing positions kept per feature (uniform reservoir) to sample the bands from.
+  int64_t reservoir = 200;
+  /// Tokens shown before and after an example's position.
+  int64_t context_before = 12;
+  int64_t context_after = 4;
+  /// Contexts per forward pass.
+  int64_t batch_size = 8;
+  /// Per token, the features recorded as firing on it most often.
+  int64_t features_per_token = 10;
+  int64_t seed = 0;
+  void validate() const;
+};
+
+struct FeatureExample {
+  float activation = 0;
+  int32_t context = 0, position = 0;
+  std::string kind;  ///< "top" or "quantile"
+  int32_t rank = 0;  ///< rank among the top examples, or index within the band
+  int32_t band = -1; ///< quantile band (0: lowest), −1 for top examples
+  int32_t first = 0; ///< position of window[0] in the context
+  std::vector<float> window;  ///< the feature's activation on positions first … first + window.size() − 1
+};
+
+struct FeatureSummary {
+  int64_t fires = 0;
+  double density = 0, mean_activation = 0, max_activation = 0;
+  std::vector<FeatureExample> examples;  ///< top ones by rank, then quantile samples by band
+};
+
+struct TokenFeature {
+  int64_t token = 0, feature = 0, count = 0;
+  double mean_activation = 0;
+};
+
+struct SaeTopResult {
+  int64_t tokens = 0;
+  std::vector<FeatureSummary> features;  ///< [d_sae]
+  std::vector<TokenFeature> token_features;
+};
+
+/// Runs every context of `eval_set` (BOS positions excluded) through the model once for all SAEs,
+/// then once more to read the example windows.
+std::vector<SaeTopResult> find_top_activations(HookedModel& hooked, const std::vector<AttachedSae>& saes,
+                                               const EvalSet& eval_set, const TopOptions& options);
+
+/// Writes saes, features, examples, example_tokens and token_features rows.
+void write_top_activations(FeatureDb& db, const std::vector<AttachedSae>& saes, const std::vector<SaeTopResult>& results,
+                           const EvalSet& eval_set, const Tokenizer& tokenizer);
+
+}  // namespace saelab

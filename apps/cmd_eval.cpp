@@ -1,0 +1,44 @@
+// saelab eval: sparsity, reconstruction and loss recovered of SAEs spliced into the model.
+#include "analysis/evaluate.h"
+#include "analysis/tradeoff.h"
+#include "apps/analysis_args.h"
+#include "apps/commands.h"
+#include "core/files.h"
+
+namespace saelab {
+
+void register_eval(CLI::App& app) {
+  static AnalysisArgs args;
+  static EvalOptions options;
+  static std::string out = "runs/eval.json", plot = "runs/tradeoff.svg";
+  CLI::App* cmd = app.add_subcommand("eval", "L0, FVU, loss recovered and KL of SAEs spliced into the model");
+  args.add_to(cmd, 64);
+  static FlagBinder<EvalOptions> flags(cmd, &options);
+  flags.add("--batch-size", &EvalOptions::batch_size, "contexts per forward pass");
+  flags.add("--dense-threshold", &EvalOptions::dense_threshold, "a latent firing on more than this fraction is dense");
+  flags.add("--with-error-term", &EvalOptions::with_error_term, "also splice x̂ + (x − x̂) (must equal the clean CE)");
+  cmd->add_option("--out", out, "JSON results")->capture_default_str();
+  cmd->add_option("--plot", plot, "SVG of L0 against loss recovered (empty: none)")->capture_default_str();
+  cmd->callback([] {
+    start_command();
+    flags.apply();
+    AnalysisSession s = AnalysisSession::open(args, args.sae_dirs());
+    const EvalSet eval_set = build_eval_set(s.lm, args.eval_set, global_options().cache_dir);
+    const EvalReport report = evaluate_saes(s.lm, *s.hooked, s.saes, eval_set, options);
+    std::vector<TradeoffPoint> points;
+    for (const auto& r : report.saes) points.push_back({r.hook, r.architecture, r.name, r.l0, r.loss_recovered_zero});
+    std::printf("%lld contexts, %lld tokens (BOS excluded)\n%s\nL0 against loss recovered (vs zero ablation):\n%s",
+                static_cast<long long>(report.contexts), static_cast<long long>(report.tokens), report.table().c_str(),
+                tradeoff_table(points).c_str());
+    if (!out.empty()) {
+      write_file_atomic(out, report.to_json().dump(2) + "\n");
+      std::printf("wrote %s\n", out.c_str());
+    }
+    if (!plot.empty()) {
+      write_file_atomic(plot, tradeoff_svg(points, "L0 against loss recovered — " + s.lm.info().name));
+      std::printf("wrote %s\n", plot.c_str());
+    }
+  });
+}
+
+}  // namespace saelab

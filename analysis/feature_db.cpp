@@ -15,6 +15,8 @@ namespace {
 
 // Column types follow the header's table list; SQLite's affinity keeps a mistyped value rather
 // than rejecting it, so the types document intent and make query() return numbers as numbers.
+// examples.context is the index of the context in the evaluation set, examples.doc the id of its
+// document (a name such as "ca01", hence TEXT).
 constexpr const char* kSchema = R"sql(
 CREATE TABLE saes(
   sae TEXT PRIMARY KEY, dir TEXT, hook TEXT, architecture TEXT,
@@ -24,7 +26,7 @@ CREATE TABLE features(
   PRIMARY KEY (sae, feature));
 CREATE TABLE examples(
   id INTEGER PRIMARY KEY, sae TEXT, feature INTEGER, kind TEXT, rank INTEGER, band INTEGER,
-  activation REAL, context TEXT, position INTEGER, doc INTEGER);
+  activation REAL, context INTEGER, position INTEGER, doc TEXT);
 CREATE TABLE example_tokens(
   example_id INTEGER, offset INTEGER, token_id INTEGER, token TEXT, activation REAL,
   PRIMARY KEY (example_id, offset));

@@ -1,5 +1,7 @@
 #include "core/progress.h"
 
+#include <cmath>
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@ std::string format_count(double v) {
   if (v >= 1e9) return fmt::format("{:.2f}G", v / 1e9);
   if (v >= 1e6) return fmt::format("{:.2f}M", v / 1e6);
   if (v >= 1e4) return fmt::format("{:.1f}k", v / 1e3);
+  if (v > 0 && v < 10 && v != std::floor(v)) return fmt::format("{:.2g}", v);  // rates below 10/s
   return fmt::format("{:.0f}", v);
 }
 }  // namespace

@@ -1,0 +1,413 @@
+#include "analysis/pipeline.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+
+#include "analysis/attached_sae.h"
+#include "analysis/evaluate.h"
+#include "analysis/feature_db.h"
+#include "analysis/feature_graph.h"
+#include "analysis/interpret.h"
+#include "analysis/logit_effects.h"
+#include "analysis/report.h"
+#include "analysis/steering.h"
+#include "analysis/top_activations.h"
+#include "analysis/tradeoff.h"
+#include "core/files.h"
+#include "core/json_options.h"
+#include "models/capture.h"
+#include "sae/train_run.h"
+
+namespace saelab {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// RFC 7386 merge patch: objects merge recursively, anything else replaces.
+void merge_patch(json& target, const json& patch) {
+  if (!patch.is_object()) {
+    target = patch;
+    return;
+  }
+  if (!target.is_object()) target = json::object();
+  for (auto it = patch.begin(); it != patch.end(); ++it) {
+    if (it.value().is_null()) {
+      target.erase(it.key());
+    } else {
+      merge_patch(target[it.key()], it.value());
+    }
+  }
+}
+
+std::string resolve_path(const std::string& p) {
+  if (p.empty() || fs::path(p).is_absolute()) return p;
+  return (fs::path(SAELAB_SOURCE_DIR) / p).string();
+}
+
+// Everything the stages need, read strictly from the config.
+struct Plan {
+  std::string model = SAELAB_SOURCE_DIR "/assets/brown-gpt";
+  std::string out = "runs/demo";
+  json sections;  // per stage, the (merged) config object, for keys
+  CaptureOptions capture;
+  SaeRunOptions train;
+  EvalSetOptions eval_set;
+  EvalOptions eval;
+  EvalSetOptions top_set;
+  TopOptions top;
+  int64_t logit_tokens = 10;
+  InterpretOptions interpret;
+  GraphOptions graph;
+  std::string graph_name;
+  int64_t steer_features = 3;
+  int64_t steer_layer = 1;  // index into the graph chain
+  SteerOptions steer;
+  std::string steer_prompt = "The man said that";
+  int64_t report_features = 48;
+};
+
+json section(const json& cfg, const char* key) {
+  return cfg.contains(key) ? cfg.at(key) : json::object();
+}
+
+void read_eval_set(JsonFields& f, EvalSetOptions& o) {
+  f.read("corpus", o.corpus);
+  f.read("split", o.split);
+  f.read("contexts", o.contexts);
+  f.read("context_length", o.context_length);
+}
+
+Plan read_plan(const PipelineOptions& options) {
+  const std::string& where = options.config_path;
+  TORCH_CHECK(options.config.is_object(), where, ": the pipeline config must be a JSON object");
+  json cfg = options.config;
+  const json quick = cfg.contains("quick") ? cfg.at("quick") : json();
+  cfg.erase("quick");
+  if (options.quick) {
+    TORCH_CHECK(quick.is_object(), where, ": --quick needs a \"quick\" object in the config");
+    merge_patch(cfg, quick);
+  }
+  Plan p;
+  JsonFields top_level(cfg, where);
+  top_level.read("model", p.model);
+  top_level.read("out", p.out);
+  for (const char* key : {"capture", "train", "eval", "top", "explain", "graph", "steer", "report"}) {
+    const json* s = top_level.allow(key);
+    TORCH_CHECK(!s || s->is_object(), where, ": key '", key, "' must be an object");
+  }
+  top_level.finish();
+  p.model = resolve_path(p.model);
+  if (!options.out.empty()) p.out = options.out;
+  for (const char* key : {"capture", "train", "eval", "top", "explain", "graph", "steer", "report"}) {
+    p.sections[key] = section(cfg, key);
+  }
+  {
+    JsonFields f(p.sections["capture"], where + ": capture");
+    f.read("hooks", p.capture.hooks);
+    f.read("tokens", p.capture.tokens);
+    f.read("corpus", p.capture.corpus);
+    f.read("split", p.capture.split);
+    f.read("context_length", p.capture.context_length);
+    f.read("batch_size", p.capture.batch_size);
+    f.read("shard_rows", p.capture.shard_rows);
+    f.read("dtype", p.capture.dtype);
+    f.finish();
+    TORCH_CHECK(!p.capture.hooks.empty(), where, ": capture.hooks must list at least one hook");
+    p.capture.validate();
+  }
+  {
+    const json& t = p.sections["train"];
+    TORCH_CHECK(!t.contains("store") && !t.contains("out"), where,
+                ": train.store and train.out are set by the pipeline; remove them");
+    read_sae_run_options(t, where + ": train", p.train);
+    p.train.validate();
+  }
+  {
+    JsonFields f(p.sections["eval"], where + ": eval");
+    read_eval_set(f, p.eval_set);
+    f.read("batch_size", p.eval.batch_size);
+    f.read("dense_threshold", p.eval.dense_threshold);
+    f.finish();
+    p.eval_set.validate();
+    p.eval.validate();
+  }
+  {
+    p.top_set.contexts = 256;
+    JsonFields f(p.sections["top"], where + ": top");
+    read_eval_set(f, p.top_set);
+    f.read("top_k", p.top.top_k);
+    f.read("quantile_bands", p.top.quantile_bands);
+    f.read("per_band", p.top.per_band);
+    f.read("context_before", p.top.context_before);
+    f.read("context_after", p.top.context_after);
+    f.read("batch_size", p.top.batch_size);
+    f.read("logit_tokens", p.logit_tokens);
+    f.finish();
+    p.top_set.validate();
+    p.top.validate();
+  }
+  {
+    JsonFields f(p.sections["explain"], where + ": explain");
+    f.read("features", p.interpret.features);
+    f.read("min_fires", p.interpret.min_fires);
+    f.read("top_contexts", p.interpret.scoring.top_contexts);
+    f.read("random_contexts", p.interpret.scoring.random_contexts);
+    f.finish();
+    p.interpret.validate();
+  }
+  {
+    JsonFields f(p.sections["graph"], where + ": graph");
+    f.read("name", p.graph_name);
+    f.read("similar", p.graph.similar);
+    f.read("ablated_features", p.graph.ablated_features);
+    f.read("contexts", p.graph.contexts);
+    f.read("effects", p.graph.effects);
+    f.finish();
+    p.graph.validate();
+  }
+  {
+    JsonFields f(p.sections["steer"], where + ": steer");
+    f.read("features", p.steer_features);
+    f.read("layer", p.steer_layer);
+    f.read("prompt", p.steer_prompt);
+    std::vector<double> alphas;
+    f.read("alphas", alphas);
+    if (!alphas.empty()) p.steer.alphas = alphas;
+    f.read("max_new_tokens", p.steer.generate.max_new_tokens);
+    f.read("temperature", p.steer.generate.temperature);
+    f.read("seed", p.steer.generate.seed);
+    f.finish();
+    p.steer.validate();
+  }
+  {
+    JsonFields f(p.sections["report"], where + ": report");
+    f.read("features_per_sae", p.report_features);
+    f.finish();
+  }
+  return p;
+}
+
+// Stage bookkeeping: OUT/stages/<name>.json holds {"key", "started" | "done"}.
+class Stages {
+ public:
+  Stages(const fs::path& out, std::string model_sha) : dir_(out / "stages"), model_sha_(std::move(model_sha)) {
+    fs::create_directories(dir_);
+  }
+
+  std::string key(const std::string& name, const json& config, const std::vector<std::string>& upstream) {
+    json j = {{"stage", name}, {"config", config}, {"model_sha256", model_sha_}, {"upstream", json::array()}};
+    for (const auto& u : upstream) j["upstream"].push_back(keys_.at(u));
+    const std::string k = sha256_hex(j.dump());
+    keys_[name] = k;
+    return k;
+  }
+
+  // Runs `fn` unless the stage finished with this key. `clear` removes the stage's outputs when
+  // an earlier attempt ran with another key.
+  StageRecord run(const std::string& name, const std::string& key, const std::function<void()>& clear,
+                  const std::function<void()>& fn) {
+    const fs::path stamp = dir_ / (name + ".json");
+    StageRecord rec{name, false, 0};
+    if (fs::exists(stamp)) {
+      const json s = load_json_file(stamp.string(), "stage record");
+      if (s.value("key", "") == key && s.value("state", "") == "done") {
+        std::printf("[%s] cached\n", name.c_str());
+        return rec;
+      }
+      if (s.value("key", "") != key) clear();
+    } else {
+      clear();
+    }
+    write_file_atomic(stamp, json{{"key", key}, {"state", "started"}}.dump() + "\n");
+    std::printf("[%s] running\n", name.c_str());
+    std::fflush(stdout);
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rec.ran = true;
+    write_file_atomic(stamp, json{{"key", key}, {"state", "done"}, {"seconds", rec.seconds}}.dump() + "\n");
+    std::printf("[%s] done in %.1f s\n", name.c_str(), rec.seconds);
+    return rec;
+  }
+
+ private:
+  fs::path dir_;
+  std::string model_sha_;
+  std::map<std::string, std::string> keys_;
+};
+
+std::function<void()> remove_paths(std::vector<fs::path> paths) {
+  return [paths] {
+    for (const auto& p : paths) fs::remove_all(p);
+  };
+}
+
+}  // namespace
+
+std::string PipelineResult::summary_table() const {
+  std::string out = fmt::format("{:<34} {:>7} {:>6} {:>7} {:>7} {:>6} {:>7}\n", "SAE", "L0", "FVU", "LR0", "KL",
+                                "dead%", "interp");
+  for (const auto& s : summary) {
+    const std::string name = s.at("name").get<std::string>();
+    out += fmt::format("{:<34} {:>7.1f} {:>6.3f} {:>7.3f} {:>7.3f} {:>6.1f} {:>7}\n",
+                       name.size() > 34 ? name.substr(name.size() - 34) : name, s.at("l0").get<double>(),
+                       s.at("fvu").get<double>(), s.at("loss_recovered_vs_zero").get<double>(), s.at("kl").get<double>(),
+                       100 * s.at("dead_fraction").get<double>(),
+                       s.contains("interp_score") ? fmt::format("{:.3f}", s.at("interp_score").get<double>()) : "-");
+  }
+  return out;
+}
+
+void validate_pipeline_config(const PipelineOptions& options) { read_plan(options); }
+
+PipelineResult run_pipeline(const PipelineOptions& options) {
+  const Plan p = read_plan(options);
+  const fs::path out = p.out;
+  fs::create_directories(out);
+  LanguageModel lm = LanguageModel::open(p.model);
+  HookedModel hooked(lm.module(), lm.info().hook_aliases);
+  Stages stages(out, sha256_file(lm.model_path()));
+  PipelineResult result;
+  result.out = out.string();
+  const fs::path acts = out / "acts", saes_dir = out / "saes", eval_json = out / "eval.json",
+                 plot = out / "tradeoff.svg", db_path = out / "features.sqlite", interp_json = out / "interp.json",
+                 graph_json = out / "graph.json", steer_json = out / "steering.json", report_dir = out / "report";
+
+  // 1. capture
+  {
+    json cfg = p.sections["capture"];
+    const std::string key = stages.key("capture", cfg, {});
+    result.stages.push_back(stages.run("capture", key, remove_paths({acts}), [&] {
+      capture_activations(lm, p.capture, options.cache_dir, acts.string());
+    }));
+  }
+  // 2. train
+  {
+    const std::string key = stages.key("train", p.sections["train"], {"capture"});
+    result.stages.push_back(stages.run("train", key, remove_paths({saes_dir}), [&] {
+      SaeRunOptions o = p.train;
+      o.store = acts.string();
+      o.out = saes_dir.string();
+      o.hooks.clear();
+      const SaeRunResult r = run_sae_training(o);
+      TORCH_CHECK(r.complete, "training stopped before its last step");
+    }));
+  }
+  const std::vector<std::string> dirs = find_sae_dirs(saes_dir.string());
+  const std::vector<AttachedSae> saes = attach_saes(lm, hooked, dirs);
+  // 3. eval
+  {
+    const std::string key = stages.key("eval", p.sections["eval"], {"train"});
+    result.stages.push_back(stages.run("eval", key, remove_paths({eval_json, plot}), [&] {
+      const EvalSet set = build_eval_set(lm, p.eval_set, options.cache_dir);
+      const EvalReport r = evaluate_saes(lm, hooked, saes, set, p.eval);
+      std::vector<TradeoffPoint> points;
+      for (const auto& e : r.saes) points.push_back({e.hook, e.architecture, e.name, e.l0, e.loss_recovered_zero});
+      write_file_atomic(plot, tradeoff_svg(points, "L0 against loss recovered — " + lm.info().name));
+      write_file_atomic(eval_json, r.to_json().dump(1) + "\n");
+      std::printf("%s", r.table().c_str());
+    }));
+  }
+  // 4. top activations, logit effects, explanations
+  {
+    json cfg = {{"top", p.sections["top"]}, {"explain", p.sections["explain"]}};
+    const std::string key = stages.key("top", cfg, {"train"});
+    result.stages.push_back(stages.run("top", key, remove_paths({db_path, interp_json}), [&] {
+      const EvalSet set = build_eval_set(lm, p.top_set, options.cache_dir);
+      const auto tops = find_top_activations(hooked, saes, set, p.top);
+      FeatureDb db = FeatureDb::create(db_path.string());
+      write_top_activations(db, saes, tops, set, lm.tokenizer());
+      const Unembedding u = find_unembedding(lm);
+      for (const auto& a : saes) write_logit_effects(db, a.name, logit_effects(a.sae(), u, p.logit_tokens), lm.tokenizer());
+      const auto interp = interpret_saes(hooked, saes, set, lm.tokenizer(), p.interpret);
+      write_explanations(db, interp);
+      db.commit();
+      json scores = json::object();
+      for (const auto& r : interp) scores[r.sae] = {{"mean_score", r.mean_score}, {"features", r.features.size()}};
+      write_file_atomic(interp_json, scores.dump(1) + "\n");
+    }));
+  }
+  // The chain for the graph and steering: one SAE name across the hooks, in forward order.
+  std::vector<AttachedSae> chain;
+  {
+    std::string name = p.graph_name;
+    if (name.empty()) name = fs::path(dirs.front()).filename().string();
+    std::map<std::string, size_t> order;
+    for (size_t i = 0; i < hooked.hook_points().size(); ++i) order[hooked.hook_points()[i]] = i;
+    for (const auto& a : saes) {
+      if (fs::path(a.dir).filename() == name) chain.push_back(a);
+    }
+    std::sort(chain.begin(), chain.end(), [&](const AttachedSae& a, const AttachedSae& b) { return order.at(a.hook) < order.at(b.hook); });
+    TORCH_CHECK(!chain.empty(), options.config_path, ": graph.name '", name, "' names no trained SAE");
+  }
+  // 5. graph
+  {
+    const std::string key = stages.key("graph", p.sections["graph"], {"train", "eval"});
+    result.stages.push_back(stages.run("graph", key, remove_paths({graph_json}), [&] {
+      FeatureGraph g;
+      if (chain.size() >= 2) {
+        const EvalSet set = build_eval_set(lm, p.eval_set, options.cache_dir);
+        g = build_feature_graph(hooked, chain, set, p.graph);
+      }
+      write_file_atomic(graph_json, g.to_json().dump(1) + "\n");
+    }));
+  }
+  // 6. steering: the best-explained features of one SAE of the chain
+  {
+    const std::string key = stages.key("steer", p.sections["steer"], {"top"});
+    result.stages.push_back(stages.run("steer", key, remove_paths({steer_json}), [&] {
+      const AttachedSae& a = chain.at(static_cast<size_t>(std::clamp<int64_t>(p.steer_layer, 0, static_cast<int64_t>(chain.size()) - 1)));
+      FeatureDb db = FeatureDb::open(db_path.string());
+      auto q = db.prepare(
+          "SELECT e.feature FROM explanations e JOIN features f ON f.sae = e.sae AND f.feature = e.feature "
+          "WHERE e.sae = ? AND f.density < 0.05 ORDER BY e.score DESC LIMIT ?");
+      q.bind(1, a.name).bind(2, p.steer_features);
+      std::vector<int64_t> features;
+      while (q.next()) features.push_back(q.column_int(0));
+      db.commit();
+      const Unembedding u = find_unembedding(lm);
+      json list = json::array();
+      for (int64_t feat : features) {
+        SteerOptions so = p.steer;
+        const SteerResult r = steer(lm, hooked, a, feat, p.steer_prompt, u, so);
+        list.push_back(r.to_json());
+      }
+      write_file_atomic(steer_json, json{{"sae", a.name}, {"results", list}}.dump(1) + "\n");
+    }));
+  }
+  // 7. report
+  {
+    json cfg = p.sections["report"];
+    const std::string key = stages.key("report", cfg, {"eval", "top", "graph", "steer"});
+    result.stages.push_back(stages.run("report", key, remove_paths({report_dir}), [&] {
+      ReportInputs in;
+      in.title = "saelab study: " + lm.info().name;
+      in.eval_json = eval_json.string();
+      in.tradeoff_svg = plot.string();
+      in.features_db = db_path.string();
+      in.interp_json = interp_json.string();
+      in.graph_json = graph_json.string();
+      in.steering_json = steer_json.string();
+      in.features_per_sae = p.report_features;
+      write_report(in, report_dir.string());
+    }));
+  }
+  result.report = (report_dir / "index.html").string();
+  const json eval = load_json_file(eval_json.string(), "evaluation");
+  const json interp = load_json_file(interp_json.string(), "interpretation");
+  result.summary = json::array();
+  for (const auto& e : eval.at("saes")) {
+    json row = e;
+    row.erase("density_histogram");
+    if (interp.contains(e.at("name").get<std::string>())) row["interp_score"] = interp[e.at("name").get<std::string>()]["mean_score"];
+    result.summary.push_back(row);
+  }
+  return result;
+}
+
+}  // namespace saelab

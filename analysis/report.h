@@ -1,0 +1,28 @@
+// The study's report: one self-contained HTML page (no network, no CDN; opens from disk) with an
+// overview table per SAE, the L0 / loss-recovered plot, density histograms and a feature browser
+// (top-activating contexts with per-token highlighting, quantile samples, promoted / suppressed
+// tokens, explanation and score, related features in the neighbouring layers, steering samples),
+// searchable by token or explanation and sortable by density or score.
+//
+// All data is embedded as JSON (with "<" escaped, so no text can close the script element) and
+// every corpus string is put on the page with textContent, never parsed as HTML.
+#pragma once
+#include <string>
+
+namespace saelab {
+
+struct ReportInputs {
+  std::string title = "saelab report";
+  std::string eval_json, tradeoff_svg, features_db, interp_json, graph_json, steering_json;
+  /// Features shown per SAE: those explained first, then the most frequent.
+  long long features_per_sae = 48;
+};
+
+/// Writes DIR/index.html (atomically) from the stage outputs; missing optional inputs (graph,
+/// steering) leave their sections empty.
+void write_report(const ReportInputs& inputs, const std::string& dir);
+
+/// The page's data as JSON text with every "<" written as \u003c (safe inside a script element).
+std::string script_safe_json(const std::string& json_text);
+
+}  // namespace saelab

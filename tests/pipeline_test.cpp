@@ -41,6 +41,13 @@ void chromium_screenshot(const std::string& url, const std::string& png) {
   EXPECT_TRUE(fs::exists(png)) << r.output;
 }
 
+// The opening <body ...> tag of a DOM dump: the page records script errors (and a hostile
+// payload would record itself) as attributes there.
+std::string body_tag(const std::string& dom) {
+  const size_t b = dom.find("<body");
+  return b == std::string::npos ? std::string() : dom.substr(b, dom.find('>', b) - b + 1);
+}
+
 int count(const std::string& s, const std::string& what) {
   int n = 0;
   for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
@@ -85,8 +92,8 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
   // The report in a real browser: overview, plot and a feature page render, with no script errors.
   const std::string page = "file://" + out + "/report/index.html";
   const std::string dom = chromium_dom(page);
-  EXPECT_NE(dom.find("data-rendered=\"yes\""), std::string::npos) << dom.substr(0, 2000);
-  EXPECT_EQ(dom.find("data-errors"), std::string::npos) << dom.substr(0, 2000);
+  EXPECT_NE(body_tag(dom).find("data-rendered=\"yes\""), std::string::npos) << body_tag(dom);
+  EXPECT_EQ(body_tag(dom).find("data-errors"), std::string::npos) << body_tag(dom);
   EXPECT_EQ(count(dom, "class=\"sae-row\""), 24);
   EXPECT_NE(dom.find("<polyline"), std::string::npos);
   EXPECT_NE(dom.find("id=\"feature-title\""), std::string::npos);
@@ -100,7 +107,7 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
   EXPECT_NE(feature_dom.find(">" + sae + " — feature " + std::to_string(feature) + "<"), std::string::npos)
       << feature_dom.substr(0, 3000);
   EXPECT_NE(feature_dom.find("id=\"explanation\""), std::string::npos);
-  EXPECT_EQ(feature_dom.find("data-errors"), std::string::npos);
+  EXPECT_EQ(body_tag(feature_dom).find("data-errors"), std::string::npos) << body_tag(feature_dom);
   chromium_screenshot(page, SAELAB_BINARY_DIR "/report-screenshot.png");
 }
 
@@ -162,9 +169,9 @@ TEST(Report, HostileTokenTextIsShownAsTextAndNeverRunsInABrowser) {
   EXPECT_EQ(html.find(hostile), std::string::npos) << "raw hostile text in the page source";
   EXPECT_EQ(html.find("evil</script>"), std::string::npos);
   const std::string dom = chromium_dom("file://" + (dir / "report/index.html") + "#f=h%2Fevil%3C%2Fscript%3E:0");
-  EXPECT_NE(dom.find("data-rendered=\"yes\""), std::string::npos) << dom.substr(0, 3000);
-  EXPECT_EQ(dom.find("data-pwned"), std::string::npos) << "hostile text ran as code";
-  EXPECT_EQ(dom.find("data-errors"), std::string::npos);
+  EXPECT_NE(body_tag(dom).find("data-rendered=\"yes\""), std::string::npos) << body_tag(dom);
+  EXPECT_EQ(body_tag(dom).find("data-pwned"), std::string::npos) << "hostile text ran as code";
+  EXPECT_EQ(body_tag(dom).find("data-errors"), std::string::npos) << body_tag(dom);
   EXPECT_NE(dom.find("&lt;script&gt;document.body.setAttribute"), std::string::npos) << "hostile text not shown as text";
   EXPECT_NE(dom.find("&lt;img src=x onerror="), std::string::npos);
   EXPECT_EQ(dom.find("<img"), std::string::npos);

@@ -65,7 +65,7 @@ ModelInfo ModelInfo::from_json(const nlohmann::json& j, const std::string& where
     }
     m.hook_aliases = j["hook_aliases"];
   }
-  for (const char* key : {"architecture", "training", "evaluation", "source"}) {
+  for (const char* key : {"architecture", "training", "evaluation", "source", "logit_lens"}) {
     if (const nlohmann::json* v = f.allow(key)) m.extra[key] = *v;
   }
   f.finish();

@@ -45,9 +45,8 @@ std::vector<AttachedSae> attach_saes(LanguageModel& lm, HookedModel& hooked, con
                   "…, this model's is ", model_sha.substr(0, 12), "…); pass --allow-other-model to use it anyway");
     }
     const fs::path p(dir);
-    a.name = p.has_parent_path() && fs::exists(p.parent_path() / "..")
-                 ? p.parent_path().filename().string() + "/" + p.filename().string()
-                 : p.filename().string();
+    a.name = p.has_parent_path() ? p.parent_path().filename().string() + "/" + p.filename().string()
+                                 : p.filename().string();
     hooks.insert(a.hook);
     out.push_back(std::move(a));
   }

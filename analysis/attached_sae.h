@@ -11,7 +11,7 @@
 namespace saelab {
 
 struct AttachedSae {
-  std::string name;  ///< "<hook folder>/<SAE folder>", or the folder name for a lone SAE
+  std::string name;  ///< "<parent folder>/<SAE folder>" (in a training run: "<hook>/<SAE name>")
   std::string dir;
   std::string hook;  ///< resolved hook point of the model
   LoadedSae loaded;

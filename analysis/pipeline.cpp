@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <functional>
 #include <filesystem>
 #include <map>
 
@@ -108,14 +109,7 @@ Plan read_plan(const PipelineOptions& options) {
   }
   {
     JsonFields f(p.sections["capture"], where + ": capture");
-    f.read("hooks", p.capture.hooks);
-    f.read("tokens", p.capture.tokens);
-    f.read("corpus", p.capture.corpus);
-    f.read("split", p.capture.split);
-    f.read("context_length", p.capture.context_length);
-    f.read("batch_size", p.capture.batch_size);
-    f.read("shard_rows", p.capture.shard_rows);
-    f.read("dtype", p.capture.dtype);
+    read_capture_options(f, p.capture);
     f.finish();
     TORCH_CHECK(!p.capture.hooks.empty(), where, ": capture.hooks must list at least one hook");
     p.capture.validate();

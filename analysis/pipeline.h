@@ -20,7 +20,8 @@ namespace saelab {
 struct PipelineOptions {
   /// The config (see configs/demo.json for every key).
   nlohmann::json config;
-  /// Where the config came from (errors name it; relative paths in it are relative to the repository).
+  /// Where the config came from (errors name it). Its "model" path is relative to the repository,
+  /// its "out" to the working directory.
   std::string config_path;
   /// Apply the config's "quick" object over it (fewer tokens, a smaller sweep).
   bool quick = false;

@@ -214,6 +214,7 @@ void write_top_activations(FeatureDb& db, const std::vector<AttachedSae>& saes, 
                            const EvalSet& eval_set, const Tokenizer& tokenizer) {
   TORCH_CHECK(saes.size() == results.size(), "write_top_activations: one result per SAE expected");
   const auto tokens = eval_set.tokens.accessor<int64_t, 2>();
+  const auto docs = eval_set.doc.accessor<int32_t, 1>();
   std::unordered_map<int64_t, std::string> text_cache;
   auto text_of = [&](int64_t id) -> const std::string& {
     auto it = text_cache.find(id);
@@ -245,7 +246,7 @@ void write_top_activations(FeatureDb& db, const std::vector<AttachedSae>& saes, 
         ex_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, ex.kind).bind(4, static_cast<int64_t>(ex.rank))
             .bind(5, static_cast<int64_t>(ex.band)).bind(6, static_cast<double>(ex.activation))
             .bind(7, static_cast<int64_t>(ex.context)).bind(8, static_cast<int64_t>(ex.position))
-            .bind(9, eval_set.doc_ids.at(static_cast<size_t>(eval_set.doc[ex.context].item<int32_t>())))
+            .bind(9, eval_set.doc_ids.at(static_cast<size_t>(docs[ex.context])))
             .run();
         TORCH_CHECK(last_id.next(), "feature database: no row id");
         const int64_t id = last_id.column_int(0);

@@ -2,7 +2,6 @@
 // held-out contexts.
 #pragma once
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,9 +32,7 @@ struct AnalysisArgs {
 
   std::vector<std::string> sae_dirs() const {
     std::vector<std::string> dirs;
-    std::stringstream ss(saes);
-    for (std::string item; std::getline(ss, item, ',');) {
-      if (item.empty()) continue;
+    for (const auto& item : split_list(saes)) {
       for (auto& d : find_sae_dirs(item)) dirs.push_back(d);
     }
     TORCH_CHECK(!dirs.empty(), "--saes names no SAE");

@@ -1,6 +1,4 @@
 // saelab capture: activations at hook points into a sharded activation store.
-#include <sstream>
-
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "models/capture.h"
@@ -36,27 +34,14 @@ void register_capture(CLI::App& app) {
     if (!args.config.empty()) {
       const json cfg = load_json_file(args.config, "capture config");
       JsonFields f(cfg, args.config);
-      f.read("hooks", options.hooks);
-      f.read("tokens", options.tokens);
-      f.read("corpus", options.corpus);
-      f.read("split", options.split);
-      f.read("context_length", options.context_length);
-      f.read("pack_documents", options.pack_documents);
-      f.read("include_bos", options.include_bos);
-      f.read("dtype", options.dtype);
-      f.read("batch_size", options.batch_size);
-      f.read("shard_rows", options.shard_rows);
+      read_capture_options(f, options);
       f.read("model", args.model);
       f.read("out", args.out);
       f.finish();
     }
     flags.apply();
     if (!args.hooks.empty()) {
-      options.hooks.clear();
-      std::stringstream ss(args.hooks);
-      for (std::string h; std::getline(ss, h, ',');) {
-        if (!h.empty()) options.hooks.push_back(h);
-      }
+      options.hooks = split_list(args.hooks);
     }
     LanguageModel lm = LanguageModel::open(args.model);
     const CaptureResult r = capture_activations(lm, options, global_options().cache_dir, args.out);

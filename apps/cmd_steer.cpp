@@ -1,6 +1,4 @@
 // saelab steer: generation with a feature's decoder direction added at its hook.
-#include <sstream>
-
 #include "analysis/steering.h"
 #include "apps/analysis_args.h"
 #include "apps/commands.h"
@@ -29,15 +27,7 @@ void register_steer(CLI::App& app) {
   cmd->callback([] {
     start_command();
     gen.apply();
-    options.alphas.clear();
-    std::stringstream ss(alphas);
-    for (std::string a; std::getline(ss, a, ',');) {
-      try {
-        options.alphas.push_back(std::stod(a));
-      } catch (const std::exception&) {
-        TORCH_CHECK(false, "--alphas: '", a, "' is not a number");
-      }
-    }
+    options.alphas = parse_numbers<double>(alphas, "--alphas");
     const auto dirs = find_sae_dirs(args.saes);
     TORCH_CHECK(dirs.size() == 1, "--sae must name one SAE folder ('", args.saes, "' holds ", dirs.size(), ")");
     AnalysisSession s = AnalysisSession::open(args, dirs);

@@ -1,38 +1,10 @@
 // saelab train: SAEs on captured activations, many per pass (architectures x sparsity settings,
 // for every hook of a capture), each batch of each hook read once for all SAEs on it.
-#include <sstream>
-
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "sae/train_run.h"
 
 namespace saelab {
-
-namespace {
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-template <class T>
-std::vector<T> parse_numbers(const std::string& s, const char* flag) {
-  std::vector<T> out;
-  for (const auto& item : split_list(s)) {
-    try {
-      out.push_back(static_cast<T>(std::stod(item)));
-    } catch (const std::exception&) {
-      TORCH_CHECK(false, flag, ": '", item, "' is not a number");
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 void register_train(CLI::App& app) {
   struct Args {

@@ -2,7 +2,10 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <c10/util/Exception.h>
+
 #include <functional>
+#include <sstream>
 #include <type_traits>
 #include <string>
 #include <vector>
@@ -23,6 +26,30 @@ GlobalOptions& global_options();
 
 /// Applies the global flags (threads, denormals); every subcommand calls this first.
 void start_command();
+
+/// "a,b,,c" → {"a", "b", "c"} (comma-separated flag values; empty items dropped).
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+/// A comma-separated list of numbers; an item that is not a number is an error naming `flag`.
+template <class T>
+std::vector<T> parse_numbers(const std::string& s, const char* flag) {
+  std::vector<T> out;
+  for (const auto& item : split_list(s)) {
+    try {
+      out.push_back(static_cast<T>(std::stod(item)));
+    } catch (const std::exception&) {
+      TORCH_CHECK(false, flag, ": '", item, "' is not a number");
+    }
+  }
+  return out;
+}
 
 /// The bundled reference model.
 inline std::string default_model_dir() { return SAELAB_SOURCE_DIR "/assets/brown-gpt"; }

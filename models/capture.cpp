@@ -232,4 +232,17 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
   return result;
 }
 
+void read_capture_options(JsonFields& f, CaptureOptions& o) {
+  f.read("hooks", o.hooks);
+  f.read("tokens", o.tokens);
+  f.read("corpus", o.corpus);
+  f.read("split", o.split);
+  f.read("context_length", o.context_length);
+  f.read("pack_documents", o.pack_documents);
+  f.read("include_bos", o.include_bos);
+  f.read("dtype", o.dtype);
+  f.read("batch_size", o.batch_size);
+  f.read("shard_rows", o.shard_rows);
+}
+
 }  // namespace saelab

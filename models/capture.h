@@ -37,6 +37,13 @@ struct CaptureOptions {
   nlohmann::json to_json() const;
 };
 
+class JsonFields;
+
+/// Reads the CaptureOptions keys (hooks, tokens, corpus, split, context_length, pack_documents,
+/// include_bos, dtype, batch_size, shard_rows) present in a config object; the caller reads its
+/// own keys and calls finish().
+void read_capture_options(JsonFields& fields, CaptureOptions& options);
+
 struct CaptureResult {
   int64_t rows = 0;          ///< rows per hook
   int64_t contexts = 0;      ///< contexts run in this invocation

@@ -13,13 +13,6 @@ namespace {
 
 std::string saelab(const std::string& args) { return test::saelab_binary() + " --threads 1 " + args; }
 
-// The last line of the output, which is where the error goes.
-std::string last_line(const std::string& out) {
-  std::string s = out;
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  const size_t nl = s.rfind('\n');
-  return nl == std::string::npos ? s : s.substr(nl + 1);
-}
 
 void make_model(const std::string& folder, int64_t context = 16) {
   GptConfig c;
@@ -52,7 +45,7 @@ TEST(Cli, GeneratesFromAModelFolder) {
 TEST(Cli, AMissingModelIsOneClearLine) {
   const auto r = test::run_command(saelab("generate --model /nonexistent/model"));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output), "saelab: error: model description '/nonexistent/model' does not exist");
+  EXPECT_EQ(test::last_line(r.output), "saelab: error: model description '/nonexistent/model' does not exist");
   EXPECT_EQ(r.output.find("Exception raised from"), std::string::npos) << "no stack trace";
 }
 
@@ -62,7 +55,7 @@ TEST(Cli, ACorruptModelFileIsNamed) {
   write_file_atomic(dir / "model.pt", "garbage");
   const auto r = test::run_command(saelab("generate --model " + dir.path().string()));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output).rfind("saelab: error: model file '" + (dir / "model.pt") +
+  EXPECT_EQ(test::last_line(r.output).rfind("saelab: error: model file '" + (dir / "model.pt") +
                                           "' is not a loadable TorchScript file",
                                       0),
             0u)
@@ -75,7 +68,7 @@ TEST(Cli, ACorruptModelJsonIsNamed) {
   write_file_atomic(dir / "model.json", "{\"format_version\": 1,");
   const auto r = test::run_command(saelab("generate --model " + dir.path().string()));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output).rfind("saelab: error: model description '" + (dir / "model.json") +
+  EXPECT_EQ(test::last_line(r.output).rfind("saelab: error: model description '" + (dir / "model.json") +
                                           "' is not valid JSON",
                                       0),
             0u)
@@ -90,7 +83,7 @@ TEST(Cli, AMissingTokenizerIsNamed) {
   write_file_atomic(dir / "model.json", j.dump());
   const auto r = test::run_command(saelab("generate --model " + dir.path().string()));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output), "saelab: error: SentencePiece model '" + (dir / "nope.model") + "' does not exist");
+  EXPECT_EQ(test::last_line(r.output), "saelab: error: SentencePiece model '" + (dir / "nope.model") + "' does not exist");
 }
 
 TEST(Cli, APromptLongerThanTheContextIsRefused) {
@@ -99,7 +92,7 @@ TEST(Cli, APromptLongerThanTheContextIsRefused) {
   const auto r = test::run_command(
       saelab("generate --model " + dir.path().string() + " --prompt 'one two three four five six seven eight'"));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output), "saelab: error: prompt of 9 tokens is longer than the model's context length 8");
+  EXPECT_EQ(test::last_line(r.output), "saelab: error: prompt of 9 tokens is longer than the model's context length 8");
 }
 
 TEST(Cli, AConfigWithAnUnknownKeyIsRefused) {
@@ -110,7 +103,7 @@ TEST(Cli, AConfigWithAnUnknownKeyIsRefused) {
       test::run_command(saelab("train-lm --config " + (dir / "cfg.json") + " --tokenizer " + (dir / "tok.model") +
                                " --out " + (dir / "run")));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(last_line(r.output).find(": train: unknown key 'stepz'"), std::string::npos) << r.output;
+  EXPECT_NE(test::last_line(r.output).find(": train: unknown key 'stepz'"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "run/model.pt"));
 }
 
@@ -119,7 +112,7 @@ TEST(Cli, AnUnknownCorpusIsRefused) {
   make_model(dir.path().string());
   const auto r = test::run_command(saelab("eval-lm --model " + dir.path().string() + " --corpus wiki"));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output),
+  EXPECT_EQ(test::last_line(r.output),
             "saelab: error: corpus 'wiki' is not understood (use brown, brown:DIR, text:PATH or jsonl:PATH)");
 }
 
@@ -153,7 +146,7 @@ TEST(Cli, CapturesThenTrainsSaesIntoSaeLensDirectories) {
 TEST(Cli, TrainingOnAMissingStoreIsOneClearLine) {
   const auto r = test::run_command(saelab("train --store /nonexistent/acts --hooks blocks.1.input"));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output),
+  EXPECT_EQ(test::last_line(r.output),
             "saelab: error: hook 'blocks.1.input' has no activation store in '/nonexistent/acts' (expected "
             "/nonexistent/acts/blocks.1.input/manifest.json)");
 }
@@ -183,7 +176,7 @@ TEST(Cli, TrainsFromAJsonConfigAndResumesAfterAStop) {
   test::write_text(dir / "bad.json", R"({"steps": "many"})");
   const auto bad = test::run_command(saelab("train --config " + (dir / "bad.json")));
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_NE(last_line(bad.output).find("bad.json: key 'steps' must be"), std::string::npos) << bad.output;
+  EXPECT_NE(test::last_line(bad.output).find("bad.json: key 'steps' must be"), std::string::npos) << bad.output;
 }
 
 TEST(Cli, BenchSaeReportsTheFourMeasurementsAsJson) {

@@ -17,12 +17,6 @@ namespace {
 
 std::string saelab_cmd(const std::string& args) { return test::saelab_binary() + " " + args; }
 
-std::string last_line(const std::string& out) {
-  std::string s = out;
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  const size_t nl = s.rfind('\n');
-  return nl == std::string::npos ? s : s.substr(nl + 1);
-}
 
 // Headless Chromium (Debian's package, installed by scripts/setup): the DOM after scripts ran.
 std::string chromium_dom(const std::string& url) {
@@ -120,14 +114,14 @@ TEST(Pipeline, AConfigWithAnUnknownKeyOrWrongTypeIsOneClearLine) {
   test::write_text(dir / "bad.json", cfg.dump());
   const auto r = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(last_line(r.output).rfind("saelab: error: " + (dir / "bad.json") + ": capture: unknown key 'tokenz'", 0), 0u)
+  EXPECT_EQ(test::last_line(r.output).rfind("saelab: error: " + (dir / "bad.json") + ": capture: unknown key 'tokenz'", 0), 0u)
       << r.output;
   cfg = load_json_file(SAELAB_SOURCE_DIR "/configs/demo.json", "demo config");
   cfg["train"]["steps"] = "many";
   test::write_text(dir / "bad2.json", cfg.dump());
   const auto r2 = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad2.json")));
   EXPECT_EQ(r2.exit_code, 1);
-  EXPECT_NE(last_line(r2.output).find(": train: key 'steps' must be"), std::string::npos) << r2.output;
+  EXPECT_NE(test::last_line(r2.output).find(": train: key 'steps' must be"), std::string::npos) << r2.output;
   const auto ok = test::run_command(saelab_cmd("demo --check"));
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
 }

@@ -17,8 +17,6 @@
 namespace saelab {
 namespace {
 
-std::string bytes_of(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }
-
 TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
   test::TempDir dir;
   const torch::Tensor f32 = torch::randn({3, 4});

@@ -67,6 +67,13 @@ class RuntimeEnvironment : public ::testing::Environment {
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new RuntimeEnvironment);
 }  // namespace
 
+std::string last_line(const std::string& output) {
+  std::string s = output;
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  const size_t nl = s.rfind('\n');
+  return nl == std::string::npos ? s : s.substr(nl + 1);
+}
+
 void write_activation_store(const std::string& dir, const torch::Tensor& acts, const std::string& hook,
                             int64_t shard_rows) {
   StoreManifest m;

@@ -42,6 +42,9 @@ CommandResult run_command(const std::string& command);
 
 void write_text(const std::string& path, const std::string& text);
 
+/// The last non-empty line of a command's output (where saelab prints its one-line errors).
+std::string last_line(const std::string& output);
+
 /// Writes acts [n, d] as a complete activation store for `hook` in `dir` (provenance made up).
 void write_activation_store(const std::string& dir, const torch::Tensor& acts, const std::string& hook,
                             int64_t shard_rows);

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+#include "core/options.h"
 
 namespace saelab {
 
@@ -62,10 +63,14 @@ class Explainer {
 };
 
 struct RuleExplainerOptions {
-  /// Candidate token sets are the feature's top tokens by total activation: sizes 1 … max_tokens.
   int64_t max_tokens = 5;
-  /// Single-atom candidates kept for pairwise conjunctions.
   int64_t conjunction_beam = 8;
+
+  template <class V>
+  void fields(V& v) {
+    v("max_tokens", max_tokens, "candidate token sets are the feature's top tokens by total activation: sizes 1 … max_tokens");
+    v("conjunction_beam", conjunction_beam, "single-atom candidates kept for pairwise conjunctions");
+  }
 };
 
 /// Enumerates the candidate rules and keeps the one whose simulation correlates best with the
@@ -81,12 +86,16 @@ class RuleExplainer : public Explainer {
 };
 
 struct AutoInterpOptions {
-  /// Held-out scoring set: this many top-activating contexts (by the feature's maximum) …
   int64_t top_contexts = 10;
-  /// … and this many random contexts, both from the scoring half.
   int64_t random_contexts = 10;
-  /// Seed of the random contexts.
   int64_t seed = 0;
+
+  template <class V>
+  void fields(V& v) {
+    v("top_contexts", top_contexts, "held-out scoring set: this many top-activating contexts (by the feature's maximum) …");
+    v("random_contexts", random_contexts, "… and this many random contexts, both from the scoring half");
+    v("seed", seed, "seed of the random scoring contexts");
+  }
 };
 
 struct Explanation {

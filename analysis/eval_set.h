@@ -7,18 +7,23 @@
 #include <vector>
 
 #include "models/model_bundle.h"
+#include "core/options.h"
 
 namespace saelab {
 
 struct EvalSetOptions {
-  /// Corpus spec (brown, brown:DIR, text:PATH, jsonl:PATH).
   std::string corpus = "brown";
-  /// Corpus split.
   std::string split = "validation";
-  /// Contexts (rows); each is BOS followed by context_length − 1 tokens of one document.
   int64_t contexts = 64;
-  /// Context length including BOS; 0 means the model's.
   int64_t context_length = 0;
+
+  template <class V>
+  void fields(V& v) {
+    v("corpus", corpus, "corpus: brown, brown:DIR, text:PATH or jsonl:PATH");
+    v("split", split, "corpus split: train, validation or test");
+    v("contexts", contexts, "held-out contexts; each is BOS and context_length − 1 tokens of one document");
+    v("context_length", context_length, "context length including BOS (0: the model's)");
+  }
   void validate() const;
 };
 

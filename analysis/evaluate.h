@@ -28,12 +28,16 @@
 namespace saelab {
 
 struct EvalOptions {
-  /// Contexts per forward pass.
   int64_t batch_size = 8;
-  /// A latent firing on more than this fraction of tokens counts as dense.
   double dense_threshold = 0.1;
-  /// Also splice x̂ + (x − x̂), the reconstruction with its error added back (CE must equal the clean CE).
   bool with_error_term = false;
+
+  template <class V>
+  void fields(V& v) {
+    v("batch_size", batch_size, "contexts per forward pass");
+    v("dense_threshold", dense_threshold, "a latent firing on more than this fraction of tokens is dense");
+    v("with_error_term", with_error_term, "also splice x̂ + (x − x̂), the reconstruction with its error (CE must equal the clean CE)");
+  }
   void validate() const;
 };
 

@@ -1,12 +1,30 @@
 #include "analysis/feature_graph.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <map>
 
 namespace saelab {
 
 void GraphOptions::validate() const {
   TORCH_CHECK(similar >= 0 && ablated_features >= 0 && effects >= 0, "graph sizes must be >= 0");
   TORCH_CHECK(contexts > 0 && batch_size > 0, "contexts and batch_size must be positive");
+}
+
+std::vector<AttachedSae> graph_chain(const HookedModel& hooked, const std::vector<AttachedSae>& saes,
+                                     const std::string& name) {
+  TORCH_CHECK(!saes.empty(), "the feature graph needs SAEs (none given)");
+  const std::string chosen = name.empty() ? std::filesystem::path(saes.front().dir).filename().string() : name;
+  std::map<std::string, size_t> order;
+  for (size_t i = 0; i < hooked.hook_points().size(); ++i) order[hooked.hook_points()[i]] = i;
+  std::vector<AttachedSae> chain;
+  for (const auto& a : saes) {
+    if (std::filesystem::path(a.dir).filename() == chosen) chain.push_back(a);
+  }
+  TORCH_CHECK(!chain.empty(), "graph name '", chosen, "' names no SAE");
+  std::sort(chain.begin(), chain.end(),
+            [&](const AttachedSae& a, const AttachedSae& b) { return order.at(a.hook) < order.at(b.hook); });
+  return chain;
 }
 
 nlohmann::json FeatureGraph::to_json() const {

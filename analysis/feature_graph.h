@@ -17,17 +17,26 @@
 
 namespace saelab {
 
+/// Held-out contexts `saelab graph` reads unless told otherwise.
+constexpr int64_t kGraphContexts = 32;
+
 struct GraphOptions {
-  /// Most similar next-layer features per source feature (cosine edges).
+  std::string name;
   int64_t similar = 3;
-  /// Source features per layer whose ablation is measured: the most frequently firing ones.
   int64_t ablated_features = 16;
-  /// Contexts (where the feature fires most) each ablation runs on.
   int64_t contexts = 8;
-  /// Strongest causal edges kept per ablated feature.
   int64_t effects = 3;
-  /// Contexts per forward pass.
   int64_t batch_size = 8;
+
+  template <class V>
+  void fields(V& v) {
+    v("name", name, "SAE folder name chained across the hooks (empty: the first SAE found)");
+    v("similar", similar, "most similar next-layer features per source feature (cosine edges)");
+    v("ablated_features", ablated_features, "source features per layer whose ablation is measured (the most frequent)");
+    v("ablation_contexts", contexts, "contexts (where the feature fires most) each ablation runs on");
+    v("effects", effects, "strongest causal edges kept per ablated feature");
+    v("batch_size", batch_size, "contexts per forward pass");
+  }
   void validate() const;
 };
 
@@ -47,6 +56,11 @@ struct FeatureGraph {
 /// from each SAE to the next.
 FeatureGraph build_feature_graph(HookedModel& hooked, const std::vector<AttachedSae>& chain, const EvalSet& eval_set,
                                  const GraphOptions& options);
+
+/// The SAEs named `name` (their folder name; empty: the first SAE's) in the order the forward pass
+/// reaches their hooks. Throws when none is so named.
+std::vector<AttachedSae> graph_chain(const HookedModel& hooked, const std::vector<AttachedSae>& saes,
+                                     const std::string& name);
 
 /// Effect of ablating feature `source` of `from` on the features of `to`, on `tokens` [b, T]:
 /// the mean over positions where the source fires of f_to(clean) − f_to(ablated) [d_sae of `to`],

@@ -14,13 +14,20 @@ namespace saelab {
 class FeatureDb;
 
 struct InterpretOptions {
-  /// Features explained per SAE: a seeded uniform sample of the features that fire at least
-  /// `min_fires` times on the evaluation set (so the mean score is not biased to easy features).
   int64_t features = 64;
   int64_t min_fires = 5;
   int64_t batch_size = 8;
   AutoInterpOptions scoring;
   RuleExplainerOptions rules;
+
+  template <class V>
+  void fields(V& v) {
+    v("features", features, "features explained per SAE: a seeded uniform sample of those firing at least min_fires times");
+    v("min_fires", min_fires, "firings on the evaluation set a feature needs to be sampled");
+    v("batch_size", batch_size, "contexts per forward pass");
+    scoring.fields(v);
+    rules.fields(v);
+  }
   void validate() const;
 };
 

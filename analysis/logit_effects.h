@@ -13,6 +13,7 @@
 #include <string>
 
 #include "models/model_bundle.h"
+#include "core/options.h"
 
 namespace saelab {
 
@@ -31,6 +32,15 @@ struct Unembedding {
 /// (ln_final / ln_f / final_layer_norm / norm, and unembed / lm_head / W_U / a tied embedding).
 /// Throws naming what it looked for when it finds no unembedding.
 Unembedding find_unembedding(LanguageModel& lm);
+
+struct LogitEffectOptions {
+  int64_t tokens = 10;
+
+  template <class V>
+  void fields(V& v) {
+    v("logit_tokens", tokens, "promoted and suppressed tokens kept per feature");
+  }
+};
 
 struct LogitEffects {
   torch::Tensor promoted_ids, promoted;      // [d_sae, n] int64 / float32, largest effect first

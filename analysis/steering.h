@@ -14,12 +14,20 @@
 
 namespace saelab {
 
+/// The prompt `saelab steer` and the study's steering stage use unless told otherwise.
+inline constexpr const char* kSteerPrompt = "The jury said that";
+
 struct SteerOptions {
-  /// Steering strengths; 0 runs the hooked model with a zero vector (equal to unsteered).
   std::vector<double> alphas = {0, 4, 8, 16};
   GenerateOptions generate;
-  /// The feature's top promoted tokens that count as "on topic" for the promoted share.
   int64_t promoted_tokens = 20;
+
+  template <class V>
+  void fields(V& v) {
+    v("alphas", alphas, "steering strengths in feature-activation units (0: the hooked model with a zero vector)");
+    generate.fields(v);
+    v("promoted_tokens", promoted_tokens, "the feature's top promoted tokens that count as on topic for the promoted share");
+  }
   void validate() const;
 };
 

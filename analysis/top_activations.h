@@ -15,22 +15,32 @@ namespace saelab {
 
 class FeatureDb;
 
+/// Held-out contexts `saelab top` and the study's top stage read unless told otherwise.
+constexpr int64_t kTopContexts = 256;
+
 struct TopOptions {
-  /// Top-activating examples kept per feature.
   int64_t top_k = 20;
-  /// Quantile bands of the firing distribution, and examples sampled from each.
   int64_t quantile_bands = 4;
   int64_t per_band = 3;
-  /// Firing positions kept per feature (uniform reservoir) to sample the bands from.
   int64_t reservoir = 200;
-  /// Tokens shown before and after an example's position.
   int64_t context_before = 12;
   int64_t context_after = 4;
-  /// Contexts per forward pass.
   int64_t batch_size = 8;
-  /// Per token, the features recorded as firing on it most often.
   int64_t features_per_token = 10;
   int64_t seed = 0;
+
+  template <class V>
+  void fields(V& v) {
+    v("top_k", top_k, "top-activating examples kept per feature");
+    v("quantile_bands", quantile_bands, "quantile bands of the firing distribution");
+    v("per_band", per_band, "examples sampled per quantile band");
+    v("reservoir", reservoir, "firing positions kept per feature (uniform reservoir) to sample the bands from");
+    v("context_before", context_before, "tokens shown before an example's position");
+    v("context_after", context_after, "tokens shown after an example's position");
+    v("batch_size", batch_size, "contexts per forward pass");
+    v("features_per_token", features_per_token, "per token, the features recorded as firing on it most often");
+    v("seed", seed, "seed of the reservoirs");
+  }
   void validate() const;
 };
 

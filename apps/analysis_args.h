@@ -17,17 +17,14 @@ struct AnalysisArgs {
   bool allow_other_model = false;
   EvalSetOptions eval_set;
 
-  void add_to(CLI::App* cmd, int64_t default_contexts) {
-    eval_set.contexts = default_contexts;
-    cmd->add_option("--model", model, "model folder with model.json")->capture_default_str();
-    cmd->add_option("--saes", saes, "SAE folder(s), comma-separated; a folder is searched for cfg.json below it")
-        ->capture_default_str();
-    cmd->add_flag("--allow-other-model", allow_other_model, "use SAEs whose metadata names another model file");
-    cmd->add_option("--corpus", eval_set.corpus, "brown, brown:DIR, text:PATH or jsonl:PATH")->capture_default_str();
-    cmd->add_option("--split", eval_set.split, "train, validation or test")->capture_default_str();
-    cmd->add_option("--contexts", eval_set.contexts, "held-out contexts")->capture_default_str();
-    cmd->add_option("--context-length", eval_set.context_length, "context length incl. BOS (0: the model's)")
-        ->capture_default_str();
+  explicit AnalysisArgs(int64_t contexts = EvalSetOptions{}.contexts) { eval_set.contexts = contexts; }
+
+  template <class V>
+  void fields(V& v) {
+    v("model", model, "model folder with model.json");
+    v("saes", saes, "SAE folder(s), comma-separated; a folder is searched for cfg.json below it");
+    v("allow_other_model", allow_other_model, "use SAEs whose metadata names another model file");
+    eval_set.fields(v);
   }
 
   std::vector<std::string> sae_dirs() const {
@@ -46,11 +43,14 @@ struct AnalysisSession {
   std::unique_ptr<HookedModel> hooked;
   std::vector<AttachedSae> saes;
 
-  static AnalysisSession open(const AnalysisArgs& args, const std::vector<std::string>& dirs) {
-    AnalysisSession s{LanguageModel::open(args.model), nullptr, {}};
+  static AnalysisSession open(const std::string& model, const std::vector<std::string>& dirs, bool allow_other_model) {
+    AnalysisSession s{LanguageModel::open(model), nullptr, {}};
     s.hooked = std::make_unique<HookedModel>(s.lm.module(), s.lm.info().hook_aliases);
-    s.saes = attach_saes(s.lm, *s.hooked, dirs, args.allow_other_model);
+    s.saes = attach_saes(s.lm, *s.hooked, dirs, allow_other_model);
     return s;
+  }
+  static AnalysisSession open(const AnalysisArgs& args, const std::vector<std::string>& dirs) {
+    return open(args.model, dirs, args.allow_other_model);
   }
 };
 

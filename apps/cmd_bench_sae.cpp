@@ -10,12 +10,7 @@ void register_bench_sae(CLI::App& app) {
   static SaeBenchOptions options;
   static std::string out;
   CLI::App* cmd = app.add_subcommand("bench-sae", "SAE step cost: sparse vs dense TopK, standard, vs one encoder GEMM");
-  static FlagBinder<SaeBenchOptions> flags(cmd, &options);
-  flags.add("--d-in", &SaeBenchOptions::d_in, "input width");
-  flags.add("--d-sae", &SaeBenchOptions::d_sae, "dictionary size");
-  flags.add("--k", &SaeBenchOptions::k, "active latents per row");
-  flags.add("--batch", &SaeBenchOptions::batch, "rows per step");
-  flags.add("--repeats", &SaeBenchOptions::repeats, "timed repetitions (median)");
+  static OptionFlags<SaeBenchOptions> flags(cmd, &options);
   cmd->add_option("--out", out, "also write the JSON here");
   cmd->callback([] {
     start_command();

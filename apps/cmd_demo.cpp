@@ -3,7 +3,7 @@
 // explain, graph, steer — and writes a browsable report. Stages are cached and resumable.
 #include <fmt/format.h>
 
-#include "analysis/pipeline.h"
+#include "study/pipeline.h"
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "core/json_options.h"

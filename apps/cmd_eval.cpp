@@ -1,6 +1,6 @@
 // saelab eval: sparsity, reconstruction and loss recovered of SAEs spliced into the model.
 #include "analysis/evaluate.h"
-#include "analysis/tradeoff.h"
+#include "study/tradeoff.h"
 #include "apps/analysis_args.h"
 #include "apps/commands.h"
 #include "core/files.h"
@@ -12,15 +12,13 @@ void register_eval(CLI::App& app) {
   static EvalOptions options;
   static std::string out = "runs/eval.json", plot = "runs/tradeoff.svg";
   CLI::App* cmd = app.add_subcommand("eval", "L0, FVU, loss recovered and KL of SAEs spliced into the model");
-  args.add_to(cmd, 64);
-  static FlagBinder<EvalOptions> flags(cmd, &options);
-  flags.add("--batch-size", &EvalOptions::batch_size, "contexts per forward pass");
-  flags.add("--dense-threshold", &EvalOptions::dense_threshold, "a latent firing on more than this fraction is dense");
-  flags.add("--with-error-term", &EvalOptions::with_error_term, "also splice x̂ + (x − x̂) (must equal the clean CE)");
+  static OptionFlags<AnalysisArgs> arg_flags(cmd, &args);
+  static OptionFlags<EvalOptions> flags(cmd, &options);
   cmd->add_option("--out", out, "JSON results")->capture_default_str();
   cmd->add_option("--plot", plot, "SVG of L0 against loss recovered (empty: none)")->capture_default_str();
   cmd->callback([] {
     start_command();
+    arg_flags.apply();
     flags.apply();
     AnalysisSession s = AnalysisSession::open(args, args.sae_dirs());
     const EvalSet eval_set = build_eval_set(s.lm, args.eval_set, global_options().cache_dir);

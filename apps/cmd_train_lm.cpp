@@ -13,63 +13,47 @@
 
 namespace saelab {
 
+namespace {
+
+struct TrainLmCommand {
+  std::string corpus = "brown";
+  std::string tokenizer;
+  std::string out = "runs/brown-gpt";
+  std::string name = "brown-gpt";
+  template <class V>
+  void fields(V& v) {
+    v("corpus", corpus, "corpus: brown, brown:DIR, text:PATH or jsonl:PATH");
+    v("tokenizer", tokenizer, "SentencePiece model file (saelab train-tokenizer)");
+    v("out", out, "run folder: checkpoint, metrics, final model");
+    v("name", name, "model name recorded in model.json");
+  }
+};
+
+}  // namespace
+
 void register_train_lm(CLI::App& app) {
-  struct Args {
-    std::string corpus = "brown";
-    std::string tokenizer;
-    std::string out = "runs/brown-gpt";
-    std::string config;
-    std::string name = "brown-gpt";
-  };
-  static Args args;
+  static TrainLmCommand args;
   static GptConfig model;
   static LmTrainOptions train;
+  static std::string config;
   CLI::App* cmd = app.add_subcommand("train-lm", "train the reference GPT (resumes from OUT/checkpoint.pt)");
-  cmd->add_option("--corpus", args.corpus, "brown, brown:DIR, text:PATH or jsonl:PATH")->capture_default_str();
-  cmd->add_option("--tokenizer", args.tokenizer, "SentencePiece model file (saelab train-tokenizer)")->required();
-  cmd->add_option("--out", args.out, "run folder: checkpoint, metrics, final model")->capture_default_str();
-  cmd->add_option("--name", args.name, "model name recorded in model.json")->capture_default_str();
-  cmd->add_option("--config", args.config, "JSON with \"model\" and \"train\" objects; flags override it");
-  static FlagBinder<GptConfig> mflags(cmd, &model);
-  mflags.add("--d-model", &GptConfig::d_model, "residual width");
-  mflags.add("--n-layers", &GptConfig::n_layers, "transformer blocks");
-  mflags.add("--n-heads", &GptConfig::n_heads, "attention heads");
-  mflags.add("--context-length", &GptConfig::context_length, "context length");
-  static FlagBinder<LmTrainOptions> tflags(cmd, &train);
-  tflags.add("--steps", &LmTrainOptions::steps, "optimizer steps");
-  tflags.add("--batch-size", &LmTrainOptions::batch_size, "contexts per step");
-  tflags.add("--lr", &LmTrainOptions::lr, "peak learning rate");
-  tflags.add("--warmup-steps", &LmTrainOptions::warmup_steps, "linear warm-up steps");
-  tflags.add("--weight-decay", &LmTrainOptions::weight_decay, "AdamW weight decay");
-  tflags.add("--eval-every", &LmTrainOptions::eval_every, "validate every N steps");
-  tflags.add("--checkpoint-every", &LmTrainOptions::checkpoint_every, "checkpoint every N steps");
-  tflags.add("--seed", &LmTrainOptions::seed, "seed");
-  tflags.add("--stop-after", &LmTrainOptions::stop_after, "stop this run after N steps (resume later)");
+  cmd->add_option("--config", config, "JSON with \"model\" and \"train\" objects; flags override it");
+  static OptionFlags<TrainLmCommand> arg_flags(cmd, &args);
+  cmd->get_option("--tokenizer")->required();
+  static OptionFlags<GptConfig> model_flags(cmd, &model);
+  static OptionFlags<LmTrainOptions> train_flags(cmd, &train);
   cmd->callback([] {
     start_command();
-    if (!args.config.empty()) {
-      const json cfg = load_json_file(args.config, "training config");
-      JsonFields top(cfg, args.config);
-      if (const json* m = top.allow("model")) model = GptConfig::from_json(*m, args.config + ": model");
-      if (const json* t = top.allow("train")) {
-        JsonFields f(*t, args.config + ": train");
-        f.read("steps", train.steps);
-        f.read("batch_size", train.batch_size);
-        f.read("lr", train.lr);
-        f.read("min_lr_ratio", train.min_lr_ratio);
-        f.read("warmup_steps", train.warmup_steps);
-        f.read("weight_decay", train.weight_decay);
-        f.read("grad_clip", train.grad_clip);
-        f.read("eval_every", train.eval_every);
-        f.read("eval_rows", train.eval_rows);
-        f.read("checkpoint_every", train.checkpoint_every);
-        f.read("seed", train.seed);
-        f.finish();
-      }
+    if (!config.empty()) {
+      const json cfg = load_json_file(config, "training config");
+      JsonFields top(cfg, config);
+      if (const json* m = top.allow("model")) model = GptConfig::from_json(*m, config + ": model");
+      if (const json* t = top.allow("train")) read_options(*t, config + ": train", train);
       top.finish();
     }
-    mflags.apply();
-    tflags.apply();
+    arg_flags.apply();
+    model_flags.apply();
+    train_flags.apply();
     SentencePieceTokenizer tokenizer(args.tokenizer);
     model.vocab_size = tokenizer.vocab_size();
     model.validate();

@@ -6,20 +6,29 @@
 
 namespace saelab {
 
+namespace {
+
+struct TrainTokenizerCommand {
+  std::string corpus = "brown";
+  std::string out = "tokenizer.model";
+  SentencePieceTrainOptions train;
+  template <class V>
+  void fields(V& v) {
+    v("corpus", corpus, "corpus: brown, brown:DIR, text:PATH or jsonl:PATH");
+    v("out", out, "model file to write");
+    train.fields(v);
+  }
+};
+
+}  // namespace
+
 void register_train_tokenizer(CLI::App& app) {
-  struct Args {
-    std::string corpus = "brown";
-    std::string out = "tokenizer.model";
-    SentencePieceTrainOptions train;
-  };
-  static Args args;
+  static TrainTokenizerCommand args;
   CLI::App* cmd = app.add_subcommand("train-tokenizer", "train a SentencePiece BPE tokenizer on a corpus's train split");
-  cmd->add_option("--corpus", args.corpus, "brown, brown:DIR, text:PATH or jsonl:PATH")->capture_default_str();
-  cmd->add_option("--out", args.out, "model file to write")->capture_default_str();
-  cmd->add_option("--vocab-size", args.train.vocab_size, "vocabulary size")->capture_default_str();
-  cmd->add_option("--model-type", args.train.model_type, "bpe or unigram")->capture_default_str();
+  static OptionFlags<TrainTokenizerCommand> flags(cmd, &args);
   cmd->callback([] {
     start_command();
+    flags.apply();
     const Corpus corpus = open_corpus(args.corpus, global_options().cache_dir);
     const auto docs = split_documents(corpus, Split::kTrain);
     std::fprintf(stderr, "training a %lld-piece %s tokenizer on %zu documents\n",

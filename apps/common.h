@@ -4,6 +4,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <functional>
 #include <sstream>
 #include <type_traits>
@@ -11,16 +12,21 @@
 #include <vector>
 
 #include "core/json_options.h"
+#include "core/options.h"
 #include "core/runtime.h"
 
 namespace saelab {
 
 /// Flags every subcommand shares.
 struct GlobalOptions {
-  /// Intra-op threads (0: all cores).
   int threads = 0;
-  /// Folder holding the data packages scripts/setup fetched.
   std::string cache_dir = SAELAB_SOURCE_DIR "/.cache";
+
+  template <class V>
+  void fields(V& v) {
+    v("threads", threads, "intra-op threads (0: all cores)");
+    v("cache", cache_dir, "folder with the data packages scripts/setup fetched");
+  }
 };
 GlobalOptions& global_options();
 
@@ -54,35 +60,95 @@ std::vector<T> parse_numbers(const std::string& s, const char* flag) {
 /// The bundled reference model.
 inline std::string default_model_dir() { return SAELAB_SOURCE_DIR "/assets/brown-gpt"; }
 
-/// Binds struct fields to CLI flags with the struct's defaults shown in --help, and lets flags
-/// given on the command line override values read from a JSON config.
+/// Adds a command-line flag for every field of an options struct (core/options.h) marked
+/// kOnCommandLine: key top_k becomes --top-k, with the field's doc and its current value as the
+/// default in --help; a bool becomes --key / --no-key and a list takes comma-separated values.
+/// Flags the user gives override what a JSON config put into the struct: read the config into
+/// `*target` first, then call apply(). Declares nothing itself: a new field shows up here as is.
 template <class S>
-class FlagBinder {
+class OptionFlags {
  public:
-  FlagBinder(CLI::App* app, S* target) : app_(app), target_(target) {}
-  template <class T>
-  void add(const std::string& flag, T S::*field, const std::string& help) {
-    CLI::Option* opt = nullptr;
-    if constexpr (std::is_same_v<T, bool>) {
-      opt = app_->add_flag(flag + ",!--no-" + flag.substr(2), flags_.*field, help)->default_val(target_->*field);
-    } else {
-      opt = app_->add_option(flag, flags_.*field, help)->default_val(target_->*field);
-    }
-    flags_.*field = target_->*field;
-    apply_.push_back([opt, field, this]() {
-      if (opt->count() > 0) target_->*field = flags_.*field;
-    });
+  /// `prefix` (e.g. "explain") names the flags --explain-features … where keys would collide.
+  explicit OptionFlags(CLI::App* app, S* target, std::string prefix = "")
+      : target_(target), given_(*target), prefix_(std::move(prefix)) {
+    Binder binder{app, this};
+    given_.fields(binder);
   }
+  OptionFlags(const OptionFlags&) = delete;
+  OptionFlags& operator=(const OptionFlags&) = delete;
+
   /// Copies the flags the user gave into the target (call after reading any config).
   void apply() {
-    for (auto& f : apply_) f();
+    Applier applier{this};
+    target_->fields(applier);
   }
 
  private:
-  CLI::App* app_;
+  struct Bound {
+    CLI::Option* option;  // nullptr: the field is no flag
+    void* value;          // the field in given_
+  };
+
+  std::string flag_name(const char* key) const {
+    std::string flag = "--" + (prefix_.empty() ? std::string(key) : prefix_ + "_" + key);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    return flag;
+  }
+
+  struct Binder {
+    CLI::App* app;
+    OptionFlags* owner;
+    template <class T>
+    void operator()(const char* key, T& field, const char* doc, unsigned use = kEverywhere) {
+      CLI::Option* opt = nullptr;
+      if constexpr (!is_options_list<T>::value) {
+        if (use & kOnCommandLine) opt = add(owner->flag_name(key), field, doc);
+      }
+      owner->bound_.push_back({opt, &field});
+    }
+    template <class T>
+    CLI::Option* add(const std::string& flag, T& field, const char* doc) {
+      if constexpr (std::is_same_v<T, bool>) {
+        return app->add_flag(flag + ",!--no-" + flag.substr(2), field, doc)->default_str(field ? "true" : "false");
+      } else if constexpr (is_vector<T>::value) {
+        std::string shown;
+        for (const auto& item : field) shown += (shown.empty() ? "" : ",") + fmt_item(item);
+        return app->add_option(flag, field, doc)->delimiter(',')->default_str(shown);
+      } else {
+        return app->add_option(flag, field, doc)->capture_default_str();
+      }
+    }
+  };
+
+  struct Applier {
+    OptionFlags* owner;
+    size_t next = 0;
+    template <class T>
+    void operator()(const char*, T& field, const char*, unsigned = kEverywhere) {
+      const Bound& b = owner->bound_.at(next++);
+      if (b.option != nullptr && b.option->count() > 0) field = *static_cast<T*>(b.value);
+    }
+  };
+
+  template <class T>
+  struct is_vector : std::false_type {};
+  template <class T>
+  struct is_vector<std::vector<T>> : std::true_type {};
+  template <class T>
+  static std::string fmt_item(const T& item) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      return item;
+    } else {
+      std::ostringstream os;
+      os << item;
+      return os.str();
+    }
+  }
+
   S* target_;
-  S flags_{};
-  std::vector<std::function<void()>> apply_;
+  S given_;
+  std::string prefix_;
+  std::vector<Bound> bound_;
 };
 
 }  // namespace saelab

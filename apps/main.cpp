@@ -13,7 +13,14 @@ GlobalOptions& global_options() {
   return options;
 }
 
-void start_command() { init_runtime(RuntimeOptions{global_options().threads, 0}); }
+namespace {
+OptionFlags<GlobalOptions>* global_flags = nullptr;
+}  // namespace
+
+void start_command() {
+  if (global_flags != nullptr) global_flags->apply();
+  init_runtime(RuntimeOptions{global_options().threads, 0});
+}
 
 }  // namespace saelab
 
@@ -37,9 +44,8 @@ int main(int argc, char** argv) {
   CLI::App app{"saelab: sparse autoencoders and feature analysis for TorchScript language models"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();
-  app.add_option("--threads", global_options().threads, "intra-op threads (0: all cores)")->capture_default_str();
-  app.add_option("--cache", global_options().cache_dir, "folder with the data packages scripts/setup fetched")
-      ->capture_default_str();
+  static OptionFlags<GlobalOptions> flags(&app, &global_options());
+  global_flags = &flags;
   register_train_tokenizer(app);
   register_train_lm(app);
   register_generate(app);

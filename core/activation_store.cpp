@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <random>
 
+#include "core/fault.h"
 #include "core/files.h"
 #include "core/json_options.h"
 #include "core/safetensors.h"
@@ -140,6 +141,7 @@ void ActivationWriter::flush_shard() {
   manifest_.rows += n;
   manifest_.shards.emplace_back(file, n);
   write_file_atomic(fs::path(dir_) / "manifest.json", manifest_.to_json().dump(2) + "\n");
+  fault_point("shard_listed", static_cast<int64_t>(manifest_.shards.size()));
 }
 
 void ActivationWriter::finish() {

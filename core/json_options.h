@@ -1,6 +1,7 @@
 // Strict reading of JSON config objects into options structs: every key must be known and of the
 // right type, and errors name the file, the key and what was found.
 #pragma once
+#include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
 #include <set>
@@ -32,6 +33,9 @@ class JsonFields {
   const json* allow(const char* key) { return find(key); }
   /// Reads `key` as a required string.
   std::string required_string(const char* key);
+
+  /// The prefix of every error ("configs/demo.json: train").
+  const std::string& where() const { return where_; }
 
   /// Throws when the object holds a key no `read` call asked for.
   void finish() const;

@@ -26,14 +26,6 @@ void CaptureOptions::validate() const {
   parse_split(split);
 }
 
-nlohmann::json CaptureOptions::to_json() const {
-  return {{"hooks", hooks},       {"tokens", tokens},
-          {"corpus", corpus},     {"split", split},
-          {"context_length", context_length}, {"pack_documents", pack_documents},
-          {"include_bos", include_bos}, {"dtype", dtype},
-          {"batch_size", batch_size}, {"shard_rows", shard_rows}};
-}
-
 std::string hook_folder(const std::string& hook) { return hook; }
 
 namespace {
@@ -114,7 +106,7 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
                         {"model", lm.info().name},
                         {"model_file", lm.model_path()},
                         {"model_sha256", model_hash},
-                        {"options", options.to_json()},
+                        {"options", options_json(options)},
                         {"context_length", T}};
   const fs::path run_path = fs::path(out_dir) / "capture.json";
   if (fs::exists(run_path)) {
@@ -230,19 +222,6 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.tokens_per_second = result.seconds > 0 ? static_cast<double>(model_tokens) / result.seconds : 0;
   return result;
-}
-
-void read_capture_options(JsonFields& f, CaptureOptions& o) {
-  f.read("hooks", o.hooks);
-  f.read("tokens", o.tokens);
-  f.read("corpus", o.corpus);
-  f.read("split", o.split);
-  f.read("context_length", o.context_length);
-  f.read("pack_documents", o.pack_documents);
-  f.read("include_bos", o.include_bos);
-  f.read("dtype", o.dtype);
-  f.read("batch_size", o.batch_size);
-  f.read("shard_rows", o.shard_rows);
 }
 
 }  // namespace saelab

@@ -7,42 +7,38 @@
 #include <string>
 #include <vector>
 
+#include "core/options.h"
 #include "models/model_bundle.h"
 
 namespace saelab {
 
 struct CaptureOptions {
-  /// Hook points or aliases to capture.
   std::vector<std::string> hooks;
-  /// Rows (token positions) to capture per hook.
   int64_t tokens = 100000;
-  /// Corpus spec (brown, brown:DIR, text:PATH, jsonl:PATH).
   std::string corpus = "brown";
-  /// Corpus split.
   std::string split = "train";
-  /// Context length including BOS; 0 means the model's.
   int64_t context_length = 0;
-  /// Pack documents back to back (EOS between); false starts every context at a document start.
   bool pack_documents = true;
-  /// Store BOS positions too (their norms are huge and distort SAE training).
   bool include_bos = false;
-  /// float32, float16 or bfloat16.
   std::string dtype = "float32";
-  /// Contexts per forward pass.
   int64_t batch_size = 16;
-  /// Rows per shard file.
   int64_t shard_rows = 32768;
 
+  template <class V>
+  void fields(V& v) {
+    v("hooks", hooks, "hook points or aliases to capture, e.g. blocks.1.input");
+    v("tokens", tokens, "rows (token positions) to capture per hook");
+    v("corpus", corpus, "corpus: brown, brown:DIR, text:PATH or jsonl:PATH");
+    v("split", split, "corpus split: train, validation or test");
+    v("context_length", context_length, "context length including BOS (0: the model's)");
+    v("pack_documents", pack_documents, "pack documents back to back, EOS between (false: one per context)");
+    v("include_bos", include_bos, "store BOS positions too (their norms are huge and distort SAE training)");
+    v("dtype", dtype, "stored dtype: float32, float16 or bfloat16");
+    v("batch_size", batch_size, "contexts per forward pass");
+    v("shard_rows", shard_rows, "rows per shard file");
+  }
   void validate() const;
-  nlohmann::json to_json() const;
 };
-
-class JsonFields;
-
-/// Reads the CaptureOptions keys (hooks, tokens, corpus, split, context_length, pack_documents,
-/// include_bos, dtype, batch_size, shard_rows) present in a config object; the caller reads its
-/// own keys and calls finish().
-void read_capture_options(JsonFields& fields, CaptureOptions& options);
 
 struct CaptureResult {
   int64_t rows = 0;          ///< rows per hook

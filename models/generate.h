@@ -7,20 +7,25 @@
 #include <vector>
 
 #include "models/model_bundle.h"
+#include "core/options.h"
 
 namespace saelab {
 
 struct GenerateOptions {
-  /// Tokens to generate.
   int64_t max_new_tokens = 60;
-  /// Softmax temperature; 0 means greedy decoding.
   double temperature = 0.8;
-  /// Sample among the k most likely tokens; 0 means the whole vocabulary.
   int64_t top_k = 40;
-  /// Sampling seed.
   int64_t seed = 0;
-  /// Stop when the model emits EOS.
   bool stop_at_eos = true;
+
+  template <class V>
+  void fields(V& v) {
+    v("max_new_tokens", max_new_tokens, "tokens to generate");
+    v("temperature", temperature, "softmax temperature (0: greedy)");
+    v("top_k", top_k, "sample among the k most likely tokens (0: the whole vocabulary)");
+    v("seed", seed, "sampling seed");
+    v("stop_at_eos", stop_at_eos, "stop when the model emits EOS");
+  }
 };
 
 /// Token ids for a prompt: BOS first when the model expects it. Throws when the prompt does not

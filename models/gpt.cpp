@@ -21,20 +21,14 @@ void GptConfig::validate() const {
 }
 
 nlohmann::json GptConfig::to_json() const {
-  return {{"vocab_size", vocab_size}, {"d_model", d_model},         {"n_layers", n_layers},
-          {"n_heads", n_heads},       {"d_mlp", mlp_width()},       {"context_length", context_length}};
+  nlohmann::json j = options_json(*this);
+  j["d_mlp"] = mlp_width();
+  return j;
 }
 
 GptConfig GptConfig::from_json(const nlohmann::json& j, const std::string& where) {
   GptConfig c;
-  JsonFields f(j, where);
-  f.read("vocab_size", c.vocab_size);
-  f.read("d_model", c.d_model);
-  f.read("n_layers", c.n_layers);
-  f.read("n_heads", c.n_heads);
-  f.read("d_mlp", c.d_mlp);
-  f.read("context_length", c.context_length);
-  f.finish();
+  read_options(j, where, c);
   c.validate();
   return c;
 }

@@ -14,24 +14,30 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/options.h"
+
 namespace saelab {
 
 struct GptConfig {
-  /// Vocabulary size (must equal the tokenizer's).
   int64_t vocab_size = 8192;
-  /// Residual stream width.
   int64_t d_model = 256;
-  /// Number of transformer blocks.
   int64_t n_layers = 4;
-  /// Attention heads (d_model must be divisible by it).
   int64_t n_heads = 4;
-  /// MLP hidden width; 0 means 4 * d_model.
   int64_t d_mlp = 0;
-  /// Longest input the position embedding covers.
   int64_t context_length = 128;
 
+  template <class V>
+  void fields(V& v) {
+    v("vocab_size", vocab_size, "vocabulary size (must equal the tokenizer's)", kInConfig | kInRecord);
+    v("d_model", d_model, "residual stream width");
+    v("n_layers", n_layers, "transformer blocks");
+    v("n_heads", n_heads, "attention heads (must divide d_model)");
+    v("d_mlp", d_mlp, "MLP hidden width (0: 4 × d_model)");
+    v("context_length", context_length, "longest input the position embedding covers");
+  }
   int64_t mlp_width() const { return d_mlp > 0 ? d_mlp : 4 * d_model; }
   void validate() const;
+  /// The fields, with d_mlp resolved.
   nlohmann::json to_json() const;
   /// Reads a config object; `where` names it in errors. Unknown keys are rejected.
   static GptConfig from_json(const nlohmann::json& j, const std::string& where);

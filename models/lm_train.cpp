@@ -29,11 +29,10 @@ void LmTrainOptions::validate() const {
 }
 
 nlohmann::json LmTrainOptions::to_json() const {
-  return {{"steps", steps},         {"batch_size", batch_size},     {"lr", lr},
-          {"min_lr_ratio", min_lr_ratio}, {"warmup_steps", warmup_steps}, {"weight_decay", weight_decay},
-          {"grad_clip", grad_clip}, {"eval_every", eval_every},     {"eval_rows", eval_rows},
-          {"checkpoint_every", checkpoint_every}, {"seed", seed}, {"optimizer", "AdamW(0.9, 0.95)"},
-          {"schedule", "linear warm-up, cosine decay"}};
+  nlohmann::json j = options_json(*this);
+  j["optimizer"] = "AdamW(0.9, 0.95)";
+  j["schedule"] = "linear warm-up, cosine decay";
+  return j;
 }
 
 namespace {

@@ -12,33 +12,38 @@
 namespace saelab {
 
 struct LmTrainOptions {
-  /// Optimizer steps.
   int64_t steps = 6000;
-  /// Contexts per step.
   int64_t batch_size = 32;
-  /// Peak learning rate.
   double lr = 2e-3;
-  /// Final learning rate as a fraction of the peak (cosine decay reaches it at the last step).
   double min_lr_ratio = 0.1;
-  /// Linear warm-up steps.
   int64_t warmup_steps = 200;
-  /// AdamW weight decay, applied to matrices only (not to biases, LayerNorm or positions).
   double weight_decay = 0.1;
-  /// Global gradient-norm clip; 0 disables.
   double grad_clip = 1.0;
-  /// Validate every this many steps (and at the end).
   int64_t eval_every = 500;
-  /// Validation contexts used for the periodic check (0: all); the final figure uses all.
   int64_t eval_rows = 256;
-  /// Write a checkpoint every this many steps.
   int64_t checkpoint_every = 200;
-  /// Seed for initialisation and batch sampling.
   int64_t seed = 1234;
-  /// Stop this run after this many steps (0: run to `steps`); the schedule still spans `steps`
-  /// and a later run resumes from the checkpoint. Not part of the run's identity.
   int64_t stop_after = 0;
 
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "optimizer steps");
+    v("batch_size", batch_size, "contexts per step");
+    v("lr", lr, "peak learning rate");
+    v("min_lr_ratio", min_lr_ratio, "final learning rate as a fraction of the peak (cosine decay reaches it at the last step)");
+    v("warmup_steps", warmup_steps, "linear warm-up steps");
+    v("weight_decay", weight_decay, "AdamW weight decay, on matrices only (not biases, LayerNorm or positions)");
+    v("grad_clip", grad_clip, "global gradient-norm clip (0: off)");
+    v("eval_every", eval_every, "validate every this many steps (and at the end)");
+    v("eval_rows", eval_rows, "validation contexts of the periodic check (0: all); the final figure uses all");
+    v("checkpoint_every", checkpoint_every, "write a checkpoint every this many steps");
+    v("seed", seed, "seed of initialisation and batch sampling");
+    v("stop_after", stop_after,
+      "stop this run after this many steps (0: run to steps); the schedule still spans steps and a later run resumes",
+      kOnCommandLine);
+  }
   void validate() const;
+  /// The fields that shape the result, with the optimizer and schedule named.
   nlohmann::json to_json() const;
 };
 

@@ -4,20 +4,25 @@
 #include <string>
 #include <vector>
 
+#include "core/options.h"
 #include "models/corpus.h"
 #include "models/tokenizer.h"
 
 namespace saelab {
 
 struct SentencePieceTrainOptions {
-  /// Vocabulary size, including <unk>, <s>, </s> and the 256 byte-fallback pieces.
   int64_t vocab_size = 8192;
-  /// "bpe" or "unigram".
   std::string model_type = "bpe";
-  /// Longest chunk of text handed to the trainer as one sentence, in bytes.
   int64_t max_chunk_bytes = 2000;
-  /// Trainer threads.
   int threads = 2;
+
+  template <class V>
+  void fields(V& v) {
+    v("vocab_size", vocab_size, "vocabulary size, including <unk>, <s>, </s> and the 256 byte-fallback pieces");
+    v("model_type", model_type, "bpe or unigram");
+    v("max_chunk_bytes", max_chunk_bytes, "longest chunk of text handed to the trainer as one sentence, in bytes");
+    v("trainer_threads", threads, "SentencePiece trainer threads");
+  }
 };
 
 /// Trains on the documents' text and writes the model file atomically to `model_path`.

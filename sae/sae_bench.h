@@ -6,19 +6,25 @@
 
 #include <cstdint>
 
+#include "core/options.h"
+
 namespace saelab {
 
 struct SaeBenchOptions {
-  /// Input width.
   int64_t d_in = 512;
-  /// Dictionary size.
   int64_t d_sae = 16384;
-  /// Active latents per row.
   int64_t k = 32;
-  /// Rows per step.
   int64_t batch = 4096;
-  /// Timed repetitions of each measurement (after one warm-up); the median is reported.
   int repeats = 5;
+
+  template <class V>
+  void fields(V& v) {
+    v("d_in", d_in, "input width");
+    v("d_sae", d_sae, "dictionary size");
+    v("k", k, "active latents per row");
+    v("batch", batch, "rows per step");
+    v("repeats", repeats, "timed repetitions of each measurement, after one warm-up (the median is reported)");
+  }
   void validate() const;
 };
 

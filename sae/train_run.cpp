@@ -11,6 +11,7 @@
 #include "core/activation_store.h"
 #include "core/files.h"
 #include "core/json_options.h"
+#include "core/options.h"
 #include "core/progress.h"
 #include "sae/sae_io.h"
 
@@ -19,16 +20,6 @@ namespace saelab {
 namespace {
 
 using nlohmann::json;
-
-json spec_json(const SaeRunSpec& s) {
-  return {{"name", s.folder_name()},
-          {"architecture", s.architecture},
-          {"k", s.k},
-          {"l1", s.l1},
-          {"expansion", s.expansion},
-          {"jumprelu_bandwidth", s.jumprelu_bandwidth},
-          {"jumprelu_init_threshold", s.jumprelu_init_threshold}};
-}
 
 // One hook of the run: its store, batches and trainer.
 struct HookGroup {
@@ -127,43 +118,28 @@ void SaeRunOptions::validate() const {
 }
 
 json SaeRunOptions::to_json() const {
-  json saes_json = json::array();
-  for (const auto& s : saes) saes_json.push_back(spec_json(s));
-  return {{"format_version", 1},
-          {"store", store},
-          {"hooks", hooks},
-          {"saes", saes_json},
-          {"steps", train.steps},
-          {"batch_size", train.batch_size},
-          {"lr", train.lr},
-          {"lr_warmup_steps", train.lr_warmup_steps},
-          {"lr_decay_fraction", train.lr_decay_fraction},
-          {"l1_warmup_steps", train.l1_warmup_steps},
-          {"grad_clip", train.grad_clip},
-          {"dead_window", train.dead_window},
-          {"normalize_activations", train.normalize_activations},
-          {"init_rows", init_rows},
-          {"buffer_shards", buffer_shards},
-          {"seed", seed}};
+  json j = options_json(*this);
+  j["format_version"] = 1;
+  for (size_t i = 0; i < saes.size(); ++i) j["saes"][i]["name"] = saes[i].folder_name();
+  return j;
 }
 
-std::vector<SaeRunSpec> sae_grid(const std::vector<std::string>& architectures, const std::vector<int64_t>& ks,
-                                 const std::vector<double>& l1s, int64_t expansion) {
+std::vector<SaeRunSpec> SaeGridOptions::specs() const {
   std::vector<SaeRunSpec> out;
   for (const auto& arch : architectures) {
     SaeRunSpec base;
     base.architecture = arch;
     base.expansion = expansion;
     if (arch == "topk" || arch == "batchtopk") {
-      for (int64_t k : ks) {
+      for (int64_t one : k) {
         SaeRunSpec s = base;
-        s.k = k;
+        s.k = one;
         out.push_back(s);
       }
     } else {
-      for (double l1 : l1s) {
+      for (double one : l1) {
         SaeRunSpec s = base;
-        s.l1 = l1;
+        s.l1 = one;
         out.push_back(s);
       }
     }
@@ -172,55 +148,19 @@ std::vector<SaeRunSpec> sae_grid(const std::vector<std::string>& architectures, 
 }
 
 void read_sae_run_options(const json& config, const std::string& where, SaeRunOptions& o) {
-  TORCH_CHECK(config.is_object(), where, ": the training config must be a JSON object");
   JsonFields f(config, where);
-  f.read("store", o.store);
-  f.read("hooks", o.hooks);
-  f.read("out", o.out);
-  f.read("steps", o.train.steps);
-  f.read("batch_size", o.train.batch_size);
-  f.read("lr", o.train.lr);
-  f.read("lr_warmup_steps", o.train.lr_warmup_steps);
-  f.read("lr_decay_fraction", o.train.lr_decay_fraction);
-  f.read("l1_warmup_steps", o.train.l1_warmup_steps);
-  f.read("grad_clip", o.train.grad_clip);
-  f.read("dead_window", o.train.dead_window);
-  f.read("normalize_activations", o.train.normalize_activations);
-  f.read("init_rows", o.init_rows);
-  f.read("buffer_shards", o.buffer_shards);
-  f.read("seed", o.seed);
-  f.read("checkpoint_every", o.checkpoint_every);
-  std::vector<std::string> archs;
-  std::vector<int64_t> ks = {32};
-  std::vector<double> l1s = {1.0};
-  int64_t expansion = 8;
-  f.read("architectures", archs);
-  f.read("k", ks);
-  f.read("l1", l1s);
-  f.read("expansion", expansion);
-  const json* saes = f.allow("saes");
+  SaeGridOptions grid;
+  read_options(f, grid);
+  const bool grid_given = config.contains("architectures");
+  const json* saes = config.contains("saes") ? &config.at("saes") : nullptr;
+  TORCH_CHECK(!(saes && grid_given), where, ": give either 'saes' or 'architectures', not both");
+  TORCH_CHECK(!saes || (saes->is_array() && !saes->empty()), where, ": 'saes' must be a non-empty array of objects");
+  read_options(f, o);
   f.finish();
-  TORCH_CHECK(!(saes && !archs.empty()), where, ": give either 'saes' or 'architectures', not both");
-  if (!archs.empty()) o.saes = sae_grid(archs, ks, l1s, expansion);
+  if (grid_given) o.saes = grid.specs();
   if (saes) {
-    TORCH_CHECK(saes->is_array() && !saes->empty(), where, ": 'saes' must be a non-empty array of objects");
-    o.saes.clear();
     for (size_t i = 0; i < saes->size(); ++i) {
-      const json& e = (*saes)[i];
-      const std::string at = where + ": saes[" + std::to_string(i) + "]";
-      TORCH_CHECK(e.is_object(), at, " must be an object");
-      JsonFields sf(e, at);
-      SaeRunSpec s;
-      s.expansion = expansion;
-      sf.read("architecture", s.architecture);
-      sf.read("k", s.k);
-      sf.read("l1", s.l1);
-      sf.read("expansion", s.expansion);
-      sf.read("jumprelu_bandwidth", s.jumprelu_bandwidth);
-      sf.read("jumprelu_init_threshold", s.jumprelu_init_threshold);
-      sf.read("name", s.name);
-      sf.finish();
-      o.saes.push_back(s);
+      if (!(*saes)[i].contains("expansion")) o.saes[i].expansion = grid.expansion;
     }
   }
 }

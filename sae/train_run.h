@@ -23,56 +23,80 @@ namespace saelab {
 
 /// One SAE of a run (trained once per hook).
 struct SaeRunSpec {
-  /// standard, gated, topk, batchtopk or jumprelu.
   std::string architecture = "topk";
-  /// Active latents per row (topk, batchtopk).
   int64_t k = 32;
-  /// Sparsity coefficient λ (standard, gated: L1; jumprelu: L0).
   double l1 = 1.0;
-  /// d_sae = expansion × d_in.
   int64_t expansion = 8;
-  /// JumpReLU bandwidth and initial threshold (normalised units).
   double jumprelu_bandwidth = SaeConfig{}.jumprelu_bandwidth;
   double jumprelu_init_threshold = SaeConfig{}.jumprelu_init_threshold;
-  /// Folder name; empty: "<architecture>-k<k>" or "<architecture>-l1_<λ>".
   std::string name;
 
+  template <class V>
+  void fields(V& v) {
+    v("architecture", architecture, "standard, gated, topk, batchtopk or jumprelu");
+    v("k", k, "active latents per row (topk, batchtopk)");
+    v("l1", l1, "sparsity coefficient λ (standard, gated: L1; jumprelu: L0)");
+    v("expansion", expansion, "d_sae = expansion × d_in (in a run config: the run's 'expansion' when left out)");
+    v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth (normalised units)");
+    v("jumprelu_init_threshold", jumprelu_init_threshold, "JumpReLU initial threshold (normalised units)");
+    v("name", name, "folder name (empty: <architecture>-k<k> or <architecture>-l1_<λ>)");
+  }
   std::string folder_name() const;
 };
 
+/// A cross product of SAEs: architectures × (k for topk / batchtopk, λ otherwise).
+struct SaeGridOptions {
+  std::vector<std::string> architectures = {SaeRunSpec{}.architecture};
+  std::vector<int64_t> k = {SaeRunSpec{}.k};
+  std::vector<double> l1 = {SaeRunSpec{}.l1};
+  int64_t expansion = SaeRunSpec{}.expansion;
+
+  template <class V>
+  void fields(V& v) {
+    v("architectures", architectures, "architectures of the grid: standard, gated, topk, batchtopk, jumprelu");
+    v("k", k, "k of the grid's topk / batchtopk SAEs (one SAE each)");
+    v("l1", l1, "λ of the grid's standard / gated / jumprelu SAEs (one SAE each)");
+    v("expansion", expansion, "d_sae = expansion × d_in");
+  }
+  std::vector<SaeRunSpec> specs() const;
+};
+
 struct SaeRunOptions {
-  /// Capture folder (saelab capture --out).
   std::string store = "runs/acts";
-  /// Hook points of the capture; empty: all of them.
   std::vector<std::string> hooks;
-  /// Output folder.
   std::string out = "runs/saes";
-  /// The SAEs trained on each hook.
   std::vector<SaeRunSpec> saes = {SaeRunSpec{}};
   SaeTrainOptions train;
-  /// Rows used for the scaling factor and b_dec's geometric median.
   int64_t init_rows = 8192;
-  /// Shards in the shuffle buffer.
   int64_t buffer_shards = 4;
-  /// Seed of SAE initialisation and data order.
   int64_t seed = 0;
-  /// Steps between checkpoints.
   int64_t checkpoint_every = 500;
-  /// Stop (with a checkpoint) after this many steps of this invocation (0: run to the end); for tests.
   int64_t stop_after = 0;
 
+  template <class V>
+  void fields(V& v) {
+    v("store", store, "capture folder (saelab capture --out)");
+    v("hooks", hooks, "hook points of the capture (empty: all of them)");
+    v("out", out, "output folder: OUT/<hook>/<name>/ SAELens directories", kInConfig | kOnCommandLine);
+    v("saes", saes, "the SAEs trained on each hook (objects with the SaeRunSpec keys)", kInConfig | kInRecord);
+    train.fields(v);
+    v("init_rows", init_rows, "rows used for the scaling factor and b_dec's geometric median");
+    v("buffer_shards", buffer_shards, "shards in the shuffle buffer");
+    v("seed", seed, "seed of SAE initialisation and data order");
+    v("checkpoint_every", checkpoint_every, "steps between checkpoints", kInConfig | kOnCommandLine);
+    v("stop_after", stop_after, "stop, with a checkpoint, after this many steps of this invocation (0: run to the end)",
+      kOnCommandLine);
+  }
   void validate() const;
-  /// Everything that shapes the result (not `stop_after`): a checkpoint must match it to resume.
+  /// What shapes the result (the kInRecord fields, SAE names resolved): a checkpoint must match it
+  /// to resume.
   nlohmann::json to_json() const;
 };
 
-/// The cross product architectures × (k for topk / batchtopk, λ otherwise).
-std::vector<SaeRunSpec> sae_grid(const std::vector<std::string>& architectures, const std::vector<int64_t>& ks,
-                                 const std::vector<double>& l1s, int64_t expansion);
-
-/// Reads a JSON config into `options` (keys as in to_json(); "saes" is a list of objects with the
-/// SaeRunSpec fields, or give "architectures", "k", "l1", "expansion" for their cross product).
-/// Unknown keys and wrong types are errors naming `where` and the key.
+/// Reads a training config into `options`: the SaeRunOptions keys ("saes" a list of objects with
+/// the SaeRunSpec keys), or the SaeGridOptions keys for a cross product instead of "saes"; a
+/// top-level "expansion" is the default of every SAE listed without one. Unknown keys and wrong
+/// types are errors naming `where` and the key.
 void read_sae_run_options(const nlohmann::json& config, const std::string& where, SaeRunOptions& options);
 
 struct SaeRunResult {

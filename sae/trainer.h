@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/options.h"
 #include "sae/sae.h"
 
 namespace saelab {
@@ -26,24 +27,28 @@ struct SaeSpec {
 };
 
 struct SaeTrainOptions {
-  /// Optimizer steps.
   int64_t steps = 2000;
-  /// Rows per step.
   int64_t batch_size = 4096;
-  /// Adam learning rate.
   double lr = 4e-4;
-  /// Linear learning-rate warm-up steps.
   int64_t lr_warmup_steps = 100;
-  /// Fraction of the steps, at the end, over which the learning rate decays linearly to zero.
   double lr_decay_fraction = 0.2;
-  /// Steps over which the sparsity coefficient ramps up from zero.
   int64_t l1_warmup_steps = 200;
-  /// Global gradient-norm clip per SAE (0: off).
   double grad_clip = 1.0;
-  /// A latent that has not fired for this many tokens is dead.
   int64_t dead_window = 200000;
-  /// Scale inputs so that E‖x‖ = sqrt(d_in).
   bool normalize_activations = true;
+
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "optimizer steps");
+    v("batch_size", batch_size, "rows per step");
+    v("lr", lr, "Adam learning rate");
+    v("lr_warmup_steps", lr_warmup_steps, "linear learning-rate warm-up steps");
+    v("lr_decay_fraction", lr_decay_fraction, "fraction of the steps, at the end, over which the learning rate decays linearly to 0");
+    v("l1_warmup_steps", l1_warmup_steps, "steps over which the sparsity coefficient ramps up from 0");
+    v("grad_clip", grad_clip, "global gradient-norm clip per SAE (0: off)");
+    v("dead_window", dead_window, "a latent that has not fired for this many tokens is dead");
+    v("normalize_activations", normalize_activations, "scale inputs so that E|x| = sqrt(d_in)");
+  }
   void validate() const;
 };
 

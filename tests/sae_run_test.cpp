@@ -22,7 +22,7 @@ SaeRunOptions small_run(const std::string& store, const std::string& out) {
   SaeRunOptions o;
   o.store = store;
   o.out = out;
-  o.saes = sae_grid({"standard", "gated", "topk", "batchtopk", "jumprelu"}, {4}, {0.3}, 2);
+  o.saes = SaeGridOptions{{"standard", "gated", "topk", "batchtopk", "jumprelu"}, {4}, {0.3}, 2}.specs();
   o.train.steps = 40;
   o.train.batch_size = 128;
   o.train.lr_warmup_steps = 5;
@@ -80,24 +80,14 @@ TEST(SaeRun, NaNActivationsStopTheRunNamingTheStepAndLeaveTheLastCheckpointIntac
   SaeRunOptions o = small_run(dir / "acts", dir / "out");
   o.init_rows = 200;
   o.train.steps = 200;
-  try {
-    run_sae_training(o);
-    FAIL() << "a NaN row was trained on";
-  } catch (const c10::Error& e) {
-    const std::string msg = e.msg();
-    EXPECT_NE(msg.find("hook blocks.0.input: the training batch of step "), std::string::npos) << msg;
-    EXPECT_NE(msg.find("holds NaN or Inf activations; the last good checkpoint (step "), std::string::npos) << msg;
-  }
+  EXPECT_THROWS_WITH(run_sae_training(o), "hook blocks.0.input: the training batch of step ",
+                     "holds NaN or Inf activations; the last good checkpoint (step ")
+      << "a NaN row was trained on";
   // The checkpoint loads and resuming reaches the same bad batch again, at the same step.
   ASSERT_TRUE(fs::exists(dir / "out/checkpoint.pt"));
   EXPECT_FALSE(load_json_file(dir / "out/run.json", "run").contains("complete"));
   EXPECT_FALSE(fs::exists(dir / "out/blocks.0.input"));
-  try {
-    run_sae_training(o);
-    FAIL() << "the resumed run trained on the NaN row";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.msg()).find("holds NaN or Inf activations"), std::string::npos) << e.msg();
-  }
+  EXPECT_THROWS_WITH(run_sae_training(o), "holds NaN or Inf activations") << "the resumed run trained on the NaN row";
 }
 
 TEST(SaeRun, RefusesToResumeARunWithOtherOptions) {
@@ -107,14 +97,10 @@ TEST(SaeRun, RefusesToResumeARunWithOtherOptions) {
   o.stop_after = 3;
   run_sae_training(o);
   o.train.lr *= 2;
-  try {
-    run_sae_training(o);
-    FAIL() << "resumed with another learning rate";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "'" + (dir / "out") +
-                                        "' holds a training run with different options or activations; use another "
-                                        "output folder or delete it");
-  }
+  EXPECT_THROWS_WITH(run_sae_training(o), "'" + (dir / "out") +
+                                               "' holds a training run with different options or activations; use "
+                                               "another output folder or delete it")
+      << "resumed with another learning rate";
 }
 
 TEST(SaeRun, ReadsAJsonConfigAndNamesAnUnknownKey) {
@@ -127,19 +113,17 @@ TEST(SaeRun, ReadsAJsonConfigAndNamesAnUnknownKey) {
   EXPECT_EQ(o.saes[0].expansion, 16);
   EXPECT_EQ(o.saes[1].folder_name(), "tk");
   EXPECT_EQ(o.saes[1].expansion, 4);
-  try {
-    read_sae_run_options(json::parse(R"({"saes": [{"architecture": "topk"}, {"architecture": "gated", "lambda": 1}]})"),
-                         "cfg.json", o);
-    FAIL() << "accepted an unknown key";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()).rfind("cfg.json: saes[1]: unknown key 'lambda' (valid keys: ", 0), 0u) << e.msg();
-  }
+  EXPECT_THROWS_WITH(
+      read_sae_run_options(json::parse(R"({"saes": [{"architecture": "topk"}, {"architecture": "gated", "lambda": 1}]})"),
+                           "cfg.json", o),
+      "cfg.json: saes[1]: unknown key 'lambda' (valid keys: ")
+      << "accepted an unknown key";
   SaeRunOptions example;
   read_sae_run_options(load_json_file(SAELAB_SOURCE_DIR "/configs/train-example.json", "example"),
                        "configs/train-example.json", example);
   example.validate();
   EXPECT_EQ(example.saes.size(), 6u);
-  o.saes = sae_grid({"topk", "topk"}, {4}, {1.0}, 2);
+  o.saes = SaeGridOptions{{"topk", "topk"}, {4}, {1.0}, 2}.specs();
   EXPECT_THROW(o.validate(), c10::Error);  // two SAEs with one folder name
 }
 

@@ -1,10 +1,6 @@
 #include <gtest/gtest.h>
 
-#include <signal.h>
-
-#include <chrono>
 #include <fstream>
-#include <thread>
 
 #include "core/activation_store.h"
 #include "core/files.h"
@@ -76,13 +72,7 @@ std::string file_with(const std::string& header, const std::string& data) {
 }
 
 void expect_rejected(const std::string& bytes, const std::string& phrase) {
-  try {
-    parse_safetensors(bytes, "bad.safetensors");
-    ADD_FAILURE() << "accepted a corrupt file; expected: " << phrase;
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.msg()).find(phrase), std::string::npos) << e.msg();
-    EXPECT_NE(std::string(e.msg()).find("bad.safetensors"), std::string::npos) << e.msg();
-  }
+  EXPECT_THROWS_WITH(parse_safetensors(bytes, "bad.safetensors"), phrase, "bad.safetensors");
 }
 
 TEST(Safetensors, RejectsCorruptFilesWithClearErrors) {
@@ -112,12 +102,8 @@ TEST(Safetensors, RejectsCorruptFilesWithClearErrors) {
 }
 
 TEST(Safetensors, AMissingFileIsNamed) {
-  try {
-    load_safetensors("/nonexistent/sae_weights.safetensors");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "safetensors file '/nonexistent/sae_weights.safetensors' does not exist");
-  }
+  EXPECT_THROWS_WITH(load_safetensors("/nonexistent/sae_weights.safetensors"),
+                     "safetensors file '/nonexistent/sae_weights.safetensors' does not exist");
 }
 
 // ---- activation store ----
@@ -159,7 +145,7 @@ TEST(ActivationStore, RoundTripsRowsAndProvenanceAcrossShards) {
   EXPECT_EQ(r.token[0].item<int64_t>(), 90);    // row 30 → token 3 * 30
   EXPECT_EQ(r.position[0].item<int32_t>(), 6);  // 30 % 8
   EXPECT_EQ(r.context[0].item<int64_t>(), 3);
-  EXPECT_NEAR(s.manifest().mean_norm(), acts.norm(2, {1}).mean().item<double>(), 1e-4);
+  EXPECT_TRUE(test::near_rel(s.manifest().mean_norm(), acts.norm(2, {1}).mean().item<double>(), 1e-5, 0));
 }
 
 TEST(ActivationStore, StoresHalfPrecisionAndReadsFloat32) {
@@ -201,18 +187,8 @@ TEST(ActivationStore, RefusesAFolderHoldingAnotherCaptureOrAnIncompleteOne) {
   ActivationWriter w(dir / "s", manifest_for(4, 10), 5);
   w.append(0, torch::randn({6, 4}), torch::zeros({6}, torch::kInt64), torch::zeros({6}, torch::kInt32),
            torch::zeros({6}, torch::kInt64), torch::zeros({6}, torch::kInt32));
-  try {
-    ActivationStore::open(dir / "s");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.msg()).find("is incomplete"), std::string::npos) << e.msg();
-  }
-  try {
-    ActivationWriter other(dir / "s", manifest_for(8, 10), 5);
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.msg()).find("holds a different capture"), std::string::npos) << e.msg();
-  }
+  EXPECT_THROWS_WITH(ActivationStore::open(dir / "s"), "is incomplete");
+  EXPECT_THROWS_WITH(ActivationWriter other(dir / "s", manifest_for(8, 10), 5), "holds a different capture");
   // Reopening the same capture resumes after the listed shard (5 rows), not the 6 appended.
   ActivationWriter again(dir / "s", manifest_for(4, 10), 5);
   EXPECT_EQ(again.rows_done(), 5);
@@ -222,14 +198,9 @@ TEST(ActivationStore, AFailedShardWriteIsReportedAndNeverListed) {
   test::TempDir dir;
   ActivationWriter w(dir / "s", manifest_for(2, 8), 4);
   fs::create_directories(dir / "s/shard-00000.safetensors");  // the rename onto it must fail
-  try {
-    w.append(0, torch::zeros({4, 2}), torch::zeros({4}, torch::kInt64), torch::zeros({4}, torch::kInt32),
-             torch::zeros({4}, torch::kInt64), torch::zeros({4}, torch::kInt32));
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()).rfind("cannot write '" + (dir / "s/shard-00000.safetensors") + "'", 0), 0u)
-        << e.msg();
-  }
+  EXPECT_THROWS_WITH(w.append(0, torch::zeros({4, 2}), torch::zeros({4}, torch::kInt64), torch::zeros({4}, torch::kInt32),
+                              torch::zeros({4}, torch::kInt64), torch::zeros({4}, torch::kInt32)),
+                     "cannot write '" + (dir / "s/shard-00000.safetensors") + "'");
   const json m = load_json_file(dir / "s/manifest.json", "manifest");
   EXPECT_EQ(m["rows"], 0);
   EXPECT_TRUE(m["shards"].empty());
@@ -243,13 +214,9 @@ TEST(ActivationStore, RejectsNaNActivationsNamingTheHook) {
   ActivationWriter w(dir / "s", manifest_for(2, 4), 4);
   torch::Tensor bad = torch::zeros({2, 2});
   bad[1][0] = NAN;
-  try {
-    w.append(0, bad, torch::zeros({2}, torch::kInt64), torch::zeros({2}, torch::kInt32), torch::zeros({2}, torch::kInt64),
-             torch::zeros({2}, torch::kInt32));
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "activations at 'blocks.1.input' hold NaN or Inf (rows 0..1)");
-  }
+  EXPECT_THROWS_WITH(w.append(0, bad, torch::zeros({2}, torch::kInt64), torch::zeros({2}, torch::kInt32),
+                              torch::zeros({2}, torch::kInt64), torch::zeros({2}, torch::kInt32)),
+                     "activations at 'blocks.1.input' hold NaN or Inf (rows 0..1)");
 }
 
 // ---- capture ----
@@ -293,11 +260,9 @@ TEST(Capture, StoresExactlyWhatTheHookedModelComputes) {
   scope.capture("transformer.h.1.input");
   torch::NoGradGuard g;
   hooked.forward(tokens);
-  EXPECT_LE((shard0.acts.narrow(0, 45, 15) - scope.captured("transformer.h.1.input")[0].narrow(0, 1, 15))
-                .abs()
-                .max()
-                .item<double>(),
-            1e-5);
+  // Captured in batches of 4, recomputed alone: the matmuls may round differently.
+  EXPECT_TRUE(test::all_close(shard0.acts.narrow(0, 45, 15), scope.captured("transformer.h.1.input")[0].narrow(0, 1, 15),
+                              1e-5, 0));
 }
 
 TEST(Capture, ResumesAfterAKillWithTheSameStoreAsAnUninterruptedRun) {
@@ -309,25 +274,13 @@ TEST(Capture, ResumesAfterAKillWithTheSameStoreAsAnUninterruptedRun) {
   const auto full = test::run_command(base + (out / "full"));
   ASSERT_EQ(full.exit_code, 0) << full.output;
 
-  // Start the same capture, kill it with SIGKILL once some shards are listed, then rerun it.
-  const auto started = test::run_command(base + (out / "killed") + " >/dev/null 2>&1 & echo $!");
-  const int pid = std::stoi(started.output);
-  const std::string manifest = out / "killed/transformer.h.2.output/manifest.json";
-  bool killed_midway = false;
-  for (int i = 0; i < 3000 && !killed_midway; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (!fs::exists(manifest)) continue;
-    try {
-      const json m = json::parse(read_file(manifest, "manifest"));
-      if (m["rows"].get<int64_t>() >= 8000) {
-        kill(pid, SIGKILL);
-        killed_midway = !m["complete"].get<bool>();
-      }
-    } catch (const std::exception&) {
-    }
-  }
-  test::run_command("wait " + std::to_string(pid) + " 2>/dev/null; sleep 0.2");
-  ASSERT_TRUE(killed_midway) << "the capture finished before it could be killed";
+  // The same capture, killed (SIGKILL, by the fault point) right after a store lists its second
+  // shard, then rerun.
+  const auto killed = test::run_command("SAELAB_FAULT=shard_listed:2 " + base + (out / "killed"));
+  ASSERT_NE(killed.exit_code, 0) << "the capture was not killed: " << killed.output;
+  const json m = json::parse(read_file(out / "killed/transformer.h.2.output/manifest.json", "manifest"));
+  EXPECT_FALSE(m["complete"].get<bool>());
+  EXPECT_LE(m["rows"].get<int64_t>(), 8000);
   EXPECT_THROW(ActivationStore::open(out / "killed/transformer.h.2.output"), c10::Error);
   const auto resumed = test::run_command(base + (out / "killed"));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
@@ -355,12 +308,8 @@ TEST(Capture, RefusesAnUnknownHookAndAContextLongerThanTheModel) {
   EXPECT_FALSE(fs::exists(out / "transformer.h.9.input/manifest.json"));
   o.hooks = {"transformer.h.0.input"};
   o.context_length = 64;
-  try {
-    capture_activations(lm, o, test::cache_dir(), out.path().string());
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "context_length 64 is longer than the model supports (32)");
-  }
+  EXPECT_THROWS_WITH(capture_activations(lm, o, test::cache_dir(), out.path().string()),
+                     "context_length 64 is longer than the model supports (32)");
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "analysis/report.h"
+#include "study/report.h"
 
 #include <filesystem>
 #include <map>
@@ -213,7 +213,7 @@ void write_report(const ReportInputs& in, const std::string& dir) {
     const std::string name = e.at("name").get<std::string>();
     if (interp.is_object() && interp.contains(name)) row["interp_score"] = interp[name]["mean_score"];
     data["saes"].push_back(row);
-    data["features"][name] = features_of(db, name, in.features_per_sae, graph);
+    data["features"][name] = features_of(db, name, in.options.features_per_sae, graph);
   }
   // Steering results gain the SAE name on each entry, for the feature pages.
   if (steering.is_object()) {

@@ -9,13 +9,23 @@
 #pragma once
 #include <string>
 
+#include "core/options.h"
+
 namespace saelab {
+
+struct ReportOptions {
+  int64_t features_per_sae = 48;
+
+  template <class V>
+  void fields(V& v) {
+    v("features_per_sae", features_per_sae, "features shown per SAE: those explained first, then the most frequent");
+  }
+};
 
 struct ReportInputs {
   std::string title = "saelab report";
   std::string eval_json, tradeoff_svg, features_db, interp_json, graph_json, steering_json;
-  /// Features shown per SAE: those explained first, then the most frequent.
-  long long features_per_sae = 48;
+  ReportOptions options;
 };
 
 /// Writes DIR/index.html (atomically) from the stage outputs; missing optional inputs (graph,

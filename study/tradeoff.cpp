@@ -1,4 +1,4 @@
-#include "analysis/tradeoff.h"
+#include "study/tradeoff.h"
 
 #include <fmt/format.h>
 

@@ -12,10 +12,65 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include "analysis/eval_set.h"
+#include "analysis/evaluate.h"
+#include "analysis/logit_effects.h"
+#include "analysis/steering.h"
+#include "analysis/top_activations.h"
+
 #include <string>
 #include <vector>
 
 namespace saelab {
+
+/// The config's stages, in order; each is an object read into the options struct of that stage:
+/// capture CaptureOptions, train the keys of a training config (sae/train_run.h, without store and
+/// out), eval StudyEvalOptions, top StudyTopOptions, explain InterpretOptions, graph GraphOptions,
+/// steer StudySteerOptions, report ReportOptions.
+inline constexpr const char* kStudyStages[] = {"capture", "train", "eval", "top", "explain", "graph", "steer", "report"};
+
+/// The eval stage: the held-out contexts and the evaluation.
+struct StudyEvalOptions {
+  EvalSetOptions set;
+  EvalOptions eval;
+  template <class V>
+  void fields(V& v) {
+    set.fields(v);
+    eval.fields(v);
+  }
+};
+
+/// The top stage: contexts, top activations and logit effects.
+struct StudyTopOptions {
+  EvalSetOptions set = [] {
+    EvalSetOptions o;
+    o.contexts = kTopContexts;
+    return o;
+  }();
+  TopOptions top;
+  LogitEffectOptions logits;
+  template <class V>
+  void fields(V& v) {
+    set.fields(v);
+    top.fields(v);
+    logits.fields(v);
+  }
+};
+
+/// The steer stage: the best-explained features of one SAE of the graph's chain.
+struct StudySteerOptions {
+  int64_t features = 3;
+  int64_t layer = 1;
+  std::string prompt = kSteerPrompt;
+  SteerOptions steer;
+  template <class V>
+  void fields(V& v) {
+    v("features", features, "features steered: the best explained among those of density below 0.05");
+    v("layer", layer, "which SAE of the graph's chain (0: the first hook's; clamped to the chain)");
+    v("prompt", prompt, "prompt continued with and without steering");
+    steer.fields(v);
+  }
+};
 
 struct PipelineOptions {
   /// The config (see configs/demo.json for every key).

@@ -1,4 +1,4 @@
-#include "analysis/pipeline.h"
+#include "study/pipeline.h"
 
 #include <fmt/format.h>
 
@@ -13,10 +13,10 @@
 #include "analysis/feature_graph.h"
 #include "analysis/interpret.h"
 #include "analysis/logit_effects.h"
-#include "analysis/report.h"
+#include "study/report.h"
 #include "analysis/steering.h"
 #include "analysis/top_activations.h"
-#include "analysis/tradeoff.h"
+#include "study/tradeoff.h"
 #include "core/files.h"
 #include "core/json_options.h"
 #include "models/capture.h"
@@ -29,22 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// RFC 7386 merge patch: objects merge recursively, anything else replaces.
-void merge_patch(json& target, const json& patch) {
-  if (!patch.is_object()) {
-    target = patch;
-    return;
-  }
-  if (!target.is_object()) target = json::object();
-  for (auto it = patch.begin(); it != patch.end(); ++it) {
-    if (it.value().is_null()) {
-      target.erase(it.key());
-    } else {
-      merge_patch(target[it.key()], it.value());
-    }
-  }
-}
-
 std::string resolve_path(const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute()) return p;
   return (fs::path(SAELAB_SOURCE_DIR) / p).string();
@@ -54,33 +38,18 @@ std::string resolve_path(const std::string& p) {
 struct Plan {
   std::string model = SAELAB_SOURCE_DIR "/assets/brown-gpt";
   std::string out = "runs/demo";
-  json sections;  // per stage, the (merged) config object, for keys
   CaptureOptions capture;
   SaeRunOptions train;
-  EvalSetOptions eval_set;
-  EvalOptions eval;
-  EvalSetOptions top_set;
-  TopOptions top;
-  int64_t logit_tokens = 10;
-  InterpretOptions interpret;
+  StudyEvalOptions eval;
+  StudyTopOptions top;
+  InterpretOptions explain;
   GraphOptions graph;
-  std::string graph_name;
-  int64_t steer_features = 3;
-  int64_t steer_layer = 1;  // index into the graph chain
-  SteerOptions steer;
-  std::string steer_prompt = "The man said that";
-  int64_t report_features = 48;
+  StudySteerOptions steer;
+  ReportOptions report;
 };
 
 json section(const json& cfg, const char* key) {
   return cfg.contains(key) ? cfg.at(key) : json::object();
-}
-
-void read_eval_set(JsonFields& f, EvalSetOptions& o) {
-  f.read("corpus", o.corpus);
-  f.read("split", o.split);
-  f.read("contexts", o.contexts);
-  f.read("context_length", o.context_length);
 }
 
 Plan read_plan(const PipelineOptions& options) {
@@ -91,98 +60,41 @@ Plan read_plan(const PipelineOptions& options) {
   cfg.erase("quick");
   if (options.quick) {
     TORCH_CHECK(quick.is_object(), where, ": --quick needs a \"quick\" object in the config");
-    merge_patch(cfg, quick);
+    cfg.merge_patch(quick);
   }
   Plan p;
   JsonFields top_level(cfg, where);
   top_level.read("model", p.model);
   top_level.read("out", p.out);
-  for (const char* key : {"capture", "train", "eval", "top", "explain", "graph", "steer", "report"}) {
+  for (const char* key : kStudyStages) {
     const json* s = top_level.allow(key);
     TORCH_CHECK(!s || s->is_object(), where, ": key '", key, "' must be an object");
   }
   top_level.finish();
   p.model = resolve_path(p.model);
   if (!options.out.empty()) p.out = options.out;
-  for (const char* key : {"capture", "train", "eval", "top", "explain", "graph", "steer", "report"}) {
-    p.sections[key] = section(cfg, key);
-  }
-  {
-    JsonFields f(p.sections["capture"], where + ": capture");
-    read_capture_options(f, p.capture);
-    f.finish();
-    TORCH_CHECK(!p.capture.hooks.empty(), where, ": capture.hooks must list at least one hook");
-    p.capture.validate();
-  }
-  {
-    const json& t = p.sections["train"];
-    TORCH_CHECK(!t.contains("store") && !t.contains("out"), where,
-                ": train.store and train.out are set by the pipeline; remove them");
-    read_sae_run_options(t, where + ": train", p.train);
-    p.train.validate();
-  }
-  {
-    JsonFields f(p.sections["eval"], where + ": eval");
-    read_eval_set(f, p.eval_set);
-    f.read("batch_size", p.eval.batch_size);
-    f.read("dense_threshold", p.eval.dense_threshold);
-    f.finish();
-    p.eval_set.validate();
-    p.eval.validate();
-  }
-  {
-    p.top_set.contexts = 256;
-    JsonFields f(p.sections["top"], where + ": top");
-    read_eval_set(f, p.top_set);
-    f.read("top_k", p.top.top_k);
-    f.read("quantile_bands", p.top.quantile_bands);
-    f.read("per_band", p.top.per_band);
-    f.read("context_before", p.top.context_before);
-    f.read("context_after", p.top.context_after);
-    f.read("batch_size", p.top.batch_size);
-    f.read("logit_tokens", p.logit_tokens);
-    f.finish();
-    p.top_set.validate();
-    p.top.validate();
-  }
-  {
-    JsonFields f(p.sections["explain"], where + ": explain");
-    f.read("features", p.interpret.features);
-    f.read("min_fires", p.interpret.min_fires);
-    f.read("top_contexts", p.interpret.scoring.top_contexts);
-    f.read("random_contexts", p.interpret.scoring.random_contexts);
-    f.finish();
-    p.interpret.validate();
-  }
-  {
-    JsonFields f(p.sections["graph"], where + ": graph");
-    f.read("name", p.graph_name);
-    f.read("similar", p.graph.similar);
-    f.read("ablated_features", p.graph.ablated_features);
-    f.read("contexts", p.graph.contexts);
-    f.read("effects", p.graph.effects);
-    f.finish();
-    p.graph.validate();
-  }
-  {
-    JsonFields f(p.sections["steer"], where + ": steer");
-    f.read("features", p.steer_features);
-    f.read("layer", p.steer_layer);
-    f.read("prompt", p.steer_prompt);
-    std::vector<double> alphas;
-    f.read("alphas", alphas);
-    if (!alphas.empty()) p.steer.alphas = alphas;
-    f.read("max_new_tokens", p.steer.generate.max_new_tokens);
-    f.read("temperature", p.steer.generate.temperature);
-    f.read("seed", p.steer.generate.seed);
-    f.finish();
-    p.steer.validate();
-  }
-  {
-    JsonFields f(p.sections["report"], where + ": report");
-    f.read("features_per_sae", p.report_features);
-    f.finish();
-  }
+  auto at = [&](const char* key) { return where + ": " + key; };
+  read_options(section(cfg, "capture"), at("capture"), p.capture);
+  TORCH_CHECK(!p.capture.hooks.empty(), where, ": capture.hooks must list at least one hook");
+  p.capture.validate();
+  const json train = section(cfg, "train");
+  TORCH_CHECK(!train.contains("store") && !train.contains("out"), where,
+              ": train.store and train.out are set by the pipeline; remove them");
+  read_sae_run_options(train, at("train"), p.train);
+  p.train.validate();
+  read_options(section(cfg, "eval"), at("eval"), p.eval);
+  p.eval.set.validate();
+  p.eval.eval.validate();
+  read_options(section(cfg, "top"), at("top"), p.top);
+  p.top.set.validate();
+  p.top.top.validate();
+  read_options(section(cfg, "explain"), at("explain"), p.explain);
+  p.explain.validate();
+  read_options(section(cfg, "graph"), at("graph"), p.graph);
+  p.graph.validate();
+  read_options(section(cfg, "steer"), at("steer"), p.steer);
+  p.steer.steer.validate();
+  read_options(section(cfg, "report"), at("report"), p.report);
   return p;
 }
 
@@ -274,15 +186,14 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
 
   // 1. capture
   {
-    json cfg = p.sections["capture"];
-    const std::string key = stages.key("capture", cfg, {});
+    const std::string key = stages.key("capture", options_json(p.capture), {});
     result.stages.push_back(stages.run("capture", key, remove_paths({acts}), [&] {
       capture_activations(lm, p.capture, options.cache_dir, acts.string());
     }));
   }
   // 2. train
   {
-    const std::string key = stages.key("train", p.sections["train"], {"capture"});
+    const std::string key = stages.key("train", p.train.to_json(), {"capture"});
     result.stages.push_back(stages.run("train", key, remove_paths({saes_dir}), [&] {
       SaeRunOptions o = p.train;
       o.store = acts.string();
@@ -296,10 +207,10 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   const std::vector<AttachedSae> saes = attach_saes(lm, hooked, dirs);
   // 3. eval
   {
-    const std::string key = stages.key("eval", p.sections["eval"], {"train"});
+    const std::string key = stages.key("eval", options_json(p.eval), {"train"});
     result.stages.push_back(stages.run("eval", key, remove_paths({eval_json, plot}), [&] {
-      const EvalSet set = build_eval_set(lm, p.eval_set, options.cache_dir);
-      const EvalReport r = evaluate_saes(lm, hooked, saes, set, p.eval);
+      const EvalSet set = build_eval_set(lm, p.eval.set, options.cache_dir);
+      const EvalReport r = evaluate_saes(lm, hooked, saes, set, p.eval.eval);
       std::vector<TradeoffPoint> points;
       for (const auto& e : r.saes) points.push_back({e.hook, e.architecture, e.name, e.l0, e.loss_recovered_zero});
       write_file_atomic(plot, tradeoff_svg(points, "L0 against loss recovered — " + lm.info().name));
@@ -309,16 +220,16 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   }
   // 4. top activations, logit effects, explanations
   {
-    json cfg = {{"top", p.sections["top"]}, {"explain", p.sections["explain"]}};
+    const json cfg = {{"top", options_json(p.top)}, {"explain", options_json(p.explain)}};
     const std::string key = stages.key("top", cfg, {"train"});
     result.stages.push_back(stages.run("top", key, remove_paths({db_path, interp_json}), [&] {
-      const EvalSet set = build_eval_set(lm, p.top_set, options.cache_dir);
-      const auto tops = find_top_activations(hooked, saes, set, p.top);
+      const EvalSet set = build_eval_set(lm, p.top.set, options.cache_dir);
+      const auto tops = find_top_activations(hooked, saes, set, p.top.top);
       FeatureDb db = FeatureDb::create(db_path.string());
       write_top_activations(db, saes, tops, set, lm.tokenizer());
       const Unembedding u = find_unembedding(lm);
-      for (const auto& a : saes) write_logit_effects(db, a.name, logit_effects(a.sae(), u, p.logit_tokens), lm.tokenizer());
-      const auto interp = interpret_saes(hooked, saes, set, lm.tokenizer(), p.interpret);
+      for (const auto& a : saes) write_logit_effects(db, a.name, logit_effects(a.sae(), u, p.top.logits.tokens), lm.tokenizer());
+      const auto interp = interpret_saes(hooked, saes, set, lm.tokenizer(), p.explain);
       write_explanations(db, interp);
       db.commit();
       json scores = json::object();
@@ -328,24 +239,18 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   }
   // The chain for the graph and steering: one SAE name across the hooks, in forward order.
   std::vector<AttachedSae> chain;
-  {
-    std::string name = p.graph_name;
-    if (name.empty()) name = fs::path(dirs.front()).filename().string();
-    std::map<std::string, size_t> order;
-    for (size_t i = 0; i < hooked.hook_points().size(); ++i) order[hooked.hook_points()[i]] = i;
-    for (const auto& a : saes) {
-      if (fs::path(a.dir).filename() == name) chain.push_back(a);
-    }
-    std::sort(chain.begin(), chain.end(), [&](const AttachedSae& a, const AttachedSae& b) { return order.at(a.hook) < order.at(b.hook); });
-    TORCH_CHECK(!chain.empty(), options.config_path, ": graph.name '", name, "' names no trained SAE");
+  try {
+    chain = graph_chain(hooked, saes, p.graph.name);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, options.config_path, ": ", e.msg());
   }
   // 5. graph
   {
-    const std::string key = stages.key("graph", p.sections["graph"], {"train", "eval"});
+    const std::string key = stages.key("graph", options_json(p.graph), {"train", "eval"});
     result.stages.push_back(stages.run("graph", key, remove_paths({graph_json}), [&] {
       FeatureGraph g;
       if (chain.size() >= 2) {
-        const EvalSet set = build_eval_set(lm, p.eval_set, options.cache_dir);
+        const EvalSet set = build_eval_set(lm, p.eval.set, options.cache_dir);
         g = build_feature_graph(hooked, chain, set, p.graph);
       }
       write_file_atomic(graph_json, g.to_json().dump(1) + "\n");
@@ -353,22 +258,21 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   }
   // 6. steering: the best-explained features of one SAE of the chain
   {
-    const std::string key = stages.key("steer", p.sections["steer"], {"top"});
+    const std::string key = stages.key("steer", options_json(p.steer), {"top"});
     result.stages.push_back(stages.run("steer", key, remove_paths({steer_json}), [&] {
-      const AttachedSae& a = chain.at(static_cast<size_t>(std::clamp<int64_t>(p.steer_layer, 0, static_cast<int64_t>(chain.size()) - 1)));
+      const AttachedSae& a = chain.at(static_cast<size_t>(std::clamp<int64_t>(p.steer.layer, 0, static_cast<int64_t>(chain.size()) - 1)));
       FeatureDb db = FeatureDb::open(db_path.string());
       auto q = db.prepare(
           "SELECT e.feature FROM explanations e JOIN features f ON f.sae = e.sae AND f.feature = e.feature "
           "WHERE e.sae = ? AND f.density < 0.05 ORDER BY e.score DESC LIMIT ?");
-      q.bind(1, a.name).bind(2, p.steer_features);
+      q.bind(1, a.name).bind(2, p.steer.features);
       std::vector<int64_t> features;
       while (q.next()) features.push_back(q.column_int(0));
       db.commit();
       const Unembedding u = find_unembedding(lm);
       json list = json::array();
       for (int64_t feat : features) {
-        SteerOptions so = p.steer;
-        const SteerResult r = steer(lm, hooked, a, feat, p.steer_prompt, u, so);
+        const SteerResult r = steer(lm, hooked, a, feat, p.steer.prompt, u, p.steer.steer);
         list.push_back(r.to_json());
       }
       write_file_atomic(steer_json, json{{"sae", a.name}, {"results", list}}.dump(1) + "\n");
@@ -376,8 +280,7 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   }
   // 7. report
   {
-    json cfg = p.sections["report"];
-    const std::string key = stages.key("report", cfg, {"eval", "top", "graph", "steer"});
+    const std::string key = stages.key("report", options_json(p.report), {"eval", "top", "graph", "steer"});
     result.stages.push_back(stages.run("report", key, remove_paths({report_dir}), [&] {
       ReportInputs in;
       in.title = "saelab study: " + lm.info().name;
@@ -387,7 +290,7 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
       in.interp_json = interp_json.string();
       in.graph_json = graph_json.string();
       in.steering_json = steer_json.string();
-      in.features_per_sae = p.report_features;
+      in.options = p.report;
       write_report(in, report_dir.string());
     }));
   }

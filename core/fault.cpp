@@ -1,0 +1,20 @@
+#include "core/fault.h"
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace saelab {
+
+void fault_point(const char* point, int64_t count) {
+  const char* spec = std::getenv("SAELAB_FAULT");
+  if (spec == nullptr) return;
+  const char* colon = std::strrchr(spec, ':');
+  if (colon == nullptr) return;
+  if (std::string(spec, colon) != point) return;
+  if (std::strtoll(colon + 1, nullptr, 10) != count) return;
+  std::raise(SIGKILL);
+}
+
+}  // namespace saelab

@@ -1,0 +1,159 @@
+// One declaration per option. An options struct names, defaults and documents every field in one
+// place: the default where the member is declared, the key and its documentation in the struct's
+// `fields` list. Everything else derives from that list — JSON configs (`read_options`, unknown
+// keys and wrong types named), records such as run.json and stage keys (`options_json`), the
+// command line (`OptionFlags` in apps/common.h: key top_k → flag --top-k, its doc and default in
+// --help) and the study config (study/pipeline.h reads each section with `read_options`).
+//
+/// Example:
+///   struct TopOptions {
+///     int64_t top_k = 20;
+///     int64_t batch_size = 8;
+///     template <class V>
+///     void fields(V& v) {
+///       v("top_k", top_k, "top-activating examples kept per feature");
+///       v("batch_size", batch_size, "contexts per forward pass");
+///     }
+///   };
+///   TopOptions o;
+///   read_options(load_json_file("top.json", "top config"), "top.json", o);  // {"top_k": 5}
+///   options_json(o);                                                       // {"batch_size":8,"top_k":5}
+//
+// A struct held by another is flattened by forwarding the visitor (`generate.fields(v);`), so its
+// keys sit beside the outer ones; a std::vector of options structs is a JSON array of objects.
+// Adding an option is adding a member and its line in `fields`.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "core/json_options.h"
+
+namespace saelab {
+
+/// Where a field appears (a bit set; the default is everywhere).
+enum FieldUse : unsigned {
+  kInConfig = 1u,   ///< read from JSON configs
+  kOnCommandLine = 2u,  ///< a command-line flag
+  kInRecord = 4u,   ///< written by options_json (run.json, stage keys): what shapes a result
+  kEverywhere = 7u,
+};
+
+namespace detail {
+struct FieldProbe {
+  template <class T>
+  void operator()(const char*, T&, const char*, unsigned = kEverywhere) {}
+};
+}  // namespace detail
+
+/// True for a struct with a `fields` list.
+template <class T, class = void>
+struct has_fields : std::false_type {};
+template <class T>
+struct has_fields<T, std::void_t<decltype(std::declval<T&>().fields(std::declval<detail::FieldProbe&>()))>>
+    : std::true_type {};
+
+/// True for std::vector<S> where S has a `fields` list (a JSON array of objects).
+template <class T>
+struct is_options_list : std::false_type {};
+template <class S>
+struct is_options_list<std::vector<S>> : has_fields<S> {};
+
+template <class S>
+void read_options(JsonFields& fields, S& options);
+
+namespace detail {
+
+struct OptionReader {
+  JsonFields& json_fields;
+  template <class T>
+  void operator()(const char* key, T& field, const char*, unsigned use = kEverywhere) {
+    if (!(use & kInConfig)) return;
+    if constexpr (is_options_list<T>::value) {
+      const json* list = json_fields.allow(key);
+      if (list == nullptr) return;
+      const std::string where = json_fields.where() + ": " + key;
+      TORCH_CHECK(list->is_array(), where, " must be an array of objects (got ", list->type_name(), ")");
+      T values;
+      for (size_t i = 0; i < list->size(); ++i) {
+        JsonFields item((*list)[i], where + "[" + std::to_string(i) + "]");
+        typename T::value_type value;
+        read_options(item, value);
+        item.finish();
+        values.push_back(std::move(value));
+      }
+      field = std::move(values);
+    } else {
+      json_fields.read(key, field);
+    }
+  }
+};
+
+struct OptionWriter {
+  json& out;
+  template <class T>
+  void operator()(const char* key, T& field, const char*, unsigned use = kEverywhere);
+};
+
+struct KeyLister {
+  std::vector<std::string>& keys;
+  template <class T>
+  void operator()(const char* key, T&, const char*, unsigned = kEverywhere) {
+    keys.emplace_back(key);
+  }
+};
+
+}  // namespace detail
+
+/// Reads the keys of `options` present in the object behind `fields`; the caller may read keys of
+/// its own and calls fields.finish().
+template <class S>
+void read_options(JsonFields& fields, S& options) {
+  detail::OptionReader reader{fields};
+  options.fields(reader);
+}
+
+/// Reads a whole config object into `options`: every key must be one of its fields.
+template <class S>
+void read_options(const json& object, const std::string& where, S& options) {
+  JsonFields fields(object, where);
+  read_options(fields, options);
+  fields.finish();
+}
+
+/// The fields marked kInRecord as a JSON object.
+template <class S>
+json options_json(const S& options) {
+  json out = json::object();
+  S copy = options;  // `fields` is one list for reading and writing, so it takes a mutable struct
+  detail::OptionWriter writer{out};
+  copy.fields(writer);
+  return out;
+}
+
+template <class T>
+void detail::OptionWriter::operator()(const char* key, T& field, const char*, unsigned use) {
+  if (!(use & kInRecord)) return;
+  if constexpr (is_options_list<T>::value) {
+    json list = json::array();
+    for (const auto& item : field) list.push_back(options_json(item));
+    out[key] = std::move(list);
+  } else {
+    out[key] = field;
+  }
+}
+
+/// Every key of `S`, in declaration order (duplicates would be a bug: a test checks them).
+template <class S>
+std::vector<std::string> option_keys() {
+  std::vector<std::string> keys;
+  S options;
+  detail::KeyLister lister{keys};
+  options.fields(lister);
+  return keys;
+}
+
+}  // namespace saelab

@@ -211,7 +211,7 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     e.name = saes[i].name;
     e.dir = saes[i].dir;
     e.hook = saes[i].hook;
-    e.architecture = saes[i].sae().config().architecture;
+    e.architecture = architecture_name(saes[i].sae().config().architecture);
     e.d_sae = saes[i].sae().config().d_sae;
     e.tokens = r.n;
     const double nn = static_cast<double>(r.n);

@@ -236,7 +236,7 @@ void write_top_activations(FeatureDb& db, const std::vector<AttachedSae>& saes, 
   for (size_t i = 0; i < saes.size(); ++i) {
     const AttachedSae& a = saes[i];
     const SaeTopResult& r = results[i];
-    sae_row.bind(1, a.name).bind(2, a.dir).bind(3, a.hook).bind(4, a.sae().config().architecture)
+    sae_row.bind(1, a.name).bind(2, a.dir).bind(3, a.hook).bind(4, architecture_name(a.sae().config().architecture))
         .bind(5, a.sae().config().d_in).bind(6, a.sae().config().d_sae).bind(7, r.tokens).run();
     for (size_t j = 0; j < r.features.size(); ++j) {
       const FeatureSummary& f = r.features[j];

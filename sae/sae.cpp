@@ -57,13 +57,32 @@ torch::Tensor squared_error(const torch::Tensor& x, const torch::Tensor& x_hat) 
 
 }  // namespace
 
+Architecture parse_architecture(const std::string& name) {
+  for (Architecture a : {Architecture::kStandard, Architecture::kGated, Architecture::kTopK, Architecture::kBatchTopK,
+                         Architecture::kJumpReLU}) {
+    if (name == architecture_name(a)) return a;
+  }
+  TORCH_CHECK(false, "architecture must be standard, gated, topk, batchtopk or jumprelu (got '", name, "')");
+}
+
+const char* architecture_name(Architecture a) {
+  switch (a) {
+    case Architecture::kStandard: return "standard";
+    case Architecture::kGated: return "gated";
+    case Architecture::kTopK: return "topk";
+    case Architecture::kBatchTopK: return "batchtopk";
+    case Architecture::kJumpReLU: return "jumprelu";
+  }
+  TORCH_CHECK(false, "unknown architecture ", static_cast<int>(a));
+}
+
+bool uses_k(Architecture a) { return a == Architecture::kTopK || a == Architecture::kBatchTopK; }
+
 void SaeConfig::validate() const {
-  TORCH_CHECK(architecture == "standard" || architecture == "gated" || architecture == "topk" ||
-                  architecture == "batchtopk" || architecture == "jumprelu",
-              "architecture must be standard, gated, topk, batchtopk or jumprelu (got ", architecture, ")");
+  architecture_name(architecture);
   TORCH_CHECK(d_in > 0, "d_in must be positive (got ", d_in, ")");
   TORCH_CHECK(d_sae > 0, "d_sae must be positive (got ", d_sae, ")");
-  if (architecture == "topk" || architecture == "batchtopk") {
+  if (uses_k(architecture)) {
     TORCH_CHECK(k > 0 && k <= d_sae, "k must be in 1..d_sae (got ", k, ")");
   }
   TORCH_CHECK(jumprelu_bandwidth > 0, "jumprelu_bandwidth must be positive (got ", jumprelu_bandwidth, ")");
@@ -73,14 +92,14 @@ void SaeConfig::validate() const {
 std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& c) {
   std::map<std::string, std::vector<int64_t>> s = {
       {"W_enc", {c.d_in, c.d_sae}}, {"W_dec", {c.d_sae, c.d_in}}, {"b_dec", {c.d_in}}};
-  if (c.architecture == "gated") {
+  if (c.architecture == Architecture::kGated) {
     s["b_gate"] = {c.d_sae};
     s["b_mag"] = {c.d_sae};
     s["r_mag"] = {c.d_sae};
   } else {
     s["b_enc"] = {c.d_sae};
   }
-  if (c.architecture == "jumprelu" || c.architecture == "batchtopk") s["threshold"] = {c.d_sae};
+  if (c.architecture == Architecture::kJumpReLU || c.architecture == Architecture::kBatchTopK) s["threshold"] = {c.d_sae};
   return s;
 }
 
@@ -93,17 +112,17 @@ Sae::Sae(const SaeConfig& config, uint64_t seed) : config_(config) {
   p_["W_dec"] = W_dec;
   p_["W_enc"] = W_dec.t().contiguous();
   p_["b_dec"] = torch::zeros({d_in});
-  if (config_.architecture == "gated") {
+  if (config_.architecture == Architecture::kGated) {
     p_["b_gate"] = torch::zeros({d_sae});
     p_["b_mag"] = torch::zeros({d_sae});
     p_["r_mag"] = torch::zeros({d_sae});
   } else {
     p_["b_enc"] = torch::zeros({d_sae});
   }
-  if (config_.architecture == "jumprelu") {
+  if (config_.architecture == Architecture::kJumpReLU) {
     p_["log_threshold"] = torch::full({d_sae}, std::log(config_.jumprelu_init_threshold), torch::kFloat32);
   }
-  if (config_.architecture == "batchtopk") batchtopk_threshold_ = torch::full({}, -1.0);  // unset
+  if (config_.architecture == Architecture::kBatchTopK) batchtopk_threshold_ = torch::full({}, -1.0);  // unset
   for (auto& [name, t] : p_) t.requires_grad_(true);
 }
 
@@ -112,12 +131,12 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
   config_.validate();
   const auto shapes = sae_shapes(config_);
   // A batchtopk SAE that has not seen a batch yet has no threshold estimate.
-  if (config_.architecture == "batchtopk" && params.count("threshold") == 0) {
+  if (config_.architecture == Architecture::kBatchTopK && params.count("threshold") == 0) {
     params["threshold"] = torch::full({config_.d_sae}, -1.0);
   }
   for (const auto& [name, shape] : shapes) {
     auto it = params.find(name);
-    TORCH_CHECK(it != params.end(), where, ": tensor '", name, "' is missing for a ", config_.architecture, " SAE");
+    TORCH_CHECK(it != params.end(), where, ": tensor '", name, "' is missing for a ", architecture_name(config_.architecture), " SAE");
     TORCH_CHECK(it->second.sizes().vec() == shape, where, ": tensor '", name, "' has shape ", it->second.sizes(),
                 " but cfg.json (d_in ", config_.d_in, ", d_sae ", config_.d_sae, ") needs ", c10::IntArrayRef(shape));
   }
@@ -125,7 +144,7 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
     torch::Tensor t = params.at(name).to(torch::kFloat32).contiguous();
     TORCH_CHECK(torch::isfinite(t).all().item<bool>(), where, ": tensor '", name, "' holds NaN or Inf");
     if (name == "threshold") {
-      if (config_.architecture == "jumprelu") {
+      if (config_.architecture == Architecture::kJumpReLU) {
         TORCH_CHECK((t > 0).all().item<bool>(), where, ": jumprelu thresholds must be positive");
         p_["log_threshold"] = t.log().requires_grad_(true);
       } else {
@@ -139,14 +158,19 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
 
 const torch::Tensor& Sae::param(const std::string& name) const {
   auto it = p_.find(name);
-  TORCH_CHECK(it != p_.end(), "a ", config_.architecture, " SAE has no parameter '", name, "'");
+  TORCH_CHECK(it != p_.end(), "a ", architecture_name(config_.architecture), " SAE has no parameter '", name, "'");
   return it->second;
 }
 
 torch::Tensor Sae::threshold() const {
-  if (config_.architecture == "jumprelu") return p_.at("log_threshold").detach().exp();
-  if (config_.architecture == "batchtopk") return batchtopk_threshold_.clamp_min(0).expand({config_.d_sae}).clone();
-  TORCH_CHECK(false, "a ", config_.architecture, " SAE has no threshold");
+  switch (config_.architecture) {
+    case Architecture::kJumpReLU: return p_.at("log_threshold").detach().exp();
+    case Architecture::kBatchTopK: return batchtopk_threshold_.clamp_min(0).expand({config_.d_sae}).clone();
+    case Architecture::kStandard:
+    case Architecture::kGated:
+    case Architecture::kTopK: break;
+  }
+  TORCH_CHECK(false, "a ", architecture_name(config_.architecture), " SAE has no threshold");
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Sae::parameters() const {
@@ -158,7 +182,9 @@ std::map<std::string, torch::Tensor> Sae::state() const {
   for (const auto& [name, t] : p_) {
     if (name != "log_threshold") s[name] = t.detach();
   }
-  if (config_.architecture == "jumprelu" || config_.architecture == "batchtopk") s["threshold"] = threshold();
+  if (config_.architecture == Architecture::kJumpReLU || config_.architecture == Architecture::kBatchTopK) {
+    s["threshold"] = threshold();
+  }
   return s;
 }
 
@@ -180,21 +206,27 @@ torch::Tensor Sae::affine(const torch::Tensor& x, const torch::Tensor& W, const 
 
 torch::Tensor Sae::encode(const torch::Tensor& x) const {
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == config_.d_in, "SAE input must be [..., ", config_.d_in, "] (got ", x.sizes(), ")");
-  const std::string& a = config_.architecture;
-  if (a == "gated") {
+  const Architecture a = config_.architecture;
+  if (a == Architecture::kGated) {
     const torch::Tensor gate = affine(x, p_.at("W_enc"), p_.at("b_gate"));
     const torch::Tensor mag = affine(x, p_.at("W_enc") * p_.at("r_mag").exp(), p_.at("b_mag"));
     return (gate > 0).to(mag.dtype()) * torch::relu(mag);
   }
   const torch::Tensor pre = affine(x, p_.at("W_enc"), p_.at("b_enc"));
-  if (a == "standard") return torch::relu(pre);
-  if (a == "topk") {
-    auto [top, idx] = pre.topk(config_.k, -1);
-    return torch::zeros_like(pre).scatter(-1, idx, top.clamp_min(0));
+  switch (a) {
+    case Architecture::kStandard: return torch::relu(pre);
+    case Architecture::kTopK: {
+      auto [top, idx] = pre.topk(config_.k, -1);
+      return torch::zeros_like(pre).scatter(-1, idx, top.clamp_min(0));
+    }
+    case Architecture::kBatchTopK:
+      TORCH_CHECK(batchtopk_threshold_.item<double>() >= 0,
+                  "this batchtopk SAE has no threshold estimate yet (train it on at least one batch)");
+      [[fallthrough]];
+    case Architecture::kJumpReLU:  // JumpReLU at inference
+    case Architecture::kGated: break;
   }
-  TORCH_CHECK(a != "batchtopk" || batchtopk_threshold_.item<double>() >= 0,
-              "this batchtopk SAE has no threshold estimate yet (train it on at least one batch)");
-  const torch::Tensor theta = threshold();  // jumprelu, batchtopk: JumpReLU at inference
+  const torch::Tensor theta = threshold();
   return pre * (pre > theta).to(pre.dtype());
 }
 
@@ -213,13 +245,13 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   const torch::Tensor& W_enc = p_.at("W_enc");
   const torch::Tensor& W_dec = p_.at("W_dec");
   const torch::Tensor& b_dec = p_.at("b_dec");
-  const std::string& a = config_.architecture;
-  if (a == "standard") {
+  const Architecture a = config_.architecture;
+  if (a == Architecture::kStandard) {
     // f = ReLU((x − b_dec) W_enc + b_enc); penalty λ Σ_i f_i ‖W_dec,i‖ (Anthropic, April 2024 update).
     o.features = torch::relu(affine(x, W_enc, p_.at("b_enc")));
     o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
     o.sparsity = l1 * torch::mv(o.features, W_dec.norm(2, {1})).mean();
-  } else if (a == "gated") {
+  } else if (a == Architecture::kGated) {
     // Rajamanoharan et al. 2024: π_gate = (x − b_dec) W_enc + b_gate,
     // π_mag = (x − b_dec)(W_enc ⊙ exp(r_mag)) + b_mag, f = 1[π_gate > 0] · ReLU(π_mag).
     const torch::Tensor gate = affine(x, W_enc, p_.at("b_gate"));
@@ -232,11 +264,11 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     // Auxiliary reconstruction from ReLU(π_gate) through a detached decoder: no gradient reaches
     // W_dec or b_dec from this term.
     o.aux = squared_error(x, torch::matmul(gate_relu, W_dec.detach()) + b_dec.detach());
-  } else if (a == "topk" || a == "batchtopk") {
+  } else if (uses_k(a)) {
     // topk (Gao et al. 2024): keep the k largest pre-activations of each row (after ReLU).
     // batchtopk (Bussmann et al. 2024): keep the k·batch largest ReLU pre-activations of the whole batch.
     // Both through the sparse kernels; no dense [batch, d_sae] view (it would cost more than they save).
-    const TopKCode code = a == "topk" ? topk_encode(xc, W_enc, p_.at("b_enc"), config_.k)
+    const TopKCode code = a == Architecture::kTopK ? topk_encode(xc, W_enc, p_.at("b_enc"), config_.k)
                                       : batch_topk_encode(xc, W_enc, p_.at("b_enc"), config_.k * x.size(0));
     o.code_values = code.values;
     o.code_indices = code.indices;
@@ -245,7 +277,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
                         .index_add_(0, code.indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
-    if (a == "batchtopk") {
+    if (a == Architecture::kBatchTopK) {
       // The inference threshold: a running average of the smallest kept positive activation.
       torch::NoGradGuard g;
       const torch::Tensor positive = code.values.detach().masked_select(active);
@@ -267,7 +299,8 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       const torch::Tensor var = (e - e.mean(0)).pow(2).sum(-1).mean();
       o.aux = config_.aux_k_coefficient * squared_error(e, e_hat) / var.clamp_min(1e-12);
     }
-  } else {  // jumprelu
+  } else {
+    TORCH_CHECK(a == Architecture::kJumpReLU, "unhandled architecture ", architecture_name(a));
     // Rajamanoharan et al. 2024b (Gemma Scope): f = π · H(π − θ) with θ = exp(log_threshold) per
     // latent, straight-through rectangle-kernel gradients of bandwidth ε, penalty λ · L0.
     const torch::Tensor pre = affine(x, W_enc, p_.at("b_enc"));

@@ -12,9 +12,19 @@
 
 namespace saelab {
 
+/// The SAE architectures. parse_architecture and architecture_name are the one place their names
+/// are spelled; everything else switches on the enum, so the compiler checks every case is handled.
+enum class Architecture { kStandard, kGated, kTopK, kBatchTopK, kJumpReLU };
+
+/// "standard", "gated", "topk", "batchtopk" or "jumprelu"; throws naming the valid names.
+Architecture parse_architecture(const std::string& name);
+/// The name parse_architecture reads (and cfg.json holds).
+const char* architecture_name(Architecture architecture);
+/// topk and batchtopk: a k and a sparse code.
+bool uses_k(Architecture architecture);
+
 struct SaeConfig {
-  /// standard, gated, topk, batchtopk or jumprelu.
-  std::string architecture = "topk";
+  Architecture architecture = Architecture::kTopK;
   /// Input width (the hook point's d).
   int64_t d_in = 0;
   /// Dictionary size.
@@ -34,7 +44,7 @@ struct SaeConfig {
   /// BatchTopK threshold estimate: θ ← (1 − rate) θ + rate · (smallest kept activation).
   double batchtopk_threshold_rate = 0.01;
 
-  bool is_topk() const { return architecture == "topk"; }
+  bool is_topk() const { return architecture == Architecture::kTopK; }
   void validate() const;
 };
 

@@ -45,12 +45,12 @@ nlohmann::json bench_sae_steps(const SaeBenchOptions& o) {
   torch::manual_seed(0);
   const torch::Tensor x = torch::randn({o.batch, o.d_in});
   SaeConfig tc;
-  tc.architecture = "topk";
+  tc.architecture = Architecture::kTopK;
   tc.d_in = o.d_in;
   tc.d_sae = o.d_sae;
   tc.k = o.k;
   SaeConfig sc = tc;
-  sc.architecture = "standard";
+  sc.architecture = Architecture::kStandard;
   Sae topk(tc, 1), dense(tc, 1), standard(sc, 1);
   auto adam = [](const Sae& s) {
     std::vector<torch::Tensor> params;

@@ -20,7 +20,7 @@ nlohmann::json SaeMetadata::to_json() const {
 
 void save_sae(const std::string& dir, const Sae& sae, const SaeMetadata& metadata, const torch::Tensor& log10_density) {
   const SaeConfig& c = sae.config();
-  nlohmann::json cfg = {{"architecture", c.architecture},
+  nlohmann::json cfg = {{"architecture", architecture_name(c.architecture)},
                         {"d_in", c.d_in},
                         {"d_sae", c.d_sae},
                         {"dtype", "float32"},
@@ -29,8 +29,8 @@ void save_sae(const std::string& dir, const Sae& sae, const SaeMetadata& metadat
                         {"normalize_activations", "none"},  // the trainer folds its scaling into the weights
                         {"metadata", metadata.to_json()},
                         {"saelab_format_version", 1}};
-  if (c.architecture == "topk" || c.architecture == "batchtopk") cfg["k"] = c.k;
-  if (c.architecture == "jumprelu") cfg["jumprelu_bandwidth"] = c.jumprelu_bandwidth;
+  if (uses_k(c.architecture)) cfg["k"] = c.k;
+  if (c.architecture == Architecture::kJumpReLU) cfg["jumprelu_bandwidth"] = c.jumprelu_bandwidth;
   fs::create_directories(dir);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& [name, t] : sae.state()) tensors.emplace_back(name, t.to(torch::kFloat32));
@@ -58,15 +58,20 @@ LoadedSae load_sae(const std::string& dir) {
     }
   };
   SaeConfig c;
-  c.architecture = get("architecture", std::string("standard"));
+  std::string architecture = get("architecture", std::string("standard"));
   // Older SAELens files describe TopK SAEs as standard ones with a topk activation function.
-  if (c.architecture == "standard" && get("activation_fn_str", std::string("relu")) == "topk") {
-    c.architecture = "topk";
+  if (architecture == "standard" && get("activation_fn_str", std::string("relu")) == "topk") {
+    architecture = "topk";
     if (cfg.contains("activation_fn_kwargs") && cfg["activation_fn_kwargs"].contains("k")) {
       c.k = cfg["activation_fn_kwargs"]["k"].get<int64_t>();
     }
   }
   TORCH_CHECK(cfg.contains("d_in") && cfg.contains("d_sae"), cfg_path, ": d_in and d_sae are required");
+  try {
+    c.architecture = parse_architecture(architecture);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, cfg_path, ": ", e.msg());
+  }
   c.d_in = get("d_in", int64_t{0});
   c.d_sae = get("d_sae", int64_t{0});
   c.k = get("k", c.k);

@@ -88,7 +88,7 @@ int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std
 
 std::string SaeRunSpec::folder_name() const {
   if (!name.empty()) return name;
-  if (architecture == "topk" || architecture == "batchtopk") return architecture + "-k" + std::to_string(k);
+  if (uses_k(parse_architecture(architecture))) return architecture + "-k" + std::to_string(k);
   std::ostringstream s;
   s << architecture << "-l1_" << l1;
   return s.str();
@@ -100,7 +100,7 @@ void SaeRunOptions::validate() const {
   std::set<std::string> names;
   for (const auto& s : saes) {
     SaeConfig c;
-    c.architecture = s.architecture;
+    c.architecture = parse_architecture(s.architecture);
     c.d_in = 1;
     c.d_sae = std::max<int64_t>(1, s.expansion) * std::max<int64_t>(1, s.k);
     c.k = s.k;
@@ -130,7 +130,7 @@ std::vector<SaeRunSpec> SaeGridOptions::specs() const {
     SaeRunSpec base;
     base.architecture = arch;
     base.expansion = expansion;
-    if (arch == "topk" || arch == "batchtopk") {
+    if (uses_k(parse_architecture(arch))) {
       for (int64_t one : k) {
         SaeRunSpec s = base;
         s.k = one;
@@ -184,7 +184,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
     for (const auto& rs : options.saes) {
       SaeSpec s;
       s.name = rs.folder_name();
-      s.config.architecture = rs.architecture;
+      s.config.architecture = parse_architecture(rs.architecture);
       s.config.d_in = g.store->d();
       s.config.d_sae = rs.expansion * g.store->d();
       s.config.k = rs.k;

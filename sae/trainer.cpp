@@ -18,7 +18,7 @@ void SaeTrainOptions::validate() const {
   TORCH_CHECK(dead_window > 0, "dead_window must be positive (got ", dead_window, ")");
 }
 
-bool uses_unit_norm_decoder(const std::string& a) { return a != "standard"; }
+bool uses_unit_norm_decoder(Architecture a) { return a != Architecture::kStandard; }
 
 torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations) {
   torch::NoGradGuard g;
@@ -201,7 +201,7 @@ void SaeTrainer::save_state(torch::serialize::OutputArchive& archive) const {
     torch::serialize::OutputArchive one;
     one.write("name", c10::IValue(t.spec.name));
     for (const auto& [name, p] : t.sae->parameters()) one.write("param." + name, p.detach());
-    if (t.spec.config.architecture == "batchtopk") {
+    if (t.spec.config.architecture == Architecture::kBatchTopK) {
       one.write("batchtopk_threshold", const_cast<Sae&>(*t.sae).batchtopk_running_threshold());
     }
     one.write("steps_since_fired", t.steps_since_fired);
@@ -234,7 +234,7 @@ void SaeTrainer::load_state(torch::serialize::InputArchive& archive, const std::
                   ", expected ", p.sizes());
       p.copy_(saved);
     }
-    if (t.spec.config.architecture == "batchtopk") {
+    if (t.spec.config.architecture == Architecture::kBatchTopK) {
       torch::Tensor th;
       one.read("batchtopk_threshold", th);
       t.sae->batchtopk_running_threshold() = th.clone();

@@ -113,6 +113,6 @@ void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Te
 torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations = 100);
 
 /// True for architectures trained with unit-norm decoder rows.
-bool uses_unit_norm_decoder(const std::string& architecture);
+bool uses_unit_norm_decoder(Architecture architecture);
 
 }  // namespace saelab

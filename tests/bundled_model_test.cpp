@@ -34,7 +34,8 @@ TEST(BundledModel, MeetsTheQualityBarOnTheValidationSplitAsRecorded) {
   const double loss = evaluate_lm([&](const torch::Tensor& t) { return lm.logits(t); }, contexts);
   const double entropy = unigram_entropy(contexts, lm.tokenizer().vocab_size());
   const json j = load_json_file(kBundled + "/model.json", "model.json");
-  EXPECT_NEAR(loss, j["evaluation"]["validation_loss"].get<double>(), 1e-3);
+  // Recorded on the machine that trained the model: float32 logits round differently elsewhere.
+  EXPECT_TRUE(test::near_rel(loss, j["evaluation"]["validation_loss"].get<double>(), 1e-5, 0));
   EXPECT_NEAR(entropy, j["evaluation"]["unigram_entropy"].get<double>(), 1e-6);
   EXPECT_LE(loss, 0.7 * entropy) << "cross-entropy " << loss << ", unigram entropy " << entropy;
 }

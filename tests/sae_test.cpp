@@ -25,7 +25,7 @@ std::map<std::string, torch::Tensor> tiny(const std::string& arch, std::vector<f
 
 SaeConfig cfg(const std::string& arch, int64_t k = 2) {
   SaeConfig c;
-  c.architecture = arch;
+  c.architecture = parse_architecture(arch);
   c.d_in = 2;
   c.d_sae = 3;
   c.k = k;
@@ -39,9 +39,9 @@ TEST(SaeLoss, StandardMatchesAHandComputedExample) {
   // x = (1, 2): pre = (1, 1, 2.5) = f; x̂ = (2,0) + (0,1) + 2.5 (1,1) = (4.5, 3.5);
   // ‖x − x̂‖² = 3.5² + 1.5² = 14.5; penalty 0.1 · (1·2 + 1·1 + 2.5·√2).
   const SaeOutput o = sae.forward(torch::tensor({1.f, 2.f}).view({1, 2}), 0.1);
-  EXPECT_NEAR(o.mse.item<double>(), 14.5, 1e-5);
-  EXPECT_NEAR(o.sparsity.item<double>(), 0.1 * (3.0 + 2.5 * kSqrt2), 1e-6);
-  EXPECT_NEAR(o.loss.item<double>(), 14.5 + 0.1 * (3.0 + 2.5 * kSqrt2), 1e-5);
+  EXPECT_TRUE(test::near_rel(o.mse.item<double>(), 14.5, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.sparsity.item<double>(), 0.1 * (3.0 + 2.5 * kSqrt2), 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.loss.item<double>(), 14.5 + 0.1 * (3.0 + 2.5 * kSqrt2), 1e-6, 0));
   EXPECT_EQ(o.l0.item<float>(), 3.0f);
   EXPECT_TRUE(torch::allclose(o.x_hat, torch::tensor({4.5f, 3.5f}).view({1, 2})));
 }
@@ -56,9 +56,9 @@ TEST(SaeLoss, GatedMatchesAHandComputedExampleAndItsAuxTermLeavesTheDecoderAlone
   // x̂ = (2,0) + 5 (1,1) = (7, 5); mse = 6² + 3² = 45.
   // penalty 0.1 · (1·2 + 3·√2); aux: ReLU(π_gate) W_dec = (2,0) + 3 (1,1) = (5, 3) → 4² + 1² = 17.
   const SaeOutput o = sae.forward(torch::tensor({1.f, 2.f}).view({1, 2}), 0.1);
-  EXPECT_NEAR(o.mse.item<double>(), 45.0, 1e-5);
-  EXPECT_NEAR(o.sparsity.item<double>(), 0.1 * (2.0 + 3.0 * kSqrt2), 1e-6);
-  EXPECT_NEAR(o.aux.item<double>(), 17.0, 1e-5);
+  EXPECT_TRUE(test::near_rel(o.mse.item<double>(), 45.0, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.sparsity.item<double>(), 0.1 * (2.0 + 3.0 * kSqrt2), 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.aux.item<double>(), 17.0, 1e-6, 0));
   EXPECT_EQ(o.l0.item<float>(), 2.0f);
   o.aux.backward();
   const torch::Tensor& W_dec = sae.param("W_dec");
@@ -72,7 +72,7 @@ TEST(SaeLoss, TopKAndItsAuxKMatchAHandComputedExample) {
   // Row 1: pre (1, 1.5, 2.6) keeps latents 2, 1 → x̂ = (2.6, 4.1), e = (−1.6, −2.1), ‖e‖² = 6.97.
   // Row 2: pre (0, 0.5, 0.6) keeps latents 2, 1 → x̂ = (0.6, 1.1), e = (−0.6, −0.1), ‖e‖² = 0.37.
   const SaeOutput plain = sae.forward(x, 0.0);
-  EXPECT_NEAR(plain.mse.item<double>(), (6.97 + 0.37) / 2, 1e-5);
+  EXPECT_TRUE(test::near_rel(plain.mse.item<double>(), (6.97 + 0.37) / 2, 1e-6, 0));
   EXPECT_EQ(plain.l0.item<float>(), 2.0f);
   EXPECT_EQ(plain.aux.item<double>(), 0.0);
   EXPECT_FALSE(plain.features.defined());  // the code stays sparse
@@ -81,8 +81,8 @@ TEST(SaeLoss, TopKAndItsAuxKMatchAHandComputedExample) {
   // ‖e − ê‖² = 3.6² + 2.1² = 17.37 and 0.37 → mean 8.87; mean(e) = (−1.1, −1.1) →
   // ‖e − mean‖² = 1.25 each; aux = 8.87 / 1.25 / 32.
   const SaeOutput o = sae.forward(x, 0.0, torch::tensor({true, false, false}));
-  EXPECT_NEAR(o.aux.item<double>(), 8.87 / 1.25 / 32.0, 1e-5);
-  EXPECT_NEAR(o.loss.item<double>(), (6.97 + 0.37) / 2 + 8.87 / 1.25 / 32.0, 1e-5);
+  EXPECT_TRUE(test::near_rel(o.aux.item<double>(), 8.87 / 1.25 / 32.0, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.loss.item<double>(), (6.97 + 0.37) / 2 + 8.87 / 1.25 / 32.0, 1e-6, 0));
 }
 
 TEST(SaeLoss, BatchTopKKeepsTheLargestOverTheBatchAndLearnsAThreshold) {
@@ -93,9 +93,9 @@ TEST(SaeLoss, BatchTopKKeepsTheLargestOverTheBatchAndLearnsAThreshold) {
   EXPECT_TRUE(torch::allclose(o.dense_features(3), torch::tensor({0.f, 1.5f, 2.6f, 0.f, 0.f, 0.f}).view({2, 3})));
   EXPECT_EQ(o.l0.item<float>(), 1.0f);
   // Row 1: x̂ = 1.5 (0,1) + 2.6 (1,1) = (2.6, 4.1) → 6.97; row 2: x̂ = 0 → 0² + 1² = 1.
-  EXPECT_NEAR(o.mse.item<double>(), (6.97 + 1.0) / 2, 1e-5);
+  EXPECT_TRUE(test::near_rel(o.mse.item<double>(), (6.97 + 1.0) / 2, 1e-6, 0));
   // The first estimate of the threshold is the smallest kept activation; inference uses it.
-  EXPECT_NEAR(sae.threshold()[0].item<double>(), 1.5, 1e-6);
+  EXPECT_TRUE(test::near_rel(sae.threshold()[0].item<double>(), 1.5, 1e-6, 0));
   EXPECT_TRUE(torch::allclose(sae.encode(x.narrow(0, 0, 1)), torch::tensor({0.f, 0.f, 2.6f}).view({1, 3})));
 }
 
@@ -108,15 +108,15 @@ TEST(SaeLoss, JumpReluMatchesAHandComputedExampleIncludingThresholdGradients) {
   // pre = (1, 1, 2.5); θ = (0.5, 1.2, 2) → f = (1, 0, 2.5); x̂ = (4.5, 2.5); mse = 3.5² + 0.5² = 12.5;
   // penalty 0.1 · L0 = 0.1 · 2.
   const SaeOutput o = sae.forward(torch::tensor({1.f, 2.f}).view({1, 2}), 0.1);
-  EXPECT_NEAR(o.mse.item<double>(), 12.5, 1e-5);
-  EXPECT_NEAR(o.sparsity.item<double>(), 0.2, 1e-6);
+  EXPECT_TRUE(test::near_rel(o.mse.item<double>(), 12.5, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.sparsity.item<double>(), 0.2, 1e-6, 0));
   o.loss.backward();
   // Only latent 1 sits within ε/2 of its threshold: (1 − 1.2) / 0.5 = −0.4. Through f:
   // ∂mse/∂f₁ = 2 (x̂ − x) · W_dec[1] = 2 · 0.5 = 1, times −θ/ε = −2.4; through the penalty:
   // 0.1 · (−1/ε) = −0.2. ∂/∂log θ₁ = θ₁ · (−2.6) = −3.12; latents 0 and 2 get nothing.
   const torch::Tensor g = sae.param("log_threshold").grad();
   EXPECT_NEAR(g[0].item<double>(), 0.0, 1e-7);
-  EXPECT_NEAR(g[1].item<double>(), -3.12, 1e-5);
+  EXPECT_TRUE(test::near_rel(g[1].item<double>(), -3.12, 1e-6, 0));
   EXPECT_NEAR(g[2].item<double>(), 0.0, 1e-7);
   EXPECT_TRUE(torch::allclose(sae.threshold(), torch::tensor({0.5f, 1.2f, 2.0f})));
 }
@@ -145,7 +145,7 @@ TEST(SaeFiles, SaveAndLoadGiveIdenticalOutputsForEveryArchitecture) {
     m.context_size = 128;
     save_sae(dir / arch, sae, m, torch::full({32}, -2.0));
     const LoadedSae back = load_sae(dir / arch);
-    EXPECT_EQ(back.sae.config().architecture, arch);
+    EXPECT_EQ(architecture_name(back.sae.config().architecture), arch);
     EXPECT_EQ(back.metadata.hook_name, "blocks.1.hook_resid_pre");
     EXPECT_EQ(back.metadata.context_size, 128);
     EXPECT_TRUE(torch::equal(back.log10_density, torch::full({32}, -2.0)));
@@ -171,7 +171,7 @@ TEST(SaeFiles, LoadsAnOlderSaeLensTopKLayoutWithTopLevelMetadata) {
       "activation_fn_kwargs": {"k": 3}, "d_in": 4, "d_sae": 8, "dtype": "float32", "hook_name": "blocks.2.hook_resid_pre",
       "model_name": "gpt2", "apply_b_dec_to_input": true, "normalize_activations": "none", "lr": 0.0004})");
   const LoadedSae back = load_sae(dir.path().string());
-  EXPECT_EQ(back.sae.config().architecture, "topk");
+  EXPECT_EQ(back.sae.config().architecture, Architecture::kTopK);
   EXPECT_EQ(back.sae.config().k, 3);
   EXPECT_EQ(back.metadata.hook_name, "blocks.2.hook_resid_pre");
   EXPECT_FALSE(back.log10_density.defined());
@@ -186,24 +186,13 @@ TEST(SaeFiles, RejectsWeightsWhoseShapesDisagreeWithCfgJson) {
   json j = load_json_file(dir / "cfg.json", "cfg");
   j["d_sae"] = 16;
   test::write_text(dir / "cfg.json", j.dump());
-  try {
-    load_sae(dir.path().string());
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.msg()).find("sae_weights.safetensors: tensor 'W_dec' has shape [8, 4] but cfg.json "
-                                        "(d_in 4, d_sae 16) needs [16, 4]"),
-              std::string::npos)
-        << e.msg();
-  }
+  EXPECT_THROWS_WITH(load_sae(dir.path().string()),
+                     "sae_weights.safetensors: tensor 'W_dec' has shape [8, 4] but cfg.json (d_in 4, d_sae 16) "
+                     "needs [16, 4]");
   j["d_sae"] = 8;
   j["architecture"] = "gated";
   test::write_text(dir / "cfg.json", j.dump());
-  try {
-    load_sae(dir.path().string());
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.msg()).find("tensor 'b_gate' is missing for a gated SAE"), std::string::npos) << e.msg();
-  }
+  EXPECT_THROWS_WITH(load_sae(dir.path().string()), "tensor 'b_gate' is missing for a gated SAE");
 }
 
 }  // namespace

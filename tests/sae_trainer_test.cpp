@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "sae/trainer.h"
+#include "tests/test_util.h"
 
 namespace saelab {
 namespace {
@@ -34,7 +35,7 @@ double train_and_measure(const std::string& arch, double l1, int64_t k, int64_t 
   const Synthetic syn = make_synthetic(48, 24, 1);
   SaeSpec spec;
   spec.name = arch;
-  spec.config.architecture = arch;
+  spec.config.architecture = parse_architecture(arch);
   spec.config.d_in = 24;
   spec.config.d_sae = 96;
   spec.config.k = k;
@@ -85,7 +86,7 @@ TEST(SaeTrainer, KeepsUnitNormDecoderRowsAndTrainsManySaesOnOneBatch) {
   for (const std::string arch : {"topk", "gated", "standard"}) {
     SaeSpec s;
     s.name = arch;
-    s.config.architecture = arch;
+    s.config.architecture = parse_architecture(arch);
     s.config.d_in = 8;
     s.config.d_sae = 32;
     s.config.k = 3;
@@ -115,7 +116,7 @@ TEST(SaeTrainer, FoldingTheNormalisationLeavesOutputsOnRawInputsUnchanged) {
   for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "jumprelu"}) {
     SaeSpec s;
     s.name = arch;
-    s.config.architecture = arch;
+    s.config.architecture = parse_architecture(arch);
     s.config.d_in = 6;
     s.config.d_sae = 20;
     s.config.k = 3;
@@ -153,7 +154,7 @@ TEST(SaeTrainer, GeometricMedianIgnoresOutliersUnlikeTheMean) {
 TEST(SaeTrainer, StopsWithTheStepOnNaNInput) {
   SaeSpec s;
   s.name = "a";
-  s.config.architecture = "topk";
+  s.config.architecture = Architecture::kTopK;
   s.config.d_in = 4;
   s.config.d_sae = 8;
   s.config.k = 2;
@@ -164,18 +165,13 @@ TEST(SaeTrainer, StopsWithTheStepOnNaNInput) {
   trainer.step(torch::randn({4, 4}));
   torch::Tensor bad = torch::randn({4, 4});
   bad[2][1] = NAN;
-  try {
-    trainer.step(bad);
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "the training batch of step 2 holds NaN or Inf activations");
-  }
+  EXPECT_THROWS_WITH(trainer.step(bad), "the training batch of step 2 holds NaN or Inf activations");
 }
 
 TEST(SaeTrainer, SchedulesWarmUpAndDecay) {
   SaeSpec s;
   s.name = "a";
-  s.config.architecture = "standard";
+  s.config.architecture = Architecture::kStandard;
   s.config.d_in = 4;
   s.config.d_sae = 8;
   SaeTrainOptions o;

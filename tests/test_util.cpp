@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <sstream>
 
 #include "core/activation_store.h"
 #include "core/runtime.h"
@@ -88,6 +90,41 @@ void write_activation_store(const std::string& dir, const torch::Tensor& acts, c
   const torch::Tensor idx = torch::arange(acts.size(0), torch::kInt64);
   w.append(0, acts, idx / 8, (idx % 8).to(torch::kInt32), idx, (idx / 64).to(torch::kInt32));
   w.finish();
+}
+
+::testing::AssertionResult all_close(const torch::Tensor& got, const torch::Tensor& want, double rtol, double atol) {
+  if (got.sizes() != want.sizes()) {
+    return ::testing::AssertionFailure() << "shapes differ: got " << got.sizes() << ", want " << want.sizes();
+  }
+  if (want.numel() == 0) return ::testing::AssertionSuccess();
+  const torch::Tensor g = got.detach().to(torch::kCPU, torch::kFloat64);
+  const torch::Tensor w = want.detach().to(torch::kCPU, torch::kFloat64);
+  const double diff = (g - w).abs().max().item<double>();
+  const double scale = w.abs().max().item<double>();
+  const double bound = rtol * scale + atol;
+  std::ostringstream detail;
+  detail.precision(4);
+  detail << "max|got - want| = " << diff << ", max|want| = " << scale << ", bound = " << rtol << " * " << scale
+         << " + " << atol << " = " << bound;
+  // Written so that a NaN anywhere fails.
+  if (diff <= bound) return ::testing::AssertionSuccess() << detail.str();
+  return ::testing::AssertionFailure() << detail.str();
+}
+
+::testing::AssertionResult near_rel(double a, double b, double rtol, double atol) {
+  const double diff = std::abs(a - b);
+  const double bound = rtol * std::abs(b) + atol;
+  std::ostringstream detail;
+  detail.precision(10);
+  detail << "a = " << a << ", b = " << b << ", |a - b| = " << diff << ", bound = " << rtol << " * |b| + " << atol
+         << " = " << bound;
+  if (diff <= bound) return ::testing::AssertionSuccess() << detail.str();
+  return ::testing::AssertionFailure() << detail.str();
+}
+
+std::string exception_message(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return c10_error->msg();
+  return e.what();
 }
 
 }  // namespace saelab::test

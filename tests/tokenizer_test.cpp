@@ -116,20 +116,12 @@ TEST(Gpt2Tokenizer, RejectsCorruptFilesWithTheirNames) {
   test::TempDir dir;
   test::write_text(dir / "vocab.json", "{\"a\": 0, \"b\": \"x\"}");
   test::write_text(dir / "merges.txt", "#version: 0.2\na b\n");
-  try {
-    Gpt2Tokenizer(dir / "vocab.json", dir / "merges.txt");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "GPT-2 vocabulary '" + (dir / "vocab.json") + "': id of 'b' is not an integer");
-  }
+  EXPECT_THROWS_WITH(Gpt2Tokenizer(dir / "vocab.json", dir / "merges.txt"),
+                     "GPT-2 vocabulary '" + (dir / "vocab.json") + "': id of 'b' is not an integer");
   test::write_text(dir / "broken.json", "{\"a\": 0,");
   EXPECT_THROW(Gpt2Tokenizer(dir / "broken.json", dir / "merges.txt"), c10::Error);
-  try {
-    Gpt2Tokenizer(test::gpt2_dir() + "/encoder.json", dir / "missing.txt");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()), "GPT-2 merges '" + (dir / "missing.txt") + "' does not exist");
-  }
+  EXPECT_THROWS_WITH(Gpt2Tokenizer(test::gpt2_dir() + "/encoder.json", dir / "missing.txt"),
+                     "GPT-2 merges '" + (dir / "missing.txt") + "' does not exist");
 }
 
 class SentencePieceTest : public ::testing::Test {
@@ -185,13 +177,8 @@ TEST_F(SentencePieceTest, RoundTripsTextIncludingUnseenCharacters) {
 
 TEST_F(SentencePieceTest, RejectsACorruptModelFile) {
   test::write_text(*dir_ / "bad.model", "this is not a sentencepiece model");
-  try {
-    SentencePieceTokenizer bad(*dir_ / "bad.model");
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_EQ(std::string(e.msg()).rfind("SentencePiece model '" + (*dir_ / "bad.model") + "' is corrupt", 0), 0u)
-        << e.msg();
-  }
+  EXPECT_THROWS_WITH(SentencePieceTokenizer bad(*dir_ / "bad.model"),
+                     "SentencePiece model '" + (*dir_ / "bad.model") + "' is corrupt");
 }
 
 TEST_F(SentencePieceTest, AnnotatesTokensWithTheirWordsTagsAndGenre) {

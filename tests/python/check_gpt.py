@@ -6,9 +6,12 @@ shape.json ({"tokens": [B, T], "logits": [B, T, V], "n_heads": H}) written by th
 
 1. torch.jit.load opens the file and reproduces the C++ logits.
 2. A plain re-implementation of a pre-LN GPT-2 forward pass, written here from the state dict
-   alone, gives the same logits: the TorchScript graph computes what the architecture says.
+   alone and run in float64, gives the same logits: the TorchScript graph computes what the
+   architecture says.
 3. The module tree has the names users expect and the unembedding is tied to the embedding.
-Prints the max abs differences; exits 1 on a mismatch.
+Bounds are relative to max |logits| (float32 results differ in the last bits from one CPU, or one
+thread count, to another): 1e-5 for the same graph run twice, 1e-4 against the reference.
+Prints the max abs differences and the bounds; exits 1 on a mismatch.
 """
 import json
 import math
@@ -65,12 +68,15 @@ def main():
         return 1
     with torch.no_grad():
         py = model(tokens)
-        sd = {k: v for k, v in model.state_dict().items()}
+        sd = {k: v.double() for k, v in model.state_dict().items()}
         ref = reference_forward(sd, tokens, n_layers, shape["n_heads"])
-    d_cpp = (py - cpp).abs().max().item()
-    d_ref = (py - ref).abs().max().item()
-    print(f"layers {n_layers}; max |python - c++| = {d_cpp:.3g}; max |python - reference| = {d_ref:.3g}")
-    return 0 if d_cpp <= 1e-5 and d_ref <= 1e-4 else 1
+    scale = cpp.double().abs().max().item()
+    d_cpp = (py.double() - cpp.double()).abs().max().item()
+    d_ref = (py.double() - ref).abs().max().item()
+    bound_cpp, bound_ref = 1e-5 * scale, 1e-4 * scale
+    print(f"layers {n_layers}; max |logits| = {scale:.3g}; max |python - c++| = {d_cpp:.3g} (bound {bound_cpp:.3g}); "
+          f"max |python - reference| = {d_ref:.3g} (bound {bound_ref:.3g})")
+    return 0 if d_cpp <= bound_cpp and d_ref <= bound_ref else 1
 
 
 if __name__ == "__main__":

@@ -51,13 +51,10 @@ std::vector<AttachedSae> attach_saes(LanguageModel& lm, HookedModel& hooked, con
     out.push_back(std::move(a));
   }
   // Widths: one probe pass capturing every hook the SAEs use.
-  torch::NoGradGuard no_grad;
-  HookScope scope(hooked);
-  for (const auto& h : hooks) scope.capture(h);
-  scope.stop_after_last_hook();
-  hooked.forward(torch::full({1, 2}, lm.tokenizer().bos_id(), torch::kInt64));
+  const ActivationCache cache = hooked.run_with_cache(torch::full({1, 2}, lm.tokenizer().bos_id(), torch::kInt64),
+                                                     {hooks.begin(), hooks.end()});
   for (const auto& a : out) {
-    const torch::Tensor& x = scope.captured(a.hook);
+    const torch::Tensor& x = cache[a.hook];
     TORCH_CHECK(x.size(-1) == a.sae().config().d_in, "SAE '", a.dir, "' has d_in ", a.sae().config().d_in,
                 " but hook '", a.hook, "' of model '", lm.info().name, "' has width ", x.size(-1));
   }

@@ -113,12 +113,9 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     Progress bar("eval means", n, "ctx");
     for (int64_t s = 0; s < n; s += B) {
       const torch::Tensor toks = batch_of(s);
-      HookScope scope(hooked);
-      for (const auto& h : hooks) scope.capture(h);
-      scope.stop_after_last_hook();
-      hooked.forward(toks);
+      const ActivationCache cache = hooked.run_with_cache(toks, {hooks.begin(), hooks.end()});
       for (const auto& h : hooks) {
-        const torch::Tensor x = scope.captured(h).narrow(1, 1, toks.size(1) - 1).to(torch::kFloat64);
+        const torch::Tensor x = cache[h].narrow(1, 1, toks.size(1) - 1).to(torch::kFloat64);
         const torch::Tensor sum = x.reshape({-1, x.size(-1)}).sum(0);
         mean[h] = mean.count(h) ? mean[h] + sum : sum;
       }

@@ -46,13 +46,9 @@ std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const Att
   torch::Tensor fires;  // [b, T] source activation in the clean run
   torch::Tensor clean, ablated;
   {
-    HookScope scope(hooked);
-    scope.capture(from.hook);
-    scope.capture(to.hook);
-    scope.stop_after_last_hook();
-    hooked.forward(tokens);
-    fires = s1.encode(scope.captured(from.hook).to(torch::kFloat32)).select(-1, source);
-    clean = s2.encode(scope.captured(to.hook).to(torch::kFloat32));
+    const ActivationCache cache = hooked.run_with_cache(tokens, {from.hook, to.hook});
+    fires = s1.encode(cache[from.hook].to(torch::kFloat32)).select(-1, source);
+    clean = s2.encode(cache[to.hook].to(torch::kFloat32));
   }
   {
     HookScope scope(hooked);
@@ -102,11 +98,7 @@ FeatureGraph build_feature_graph(HookedModel& hooked, const std::vector<Attached
     torch::Tensor ctx_max = torch::zeros({n, a.sae().config().d_sae});
     for (int64_t s = 0; s < n; s += B) {
       const torch::Tensor toks = eval_set.tokens.narrow(0, s, std::min(B, n - s));
-      HookScope scope(hooked);
-      scope.capture(a.hook);
-      scope.stop_after_last_hook();
-      hooked.forward(toks);
-      const torch::Tensor f = a.sae().encode(scope.captured(a.hook).to(torch::kFloat32)).narrow(1, 1, toks.size(1) - 1);
+      const torch::Tensor f = a.sae().encode(hooked.run_with_cache(toks, {a.hook})[a.hook].to(torch::kFloat32)).narrow(1, 1, toks.size(1) - 1);
       counts += (f > 0).sum(c10::IntArrayRef{0, 1}).to(torch::kInt64);
       ctx_max.narrow(0, s, toks.size(0)).copy_(std::get<0>(f.max(1)));
     }

@@ -51,13 +51,10 @@ std::vector<SaeInterpretation> interpret_saes(HookedModel& hooked, const std::ve
   for (int pass = 0; pass < 2; ++pass) {
     for (int64_t s = 0; s < n; s += B) {
       const torch::Tensor toks = eval_set.tokens.narrow(0, s, std::min(B, n - s));
-      HookScope scope(hooked);
-      for (const auto& h : hooks) scope.capture(h);
-      scope.stop_after_last_hook();
-      hooked.forward(toks);
+      const ActivationCache cache = hooked.run_with_cache(toks, {hooks.begin(), hooks.end()});
       for (size_t i = 0; i < saes.size(); ++i) {
         const torch::Tensor f =
-            saes[i].sae().encode(scope.captured(saes[i].hook).to(torch::kFloat32)).narrow(1, 1, T - 1).reshape({-1, saes[i].sae().config().d_sae});
+            saes[i].sae().encode(cache[saes[i].hook].to(torch::kFloat32)).narrow(1, 1, T - 1).reshape({-1, saes[i].sae().config().d_sae});
         if (pass == 0) {
           const torch::Tensor c = (f > 0).sum(0).to(torch::kInt64);
           counts[i] = counts[i].defined() ? counts[i] + c : c;

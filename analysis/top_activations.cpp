@@ -32,12 +32,9 @@ struct FeatureState {
 std::vector<torch::Tensor> codes_for(HookedModel& hooked, const std::vector<AttachedSae>& saes, const torch::Tensor& toks) {
   std::set<std::string> hooks;
   for (const auto& a : saes) hooks.insert(a.hook);
-  HookScope scope(hooked);
-  for (const auto& h : hooks) scope.capture(h);
-  scope.stop_after_last_hook();
-  hooked.forward(toks);
+  const ActivationCache cache = hooked.run_with_cache(toks, {hooks.begin(), hooks.end()});
   std::vector<torch::Tensor> out;
-  for (const auto& a : saes) out.push_back(a.sae().encode(scope.captured(a.hook).to(torch::kFloat32)));
+  for (const auto& a : saes) out.push_back(a.sae().encode(cache[a.hook].to(torch::kFloat32)));
   return out;
 }
 

@@ -21,12 +21,7 @@ void register_hooks(CLI::App& app) {
     HookedModel hooked(lm.module(), lm.info().hook_aliases);
     const int64_t T = std::min(args.length, lm.info().context_length);
     const torch::Tensor tokens = torch::randint(0, lm.tokenizer().vocab_size(), {1, T}, torch::kInt64);
-    HookScope scope(hooked);
-    for (const auto& p : hooked.hook_points()) scope.capture(p);
-    {
-      torch::NoGradGuard g;
-      hooked.forward(tokens);
-    }
+    const ActivationCache cache = hooked.run_with_cache(tokens, hooked.hook_points());
     std::map<std::string, std::string> alias_of;
     for (auto it = hooked.aliases().begin(); it != hooked.aliases().end(); ++it) {
       alias_of[it.value().get<std::string>()] += " " + it.key();
@@ -34,7 +29,7 @@ void register_hooks(CLI::App& app) {
     std::printf("%zu hook points of %s (sample input [1, %lld]):\n", hooked.hook_points().size(),
                 lm.info().name.c_str(), static_cast<long long>(T));
     for (const auto& p : hooked.hook_points()) {
-      const torch::Tensor& t = scope.captured(p);
+      const torch::Tensor& t = cache[p];
       std::string shape = "[";
       for (int64_t i = 0; i < t.dim(); ++i) shape += (i ? ", " : "") + std::to_string(t.size(i));
       shape += "]";

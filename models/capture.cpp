@@ -134,16 +134,10 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
     m.target_rows = options.tokens;
     // d is known after the first forward pass; probe it now with a single short context.
     {
-      HookScope probe(hooked);
-      probe.capture(p);
-      probe.stop_after_last_hook();
-      torch::NoGradGuard g;
-      hooked.forward(torch::full({1, 2}, lm.tokenizer().bos_id(), torch::kInt64));
-      probe.check_all_fired();
-      const torch::Tensor a = probe.captured(p);
-      TORCH_CHECK(a.dim() == 3 && a.size(0) == 1 && a.size(1) == 2, "hook point '", p,
-                  "' does not carry a [batch, pos, d] activation (got ", a.sizes(), ")");
-      m.d = a.size(2);
+      const std::vector<int64_t> shape = hooked.hook_shape(p);
+      TORCH_CHECK(shape.size() == 3 && shape[0] == 1 && shape[1] == 2, "hook point '", p,
+                  "' does not carry a [batch, pos, d] activation (got ", c10::IntArrayRef(shape), ")");
+      m.d = shape[2];
     }
     writers.push_back(std::make_unique<ActivationWriter>((fs::path(out_dir) / hook_folder(p)).string(), m,
                                                           options.shard_rows));
@@ -190,14 +184,7 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
     const int64_t L = static_cast<int64_t>(group.front().tokens.size());
     torch::Tensor tokens = torch::empty({B, L}, torch::kInt64);
     for (int64_t b = 0; b < B; ++b) std::memcpy(tokens[b].data_ptr(), group[b].tokens.data(), L * sizeof(int64_t));
-    HookScope scope(hooked);
-    for (const auto& p : points) scope.capture(p);
-    scope.stop_after_last_hook();
-    {
-      torch::NoGradGuard g;
-      hooked.forward(tokens);
-    }
-    scope.check_all_fired();
+    const ActivationCache cache = hooked.run_with_cache(tokens, points);
     model_tokens += tokens.numel();
     const int64_t n = L - first;
     for (int64_t b = 0; b < B; ++b) {
@@ -207,7 +194,7 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
       const torch::Tensor tok = torch::tensor(std::vector<int64_t>(c.tokens.begin() + first, c.tokens.end()), torch::kInt64);
       const torch::Tensor doc = torch::tensor(std::vector<int32_t>(c.doc.begin() + first, c.doc.end()), torch::kInt32);
       for (size_t h = 0; h < points.size(); ++h) {
-        writers[h]->append(group_rows[b], scope.captured(points[h])[b].narrow(0, first, n), ctx, pos, tok, doc);
+        writers[h]->append(group_rows[b], cache[points[h]][b].narrow(0, first, n), ctx, pos, tok, doc);
       }
     }
     context_index += B;

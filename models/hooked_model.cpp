@@ -146,6 +146,29 @@ c10::IValue HookedModel::forward(const torch::Tensor& tokens) {
   }
 }
 
+const torch::Tensor& ActivationCache::operator[](const std::string& name) const {
+  auto it = activations.find(name);
+  TORCH_CHECK(it != activations.end(), "the activation cache holds no '", name, "'");
+  return it->second;
+}
+
+ActivationCache HookedModel::run_with_cache(const torch::Tensor& tokens, const std::vector<std::string>& names) {
+  TORCH_CHECK(!names.empty(), "run_with_cache needs at least one hook point");
+  torch::NoGradGuard no_grad;
+  HookScope scope(*this);
+  for (const auto& name : names) scope.capture(name);
+  scope.stop_after_last_hook();
+  forward(tokens);
+  scope.check_all_fired();
+  ActivationCache cache;
+  for (const auto& name : names) cache.activations[name] = scope.captured(name);
+  return cache;
+}
+
+std::vector<int64_t> HookedModel::hook_shape(const std::string& name) {
+  return run_with_cache(torch::zeros({1, 2}, torch::kInt64), {name})[name].sizes().vec();
+}
+
 HookScope::HookScope(const HookedModel& model) : model_(model) {
   TORCH_CHECK(t_active_scope == nullptr, "a HookScope is already active on this thread; scopes do not nest");
   t_active_scope = this;

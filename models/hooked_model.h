@@ -26,6 +26,13 @@ namespace saelab {
 /// tensor that flows on. Returning the argument leaves the model unchanged.
 using HookFn = std::function<torch::Tensor(const torch::Tensor&)>;
 
+/// Activations captured in one forward pass, by the names they were asked for.
+struct ActivationCache {
+  std::map<std::string, torch::Tensor> activations;  // name → [batch, pos, d] (whatever the module passes)
+  /// Throws naming `name` when it was not captured.
+  const torch::Tensor& operator[](const std::string& name) const;
+};
+
 class HookedModel {
  public:
   /// Builds the hooked graph of `module.forward`. `aliases` maps extra names to hook points
@@ -41,6 +48,20 @@ class HookedModel {
 
   /// Runs the hooked forward pass (hooks of the thread's active HookScope apply).
   c10::IValue forward(const torch::Tensor& tokens);
+
+  /// Runs `tokens` [batch, pos] capturing the activations at `names` (points or aliases), stopping
+  /// the pass once the last of them has fired — TransformerLens' run_with_cache with a names
+  /// filter. Throws naming a point the pass never reached. Keeps no autograd graph; must not be
+  /// called inside a HookScope.
+  ///
+  /// Example:
+  ///   HookedModel hooked(lm.module(), lm.info().hook_aliases);
+  ///   const ActivationCache cache = hooked.run_with_cache(tokens, {"blocks.2.hook_resid_pre"});
+  ///   const torch::Tensor& x = cache["blocks.2.hook_resid_pre"];  // [batch, pos, d_model]
+  ActivationCache run_with_cache(const torch::Tensor& tokens, const std::vector<std::string>& names);
+
+  /// The shape of the activation at `name` for a [1, 2] input of token 0 (e.g. [1, 2, d_model]).
+  std::vector<int64_t> hook_shape(const std::string& name);
 
   torch::jit::Module& module() { return module_; }
 

@@ -56,6 +56,29 @@ TEST(HookedModel, OffersAnInputAndOutputPointPerModuleCallInOrder) {
   EXPECT_EQ(f.hooked.resolve("blocks.1.hook_resid_pre"), "blocks.1.input");
 }
 
+TEST(HookedModel, RunWithCacheHoldsWhatAFullCapturedPassSeesAndHookShapeGivesWidths) {
+  Fixture f;
+  torch::Tensor full_resid, full_mlp;
+  {
+    HookScope scope(f.hooked);
+    scope.capture("blocks.1.input");
+    scope.capture("blocks.0.mlp.output");
+    f.run();
+    full_resid = scope.captured("blocks.1.input");
+    full_mlp = scope.captured("blocks.0.mlp.output");
+  }
+  const ActivationCache cache = f.hooked.run_with_cache(f.tokens, {"blocks.1.hook_resid_pre", "blocks.0.mlp.output"});
+  EXPECT_TRUE(torch::equal(cache["blocks.1.hook_resid_pre"], full_resid));
+  EXPECT_TRUE(torch::equal(cache["blocks.0.mlp.output"], full_mlp));
+  EXPECT_FALSE(cache["blocks.1.hook_resid_pre"].requires_grad());
+  EXPECT_THROWS_WITH(cache["blocks.1.input"], "the activation cache holds no 'blocks.1.input'");
+  EXPECT_EQ(f.hooked.hook_shape("blocks.0.input"), (std::vector<int64_t>{1, 2, 32}));
+  EXPECT_EQ(f.hooked.hook_shape("unembed.output"), (std::vector<int64_t>{1, 2, 97}));
+  EXPECT_THROWS_WITH(f.hooked.hook_shape("blocks.9.input"), "unknown hook point 'blocks.9.input'");
+  // The hooks are gone afterwards: a plain pass is the module's.
+  EXPECT_TRUE(torch::equal(f.run(), f.plain()));
+}
+
 TEST(HookedModel, WithoutHooksGivesBitwiseTheModulesLogits) {
   Fixture f;
   EXPECT_TRUE(torch::equal(f.run(), f.plain()));

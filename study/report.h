@@ -6,6 +6,9 @@
 //
 // All data is embedded as JSON (with "<" escaped, so no text can close the script element) and
 // every corpus string is put on the page with textContent, never parsed as HTML.
+//
+// The page is study/assets/report.html, .css and .js, compiled into the binary at build time
+// (study/assets/report_assets.h) and inlined into index.html with the data.
 #pragma once
 #include <string>
 

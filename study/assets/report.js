@@ -1,0 +1,436 @@
+// The report's script, inlined into index.html by write_report (study/report.cpp). It reads the
+// page's data from the JSON script element (id "data") and builds every section from it.
+//
+// Corpus text (tokens, explanations, SAE names, steering samples) reaches the page through
+// textContent only, never innerHTML, so no token can become markup. The one innerHTML is the
+// trade-off plot: an SVG saelab wrote itself, its labels escaped when written.
+//
+// The pure helpers come first and touch no DOM: Node loads this file for tests/js/report.test.js
+// (module.exports at the end), and the page is wired up only where a document exists.
+"use strict";
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers
+
+/** x with `digits` decimals, or "-" where x is missing or not a finite number. */
+function formatNumber(x, digits) {
+  return typeof x === "number" && Number.isFinite(x) ? x.toFixed(digits) : "-";
+}
+
+/** The overview table's columns: [field of an eval.json row, heading, decimals or null for text]. */
+const OVERVIEW_COLUMNS = [
+  ["name", "SAE", null],
+  ["architecture", "arch", null],
+  ["hook", "hook", null],
+  ["l0", "L0", 1],
+  ["fvu", "FVU", 3],
+  ["loss_recovered_vs_zero", "loss rec.", 3],
+  ["kl", "KL", 3],
+  ["dead_fraction", "dead %", 1],
+  ["interp_score", "interp", 3],
+];
+
+/** The text of one overview cell (undefined leaves the cell empty); dead_fraction shows as percent. */
+function overviewCell(row, column) {
+  const [field, , digits] = column;
+  let value = row[field];
+  if (field === "dead_fraction" && typeof value === "number") value = 100 * value;
+  return digits === null ? value : formatNumber(value, digits);
+}
+
+/** The overview's sort after a click on `key`'s heading: the same key flips direction, another sorts ascending. */
+function nextSortState(state, key) {
+  return { key: key, dir: state.key === key ? -state.dir : 1 };
+}
+
+/** A sorted copy of the overview rows by `key`, ascending for dir 1 and descending for -1; ties keep their order. */
+function sortRows(rows, key, dir) {
+  return rows.slice().sort(function (a, b) {
+    const x = a[key];
+    const y = b[key];
+    return (x < y ? -1 : x > y ? 1 : 0) * dir;
+  });
+}
+
+/**
+ * The bars of one density histogram ({counts: [n], log10_edges: [n + 1]}) in a 170 x 60 box: bar i
+ * is 9 wide at x = 5 + 11 i, its height 50 * count / (largest count, at least 1), standing on y = 52.
+ */
+function histogramBars(histogram) {
+  const counts = histogram.counts;
+  const edges = histogram.log10_edges;
+  const tallest = Math.max(1, ...counts);
+  return counts.map(function (count, i) {
+    const height = (50 * count) / tallest;
+    return {
+      x: 5 + i * 11,
+      y: 52 - height,
+      width: 9,
+      height: height,
+      title: edges[i] + " … " + edges[i + 1] + ": " + count,
+    };
+  });
+}
+
+/**
+ * The highlight colour of a token with activation `a` in a feature whose largest activation is
+ * `max`: orange with opacity 0.85 * a / max, clamped to [0, 0.85]; 0 where a or max is not a
+ * positive number.
+ */
+function activationColor(a, max) {
+  let t = max > 0 ? Math.max(0, Math.min(1, a / max)) : 0;
+  if (Number.isNaN(t)) t = 0;
+  return "rgba(255,120,0," + (0.85 * t).toFixed(3) + ")";
+}
+
+/**
+ * Whether a feature matches the browser's search text, ignoring case: an empty query matches
+ * everything; otherwise the explanation contains the query, or the query (trimmed) equals the
+ * firing token (offset 0) of a top example or a promoted token (each trimmed).
+ */
+function matchesQuery(feature, query) {
+  const q = String(query || "").toLowerCase();
+  if (!q) return true;
+  if ((feature.explanation || "").toLowerCase().includes(q)) return true;
+  const token = q.trim();
+  const same = function (text) {
+    return String(text).toLowerCase().trim() === token;
+  };
+  const firesOn = (feature.top || []).some(function (example) {
+    return example.tokens.some(function (t) {
+      return t[0] === 0 && same(t[1]);
+    });
+  });
+  return firesOn || (feature.promoted || []).some(function (p) {
+    return same(p[0]);
+  });
+}
+
+/** The features that match the search text, in their order. */
+function filterFeatures(features, query) {
+  return features.filter(function (f) {
+    return matchesQuery(f, query);
+  });
+}
+
+/**
+ * A sorted copy of the features: by "id" ascending, by any other key ("score", "density")
+ * descending, a feature without that number (or with a non-number) counting as -1. The sort is
+ * stable: ties keep the report's order (explained features by score, then the most frequent).
+ */
+function sortFeatures(features, key) {
+  const value = function (f) {
+    const v = f[key];
+    return typeof v === "number" && !Number.isNaN(v) ? v : -1;
+  };
+  return features.slice().sort(function (a, b) {
+    if (key === "id") return a.id - b.id;
+    return value(b) - value(a);
+  });
+}
+
+/** One line of the feature list: "#id  explanation  (density%, score s)". */
+function featureLabel(f) {
+  const score = f.score !== undefined ? ", score " + formatNumber(f.score, 2) : "";
+  return "#" + f.id + "  " + (f.explanation || "") + "  (" + formatNumber(100 * f.density, 2) + "%" + score + ")";
+}
+
+/** The statistics line of a feature page. */
+function featureStats(f) {
+  return (
+    "density " + formatNumber(100 * f.density, 3) + "%, mean activation " + formatNumber(f.mean, 2) +
+    ", max " + formatNumber(f.max, 2)
+  );
+}
+
+/** The explanation line of a feature page. */
+function explanationText(f) {
+  return "explanation: " + f.explanation + "  (score " + formatNumber(f.score, 3) + ")";
+}
+
+/** Consecutive examples of the same quantile band, grouped: [{band, examples}], in their order. */
+function groupByBand(examples) {
+  const groups = [];
+  for (const e of examples) {
+    if (!groups.length || groups[groups.length - 1].band !== e.band) groups.push({ band: e.band, examples: [] });
+    groups[groups.length - 1].examples.push(e);
+  }
+  return groups;
+}
+
+/** The location hash that opens a feature page. */
+function featureHash(sae, id) {
+  return "#f=" + encodeURIComponent(sae) + ":" + id;
+}
+
+/** {sae, id} of a feature hash ("#f=<encoded sae>:<id>"), or null where the hash is not one. */
+function parseFeatureHash(hash) {
+  const m = /^#f=([^:]*):(\d+)$/.exec(hash);
+  if (!m) return null;
+  try {
+    return { sae: decodeURIComponent(m[1]), id: Number(m[2]) };
+  } catch (e) {
+    return null;  // a malformed %-escape
+  }
+}
+
+/** The steering results of one feature. */
+function steeringFor(steering, sae, id) {
+  return ((steering && steering.results) || []).filter(function (s) {
+    return s.sae === sae && s.feature === id;
+  });
+}
+
+/** The lines of one steering result: the unsteered sample, then one per alpha. */
+function steeringLines(s) {
+  const rows = [["unsteered", s.unsteered]].concat(
+    s.steered.map(function (x) {
+      return ["alpha " + x.alpha, x];
+    })
+  );
+  return rows.map(function (r) {
+    const [label, sample] = r;
+    return (
+      label + " (activation " + formatNumber(sample.feature_activation, 2) + ", promoted share " +
+      formatNumber(100 * sample.promoted_share, 1) + "%): " + sample.text
+    );
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The page
+
+/** A new element with `text` as its textContent (never parsed as HTML) and the given attributes. */
+function el(tag, text, attrs) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (attrs) {
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+  }
+  return e;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const k in attrs) e.setAttribute(k, String(attrs[k]));
+  return e;
+}
+
+// Script errors are recorded in the body element's data-errors attribute, where the headless
+// browser tests (tests/pipeline_test.cpp) read them.
+function recordErrors() {
+  window.reportErrors = [];
+  window.addEventListener("error", function (e) {
+    window.reportErrors.push(String(e.message));
+    document.body.setAttribute("data-errors", window.reportErrors.join("; "));
+  });
+}
+
+function drawOverview(D, sort) {
+  const table = document.getElementById("overview");
+  table.textContent = "";
+  const header = el("tr");
+  for (const c of OVERVIEW_COLUMNS) {
+    const th = el("th", c[1]);
+    th.onclick = function () {
+      drawOverview(D, nextSortState(sort, c[0]));
+    };
+    header.appendChild(th);
+  }
+  table.appendChild(header);
+  for (const row of sortRows(D.saes, sort.key, sort.dir)) {
+    const tr = el("tr", null, { class: "sae-row" });
+    for (const c of OVERVIEW_COLUMNS) tr.appendChild(el("td", overviewCell(row, c)));
+    table.appendChild(tr);
+  }
+}
+
+function drawHistograms(D) {
+  const box = document.getElementById("hists");
+  for (const r of D.saes) {
+    const item = el("div", null, { class: "hist" });
+    item.appendChild(el("div", r.name, { class: "muted" }));
+    const svg = svgEl("svg", { width: 170, height: 60 });
+    for (const bar of histogramBars(r.density_histogram)) {
+      const rect = svgEl("rect", { x: bar.x, y: bar.y, width: bar.width, height: bar.height, fill: "#4a78c2" });
+      const title = document.createElementNS(SVG_NS, "title");
+      title.textContent = bar.title;
+      rect.appendChild(title);
+      svg.appendChild(rect);
+    }
+    item.appendChild(svg);
+    item.appendChild(el("div", "dead: " + formatNumber(100 * r.dead_fraction, 1) + "%", { class: "muted" }));
+    box.appendChild(item);
+  }
+}
+
+// One context: its activation, then each token highlighted by its activation; the token the
+// example is about (offset 0) is outlined.
+function exampleEl(e, max) {
+  const d = el("div", null, { class: "ex" });
+  d.appendChild(el("span", formatNumber(e.act, 2) + "  ", { class: "muted" }));
+  for (const t of e.tokens) {
+    const [offset, text, activation] = t;
+    const s = el("span", text, { class: "tok", title: formatNumber(activation, 3) });
+    s.style.background = activationColor(activation, max);
+    if (offset === 0) s.style.outline = "1px solid #c60";
+    d.appendChild(s);
+  }
+  return d;
+}
+
+function steeringEl(s) {
+  const d = el("div");
+  d.appendChild(el("div", "prompt: " + s.prompt, { class: "muted" }));
+  for (const line of steeringLines(s)) d.appendChild(el("div", line, { class: "ex" }));
+  return d;
+}
+
+function showFeature(D, sae, id) {
+  const box = document.getElementById("feature");
+  box.textContent = "";
+  const f = (D.features[sae] || []).find(function (x) {
+    return x.id === id;
+  });
+  if (!f) {
+    box.appendChild(el("p", "feature " + id + " of " + sae + " is not in this report"));
+    return;
+  }
+  box.appendChild(el("h3", sae + " — feature " + f.id, { id: "feature-title" }));
+  box.appendChild(el("p", featureStats(f)));
+  if (f.explanation !== undefined) box.appendChild(el("p", explanationText(f), { id: "explanation" }));
+
+  box.appendChild(el("h4", "Top activations"));
+  for (const e of f.top) box.appendChild(exampleEl(e, f.max));
+  box.appendChild(el("h4", "Quantile samples"));
+  for (const group of groupByBand(f.quantiles)) {
+    box.appendChild(el("div", "band " + group.band, { class: "muted" }));
+    for (const e of group.examples) box.appendChild(exampleEl(e, f.max));
+  }
+
+  const logits = el("div", null, { class: "cols" });
+  for (const dir of ["promoted", "suppressed"]) {
+    const column = el("div");
+    column.appendChild(el("h4", dir + " tokens"));
+    const table = el("table");
+    for (const p of f[dir]) {
+      const tr = el("tr");
+      tr.appendChild(el("td", JSON.stringify(p[0])));  // quoted, so spaces and newlines show
+      tr.appendChild(el("td", formatNumber(p[1], 3)));
+      table.appendChild(tr);
+    }
+    column.appendChild(table);
+    logits.appendChild(column);
+  }
+  box.appendChild(logits);
+
+  for (const rel of ["previous", "next"]) {
+    if (!f[rel].length) continue;
+    box.appendChild(el("h4", rel + "-layer features"));
+    const table = el("table");
+    for (const r of f[rel]) {
+      const tr = el("tr");
+      tr.appendChild(el("td")).appendChild(el("a", r.sae + " #" + r.feature, { href: featureHash(r.sae, r.feature) }));
+      tr.appendChild(el("td", r.kind));
+      tr.appendChild(el("td", formatNumber(r.weight, 3)));
+      table.appendChild(tr);
+    }
+    box.appendChild(table);
+  }
+
+  for (const s of steeringFor(D.steering, sae, id)) {
+    box.appendChild(el("h4", "Steering"));
+    box.appendChild(steeringEl(s));
+  }
+}
+
+function startBrowser(D) {
+  const saeSelect = document.getElementById("sae");
+  const search = document.getElementById("search");
+  const sortSelect = document.getElementById("sort");
+  for (const name of Object.keys(D.features)) saeSelect.appendChild(el("option", name, { value: name }));
+
+  function drawList() {
+    const sae = saeSelect.value;
+    const box = document.getElementById("list");
+    box.textContent = "";
+    const shown = sortFeatures(filterFeatures(D.features[sae] || [], search.value), sortSelect.value);
+    for (const f of shown) {
+      const item = el("div", featureLabel(f), { class: "feature-item" });
+      item.onclick = function () {
+        location.hash = featureHash(sae, f.id);
+      };
+      box.appendChild(item);
+    }
+  }
+
+  function route() {
+    const target = parseFeatureHash(location.hash);
+    if (!target) return;
+    if (D.features[target.sae]) {
+      saeSelect.value = target.sae;
+      drawList();
+    }
+    showFeature(D, target.sae, target.id);
+  }
+
+  saeSelect.onchange = drawList;
+  search.oninput = drawList;
+  sortSelect.onchange = drawList;
+  window.addEventListener("hashchange", route);
+  drawList();
+  if (location.hash) {
+    route();
+  } else {
+    const first = Object.keys(D.features)[0];
+    if (first && D.features[first].length) showFeature(D, first, D.features[first][0].id);
+  }
+}
+
+function drawSteering(D) {
+  const box = document.getElementById("steering");
+  for (const s of (D.steering && D.steering.results) || []) {
+    box.appendChild(el("h4", s.sae + " — feature " + s.feature));
+    box.appendChild(steeringEl(s));
+  }
+}
+
+function startReport() {
+  recordErrors();
+  const D = JSON.parse(document.getElementById("data").textContent);
+  document.title = D.title;
+  document.getElementById("title").textContent = D.title;
+  drawOverview(D, { key: "name", dir: 1 });
+  document.getElementById("plot").innerHTML = D.plot;  // saelab's own SVG, labels escaped when written
+  drawHistograms(D);
+  startBrowser(D);
+  drawSteering(D);
+  document.body.setAttribute("data-rendered", "yes");
+}
+
+if (typeof document !== "undefined") startReport();
+
+if (typeof module === "object" && module !== null && typeof module.exports === "object") {
+  module.exports = {
+    OVERVIEW_COLUMNS,
+    formatNumber,
+    overviewCell,
+    nextSortState,
+    sortRows,
+    histogramBars,
+    activationColor,
+    matchesQuery,
+    filterFeatures,
+    sortFeatures,
+    featureLabel,
+    featureStats,
+    explanationText,
+    groupByBand,
+    featureHash,
+    parseFeatureHash,
+    steeringFor,
+    steeringLines,
+  };
+}

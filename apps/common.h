@@ -1,18 +1,15 @@
-// Shared pieces of the saelab command line: global flags, default paths, option binding.
+// Shared pieces of the saelab command line: global flags, default paths, list parsing.
 #pragma once
 #include <CLI/CLI.hpp>
 
 #include <c10/util/Exception.h>
 
-#include <algorithm>
-#include <functional>
 #include <sstream>
-#include <type_traits>
 #include <string>
 #include <vector>
 
+#include "apps/option_flags.h"
 #include "core/json_options.h"
-#include "core/options.h"
 #include "core/runtime.h"
 
 namespace saelab {
@@ -43,112 +40,7 @@ inline std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-/// A comma-separated list of numbers; an item that is not a number is an error naming `flag`.
-template <class T>
-std::vector<T> parse_numbers(const std::string& s, const char* flag) {
-  std::vector<T> out;
-  for (const auto& item : split_list(s)) {
-    try {
-      out.push_back(static_cast<T>(std::stod(item)));
-    } catch (const std::exception&) {
-      TORCH_CHECK(false, flag, ": '", item, "' is not a number");
-    }
-  }
-  return out;
-}
-
 /// The bundled reference model.
 inline std::string default_model_dir() { return SAELAB_SOURCE_DIR "/assets/brown-gpt"; }
-
-/// Adds a command-line flag for every field of an options struct (core/options.h) marked
-/// kOnCommandLine: key top_k becomes --top-k, with the field's doc and its current value as the
-/// default in --help; a bool becomes --key / --no-key and a list takes comma-separated values.
-/// Flags the user gives override what a JSON config put into the struct: read the config into
-/// `*target` first, then call apply(). Declares nothing itself: a new field shows up here as is.
-template <class S>
-class OptionFlags {
- public:
-  /// `prefix` (e.g. "explain") names the flags --explain-features … where keys would collide.
-  explicit OptionFlags(CLI::App* app, S* target, std::string prefix = "")
-      : target_(target), given_(*target), prefix_(std::move(prefix)) {
-    Binder binder{app, this};
-    given_.fields(binder);
-  }
-  OptionFlags(const OptionFlags&) = delete;
-  OptionFlags& operator=(const OptionFlags&) = delete;
-
-  /// Copies the flags the user gave into the target (call after reading any config).
-  void apply() {
-    Applier applier{this};
-    target_->fields(applier);
-  }
-
- private:
-  struct Bound {
-    CLI::Option* option;  // nullptr: the field is no flag
-    void* value;          // the field in given_
-  };
-
-  std::string flag_name(const char* key) const {
-    std::string flag = "--" + (prefix_.empty() ? std::string(key) : prefix_ + "_" + key);
-    std::replace(flag.begin(), flag.end(), '_', '-');
-    return flag;
-  }
-
-  struct Binder {
-    CLI::App* app;
-    OptionFlags* owner;
-    template <class T>
-    void operator()(const char* key, T& field, const char* doc, unsigned use = kEverywhere) {
-      CLI::Option* opt = nullptr;
-      if constexpr (!is_options_list<T>::value) {
-        if (use & kOnCommandLine) opt = add(owner->flag_name(key), field, doc);
-      }
-      owner->bound_.push_back({opt, &field});
-    }
-    template <class T>
-    CLI::Option* add(const std::string& flag, T& field, const char* doc) {
-      if constexpr (std::is_same_v<T, bool>) {
-        return app->add_flag(flag + ",!--no-" + flag.substr(2), field, doc)->default_str(field ? "true" : "false");
-      } else if constexpr (is_vector<T>::value) {
-        std::string shown;
-        for (const auto& item : field) shown += (shown.empty() ? "" : ",") + fmt_item(item);
-        return app->add_option(flag, field, doc)->delimiter(',')->default_str(shown);
-      } else {
-        return app->add_option(flag, field, doc)->capture_default_str();
-      }
-    }
-  };
-
-  struct Applier {
-    OptionFlags* owner;
-    size_t next = 0;
-    template <class T>
-    void operator()(const char*, T& field, const char*, unsigned = kEverywhere) {
-      const Bound& b = owner->bound_.at(next++);
-      if (b.option != nullptr && b.option->count() > 0) field = *static_cast<T*>(b.value);
-    }
-  };
-
-  template <class T>
-  struct is_vector : std::false_type {};
-  template <class T>
-  struct is_vector<std::vector<T>> : std::true_type {};
-  template <class T>
-  static std::string fmt_item(const T& item) {
-    if constexpr (std::is_same_v<T, std::string>) {
-      return item;
-    } else {
-      std::ostringstream os;
-      os << item;
-      return os.str();
-    }
-  }
-
-  S* target_;
-  S given_;
-  std::string prefix_;
-  std::vector<Bound> bound_;
-};
 
 }  // namespace saelab

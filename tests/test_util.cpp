@@ -127,4 +127,41 @@ std::string exception_message(const std::exception& e) {
   return e.what();
 }
 
+namespace {
+// Without the networking flags Chromium keeps trying to reach hosts this machine cannot reach.
+constexpr const char* kChromium =
+    "/usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run"
+    " --disable-background-networking --disable-component-update --disable-sync --disable-quic"
+    " --virtual-time-budget=10000";
+}  // namespace
+
+std::string chromium_dom(const std::string& url) {
+  EXPECT_TRUE(fs::exists("/usr/bin/chromium")) << "chromium is not installed (scripts/setup installs it)";
+  TempDir profile;
+  const auto r = run_command(std::string(kChromium) + " --user-data-dir='" + profile.path().string() +
+                             "' --dump-dom '" + url + "' 2>/dev/null");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return r.output;
+}
+
+void chromium_screenshot(const std::string& url, const std::string& png) {
+  TempDir profile;
+  const auto r = run_command(std::string(kChromium) + " --user-data-dir='" + profile.path().string() +
+                             "' --hide-scrollbars --window-size=1280,2000 --screenshot='" + png + "' '" + url +
+                             "' 2>&1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(png)) << r.output;
+}
+
+std::string body_tag(const std::string& dom) {
+  const size_t b = dom.find("<body");
+  return b == std::string::npos ? std::string() : dom.substr(b, dom.find('>', b) - b + 1);
+}
+
+int count(const std::string& s, const std::string& what) {
+  int n = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+  return n;
+}
+
 }  // namespace saelab::test

@@ -45,6 +45,16 @@ CommandResult run_command(const std::string& command);
 
 void write_text(const std::string& path, const std::string& text);
 
+/// Headless Chromium (Debian's package, installed by scripts/setup): the DOM after scripts ran.
+std::string chromium_dom(const std::string& url);
+/// A screenshot of `url` into `png`.
+void chromium_screenshot(const std::string& url, const std::string& png);
+/// The opening <body ...> tag of a DOM dump: the report records script errors (and a hostile
+/// payload would record itself) as attributes there.
+std::string body_tag(const std::string& dom);
+/// How often `what` occurs in `s`.
+int count(const std::string& s, const std::string& what);
+
 /// The last non-empty line of a command's output (where saelab prints its one-line errors).
 std::string last_line(const std::string& output);
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,18 @@ size_t count_of(const std::string& text, const std::string& needle) {
   size_t n = 0;
   for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
   return n;
+}
+
+// The message `f` throws (empty, and a failure, when it does not throw).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return test::exception_message(e);
+  }
+  ADD_FAILURE() << "did not throw";
+  return "";
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -230,6 +244,148 @@ TEST(FeatureDb, AnswersWhichFeaturesFireMostOnAToken) {
   ASSERT_EQ(top.size(), 2u);
   EXPECT_EQ(top[0]["feature"].get<int64_t>(), 9);
   EXPECT_EQ(top[1]["feature"].get<int64_t>(), 11);
+}
+
+TEST(FeatureDb, TransactionKeepsRowsWhenItReturnsAndRollsThemBackWhenItThrows) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(path);
+    db.transaction([&] { db.exec("INSERT INTO saes (sae) VALUES ('kept')"); });
+    EXPECT_THROWS_WITH(db.transaction([&] {
+      db.prepare("INSERT INTO saes (sae) VALUES (?)").bind(1, "rolled back").run();
+      throw std::runtime_error("the writer failed");
+    }),
+                       "the writer failed");
+    // A statement that fails inside takes the rows written before it along.
+    EXPECT_THROWS_WITH(db.transaction([&] {
+      db.exec("INSERT INTO saes (sae) VALUES ('also rolled back')");
+      db.exec("INSERT INTO saes (sae) VALUES ('kept')");
+    }),
+                       path, "UNIQUE");
+    EXPECT_THROWS_WITH(db.transaction([&] { db.transaction([] {}); }), path, "within a transaction", "BEGIN");
+    EXPECT_EQ(db.query("SELECT sae FROM saes"), nlohmann::json::parse(R"([{"sae": "kept"}])"));
+    // No transaction was left open, or commit() would refuse.
+    db.commit();
+  }
+  // A database opened in place (its journal on disk) rolls back the same way.
+  FeatureDb db = FeatureDb::open(path);
+  EXPECT_THROWS_WITH(db.transaction([&] {
+    db.exec("DELETE FROM saes");
+    throw std::runtime_error("stop");
+  }),
+                     "stop");
+  EXPECT_EQ(db.query("SELECT sae FROM saes").size(), 1u);
+}
+
+TEST(FeatureDb, CommitRefusesInsideAnOpenTransaction) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  FeatureDb db = FeatureDb::create(path);
+  db.exec("BEGIN");
+  db.exec("INSERT INTO saes (sae) VALUES ('a')");
+  EXPECT_THROWS_WITH(db.commit(), path, "commit() inside an open transaction");
+  EXPECT_FALSE(fs::exists(path));
+  db.exec("COMMIT");
+  db.commit();
+  EXPECT_EQ(FeatureDb::open(path).query("SELECT sae FROM saes").size(), 1u);
+}
+
+TEST(FeatureDb, AQueryLeftMidwayHoldsBackNeitherRowsNorLocks) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(path);
+    db.exec("INSERT INTO saes (sae) VALUES ('a'), ('b')");
+    db.commit();
+  }
+  FeatureDb db = FeatureDb::open(path);
+  FeatureDb::Statement select = db.prepare("SELECT sae FROM saes ORDER BY sae");
+  ASSERT_TRUE(select.next());  // one row still to come
+  db.exec("INSERT INTO saes (sae) VALUES ('c')");
+  db.commit();
+  // Another connection sees the row and writes at once: a read lock left behind would make it wait
+  // out the busy timeout and fail with "database is locked".
+  FeatureDb other = FeatureDb::open(path);
+  other.exec("INSERT INTO saes (sae) VALUES ('d')");
+  EXPECT_EQ(other.query("SELECT sae FROM saes").size(), 4u);
+  EXPECT_THROWS_WITH(select.next(), path, "is closed", "SELECT sae FROM saes ORDER BY sae");
+}
+
+TEST(FeatureDb, AStatementThatOutlivesItsDatabaseRefusesToRunAndIsDestroyedSafely) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  std::optional<FeatureDb::Statement> insert;
+  {
+    FeatureDb db = FeatureDb::create(path);
+    insert.emplace(db.prepare("INSERT INTO saes (sae) VALUES (?)"));
+    insert->bind(1, "a").run();
+  }  // dropped without commit()
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_THROWS_WITH(insert->bind(1, "b"), path, "is closed", "INSERT INTO saes (sae) VALUES (?)");
+  insert.reset();
+
+  // After commit() it cannot write into the published database either.
+  std::optional<FeatureDb::Statement> late;
+  {
+    FeatureDb db = FeatureDb::create(path);
+    late.emplace(db.prepare("INSERT INTO saes (sae) VALUES ('late')"));
+    db.commit();
+  }
+  EXPECT_THROWS_WITH(late->run(), path, "is closed");
+  late.reset();
+  EXPECT_EQ(FeatureDb::open(path).query("SELECT sae FROM saes").size(), 0u);
+
+  // A moved-from statement says so instead of crashing.
+  FeatureDb db = FeatureDb::open(path);
+  FeatureDb::Statement from = db.prepare("SELECT sae FROM saes");
+  FeatureDb::Statement to = std::move(from);
+  EXPECT_FALSE(to.next());
+  EXPECT_THROWS_WITH(from.next(), "moved from");
+}
+
+TEST(FeatureDb, ErrorsAreOneLineNamingTheFileAndTheShortenedStatement) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  FeatureDb db = FeatureDb::create(path);
+
+  std::string sql = "SELECT feature,\n       density\nFROM nope\nWHERE feature IN (0";
+  for (int i = 1; i < 100; ++i) sql += ", " + std::to_string(i);
+  sql += ")";
+  const std::string message = error_of([&] { db.exec(sql); });
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_EQ(message.rfind("feature database '" + path + "': no such table: nope (in: SELECT feature, density FROM nope WHERE feature IN (0, 1, 2", 0), 0u) << message;
+  // one_line keeps 200 characters of the statement.
+  EXPECT_EQ(message.size(), ("feature database '" + path + "': no such table: nope (in: ").size() + 200 + 4) << message;
+  EXPECT_EQ(message.substr(message.size() - 4), "...)") << message;
+
+  EXPECT_THROWS_WITH(db.prepare("INSERT INTO saes (sae) VALUES (?)").bind(2, "x"), path, "binding parameter 2",
+                     "column index out of range", "(in: INSERT INTO saes (sae) VALUES (?))");
+  EXPECT_THROWS_WITH(db.prepare("SELECT sae FROM saes").column_text(0), path, "(in: SELECT sae FROM saes)");
+  EXPECT_THROWS_WITH(db.prepare("SELECT 1").run(), path, "statement returns rows; use next()");
+  EXPECT_THROWS_WITH(db.prepare("  -- nothing but a comment"), path, "no SQL statement");
+
+  // A file that is not a database is named on first use.
+  const std::string not_db = dir / "notes.sqlite";
+  test::write_text(not_db, "these are notes, not a database\n");
+  EXPECT_THROWS_WITH(FeatureDb::open(not_db).query("SELECT * FROM saes"), "feature database '" + not_db + "'",
+                     "file is not a database");
+  // A folder that cannot be made.
+  test::write_text(dir / "blocker", "");
+  EXPECT_THROWS_WITH(FeatureDb::create(dir / "blocker/features.sqlite"), "cannot create folder");
+
+  db.commit();
+  EXPECT_THROWS_WITH(db.exec("SELECT 1"), path, "is closed", "SELECT 1");
+  EXPECT_THROWS_WITH(db.commit(), path, "already closed");
+}
+
+TEST(FeatureDb, OpenWaitsForABusyDatabaseInsteadOfFailing) {
+  test::TempDir dir;
+  const std::string path = dir / "features.sqlite";
+  FeatureDb::create(path).commit();
+  const nlohmann::json timeout = FeatureDb::open(path).query("PRAGMA busy_timeout");
+  ASSERT_EQ(timeout.size(), 1u);
+  EXPECT_EQ(timeout[0]["timeout"].get<int64_t>(), 10000);
 }
 
 TEST(Tradeoff, TableGroupsByHookThenArchitectureAndSortsByL0) {

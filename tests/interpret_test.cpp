@@ -1,0 +1,30 @@
+// Tests of auto-interpretation of SAEs (analysis/interpret.h).
+#include "tests/analysis_fixture.h"
+
+namespace saelab {
+namespace {
+
+using test::config;
+using test::fixture;
+using test::Fixture;
+using test::identity_sae;
+using test::zero_sae;
+
+TEST(Interpret, ExplainsASampleOfLiveFeaturesWithScoresInRange) {
+  Fixture& f = fixture();
+  const AttachedSae a = f.attach("interp", Sae(config("topk", f.d(), 64, 8), 8));
+  InterpretOptions o;
+  o.features = 5;
+  o.min_fires = 2;
+  const auto r = interpret_saes(f.hooked, {a}, f.eval_set, f.lm.tokenizer(), o);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].features.size(), 5u);
+  for (const auto& e : r[0].explanations) {
+    EXPECT_GE(e.score, -1.0);
+    EXPECT_LE(e.score, 1.0);
+    EXPECT_FALSE(e.text.empty());
+  }
+}
+
+}  // namespace
+}  // namespace saelab

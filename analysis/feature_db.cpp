@@ -1,9 +1,13 @@
 #include "analysis/feature_db.h"
 
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
 #include <c10/util/Exception.h>
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -45,6 +49,8 @@ CREATE INDEX logit_effects_sae_feature ON logit_effects(sae, feature);
 CREATE INDEX explanations_sae_feature ON explanations(sae, feature);
 )sql";
 
+constexpr int kBusyTimeoutMs = 10000;
+
 std::string describe(const std::string& path) { return "feature database '" + path + "'"; }
 
 // Error messages stay on one line and short even for the multi-statement schema.
@@ -66,25 +72,29 @@ std::string one_line(const std::string& sql) {
   return out;
 }
 
-std::string errmsg(sqlite3* db) {
-  const char* m = db != nullptr ? sqlite3_errmsg(db) : nullptr;
-  return m != nullptr ? m : "out of memory";
+[[noreturn]] void fail(const std::string& where, const std::string& message, const std::string& sql) {
+  TORCH_CHECK(false, where, ": ", message, " (in: ", one_line(sql), ")");
 }
 
-// Closes the connection and deletes a temporary file that was never committed.
-void release(sqlite3*& db, std::string& tmp_path) {
-  // close_v2 rather than close: a Statement that outlives its database must neither keep the
-  // connection open forever nor crash when it finalizes later; the handle closes with it.
-  if (db != nullptr) sqlite3_close_v2(db);
-  db = nullptr;
-  if (!tmp_path.empty()) {
-    std::error_code ec;
-    fs::remove(tmp_path, ec);
-    tmp_path.clear();
+// SQLiteCpp's exceptions carry SQLite's message alone; ours add the database and the statement.
+template <class F>
+auto checked(const std::string& where, const std::string& sql, F&& f) {
+  try {
+    return f();
+  } catch (const SQLite::Exception& e) {
+    fail(where, e.what(), sql);
   }
 }
 
 }  // namespace
+
+struct FeatureDb::Connection {
+  Connection(const std::string& file, int flags, int busy_timeout_ms, const std::string& path)
+      : db(file, flags, busy_timeout_ms), where(describe(path)) {}
+  SQLite::Database db;
+  std::string where;  // "feature database '<path>'", for errors
+  bool closed = false;  // set when the FeatureDb commits or goes; statements that outlive it refuse
+};
 
 // ---- FeatureDb ----
 
@@ -99,21 +109,19 @@ FeatureDb FeatureDb::create(const std::string& path) {
     fs::create_directories(parent, ec);
     TORCH_CHECK(!ec, describe(path), ": cannot create folder '", parent.string(), "': ", ec.message());
   }
-  sqlite3* handle = nullptr;
-  const int rc = sqlite3_open_v2(tmp.c_str(), &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-  if (rc != SQLITE_OK) {
-    const std::string msg = errmsg(handle);
-    sqlite3_close(handle);
+  try {
+    db.connection_ = std::make_shared<Connection>(tmp, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE, 0, path);
+  } catch (const SQLite::Exception& e) {
     fs::remove(tmp, ec);
-    TORCH_CHECK(false, describe(path), ": cannot create '", tmp, "': ", msg);
+    TORCH_CHECK(false, describe(path), ": cannot create '", tmp, "': ", e.what());
   }
   // From here on the destructor removes the temporary file if anything below throws.
-  db.db_ = handle;
   db.tmp_path_ = tmp;
-  // No journal and no fsync: the file is only renamed into place once complete, so a crash can
-  // only lose the temporary file, never corrupt a database that looks finished.
-  db.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;");
-  db.exec(kSchema);
+  // No journal file and no fsync: the file is only renamed into place once complete, so a crash can
+  // only lose the temporary file, never corrupt a database that looks finished. The journal stays
+  // in memory (not OFF) so that a transaction that throws rolls back cleanly.
+  db.exec("PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF;");
+  db.transaction([&] { db.exec(kSchema); });
   return db;
 }
 
@@ -122,90 +130,88 @@ FeatureDb FeatureDb::open(const std::string& path) {
   TORCH_CHECK(fs::exists(path, ec), describe(path), " does not exist");
   FeatureDb db;
   db.path_ = path;
-  sqlite3* handle = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &handle, SQLITE_OPEN_READWRITE, nullptr);
-  if (rc != SQLITE_OK) {
-    const std::string msg = errmsg(handle);
-    sqlite3_close(handle);
-    TORCH_CHECK(false, describe(path), ": cannot open: ", msg);
+  try {
+    // A reader (e.g. the CLI) may hold the file while a writer adds rows; wait instead of failing.
+    db.connection_ = std::make_shared<Connection>(path, SQLite::OPEN_READWRITE, kBusyTimeoutMs, path);
+  } catch (const SQLite::Exception& e) {
+    TORCH_CHECK(false, describe(path), ": cannot open: ", e.what());
   }
-  db.db_ = handle;
-  // A reader (e.g. the CLI) may hold the file while a writer adds rows; wait instead of failing.
-  sqlite3_busy_timeout(handle, 10000);
   return db;
 }
 
-FeatureDb::FeatureDb(FeatureDb&& other) noexcept
-    : db_(std::exchange(other.db_, nullptr)),
-      path_(std::move(other.path_)),
-      tmp_path_(std::exchange(other.tmp_path_, std::string())) {}
+FeatureDb::FeatureDb(FeatureDb&& other) noexcept { *this = std::move(other); }
 
 FeatureDb& FeatureDb::operator=(FeatureDb&& other) noexcept {
   if (this != &other) {
-    release(db_, tmp_path_);
-    db_ = std::exchange(other.db_, nullptr);
+    close();
+    connection_ = std::move(other.connection_);
     path_ = std::move(other.path_);
     tmp_path_ = std::exchange(other.tmp_path_, std::string());
   }
   return *this;
 }
 
-FeatureDb::~FeatureDb() { release(db_, tmp_path_); }
+FeatureDb::~FeatureDb() { close(); }
+
+// Closes the connection (once no Statement holds it) and deletes a temporary file never committed.
+void FeatureDb::close() noexcept {
+  if (connection_ != nullptr) {
+    // A query left mid-way keeps its read lock, and an implicit transaction commits only when the
+    // last running statement finishes; reset them so neither outlives the FeatureDb.
+    sqlite3* handle = connection_->db.getHandle();
+    for (sqlite3_stmt* s = sqlite3_next_stmt(handle, nullptr); s != nullptr; s = sqlite3_next_stmt(handle, s)) {
+      if (sqlite3_stmt_busy(s) != 0) sqlite3_reset(s);
+    }
+    connection_->closed = true;
+    connection_.reset();
+  }
+  if (!tmp_path_.empty()) {
+    std::error_code ec;
+    fs::remove(tmp_path_, ec);
+    tmp_path_.clear();
+  }
+}
+
+FeatureDb::Connection& FeatureDb::live(const std::string& sql) {
+  TORCH_CHECK(connection_ != nullptr, describe(path_), " is closed (in: ", one_line(sql), ")");
+  return *connection_;
+}
 
 void FeatureDb::exec(const std::string& sql) {
-  TORCH_CHECK(db_ != nullptr, describe(path_), " is closed (in: ", one_line(sql), ")");
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
-  if (rc != SQLITE_OK) {
-    const std::string msg = err != nullptr ? err : errmsg(db_);
-    sqlite3_free(err);
-    TORCH_CHECK(false, describe(path_), ": ", msg, " (in: ", one_line(sql), ")");
-  }
+  Connection& c = live(sql);
+  checked(c.where, sql, [&] { c.db.exec(sql); });
+}
+
+void FeatureDb::transaction(const std::function<void()>& write) {
+  Connection& c = live("BEGIN");
+  std::optional<SQLite::Transaction> guard;  // rolls back in its destructor unless committed
+  checked(c.where, "BEGIN", [&] { guard.emplace(c.db); });
+  write();
+  checked(c.where, "COMMIT", [&] { guard->commit(); });
 }
 
 FeatureDb::Statement FeatureDb::prepare(const std::string& sql) {
-  TORCH_CHECK(db_ != nullptr, describe(path_), " is closed (in: ", one_line(sql), ")");
-  return Statement(db_, sql, describe(path_));
+  live(sql);
+  return Statement(connection_, sql);
 }
 
 nlohmann::json FeatureDb::query(const std::string& sql) {
-  TORCH_CHECK(db_ != nullptr, describe(path_), " is closed (in: ", one_line(sql), ")");
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
-    const std::string msg = errmsg(db_);
-    sqlite3_finalize(stmt);
-    TORCH_CHECK(false, describe(path_), ": ", msg, " (in: ", one_line(sql), ")");
-  }
-  // Finalizes on every path, including a throw from the JSON conversion.
-  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(stmt, &sqlite3_finalize);
+  Statement stmt = prepare(sql);
+  const SQLite::Statement& s = stmt.live();
   nlohmann::json rows = nlohmann::json::array();
-  const int n = sqlite3_column_count(stmt);
-  while (true) {
-    const int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) {
-      TORCH_CHECK(false, describe(path_), ": ", errmsg(db_), " (in: ", one_line(sql), ")");
-    }
+  while (stmt.next()) {
     nlohmann::json row = nlohmann::json::object();
-    for (int i = 0; i < n; ++i) {
-      const char* name = sqlite3_column_name(stmt, i);
-      nlohmann::json& cell = row[name != nullptr ? name : std::to_string(i)];
-      switch (sqlite3_column_type(stmt, i)) {
-        case SQLITE_INTEGER:
-          cell = static_cast<int64_t>(sqlite3_column_int64(stmt, i));
-          break;
-        case SQLITE_FLOAT:
-          cell = sqlite3_column_double(stmt, i);
-          break;
-        case SQLITE_NULL:
-          cell = nullptr;
-          break;
-        default: {  // TEXT, and BLOB as its bytes (no table here stores blobs)
-          const auto* p = static_cast<const char*>(sqlite3_column_blob(stmt, i));
-          const int bytes = sqlite3_column_bytes(stmt, i);
-          cell = p != nullptr ? std::string(p, static_cast<size_t>(bytes)) : std::string();
-          break;
-        }
+    for (int i = 0; i < s.getColumnCount(); ++i) {
+      const SQLite::Column c = s.getColumn(i);
+      nlohmann::json& cell = row[c.getName()];
+      if (c.isInteger()) {
+        cell = c.getInt64();
+      } else if (c.isFloat()) {
+        cell = c.getDouble();
+      } else if (c.isNull()) {
+        cell = nullptr;
+      } else {
+        cell = c.getString();  // TEXT, and BLOB as its bytes (no table here stores blobs)
       }
     }
     rows.push_back(std::move(row));
@@ -214,128 +220,93 @@ nlohmann::json FeatureDb::query(const std::string& sql) {
 }
 
 void FeatureDb::commit() {
-  TORCH_CHECK(db_ != nullptr, describe(path_), " is already closed");
-  // With the journal off an open transaction cannot be rolled back safely; refuse instead of
-  // renaming a database whose last rows may be missing.
-  TORCH_CHECK(sqlite3_get_autocommit(db_) != 0, describe(path_),
+  TORCH_CHECK(connection_ != nullptr, describe(path_), " is already closed");
+  // An open transaction's last rows are not in the file yet; refuse instead of renaming a database
+  // that lacks them.
+  TORCH_CHECK(sqlite3_get_autocommit(connection_->db.getHandle()) != 0, describe(path_),
               ": commit() inside an open transaction (missing exec(\"COMMIT\"))");
-  // An implicit transaction commits only when the last running statement finishes, so a query
-  // left mid-way (a loop that broke out of next()) would hold back rows written meanwhile.
-  for (sqlite3_stmt* s = sqlite3_next_stmt(db_, nullptr); s != nullptr; s = sqlite3_next_stmt(db_, s)) {
-    if (sqlite3_stmt_busy(s) != 0) sqlite3_reset(s);
-  }
-  const int rc = sqlite3_close_v2(db_);
-  if (rc != SQLITE_OK) {
-    TORCH_CHECK(false, describe(path_), ": cannot close: ", errmsg(db_));
-  }
-  db_ = nullptr;
-  if (tmp_path_.empty()) return;
+  const std::string tmp = std::exchange(tmp_path_, std::string());
+  close();
+  if (tmp.empty()) return;
   std::error_code ec;
-  fs::rename(tmp_path_, path_, ec);
+  fs::rename(tmp, path_, ec);
   if (ec) {
-    // The destructor removes the temporary file; the old database at path_ stays as it was.
-    TORCH_CHECK(false, describe(path_), ": cannot rename '", tmp_path_, "' onto it: ", ec.message());
+    fs::remove(tmp, ec);  // the old database at path_ stays as it was
+    TORCH_CHECK(false, describe(path_), ": cannot rename '", tmp, "' onto it: ", ec.message());
   }
-  tmp_path_.clear();
 }
 
 // ---- Statement ----
 
-FeatureDb::Statement::Statement(sqlite3* db, const std::string& sql, const std::string& where)
-    : db_(db), where_(where) {
-  TORCH_CHECK(db_ != nullptr, where_, " is closed (in: ", one_line(sql), ")");
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) {
-    const std::string msg = errmsg(db_);
-    sqlite3_finalize(stmt_);
-    stmt_ = nullptr;
-    TORCH_CHECK(false, where_, ": ", msg, " (in: ", one_line(sql), ")");
+FeatureDb::Statement::Statement(std::shared_ptr<Connection> connection, const std::string& sql)
+    : connection_(std::move(connection)) {
+  stmt_ = checked(connection_->where, sql, [&] { return std::make_unique<SQLite::Statement>(connection_->db, sql); });
+  // An empty string or a lone comment prepares to no statement, which SQLiteCpp only reports when it
+  // runs ("needs to be reseted"); getExpandedSQL() is its one public call that throws for it now.
+  try {
+    stmt_->getExpandedSQL();
+  } catch (const SQLite::Exception&) {
+    fail(connection_->where, "no SQL statement", sql);
   }
-  // An empty string or a lone comment prepares to no statement; running it would be a silent no-op.
-  TORCH_CHECK(stmt_ != nullptr, where_, ": no SQL statement (in: ", one_line(sql), ")");
 }
 
-FeatureDb::Statement::Statement(Statement&& other) noexcept
-    : db_(std::exchange(other.db_, nullptr)),
-      stmt_(std::exchange(other.stmt_, nullptr)),
-      where_(std::move(other.where_)) {}
+FeatureDb::Statement::Statement(Statement&&) noexcept = default;
+FeatureDb::Statement::~Statement() = default;
 
-FeatureDb::Statement::~Statement() {
-  if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+SQLite::Statement& FeatureDb::Statement::live() {
+  TORCH_CHECK(stmt_ != nullptr, "feature database statement was moved from");
+  TORCH_CHECK(!connection_->closed, connection_->where, " is closed (in: ", one_line(stmt_->getQuery()), ")");
+  return *stmt_;
 }
 
-namespace {
-
-std::string statement_sql(sqlite3_stmt* stmt) {
-  const char* s = stmt != nullptr ? sqlite3_sql(stmt) : nullptr;
-  return s != nullptr ? one_line(s) : std::string();
-}
-
-}  // namespace
-
-FeatureDb::Statement& FeatureDb::Statement::bind(int i, int64_t v) {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  const int rc = sqlite3_bind_int64(stmt_, i, static_cast<sqlite3_int64>(v));
-  TORCH_CHECK(rc == SQLITE_OK, where_, ": binding parameter ", i, ": ", errmsg(db_), " (in: ",
-              statement_sql(stmt_), ")");
+template <class T>
+FeatureDb::Statement& FeatureDb::Statement::bind_value(int i, const T& v) {
+  SQLite::Statement& s = live();
+  try {
+    s.bind(i, v);
+  } catch (const SQLite::Exception& e) {
+    fail(connection_->where, "binding parameter " + std::to_string(i) + ": " + e.what(), s.getQuery());
+  }
   return *this;
 }
 
-FeatureDb::Statement& FeatureDb::Statement::bind(int i, double v) {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  const int rc = sqlite3_bind_double(stmt_, i, v);
-  TORCH_CHECK(rc == SQLITE_OK, where_, ": binding parameter ", i, ": ", errmsg(db_), " (in: ",
-              statement_sql(stmt_), ")");
-  return *this;
-}
-
-FeatureDb::Statement& FeatureDb::Statement::bind(int i, const std::string& v) {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  // SQLITE_TRANSIENT: SQLite copies the text, so callers may bind temporaries.
-  const int rc = sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  TORCH_CHECK(rc == SQLITE_OK, where_, ": binding parameter ", i, ": ", errmsg(db_), " (in: ",
-              statement_sql(stmt_), ")");
-  return *this;
-}
+FeatureDb::Statement& FeatureDb::Statement::bind(int i, int64_t v) { return bind_value(i, v); }
+FeatureDb::Statement& FeatureDb::Statement::bind(int i, double v) { return bind_value(i, v); }
+FeatureDb::Statement& FeatureDb::Statement::bind(int i, const std::string& v) { return bind_value(i, v); }
 
 void FeatureDb::Statement::run() {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  const int rc = sqlite3_step(stmt_);
-  // The message must be read before reset, which may replace it.
-  const std::string msg = rc == SQLITE_DONE ? std::string()
-                          : rc == SQLITE_ROW ? std::string("statement returns rows; use next()")
-                                             : errmsg(db_);
-  sqlite3_reset(stmt_);
-  sqlite3_clear_bindings(stmt_);
-  TORCH_CHECK(rc == SQLITE_DONE, where_, ": ", msg, " (in: ", statement_sql(stmt_), ")");
+  SQLite::Statement& s = live();
+  std::string error;
+  try {
+    s.exec();
+  } catch (const SQLite::Exception& e) {
+    error = s.hasRow() ? "statement returns rows; use next()" : e.what();
+  }
+  // Reset even after a failure, so that the statement takes the next row.
+  s.tryReset();
+  s.clearBindings();
+  if (!error.empty()) fail(connection_->where, error, s.getQuery());
 }
 
 bool FeatureDb::Statement::next() {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  const int rc = sqlite3_step(stmt_);
-  if (rc == SQLITE_ROW) return true;
-  const std::string msg = rc == SQLITE_DONE ? std::string() : errmsg(db_);
-  // Reset so the statement can be stepped again (with the same or new bindings).
-  sqlite3_reset(stmt_);
-  TORCH_CHECK(rc == SQLITE_DONE, where_, ": ", msg, " (in: ", statement_sql(stmt_), ")");
+  SQLite::Statement& s = live();
+  try {
+    if (s.executeStep()) return true;
+  } catch (const SQLite::Exception& e) {
+    s.tryReset();
+    fail(connection_->where, e.what(), s.getQuery());
+  }
+  s.tryReset();  // after the last row, so that the statement can run again (same or new bindings)
   return false;
 }
 
-int64_t FeatureDb::Statement::column_int(int i) {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  return static_cast<int64_t>(sqlite3_column_int64(stmt_, i));
+SQLite::Column FeatureDb::Statement::column(int i) {
+  SQLite::Statement& s = live();
+  return checked(connection_->where, s.getQuery(), [&] { return s.getColumn(i); });
 }
 
-double FeatureDb::Statement::column_double(int i) {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  return sqlite3_column_double(stmt_, i);
-}
-
-std::string FeatureDb::Statement::column_text(int i) {
-  TORCH_CHECK(stmt_ != nullptr, where_, ": statement was moved from");
-  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, i));
-  // Bytes must be read after the text conversion, which can change the representation.
-  const int bytes = sqlite3_column_bytes(stmt_, i);
-  return p != nullptr ? std::string(p, static_cast<size_t>(bytes)) : std::string();
-}
+int64_t FeatureDb::Statement::column_int(int i) { return column(i).getInt64(); }
+double FeatureDb::Statement::column_double(int i) { return column(i).getDouble(); }
+std::string FeatureDb::Statement::column_text(int i) { return column(i).getString(); }
 
 }  // namespace saelab

@@ -14,24 +14,37 @@
 //   explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens)
 // Indices on (sae, feature) everywhere and on token_features(token).
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
-struct sqlite3;
-struct sqlite3_stmt;
+namespace SQLite {
+class Column;
+class Statement;
+}  // namespace SQLite
 
 namespace saelab {
 
 /// One open database. Writing goes to "<path>.tmp" and `commit()` renames it onto `path`, so a run
-/// that fails never leaves a half-written database that looks complete.
+/// that fails never leaves a half-written database that looks complete. Errors are one line naming
+/// the database file and the statement.
+///
+/// Example:
+///   FeatureDb db = FeatureDb::create("out/features.sqlite");
+///   FeatureDb::Statement row = db.prepare("INSERT INTO saes (sae) VALUES (?)");
+///   db.transaction([&] { for (const std::string& name : names) row.bind(1, name).run(); });
+///   db.commit();
 class FeatureDb {
+  struct Connection;
+
  public:
   /// Creates a new database (replacing any at `path` when committed).
   static FeatureDb create(const std::string& path);
   /// Opens an existing database to read or to add tables' rows (writes in place, in transactions).
+  /// Waits up to 10 s for another process that holds the file instead of failing at once.
   static FeatureDb open(const std::string& path);
   FeatureDb(FeatureDb&&) noexcept;
   FeatureDb& operator=(FeatureDb&&) noexcept;
@@ -40,27 +53,42 @@ class FeatureDb {
   /// Runs SQL with no result (DDL, BEGIN, COMMIT …); errors name the database and the statement.
   void exec(const std::string& sql);
 
-  /// A prepared statement: bind by position (1-based), step, reset.
+  /// Runs `write` in one transaction: committed when it returns, rolled back when it throws (the
+  /// error then propagates). Transactions do not nest.
+  void transaction(const std::function<void()>& write);
+
+  /// A prepared statement: bind by position (1-based), step, reset. It works while its database is
+  /// open; after commit() or the database's destruction it throws "is closed", and may still be
+  /// destroyed safely.
   class Statement {
    public:
-    Statement(sqlite3* db, const std::string& sql, const std::string& where);
     Statement(Statement&&) noexcept;
     ~Statement();
     Statement& bind(int i, int64_t v);
     Statement& bind(int i, double v);
     Statement& bind(int i, const std::string& v);
-    /// Executes an insert / update and resets the statement for the next row.
+    /// Executes an insert / update and resets the statement for the next row (also after an error).
     void run();
-    /// Steps a query: true while a row is available.
+    /// Steps a query: true while a row is available; after the last row it resets, so the
+    /// statement can run again.
     bool next();
+    /// Columns (0-based) of the current row; reading without one (next() not called, or false) throws.
     int64_t column_int(int i);
     double column_double(int i);
     std::string column_text(int i);
 
    private:
-    sqlite3* db_ = nullptr;
-    sqlite3_stmt* stmt_ = nullptr;
-    std::string where_;
+    friend class FeatureDb;
+    Statement(std::shared_ptr<Connection> connection, const std::string& sql);
+    SQLite::Statement& live();
+    SQLite::Column column(int i);
+    template <class T>
+    Statement& bind_value(int i, const T& v);
+
+    // The statement shares the connection so that it is finalized before the connection closes,
+    // however long it outlives the FeatureDb (members are destroyed in reverse order).
+    std::shared_ptr<Connection> connection_;
+    std::unique_ptr<SQLite::Statement> stmt_;
   };
   Statement prepare(const std::string& sql);
 
@@ -68,13 +96,18 @@ class FeatureDb {
   nlohmann::json query(const std::string& sql);
 
   /// Closes the database and, for one made by create(), renames the temporary file onto the path.
+  /// Refuses inside an open transaction; queries left mid-way are reset first, so they hold back
+  /// neither rows nor locks.
   void commit();
 
   const std::string& path() const { return path_; }
 
  private:
   FeatureDb() = default;
-  sqlite3* db_ = nullptr;
+  Connection& live(const std::string& sql);
+  void close() noexcept;
+
+  std::shared_ptr<Connection> connection_;  // null once closed
   std::string path_, tmp_path_;
 };
 

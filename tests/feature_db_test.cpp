@@ -252,17 +252,17 @@ TEST(FeatureDb, TransactionKeepsRowsWhenItReturnsAndRollsThemBackWhenItThrows) {
   {
     FeatureDb db = FeatureDb::create(path);
     db.transaction([&] { db.exec("INSERT INTO saes (sae) VALUES ('kept')"); });
-    EXPECT_THROWS_WITH(db.transaction([&] {
+    const auto failing_writer = [&] {
       db.prepare("INSERT INTO saes (sae) VALUES (?)").bind(1, "rolled back").run();
       throw std::runtime_error("the writer failed");
-    }),
-                       "the writer failed");
+    };
+    EXPECT_THROWS_WITH(db.transaction(failing_writer), "the writer failed");
     // A statement that fails inside takes the rows written before it along.
-    EXPECT_THROWS_WITH(db.transaction([&] {
+    const auto failing_insert = [&] {
       db.exec("INSERT INTO saes (sae) VALUES ('also rolled back')");
       db.exec("INSERT INTO saes (sae) VALUES ('kept')");
-    }),
-                       path, "UNIQUE");
+    };
+    EXPECT_THROWS_WITH(db.transaction(failing_insert), path, "UNIQUE");
     EXPECT_THROWS_WITH(db.transaction([&] { db.transaction([] {}); }), path, "within a transaction", "BEGIN");
     EXPECT_EQ(db.query("SELECT sae FROM saes"), nlohmann::json::parse(R"([{"sae": "kept"}])"));
     // No transaction was left open, or commit() would refuse.
@@ -270,11 +270,11 @@ TEST(FeatureDb, TransactionKeepsRowsWhenItReturnsAndRollsThemBackWhenItThrows) {
   }
   // A database opened in place (its journal on disk) rolls back the same way.
   FeatureDb db = FeatureDb::open(path);
-  EXPECT_THROWS_WITH(db.transaction([&] {
+  const auto failing_delete = [&] {
     db.exec("DELETE FROM saes");
     throw std::runtime_error("stop");
-  }),
-                     "stop");
+  };
+  EXPECT_THROWS_WITH(db.transaction(failing_delete), "stop");
   EXPECT_EQ(db.query("SELECT sae FROM saes").size(), 1u);
 }
 
@@ -354,9 +354,10 @@ TEST(FeatureDb, ErrorsAreOneLineNamingTheFileAndTheShortenedStatement) {
   sql += ")";
   const std::string message = error_of([&] { db.exec(sql); });
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-  EXPECT_EQ(message.rfind("feature database '" + path + "': no such table: nope (in: SELECT feature, density FROM nope WHERE feature IN (0, 1, 2", 0), 0u) << message;
+  const std::string head = "feature database '" + path + "': no such table: nope (in: ";
+  EXPECT_EQ(message.rfind(head + "SELECT feature, density FROM nope WHERE feature IN (0, 1, 2", 0), 0u) << message;
   // one_line keeps 200 characters of the statement.
-  EXPECT_EQ(message.size(), ("feature database '" + path + "': no such table: nope (in: ").size() + 200 + 4) << message;
+  EXPECT_EQ(message.size(), head.size() + 200 + 4) << message;
   EXPECT_EQ(message.substr(message.size() - 4), "...)") << message;
 
   EXPECT_THROWS_WITH(db.prepare("INSERT INTO saes (sae) VALUES (?)").bind(2, "x"), path, "binding parameter 2",

@@ -97,18 +97,18 @@ std::vector<SaeInterpretation> interpret_saes(HookedModel& hooked, const std::ve
 }
 
 void write_explanations(FeatureDb& db, const std::vector<SaeInterpretation>& results) {
-  db.exec("BEGIN");
-  auto row = db.prepare(
-      "INSERT INTO explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-  for (const auto& r : results) {
-    for (size_t j = 0; j < r.features.size(); ++j) {
-      const Explanation& e = r.explanations[j];
-      row.bind(1, r.sae).bind(2, r.features[j]).bind(3, e.explainer).bind(4, e.text).bind(5, e.rule.dump())
-          .bind(6, e.explain_score).bind(7, e.score).bind(8, e.scored_tokens).run();
+  db.transaction([&] {
+    auto row = db.prepare(
+        "INSERT INTO explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    for (const auto& r : results) {
+      for (size_t j = 0; j < r.features.size(); ++j) {
+        const Explanation& e = r.explanations[j];
+        row.bind(1, r.sae).bind(2, r.features[j]).bind(3, e.explainer).bind(4, e.text).bind(5, e.rule.dump())
+            .bind(6, e.explain_score).bind(7, e.score).bind(8, e.scored_tokens).run();
+      }
     }
-  }
-  db.exec("COMMIT");
+  });
 }
 
 }  // namespace saelab

@@ -100,26 +100,26 @@ std::string display_token(const Tokenizer& tokenizer, int64_t id) {
 }
 
 void write_logit_effects(FeatureDb& db, const std::string& sae_name, const LogitEffects& e, const Tokenizer& tokenizer) {
-  db.exec("BEGIN");
-  auto row = db.prepare(
-      "INSERT INTO logit_effects(sae, feature, direction, rank, token_id, token, effect) VALUES (?, ?, ?, ?, ?, ?, ?)");
-  const auto pi = e.promoted_ids.accessor<int64_t, 2>(), si = e.suppressed_ids.accessor<int64_t, 2>();
-  const auto pv = e.promoted.accessor<float, 2>(), sv = e.suppressed.accessor<float, 2>();
-  std::unordered_map<int64_t, std::string> cache;
-  auto text = [&](int64_t id) -> const std::string& {
-    auto it = cache.find(id);
-    if (it == cache.end()) it = cache.emplace(id, display_token(tokenizer, id)).first;
-    return it->second;
-  };
-  for (int64_t f = 0; f < e.promoted_ids.size(0); ++f) {
-    for (int64_t r = 0; r < e.promoted_ids.size(1); ++r) {
-      row.bind(1, sae_name).bind(2, f).bind(3, std::string("promoted")).bind(4, r).bind(5, pi[f][r])
-          .bind(6, text(pi[f][r])).bind(7, static_cast<double>(pv[f][r])).run();
-      row.bind(1, sae_name).bind(2, f).bind(3, std::string("suppressed")).bind(4, r).bind(5, si[f][r])
-          .bind(6, text(si[f][r])).bind(7, static_cast<double>(sv[f][r])).run();
+  db.transaction([&] {
+    auto row = db.prepare(
+        "INSERT INTO logit_effects(sae, feature, direction, rank, token_id, token, effect) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    const auto pi = e.promoted_ids.accessor<int64_t, 2>(), si = e.suppressed_ids.accessor<int64_t, 2>();
+    const auto pv = e.promoted.accessor<float, 2>(), sv = e.suppressed.accessor<float, 2>();
+    std::unordered_map<int64_t, std::string> cache;
+    auto text = [&](int64_t id) -> const std::string& {
+      auto it = cache.find(id);
+      if (it == cache.end()) it = cache.emplace(id, display_token(tokenizer, id)).first;
+      return it->second;
+    };
+    for (int64_t f = 0; f < e.promoted_ids.size(0); ++f) {
+      for (int64_t r = 0; r < e.promoted_ids.size(1); ++r) {
+        row.bind(1, sae_name).bind(2, f).bind(3, std::string("promoted")).bind(4, r).bind(5, pi[f][r])
+            .bind(6, text(pi[f][r])).bind(7, static_cast<double>(pv[f][r])).run();
+        row.bind(1, sae_name).bind(2, f).bind(3, std::string("suppressed")).bind(4, r).bind(5, si[f][r])
+            .bind(6, text(si[f][r])).bind(7, static_cast<double>(sv[f][r])).run();
+      }
     }
-  }
-  db.exec("COMMIT");
+  });
 }
 
 }  // namespace saelab

@@ -218,51 +218,51 @@ void write_top_activations(FeatureDb& db, const std::vector<AttachedSae>& saes, 
     if (it == text_cache.end()) it = text_cache.emplace(id, display_token(tokenizer, id)).first;
     return it->second;
   };
-  db.exec("BEGIN");
-  auto sae_row = db.prepare(
-      "INSERT OR REPLACE INTO saes(sae, dir, hook, architecture, d_in, d_sae, tokens_seen) VALUES (?, ?, ?, ?, ?, ?, ?)");
-  auto feat_row = db.prepare(
-      "INSERT OR REPLACE INTO features(sae, feature, density, mean_activation, max_activation) VALUES (?, ?, ?, ?, ?)");
-  auto ex_row = db.prepare(
-      "INSERT INTO examples(sae, feature, kind, rank, band, activation, context, position, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  auto tok_row = db.prepare(
-      "INSERT INTO example_tokens(example_id, offset, token_id, token, activation) VALUES (?, ?, ?, ?, ?)");
-  auto tf_row = db.prepare(
-      "INSERT INTO token_features(sae, token_id, token, feature, count, mean_activation) VALUES (?, ?, ?, ?, ?, ?)");
-  auto last_id = db.prepare("SELECT last_insert_rowid()");
-  for (size_t i = 0; i < saes.size(); ++i) {
-    const AttachedSae& a = saes[i];
-    const SaeTopResult& r = results[i];
-    sae_row.bind(1, a.name).bind(2, a.dir).bind(3, a.hook).bind(4, architecture_name(a.sae().config().architecture))
-        .bind(5, a.sae().config().d_in).bind(6, a.sae().config().d_sae).bind(7, r.tokens).run();
-    for (size_t j = 0; j < r.features.size(); ++j) {
-      const FeatureSummary& f = r.features[j];
-      feat_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, f.density).bind(4, f.mean_activation)
-          .bind(5, f.max_activation).run();
-      for (const auto& ex : f.examples) {
-        ex_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, ex.kind).bind(4, static_cast<int64_t>(ex.rank))
-            .bind(5, static_cast<int64_t>(ex.band)).bind(6, static_cast<double>(ex.activation))
-            .bind(7, static_cast<int64_t>(ex.context)).bind(8, static_cast<int64_t>(ex.position))
-            .bind(9, eval_set.doc_ids.at(static_cast<size_t>(docs[ex.context])))
-            .run();
-        TORCH_CHECK(last_id.next(), "feature database: no row id");
-        const int64_t id = last_id.column_int(0);
-        while (last_id.next()) {
-        }
-        for (size_t w = 0; w < ex.window.size(); ++w) {
-          const int64_t pos = ex.first + static_cast<int64_t>(w);
-          const int64_t tok = tokens[ex.context][pos];
-          tok_row.bind(1, id).bind(2, pos - ex.position).bind(3, tok).bind(4, text_of(tok))
-              .bind(5, static_cast<double>(ex.window[w])).run();
+  db.transaction([&] {
+    auto sae_row = db.prepare(
+        "INSERT OR REPLACE INTO saes(sae, dir, hook, architecture, d_in, d_sae, tokens_seen) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    auto feat_row = db.prepare(
+        "INSERT OR REPLACE INTO features(sae, feature, density, mean_activation, max_activation) VALUES (?, ?, ?, ?, ?)");
+    auto ex_row = db.prepare(
+        "INSERT INTO examples(sae, feature, kind, rank, band, activation, context, position, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    auto tok_row = db.prepare(
+        "INSERT INTO example_tokens(example_id, offset, token_id, token, activation) VALUES (?, ?, ?, ?, ?)");
+    auto tf_row = db.prepare(
+        "INSERT INTO token_features(sae, token_id, token, feature, count, mean_activation) VALUES (?, ?, ?, ?, ?, ?)");
+    auto last_id = db.prepare("SELECT last_insert_rowid()");
+    for (size_t i = 0; i < saes.size(); ++i) {
+      const AttachedSae& a = saes[i];
+      const SaeTopResult& r = results[i];
+      sae_row.bind(1, a.name).bind(2, a.dir).bind(3, a.hook).bind(4, architecture_name(a.sae().config().architecture))
+          .bind(5, a.sae().config().d_in).bind(6, a.sae().config().d_sae).bind(7, r.tokens).run();
+      for (size_t j = 0; j < r.features.size(); ++j) {
+        const FeatureSummary& f = r.features[j];
+        feat_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, f.density).bind(4, f.mean_activation)
+            .bind(5, f.max_activation).run();
+        for (const auto& ex : f.examples) {
+          ex_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, ex.kind).bind(4, static_cast<int64_t>(ex.rank))
+              .bind(5, static_cast<int64_t>(ex.band)).bind(6, static_cast<double>(ex.activation))
+              .bind(7, static_cast<int64_t>(ex.context)).bind(8, static_cast<int64_t>(ex.position))
+              .bind(9, eval_set.doc_ids.at(static_cast<size_t>(docs[ex.context])))
+              .run();
+          TORCH_CHECK(last_id.next(), "feature database: no row id");
+          const int64_t id = last_id.column_int(0);
+          while (last_id.next()) {
+          }
+          for (size_t w = 0; w < ex.window.size(); ++w) {
+            const int64_t pos = ex.first + static_cast<int64_t>(w);
+            const int64_t tok = tokens[ex.context][pos];
+            tok_row.bind(1, id).bind(2, pos - ex.position).bind(3, tok).bind(4, text_of(tok))
+                .bind(5, static_cast<double>(ex.window[w])).run();
+          }
         }
       }
+      for (const auto& tf : r.token_features) {
+        tf_row.bind(1, a.name).bind(2, tf.token).bind(3, text_of(tf.token)).bind(4, tf.feature).bind(5, tf.count)
+            .bind(6, tf.mean_activation).run();
+      }
     }
-    for (const auto& tf : r.token_features) {
-      tf_row.bind(1, a.name).bind(2, tf.token).bind(3, text_of(tf.token)).bind(4, tf.feature).bind(5, tf.count)
-          .bind(6, tf.mean_activation).run();
-    }
-  }
-  db.exec("COMMIT");
+  });
 }
 
 }  // namespace saelab

@@ -76,3 +76,11 @@ inline Sae zero_sae(int64_t d) {
 }
 
 }  // namespace saelab::test
+
+namespace saelab {
+using test::config;
+using test::fixture;
+using test::Fixture;
+using test::identity_sae;
+using test::zero_sae;
+}  // namespace saelab

@@ -4,12 +4,6 @@
 namespace saelab {
 namespace {
 
-using test::config;
-using test::fixture;
-using test::Fixture;
-using test::identity_sae;
-using test::zero_sae;
-
 TEST(Evaluate, AnIdentitySaeRecoversAllOfTheLossWithZeroKl) {
   Fixture& f = fixture();
   const AttachedSae a = f.attach("identity", identity_sae(f.d()));

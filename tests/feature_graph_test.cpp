@@ -4,12 +4,6 @@
 namespace saelab {
 namespace {
 
-using test::config;
-using test::fixture;
-using test::Fixture;
-using test::identity_sae;
-using test::zero_sae;
-
 TEST(FeatureGraph, AblationEffectsEqualADirectComputation) {
   Fixture& f = fixture();
   const AttachedSae a = f.attach("g1", Sae(config("topk", f.d(), 64, 8), 3), "blocks.1.input");

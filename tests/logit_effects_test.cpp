@@ -4,12 +4,6 @@
 namespace saelab {
 namespace {
 
-using test::config;
-using test::fixture;
-using test::Fixture;
-using test::identity_sae;
-using test::zero_sae;
-
 TEST(LogitEffects, ReadTheDecoderThroughTheFinalLayerNormAndUnembedding) {
   Fixture& f = fixture();
   const Unembedding u = find_unembedding(f.lm);

@@ -4,12 +4,6 @@
 namespace saelab {
 namespace {
 
-using test::config;
-using test::fixture;
-using test::Fixture;
-using test::identity_sae;
-using test::zero_sae;
-
 TEST(TopActivations, BoundedHeapsEqualAFullSortAndWindowsHoldTheActivations) {
   Fixture& f = fixture();
   Sae sae(config("topk", f.d(), 64, 4), 9);

@@ -149,7 +149,6 @@ TEST(Options, NoOptionsStructNamesAKeyTwice) {
 
 TEST(Options, TheStudyConfigAcceptsEveryFieldOfAStageStruct) {
   // A key no stage reads before this change would be refused; a field of the struct is accepted.
-  test::TempDir dir;
   json cfg = load_json_file(SAELAB_SOURCE_DIR "/configs/demo.json", "demo config");
   cfg["top"]["features_per_token"] = 4;
   cfg["explain"]["conjunction_beam"] = 3;

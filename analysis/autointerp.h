@@ -68,8 +68,8 @@ struct RuleExplainerOptions {
 
   template <class V>
   void fields(V& v) {
-    v("max_tokens", max_tokens, "candidate token sets are the feature's top tokens by total activation: sizes 1 … max_tokens");
-    v("conjunction_beam", conjunction_beam, "single-atom candidates kept for pairwise conjunctions");
+    v("max_tokens", max_tokens, "candidate token sets are the feature's top tokens by total activation: sizes 1 … max_tokens", at_least(1));
+    v("conjunction_beam", conjunction_beam, "single-atom candidates kept for pairwise conjunctions", at_least(1));
   }
 };
 
@@ -92,9 +92,9 @@ struct AutoInterpOptions {
 
   template <class V>
   void fields(V& v) {
-    v("top_contexts", top_contexts, "held-out scoring set: this many top-activating contexts (by the feature's maximum) …");
-    v("random_contexts", random_contexts, "… and this many random contexts, both from the scoring half");
-    v("seed", seed, "seed of the random scoring contexts");
+    v("top_contexts", top_contexts, "held-out scoring set: this many top-activating contexts (by the feature's maximum) …", at_least(1));
+    v("random_contexts", random_contexts, "… and this many random contexts, both from the scoring half", at_least(1));
+    v("seed", seed, "seed of the random scoring contexts", at_least(0));
   }
 };
 

@@ -21,8 +21,8 @@ struct EvalSetOptions {
   void fields(V& v) {
     v("corpus", corpus, "corpus: brown, brown:DIR, text:PATH or jsonl:PATH");
     v("split", split, "corpus split: train, validation or test");
-    v("contexts", contexts, "held-out contexts; each is BOS and context_length − 1 tokens of one document");
-    v("context_length", context_length, "context length including BOS (0: the model's)");
+    v("contexts", contexts, "held-out contexts; each is BOS and context_length − 1 tokens of one document", at_least(1));
+    v("context_length", context_length, "context length including BOS (0: the model's)", at_least(0));
   }
   void validate() const;
 };

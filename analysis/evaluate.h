@@ -34,8 +34,8 @@ struct EvalOptions {
 
   template <class V>
   void fields(V& v) {
-    v("batch_size", batch_size, "contexts per forward pass");
-    v("dense_threshold", dense_threshold, "a latent firing on more than this fraction of tokens is dense");
+    v("batch_size", batch_size, "contexts per forward pass", at_least(1));
+    v("dense_threshold", dense_threshold, "a latent firing on more than this fraction of tokens is dense", in_range(0, 1));
     v("with_error_term", with_error_term, "also splice x̂ + (x − x̂), the reconstruction with its error (CE must equal the clean CE)");
   }
   void validate() const;

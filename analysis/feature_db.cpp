@@ -101,6 +101,8 @@ struct FeatureDb::Connection {
 FeatureDb FeatureDb::create(const std::string& path) {
   FeatureDb db;
   db.path_ = path;
+  // One writer per database: a second `saelab top` on the same file fails here, naming the first.
+  db.lock_ = std::make_shared<RunLock>(RunLock::file(path, "feature database"));
   const std::string tmp = path + ".tmp";
   std::error_code ec;
   fs::remove(tmp, ec);
@@ -147,6 +149,7 @@ FeatureDb& FeatureDb::operator=(FeatureDb&& other) noexcept {
     connection_ = std::move(other.connection_);
     path_ = std::move(other.path_);
     tmp_path_ = std::exchange(other.tmp_path_, std::string());
+    lock_ = std::move(other.lock_);
   }
   return *this;
 }
@@ -234,6 +237,7 @@ void FeatureDb::commit() {
     fs::remove(tmp, ec);  // the old database at path_ stays as it was
     TORCH_CHECK(false, describe(path_), ": cannot rename '", tmp, "' onto it: ", ec.message());
   }
+  lock_.reset();
 }
 
 // ---- Statement ----

@@ -26,6 +26,8 @@ class Column;
 class Statement;
 }  // namespace SQLite
 
+#include "core/files.h"
+
 namespace saelab {
 
 /// One open database. Writing goes to "<path>.tmp" and `commit()` renames it onto `path`, so a run
@@ -109,6 +111,7 @@ class FeatureDb {
 
   std::shared_ptr<Connection> connection_;  // null once closed
   std::string path_, tmp_path_;
+  std::shared_ptr<RunLock> lock_;  // create(): held until the database is committed or dropped
 };
 
 }  // namespace saelab

@@ -30,12 +30,12 @@ struct GraphOptions {
 
   template <class V>
   void fields(V& v) {
-    v("name", name, "SAE folder name chained across the hooks (empty: the first SAE found)");
-    v("similar", similar, "most similar next-layer features per source feature (cosine edges)");
-    v("ablated_features", ablated_features, "source features per layer whose ablation is measured (the most frequent)");
-    v("ablation_contexts", contexts, "contexts (where the feature fires most) each ablation runs on");
-    v("effects", effects, "strongest causal edges kept per ablated feature");
-    v("batch_size", batch_size, "contexts per forward pass");
+    v("name", name, "SAE folder name chained across the hooks (empty: the first SAE found)", path_name());
+    v("similar", similar, "most similar next-layer features per source feature (cosine edges)", at_least(0));
+    v("ablated_features", ablated_features, "source features per layer whose ablation is measured (the most frequent)", at_least(0));
+    v("ablation_contexts", contexts, "contexts (where the feature fires most) each ablation runs on", at_least(1));
+    v("effects", effects, "strongest causal edges kept per ablated feature", at_least(0));
+    v("batch_size", batch_size, "contexts per forward pass", at_least(1));
   }
   void validate() const;
 };

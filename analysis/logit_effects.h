@@ -38,7 +38,7 @@ struct LogitEffectOptions {
 
   template <class V>
   void fields(V& v) {
-    v("logit_tokens", tokens, "promoted and suppressed tokens kept per feature");
+    v("logit_tokens", tokens, "promoted and suppressed tokens kept per feature", at_least(1));
   }
 };
 

@@ -24,9 +24,9 @@ struct SteerOptions {
 
   template <class V>
   void fields(V& v) {
-    v("alphas", alphas, "steering strengths in feature-activation units (0: the hooked model with a zero vector)");
+    v("alphas", alphas, "steering strengths in feature-activation units (0: the hooked model with a zero vector)", non_empty());
     generate.fields(v);
-    v("promoted_tokens", promoted_tokens, "the feature's top promoted tokens that count as on topic for the promoted share");
+    v("promoted_tokens", promoted_tokens, "the feature's top promoted tokens that count as on topic for the promoted share", at_least(1));
   }
   void validate() const;
 };

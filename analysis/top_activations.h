@@ -31,15 +31,15 @@ struct TopOptions {
 
   template <class V>
   void fields(V& v) {
-    v("top_k", top_k, "top-activating examples kept per feature");
-    v("quantile_bands", quantile_bands, "quantile bands of the firing distribution");
-    v("per_band", per_band, "examples sampled per quantile band");
-    v("reservoir", reservoir, "firing positions kept per feature (uniform reservoir) to sample the bands from");
-    v("context_before", context_before, "tokens shown before an example's position");
-    v("context_after", context_after, "tokens shown after an example's position");
-    v("batch_size", batch_size, "contexts per forward pass");
-    v("features_per_token", features_per_token, "per token, the features recorded as firing on it most often");
-    v("seed", seed, "seed of the reservoirs");
+    v("top_k", top_k, "top-activating examples kept per feature", at_least(1));
+    v("quantile_bands", quantile_bands, "quantile bands of the firing distribution", at_least(0));
+    v("per_band", per_band, "examples sampled per quantile band", at_least(0));
+    v("reservoir", reservoir, "firing positions kept per feature (uniform reservoir) to sample the bands from", at_least(1));
+    v("context_before", context_before, "tokens shown before an example's position", at_least(0));
+    v("context_after", context_after, "tokens shown after an example's position", at_least(0));
+    v("batch_size", batch_size, "contexts per forward pass", at_least(1));
+    v("features_per_token", features_per_token, "per token, the features recorded as firing on it most often", at_least(1));
+    v("seed", seed, "seed of the reservoirs", at_least(0));
   }
   void validate() const;
 };

@@ -17,7 +17,7 @@ struct GenerateCommand {
   void fields(V& v) {
     v("model", model, "model folder with model.json");
     v("prompt", prompt, "text to continue");
-    v("samples", samples, "how many continuations (seeds seed, seed + 1, …)");
+    v("samples", samples, "how many continuations (seeds seed, seed + 1, …)", in_range(1, 10000));
     generate.fields(v);
   }
 };

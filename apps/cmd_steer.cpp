@@ -23,7 +23,7 @@ struct SteerCommand {
     v("model", model, "model folder with model.json");
     v("sae", sae, "SAE folder");
     v("allow_other_model", allow_other_model, "use an SAE whose metadata names another model file");
-    v("feature", feature, "feature index");
+    v("feature", feature, "feature index", at_least(0));
     v("prompt", prompt, "prompt");
     v("out", out, "also write the results as JSON");
     steer.fields(v);

@@ -25,7 +25,7 @@ struct TrainLmCommand {
     v("corpus", corpus, "corpus: brown, brown:DIR, text:PATH or jsonl:PATH");
     v("tokenizer", tokenizer, "SentencePiece model file (saelab train-tokenizer)");
     v("out", out, "run folder: checkpoint, metrics, final model");
-    v("name", name, "model name recorded in model.json");
+    v("name", name, "model name recorded in model.json", path_name());
   }
 };
 
@@ -54,6 +54,7 @@ void register_train_lm(CLI::App& app) {
     arg_flags.apply();
     model_flags.apply();
     train_flags.apply();
+    const RunLock lock = RunLock::folder(args.out, "model training folder");
     SentencePieceTokenizer tokenizer(args.tokenizer);
     model.vocab_size = tokenizer.vocab_size();
     model.validate();

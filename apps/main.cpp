@@ -5,6 +5,7 @@
 
 #include "apps/commands.h"
 #include "apps/common.h"
+#include "core/files.h"
 
 namespace saelab {
 
@@ -60,9 +61,26 @@ int main(int argc, char** argv) {
   register_top(app);
   register_graph(app);
   register_steer(app);
+  set_command_line(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // The first word that is neither a global flag nor its value names the command.
+    const char* word = nullptr;
+    for (int i = 1; i < argc && word == nullptr; ++i) {
+      const std::string a = argv[i];
+      if (a == "--threads" || a == "--cache") {
+        ++i;
+      } else if (a.empty() || a[0] != '-') {
+        word = argv[i];
+      }
+    }
+    if (word != nullptr && app.get_subcommands().empty() && e.get_exit_code() != 0) {
+      std::string names;
+      for (const CLI::App* sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "saelab: error: unknown command '%s' (commands: %s)\n", word, names.c_str());
+      return 2;
+    }
     return app.exit(e);
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "\nsaelab: error: %s\n", one_line(e.what_without_backtrace()).c_str());

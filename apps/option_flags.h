@@ -39,6 +39,7 @@ class OptionFlags {
   struct Bound {
     CLI::Option* option;  // nullptr: the field is no flag
     void* value;          // the field in given_
+    FieldRule rule;
   };
 
   std::string flag_name(const char* key) const {
@@ -51,12 +52,12 @@ class OptionFlags {
     CLI::App* app;
     OptionFlags* owner;
     template <class T>
-    void operator()(const char* key, T& field, const char* doc, unsigned use = kEverywhere) {
+    void operator()(const char* key, T& field, const char* doc, FieldRule rule = {}) {
       CLI::Option* opt = nullptr;
       if constexpr (!is_options_list<T>::value) {
-        if (use & kOnCommandLine) opt = add(owner->flag_name(key), field, doc);
+        if (rule.use & kOnCommandLine) opt = add(owner->flag_name(key), field, doc);
       }
-      owner->bound_.push_back({opt, &field});
+      owner->bound_.push_back({opt, &field, rule});
     }
     template <class T>
     CLI::Option* add(const std::string& flag, T& field, const char* doc) {
@@ -76,9 +77,13 @@ class OptionFlags {
     OptionFlags* owner;
     size_t next = 0;
     template <class T>
-    void operator()(const char*, T& field, const char*, unsigned = kEverywhere) {
+    void operator()(const char* key, T& field, const char*, FieldRule = {}) {
       const Bound& b = owner->bound_.at(next++);
-      if (b.option != nullptr && b.option->count() > 0) field = *static_cast<T*>(b.value);
+      if (b.option != nullptr && b.option->count() > 0) {
+        const T& given = *static_cast<T*>(b.value);
+        detail::check_field(given, b.rule, owner->flag_name(key));
+        field = given;
+      }
     }
   };
 

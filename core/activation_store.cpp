@@ -113,7 +113,7 @@ void ActivationWriter::append(int64_t first_row, const torch::Tensor& acts, cons
   const torch::Tensor a = part(acts).to(torch::kFloat32);
   TORCH_CHECK(torch::isfinite(a).all().item<bool>(), "activations at '", manifest_.hook,
               "' hold NaN or Inf (rows ", first_row + skip, "..", first_row + skip + take - 1, ")");
-  manifest_.norm_sum += a.norm(2, {1}).sum().item<double>();
+  norms_.push_back(a.norm(2, {1}));
   acts_.push_back(a.to(store_dtype(manifest_.dtype)));
   context_.push_back(part(context).to(torch::kInt64));
   position_.push_back(part(position).to(torch::kInt32));
@@ -137,6 +137,9 @@ void ActivationWriter::flush_shard() {
                    {{"acts", take(acts_)}, {"context", take(context_)}, {"position", take(position_)},
                     {"token", take(token_)}, {"doc", take(doc_)}},
                    {{"hook", manifest_.hook}, {"format", "saelab-activations"}});
+  // The norm sum grows by whole shards in a fixed order, so a resumed capture's manifest is bitwise
+  // the one an uninterrupted capture writes.
+  manifest_.norm_sum += take(norms_).to(torch::kFloat64).sum().item<double>();
   buffered_ -= n;
   manifest_.rows += n;
   manifest_.shards.emplace_back(file, n);

@@ -70,7 +70,7 @@ class ActivationWriter {
   std::string dir_;
   StoreManifest manifest_;
   int64_t shard_rows_;
-  std::vector<torch::Tensor> acts_, context_, position_, token_, doc_;
+  std::vector<torch::Tensor> acts_, context_, position_, token_, doc_, norms_;
   int64_t buffered_ = 0;
 };
 

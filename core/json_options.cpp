@@ -3,16 +3,69 @@
 #include <c10/util/Exception.h>
 
 #include "core/files.h"
+#include "core/options.h"
+
+#include <cmath>
+#include <sstream>
 
 namespace saelab {
 
-json load_json_file(const std::string& path, const std::string& what) {
-  const std::string text = read_file(path, what);
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    TORCH_CHECK(false, what, " '", path, "' is not valid JSON (byte ", e.byte, ")");
+namespace {
+
+// The first byte at which `text` opens its (max_depth + 1)-th nested array or object, or npos.
+// Brackets inside strings do not count; syntax errors are left to the parser.
+size_t too_deep_at(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return i;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
   }
+  return std::string_view::npos;
+}
+
+// nlohmann's messages start with "[json.exception.<kind>.<id>] " and may add "parse error at line
+// 1, column 9: "; keep what follows.
+std::string parser_reason(const std::string& what) {
+  std::string s = what.substr(what.find(']') == std::string::npos ? 0 : what.find(']') + 1);
+  const size_t colon = s.rfind(": ");
+  if (colon != std::string::npos) s = s.substr(colon + 2);
+  while (!s.empty() && s.front() == ' ') s.erase(0, 1);
+  if (s.size() > 120) s = s.substr(0, 120) + "...";
+  return s;
+}
+
+}  // namespace
+
+json parse_json_text(std::string_view text, const std::string& where) {
+  const size_t deep = too_deep_at(text, kMaxJsonDepth);
+  TORCH_CHECK(deep == std::string_view::npos, where, " is nested deeper than ", kMaxJsonDepth,
+              " levels (byte ", deep, ")");
+  try {
+    return json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    TORCH_CHECK(false, where, " is not valid JSON (byte ", e.byte, ": ", parser_reason(e.what()), ")");
+  } catch (const json::out_of_range& e) {
+    TORCH_CHECK(false, where, " has a number out of range: ", parser_reason(e.what()));
+  } catch (const json::exception& e) {
+    TORCH_CHECK(false, where, " cannot be read as JSON: ", parser_reason(e.what()));
+  }
+}
+
+json load_json_file(const std::string& path, const std::string& what) {
+  return parse_json_text(read_file(path, what), what + " '" + path + "'");
 }
 
 JsonFields::JsonFields(const json& object, std::string where) : object_(object), where_(std::move(where)) {
@@ -120,3 +173,27 @@ void JsonFields::finish() const {
 }
 
 }  // namespace saelab
+
+namespace saelab::detail {
+
+namespace {
+std::string shown(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+}  // namespace
+
+void check_number(double v, const FieldRule& rule, const std::string& where) {
+  TORCH_CHECK(std::isfinite(v), where, " must be a finite number (got ", shown(v), ")");
+  if (v >= rule.lo && v <= rule.hi) return;
+  if (rule.hi == HUGE_VAL) TORCH_CHECK(false, where, " must be at least ", shown(rule.lo), " (got ", shown(v), ")");
+  if (rule.lo == -HUGE_VAL) TORCH_CHECK(false, where, " must be at most ", shown(rule.hi), " (got ", shown(v), ")");
+  TORCH_CHECK(false, where, " must be between ", shown(rule.lo), " and ", shown(rule.hi), " (got ", shown(v), ")");
+}
+
+void check_string(const std::string& v, const FieldRule& rule, const std::string& where) {
+  if (rule.path_name) check_path_name(v, where);
+}
+
+}  // namespace saelab::detail

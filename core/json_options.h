@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <set>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -12,7 +13,17 @@ namespace saelab {
 
 using json = nlohmann::json;
 
-/// Parses a JSON file; errors name the file and the parse position.
+/// Deepest nesting of arrays and objects any saelab JSON input may have. nlohmann's parser and
+/// every reader walking the result recurse, so an input nested 300,000 deep would overflow the
+/// stack; saelab's own files are nested fewer than ten levels.
+constexpr int kMaxJsonDepth = 64;
+
+/// Parses JSON text from `where` ("config 'a.json'", "safetensors header of 'w.safetensors'").
+/// Every JSON input goes through here: errors are one line naming `where` and what is wrong —
+/// the byte of a syntax error, nesting deeper than kMaxJsonDepth, a number too large for a double.
+json parse_json_text(std::string_view text, const std::string& where);
+
+/// Parses a JSON file; errors name the file (see parse_json_text).
 json load_json_file(const std::string& path, const std::string& what);
 
 class JsonFields {

@@ -25,6 +25,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -42,10 +43,60 @@ enum FieldUse : unsigned {
   kEverywhere = 7u,
 };
 
+/// How a field is used and which values it accepts. Every value read from a config or a flag is
+/// checked against its field's rule, so an error names the key or flag: numbers are finite and
+/// within [lo, hi] (integers must be whole — the JSON reader and the flag parser see to that), a
+/// `path_name` string (each item of a list) must be a plain file name, because it becomes one
+/// (check_path_name), and a `non_empty` list given explicitly must hold something.
+struct FieldRule {
+  unsigned use = kEverywhere;
+  double lo = -HUGE_VAL;
+  double hi = HUGE_VAL;
+  bool path_name = false;
+  bool non_empty = false;
+
+  FieldRule(unsigned use_in = kEverywhere) : use(use_in) {}  // NOLINT: a FieldUse is a rule
+  FieldRule only(unsigned use_in) const { FieldRule r = *this; r.use = use_in; return r; }
+  FieldRule at_most(double v) const { FieldRule r = *this; r.hi = v; return r; }
+  FieldRule and_non_empty() const { FieldRule r = *this; r.non_empty = true; return r; }
+};
+/// v("k", k, "doc", at_least(1)); v("dropout", p, "doc", in_range(0, 1)).
+inline FieldRule at_least(double lo) { FieldRule r; r.lo = lo; return r; }
+inline FieldRule in_range(double lo, double hi) { FieldRule r; r.lo = lo; r.hi = hi; return r; }
+/// A string (or each string of a list) that becomes a file or folder name.
+inline FieldRule path_name() { FieldRule r; r.path_name = true; return r; }
+/// A list that may not be given empty.
+inline FieldRule non_empty() { FieldRule r; r.non_empty = true; return r; }
+
+namespace detail {
+/// Throws "<where> must be …" unless `v` satisfies `rule` (`where`: "a.json: key 'k'" or "--k").
+void check_number(double v, const FieldRule& rule, const std::string& where);
+void check_string(const std::string& v, const FieldRule& rule, const std::string& where);
+
+template <class T>
+struct is_std_vector : std::false_type {};
+template <class T>
+struct is_std_vector<std::vector<T>> : std::true_type {};
+
+template <class T>
+void check_field(const T& value, const FieldRule& rule, const std::string& where) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return;
+  } else if constexpr (std::is_arithmetic_v<T>) {
+    check_number(static_cast<double>(value), rule, where);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    check_string(value, rule, where);
+  } else if constexpr (is_std_vector<T>::value) {
+    TORCH_CHECK(!rule.non_empty || !value.empty(), where, " must not be empty");
+    for (const auto& item : value) check_field(item, rule, where);
+  }
+}
+}  // namespace detail
+
 namespace detail {
 struct FieldProbe {
   template <class T>
-  void operator()(const char*, T&, const char*, unsigned = kEverywhere) {}
+  void operator()(const char*, T&, const char*, FieldRule = {}) {}
 };
 }  // namespace detail
 
@@ -70,8 +121,8 @@ namespace detail {
 struct OptionReader {
   JsonFields& json_fields;
   template <class T>
-  void operator()(const char* key, T& field, const char*, unsigned use = kEverywhere) {
-    if (!(use & kInConfig)) return;
+  void operator()(const char* key, T& field, const char*, FieldRule rule = {}) {
+    if (!(rule.use & kInConfig)) return;
     if constexpr (is_options_list<T>::value) {
       const json* list = json_fields.allow(key);
       if (list == nullptr) return;
@@ -86,8 +137,9 @@ struct OptionReader {
         values.push_back(std::move(value));
       }
       field = std::move(values);
-    } else {
+    } else if (json_fields.allow(key) != nullptr) {
       json_fields.read(key, field);
+      detail::check_field(field, rule, json_fields.where() + ": key '" + key + "'");
     }
   }
 };
@@ -95,13 +147,13 @@ struct OptionReader {
 struct OptionWriter {
   json& out;
   template <class T>
-  void operator()(const char* key, T& field, const char*, unsigned use = kEverywhere);
+  void operator()(const char* key, T& field, const char*, FieldRule rule = {});
 };
 
 struct KeyLister {
   std::vector<std::string>& keys;
   template <class T>
-  void operator()(const char* key, T&, const char*, unsigned = kEverywhere) {
+  void operator()(const char* key, T&, const char*, FieldRule = {}) {
     keys.emplace_back(key);
   }
 };
@@ -135,8 +187,8 @@ json options_json(const S& options) {
 }
 
 template <class T>
-void detail::OptionWriter::operator()(const char* key, T& field, const char*, unsigned use) {
-  if (!(use & kInRecord)) return;
+void detail::OptionWriter::operator()(const char* key, T& field, const char*, FieldRule rule) {
+  if (!(rule.use & kInRecord)) return;
   if constexpr (is_options_list<T>::value) {
     json list = json::array();
     for (const auto& item : field) list.push_back(options_json(item));

@@ -3,6 +3,11 @@
 #include <torch/torch.h>
 
 #include <malloc.h>
+#include <sys/statvfs.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 
 #include <thread>
 
@@ -13,8 +18,65 @@ int hardware_threads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
+int max_threads() { return 4 * hardware_threads(); }
+
+int64_t available_memory_bytes() {
+  int64_t avail = -1;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    int64_t kb = 0;
+    meminfo >> kb;
+    if (key == "MemAvailable:") {
+      avail = kb * 1024;
+      break;
+    }
+    meminfo.ignore(1 << 10, '\n');
+  }
+  for (const char* cgroup : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(cgroup);
+    int64_t limit = 0;
+    if (in >> limit && limit > 0 && (avail < 0 || limit < avail)) avail = limit;
+  }
+  return avail;
+}
+
+int64_t free_disk_bytes(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(path, ec);
+  while (!p.empty() && !std::filesystem::exists(p, ec) && p.has_parent_path() && p != p.parent_path()) {
+    p = p.parent_path();
+  }
+  struct statvfs st {};
+  if (::statvfs(p.c_str(), &st) != 0) return -1;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+}
+
+std::string format_bytes(double bytes) {
+  char buf[32];
+  if (bytes >= 1e9) {
+    std::snprintf(buf, sizeof buf, "%.1f GB", bytes / 1e9);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
+  }
+  return buf;
+}
+
+void require_memory(double bytes, const std::string& what) {
+  const int64_t avail = available_memory_bytes();
+  TORCH_CHECK(avail < 0 || bytes <= static_cast<double>(avail), what, " needs about ", format_bytes(bytes),
+              " of memory but ", format_bytes(static_cast<double>(avail)), " is available");
+}
+
+void require_disk(const std::string& path, double bytes, const std::string& what) {
+  const int64_t free = free_disk_bytes(path);
+  TORCH_CHECK(free < 0 || bytes <= static_cast<double>(free), what, " needs about ", format_bytes(bytes),
+              " of disk in '", path, "' but ", format_bytes(static_cast<double>(free)), " is free");
+}
+
 void init_runtime(const RuntimeOptions& options) {
   TORCH_CHECK(options.threads >= 0, "--threads must be >= 0 (got ", options.threads, ")");
+  TORCH_CHECK(options.threads <= max_threads(), "--threads ", options.threads, " is more than 4 x the ",
+              hardware_threads(), " cores here (at most ", max_threads(), ")");
   torch::set_num_threads(options.threads == 0 ? hardware_threads() : options.threads);
   at::globalContext().setFlushDenormal(true);
   // glibc serves allocations above 32 MiB with fresh mmaps whose pages fault in on first touch:

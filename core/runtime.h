@@ -1,6 +1,7 @@
 // Process-wide runtime settings: threads, denormals, seeding.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace saelab {
 
@@ -17,5 +18,26 @@ void init_runtime(const RuntimeOptions& options);
 
 /// Number of hardware threads the process may use (at least 1).
 int hardware_threads();
+
+/// Most intra-op threads init_runtime accepts: 4 × hardware_threads(). More cannot be meant (each
+/// thread beyond the cores only adds switching: 1000 threads took 25 s to print one sample here).
+int max_threads();
+
+/// Bytes of memory available to start new work (MemAvailable of /proc/meminfo, or the cgroup
+/// limit when lower); -1 when unknown.
+int64_t available_memory_bytes();
+
+/// Free bytes on the file system holding `path` (or its nearest existing parent); -1 when unknown.
+int64_t free_disk_bytes(const std::string& path);
+
+/// Throws before a run starts when it would need more memory than is available: "<what> needs
+/// about 38.2 GB of memory but 21.0 GB is available" (`what` names the flag or key to change).
+void require_memory(double bytes, const std::string& what);
+
+/// Throws when writing `bytes` below `path` would not fit on its disk.
+void require_disk(const std::string& path, double bytes, const std::string& what);
+
+/// "38.2 GB", "512.0 MB".
+std::string format_bytes(double bytes);
 
 }  // namespace saelab

@@ -1,5 +1,7 @@
 #include "core/safetensors.h"
 
+#include "core/json_options.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstring>
@@ -86,12 +88,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
   TORCH_CHECK(n <= bytes.size() - 8, "safetensors file '", where, "': header length ", n,
               " runs past the end of the file (", bytes.size(), " bytes)");
   TORCH_CHECK(n <= (100u << 20), "safetensors file '", where, "': header length ", n, " exceeds 100 MB");
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<int64_t>(n));
-  } catch (const nlohmann::json::parse_error& e) {
-    TORCH_CHECK(false, "safetensors file '", where, "': header is not valid JSON (byte ", e.byte, ")");
-  }
+  const nlohmann::json header =
+      parse_json_text(std::string_view(bytes).substr(8, n), "safetensors file '" + where + "': header");
   TORCH_CHECK(header.is_object(), "safetensors file '", where, "': header is not a JSON object");
   const uint64_t data_start = 8 + n;
   const uint64_t data_size = bytes.size() - data_start;

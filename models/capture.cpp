@@ -9,6 +9,7 @@
 #include "core/files.h"
 #include "core/json_options.h"
 #include "core/progress.h"
+#include "core/runtime.h"
 #include "models/corpus.h"
 #include "models/hooked_model.h"
 
@@ -26,7 +27,10 @@ void CaptureOptions::validate() const {
   parse_split(split);
 }
 
-std::string hook_folder(const std::string& hook) { return hook; }
+std::string hook_folder(const std::string& hook) {
+  check_path_name(hook, "hook point '" + hook + "' (its activations' folder name)");
+  return hook;
+}
 
 namespace {
 
@@ -96,6 +100,9 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
   std::vector<std::string> points;
   for (const auto& h : options.hooks) points.push_back(hooked.resolve(h));
 
+  for (const auto& p : points) hook_folder(p);
+  const RunLock lock = RunLock::folder(out_dir, "capture folder");
+
   const Corpus corpus = open_corpus(options.corpus, cache_dir);
   const auto docs = split_documents(corpus, parse_split(options.split));
   TORCH_CHECK(!docs.empty(), "corpus '", options.corpus, "' has no documents in the ", options.split, " split");
@@ -143,6 +150,14 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
                                                           options.shard_rows));
     resume_row = std::min(resume_row, writers.back()->rows_done());
   }
+  // Refuse at once what the disk cannot hold (activations plus 24 bytes of row metadata).
+  double need = 0;
+  const double value_bytes = static_cast<double>(c10::elementSize(store_dtype(options.dtype)));
+  for (const auto& w : writers) {
+    need += static_cast<double>(options.tokens - std::min(options.tokens, w->rows_done())) *
+            (static_cast<double>(w->manifest().d) * value_bytes + 24.0);
+  }
+  require_disk(out_dir, need, "--tokens " + std::to_string(options.tokens));
 
   ContextSource source(lm.tokenizer(), docs, T, options.pack_documents);
   Progress bar("capture", options.tokens, "tok");

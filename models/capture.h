@@ -26,16 +26,16 @@ struct CaptureOptions {
 
   template <class V>
   void fields(V& v) {
-    v("hooks", hooks, "hook points or aliases to capture, e.g. blocks.1.input");
-    v("tokens", tokens, "rows (token positions) to capture per hook");
+    v("hooks", hooks, "hook points or aliases to capture, e.g. blocks.1.input", path_name().and_non_empty());
+    v("tokens", tokens, "rows (token positions) to capture per hook", at_least(1));
     v("corpus", corpus, "corpus: brown, brown:DIR, text:PATH or jsonl:PATH");
     v("split", split, "corpus split: train, validation or test");
-    v("context_length", context_length, "context length including BOS (0: the model's)");
+    v("context_length", context_length, "context length including BOS (0: the model's)", at_least(0));
     v("pack_documents", pack_documents, "pack documents back to back, EOS between (false: one per context)");
     v("include_bos", include_bos, "store BOS positions too (their norms are huge and distort SAE training)");
     v("dtype", dtype, "stored dtype: float32, float16 or bfloat16");
-    v("batch_size", batch_size, "contexts per forward pass");
-    v("shard_rows", shard_rows, "rows per shard file");
+    v("batch_size", batch_size, "contexts per forward pass", at_least(1));
+    v("shard_rows", shard_rows, "rows per shard file", at_least(1));
   }
   void validate() const;
 };

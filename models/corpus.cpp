@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/files.h"
+#include "core/json_options.h"
 
 namespace saelab {
 
@@ -124,18 +125,17 @@ Corpus read_jsonl(const std::string& path, const std::string& text_field) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(line_no);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      TORCH_CHECK(false, where, ": not valid JSON (byte ", e.byte, ")");
-    }
+    const nlohmann::json j = parse_json_text(line, where);
     TORCH_CHECK(j.is_object(), where, ": expected a JSON object per line");
     auto it = j.find(text_field);
     TORCH_CHECK(it != j.end() && it->is_string(), where, ": field '", text_field, "' is missing or not a string");
     Document doc;
-    doc.id = j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : std::to_string(line_no);
-    if (j.contains("genre") && j["genre"].is_string()) doc.genre = j["genre"].get<std::string>();
+    for (const char* key : {"id", "genre"}) {
+      TORCH_CHECK(!j.contains(key) || j[key].is_string(), where, ": field '", key, "' must be a string (got ",
+                  j[key].type_name(), ")");
+    }
+    doc.id = j.contains("id") ? j["id"].get<std::string>() : std::to_string(line_no);
+    if (j.contains("genre")) doc.genre = j["genre"].get<std::string>();
     doc.text = it->get<std::string>();
     corpus.documents.push_back(std::move(doc));
   }

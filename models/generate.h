@@ -20,10 +20,10 @@ struct GenerateOptions {
 
   template <class V>
   void fields(V& v) {
-    v("max_new_tokens", max_new_tokens, "tokens to generate");
-    v("temperature", temperature, "softmax temperature (0: greedy)");
-    v("top_k", top_k, "sample among the k most likely tokens (0: the whole vocabulary)");
-    v("seed", seed, "sampling seed");
+    v("max_new_tokens", max_new_tokens, "tokens to generate", in_range(0, 1000000));
+    v("temperature", temperature, "softmax temperature (0: greedy)", in_range(0, 1000));
+    v("top_k", top_k, "sample among the k most likely tokens (0: the whole vocabulary)", at_least(0));
+    v("seed", seed, "sampling seed", at_least(0));
     v("stop_at_eos", stop_at_eos, "stop when the model emits EOS");
   }
 };

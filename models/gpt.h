@@ -28,12 +28,12 @@ struct GptConfig {
 
   template <class V>
   void fields(V& v) {
-    v("vocab_size", vocab_size, "vocabulary size (must equal the tokenizer's)", kInConfig | kInRecord);
-    v("d_model", d_model, "residual stream width");
-    v("n_layers", n_layers, "transformer blocks");
-    v("n_heads", n_heads, "attention heads (must divide d_model)");
-    v("d_mlp", d_mlp, "MLP hidden width (0: 4 × d_model)");
-    v("context_length", context_length, "longest input the position embedding covers");
+    v("vocab_size", vocab_size, "vocabulary size (must equal the tokenizer's)", at_least(1).only(kInConfig | kInRecord));
+    v("d_model", d_model, "residual stream width", at_least(1));
+    v("n_layers", n_layers, "transformer blocks", at_least(1));
+    v("n_heads", n_heads, "attention heads (must divide d_model)", at_least(1));
+    v("d_mlp", d_mlp, "MLP hidden width (0: 4 × d_model)", at_least(1));
+    v("context_length", context_length, "longest input the position embedding covers", at_least(2));
   }
   int64_t mlp_width() const { return d_mlp > 0 ? d_mlp : 4 * d_model; }
   void validate() const;

@@ -64,12 +64,13 @@ void save_checkpoint(const fs::path& path, const std::vector<std::pair<std::stri
   archive.write("optimizer", optim);
   archive.write("step", torch::tensor(step));
   archive.write("config", c10::IValue(config));
-  write_atomic_with(path, [&](const fs::path& tmp) { archive.save_to(tmp.string()); });
+  write_atomic_stream(path, [&](const ByteSink& sink) { archive.save_to(sink); });
 }
 
 int64_t load_checkpoint(const fs::path& path, const std::vector<std::pair<std::string, torch::Tensor>>& params,
                         torch::optim::Optimizer& opt, const std::string& config) {
   torch::serialize::InputArchive archive;
+  verify_zip_archive(path, "checkpoint");
   try {
     archive.load_from(path.string());
   } catch (const c10::Error& e) {

@@ -27,19 +27,19 @@ struct LmTrainOptions {
 
   template <class V>
   void fields(V& v) {
-    v("steps", steps, "optimizer steps");
-    v("batch_size", batch_size, "contexts per step");
-    v("lr", lr, "peak learning rate");
-    v("min_lr_ratio", min_lr_ratio, "final learning rate as a fraction of the peak (cosine decay reaches it at the last step)");
-    v("warmup_steps", warmup_steps, "linear warm-up steps");
-    v("weight_decay", weight_decay, "AdamW weight decay, on matrices only (not biases, LayerNorm or positions)");
-    v("grad_clip", grad_clip, "global gradient-norm clip (0: off)");
-    v("eval_every", eval_every, "validate every this many steps (and at the end)");
-    v("eval_rows", eval_rows, "validation contexts of the periodic check (0: all); the final figure uses all");
-    v("checkpoint_every", checkpoint_every, "write a checkpoint every this many steps");
-    v("seed", seed, "seed of initialisation and batch sampling");
+    v("steps", steps, "optimizer steps", at_least(1));
+    v("batch_size", batch_size, "contexts per step", at_least(1));
+    v("lr", lr, "peak learning rate", in_range(1e-12, 10));
+    v("min_lr_ratio", min_lr_ratio, "final learning rate as a fraction of the peak (cosine decay reaches it at the last step)", in_range(0, 1));
+    v("warmup_steps", warmup_steps, "linear warm-up steps", at_least(0));
+    v("weight_decay", weight_decay, "AdamW weight decay, on matrices only (not biases, LayerNorm or positions)", at_least(0));
+    v("grad_clip", grad_clip, "global gradient-norm clip (0: off)", at_least(0));
+    v("eval_every", eval_every, "validate every this many steps (and at the end)", at_least(0));
+    v("eval_rows", eval_rows, "validation contexts of the periodic check (0: all, at_least(1)); the final figure uses all");
+    v("checkpoint_every", checkpoint_every, "write a checkpoint every this many steps", at_least(1));
+    v("seed", seed, "seed of initialisation and batch sampling", at_least(0));
     v("stop_after", stop_after,
-      "stop this run after this many steps (0: run to steps); the schedule still spans steps and a later run resumes",
+      "stop this run after this many steps (0: run to steps, at_least(0)); the schedule still spans steps and a later run resumes",
       kOnCommandLine);
   }
   void validate() const;

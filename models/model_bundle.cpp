@@ -39,6 +39,7 @@ ModelInfo ModelInfo::from_json(const nlohmann::json& j, const std::string& where
   TORCH_CHECK(version == 1, where, ": format_version must be 1 (got ", version, ")");
   f.read("name", m.name);
   f.read("model_file", m.model_file);
+  check_path_name(m.model_file, where + ": model_file");
   f.read("d_model", m.d_model);
   f.read("n_layers", m.n_layers);
   f.read("context_length", m.context_length);
@@ -82,7 +83,7 @@ nlohmann::json residual_aliases(const std::string& blocks_prefix, int64_t n_laye
 }
 
 torch::jit::Module load_torchscript(const std::string& path) {
-  require_file(path, "model file");
+  verify_zip_archive(path, "model file");
   try {
     return torch::jit::load(path);
   } catch (const c10::Error& e) {
@@ -109,7 +110,35 @@ LanguageModel LanguageModel::open(const std::string& path) {
     TORCH_CHECK(lm.tokenizer_->vocab_size() <= lm.info_.vocab_size, lm.json_path_, ": the tokenizer has ",
                 lm.tokenizer_->vocab_size(), " pieces but vocab_size is ", lm.info_.vocab_size);
   }
+  lm.probe();
   return lm;
+}
+
+void LanguageModel::probe() {
+  // One forward pass over the longest input model.json promises, holding the highest token id it
+  // promises, so a description that does not match the model fails here with a clear line
+  // rather than deep inside a capture.
+  const int64_t vocab = info_.vocab_size > 0 ? info_.vocab_size : tokenizer_->vocab_size();
+  const torch::Tensor tokens = torch::full({1, info_.context_length}, vocab - 1, torch::kInt64);
+  torch::Tensor out;
+  try {
+    torch::NoGradGuard no_grad;
+    out = logits(tokens);
+  } catch (const std::exception& e) {  // c10::Error, or the interpreter's wrapped error
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    std::string msg = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    if (msg.rfind("The following operation failed in the TorchScript interpreter", 0) == 0) {
+      msg = msg.substr(msg.rfind('\n') + 1);
+    }
+    msg = msg.substr(0, msg.find('\n'));
+    TORCH_CHECK(false, "model '", model_path_, "' fails on ", info_.context_length, " tokens (context_length in ",
+                json_path_, ") with token id ", vocab - 1, " (vocab_size - 1): ", msg);
+  }
+  TORCH_CHECK(out.size(2) >= tokenizer_->vocab_size(), json_path_, ": the model's logits have ", out.size(2),
+              " entries but the tokenizer has ", tokenizer_->vocab_size(), " pieces");
+  TORCH_CHECK(info_.vocab_size <= 0 || out.size(2) == info_.vocab_size, json_path_, ": vocab_size is ",
+              info_.vocab_size, " but the model's logits have ", out.size(2), " entries");
 }
 
 torch::Tensor LanguageModel::logits_from_output(const c10::IValue& out) const {
@@ -149,7 +178,11 @@ void save_model_folder(torch::jit::Module& module, const ModelInfo& info, const 
   namespace fs = std::filesystem;
   fs::create_directories(folder);
   const fs::path model_path = fs::path(folder) / info.model_file;
-  write_atomic_with(model_path, [&](const fs::path& tmp) { module.save(tmp.string()); });
+  write_atomic_stream(model_path, [&](const ByteSink& sink) {
+    SinkStreambuf buf(sink);
+    std::ostream out(&buf);
+    module.save(out);
+  });
   write_file_atomic(fs::path(folder) / "model.json", info.to_json().dump(2) + "\n");
 }
 

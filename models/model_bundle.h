@@ -70,6 +70,8 @@ class LanguageModel {
   const std::string& model_path() const { return model_path_; }
 
  private:
+  // Runs the model once on context_length tokens of the highest id: checks model.json against it.
+  void probe();
   torch::jit::Module module_;
   ModelInfo info_;
   std::shared_ptr<Tokenizer> tokenizer_;

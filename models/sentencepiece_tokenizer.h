@@ -18,10 +18,10 @@ struct SentencePieceTrainOptions {
 
   template <class V>
   void fields(V& v) {
-    v("vocab_size", vocab_size, "vocabulary size, including <unk>, <s>, </s> and the 256 byte-fallback pieces");
+    v("vocab_size", vocab_size, "vocabulary size, including <unk>, <s>, </s> and the 256 byte-fallback pieces", at_least(8));
     v("model_type", model_type, "bpe or unigram");
-    v("max_chunk_bytes", max_chunk_bytes, "longest chunk of text handed to the trainer as one sentence, in bytes");
-    v("trainer_threads", threads, "SentencePiece trainer threads");
+    v("max_chunk_bytes", max_chunk_bytes, "longest chunk of text handed to the trainer as one sentence, in bytes", at_least(1));
+    v("trainer_threads", threads, "SentencePiece trainer threads", in_range(0, 1024));
   }
 };
 

@@ -137,6 +137,8 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
   for (const auto& [name, shape] : shapes) {
     auto it = params.find(name);
     TORCH_CHECK(it != params.end(), where, ": tensor '", name, "' is missing for a ", architecture_name(config_.architecture), " SAE");
+    TORCH_CHECK(it->second.is_floating_point(), where, ": tensor '", name, "' has dtype ", it->second.dtype(),
+                "; SAE weights must be floating point (float32, float16, bfloat16 or float64)");
     TORCH_CHECK(it->second.sizes().vec() == shape, where, ": tensor '", name, "' has shape ", it->second.sizes(),
                 " but cfg.json (d_in ", config_.d_in, ", d_sae ", config_.d_sae, ") needs ", c10::IntArrayRef(shape));
   }

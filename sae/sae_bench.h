@@ -19,11 +19,11 @@ struct SaeBenchOptions {
 
   template <class V>
   void fields(V& v) {
-    v("d_in", d_in, "input width");
-    v("d_sae", d_sae, "dictionary size");
-    v("k", k, "active latents per row");
-    v("batch", batch, "rows per step");
-    v("repeats", repeats, "timed repetitions of each measurement, after one warm-up (the median is reported)");
+    v("d_in", d_in, "input width", at_least(1));
+    v("d_sae", d_sae, "dictionary size", at_least(1));
+    v("k", k, "active latents per row", at_least(1));
+    v("batch", batch, "rows per step", at_least(1));
+    v("repeats", repeats, "timed repetitions of each measurement, after one warm-up (the median is reported)", at_least(1));
   }
   void validate() const;
 };

@@ -1,6 +1,7 @@
 #include "sae/sae_io.h"
 
 #include <filesystem>
+#include <type_traits>
 
 #include "core/files.h"
 #include "core/json_options.h"
@@ -51,19 +52,35 @@ LoadedSae load_sae(const std::string& dir) {
     if (cfg.contains(key)) v = &cfg[key];
     else if (cfg.contains("metadata") && cfg["metadata"].is_object() && cfg["metadata"].contains(key)) v = &cfg["metadata"][key];
     if (v == nullptr || v->is_null()) return fallback;
-    try {
-      return v->get<T>();
-    } catch (const nlohmann::json::exception&) {
-      TORCH_CHECK(false, cfg_path, ": key '", key, "' has the wrong type (got ", v->dump(), ")");
+    bool ok = false;
+    const char* expected = "";
+    if constexpr (std::is_same_v<T, bool>) {
+      ok = v->is_boolean(), expected = "true or false";
+    } else if constexpr (std::is_integral_v<T>) {
+      ok = v->is_number_integer(), expected = "an integer";
+    } else if constexpr (std::is_floating_point_v<T>) {
+      ok = v->is_number(), expected = "a number";
+    } else {
+      ok = v->is_string(), expected = "a string";
     }
+    std::string shown = v->dump();
+    if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
+    TORCH_CHECK(ok, cfg_path, ": key '", key, "' must be ", expected, " (got ", shown, ")");
+    return v->get<T>();
   };
   SaeConfig c;
   std::string architecture = get("architecture", std::string("standard"));
   // Older SAELens files describe TopK SAEs as standard ones with a topk activation function.
   if (architecture == "standard" && get("activation_fn_str", std::string("relu")) == "topk") {
     architecture = "topk";
-    if (cfg.contains("activation_fn_kwargs") && cfg["activation_fn_kwargs"].contains("k")) {
-      c.k = cfg["activation_fn_kwargs"]["k"].get<int64_t>();
+    if (cfg.contains("activation_fn_kwargs")) {
+      const nlohmann::json& kw = cfg["activation_fn_kwargs"];
+      TORCH_CHECK(kw.is_object(), cfg_path, ": key 'activation_fn_kwargs' must be an object (got ", kw.type_name(), ")");
+      if (kw.contains("k")) {
+        TORCH_CHECK(kw["k"].is_number_integer(), cfg_path, ": activation_fn_kwargs.k must be an integer (got ",
+                    kw["k"].dump(), ")");
+        c.k = kw["k"].get<int64_t>();
+      }
     }
   }
   TORCH_CHECK(cfg.contains("d_in") && cfg.contains("d_sae"), cfg_path, ": d_in and d_sae are required");

@@ -13,6 +13,7 @@
 #include "core/json_options.h"
 #include "core/options.h"
 #include "core/progress.h"
+#include "core/runtime.h"
 #include "sae/sae_io.h"
 
 namespace saelab {
@@ -55,11 +56,12 @@ void save_run_checkpoint(const fs::path& path, const std::string& config, int64_
     one.write("counted", torch::tensor(groups[g].counted));
     archive.write("hook" + std::to_string(g), one);
   }
-  write_atomic_with(path, [&](const fs::path& tmp) { archive.save_to(tmp.string()); });
+  write_atomic_stream(path, [&](const ByteSink& sink) { archive.save_to(sink); });
 }
 
 int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std::vector<HookGroup>& groups) {
   torch::serialize::InputArchive archive;
+  verify_zip_archive(path, "checkpoint");
   try {
     archive.load_from(path.string());
   } catch (const c10::Error&) {
@@ -169,6 +171,25 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   options.validate();
   const SaeTrainOptions& to = options.train;
   const std::vector<std::string> hooks = hooks_of(options);
+  for (const auto& hook : hooks) check_path_name(hook, "hook '" + hook + "' (a folder name of the run)");
+  const RunLock lock = RunLock::folder(options.out, "training folder");
+  {
+    // Refuse at once what memory cannot hold: float32 weights, gradients and two Adam moments of
+    // encoder and decoder plus a folded copy at save, and about six [batch, d_sae] step tensors.
+    double need = 0;
+    for (const auto& hook : hooks) {
+      const fs::path manifest = fs::path(options.store) / hook / "manifest.json";
+      if (!fs::exists(manifest)) continue;  // named below
+      const double d = static_cast<double>(
+          StoreManifest::from_json(load_json_file(manifest.string(), "activation manifest"), manifest.string()).d);
+      for (const auto& rs : options.saes) {
+        const double d_sae = static_cast<double>(rs.expansion) * d;
+        need += 4.0 * d_sae * (9.0 * d + 6.0 * static_cast<double>(to.batch_size));
+      }
+    }
+    require_memory(need, "training " + std::to_string(options.saes.size() * hooks.size()) +
+                             " SAEs (their expansion and the batch_size)");
+  }
   std::vector<HookGroup> groups;
   json fingerprint = json::array();
   for (const auto& hook : hooks) {

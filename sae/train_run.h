@@ -34,12 +34,12 @@ struct SaeRunSpec {
   template <class V>
   void fields(V& v) {
     v("architecture", architecture, "standard, gated, topk, batchtopk or jumprelu");
-    v("k", k, "active latents per row (topk, batchtopk)");
+    v("k", k, "active latents per row (topk, batchtopk)", at_least(1));
     v("l1", l1, "sparsity coefficient λ (standard, gated: L1; jumprelu: L0)");
-    v("expansion", expansion, "d_sae = expansion × d_in (in a run config: the run's 'expansion' when left out)");
-    v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth (normalised units)");
-    v("jumprelu_init_threshold", jumprelu_init_threshold, "JumpReLU initial threshold (normalised units)");
-    v("name", name, "folder name (empty: <architecture>-k<k> or <architecture>-l1_<λ>)");
+    v("expansion", expansion, "d_sae = expansion × d_in (in a run config: the run's 'expansion' when left out)", at_least(1));
+    v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth (normalised units)", at_least(1e-12));
+    v("jumprelu_init_threshold", jumprelu_init_threshold, "JumpReLU initial threshold (normalised units)", at_least(0));
+    v("name", name, "folder name (empty: <architecture>-k<k> or <architecture>-l1_<λ>)", path_name());
   }
   std::string folder_name() const;
 };
@@ -53,10 +53,10 @@ struct SaeGridOptions {
 
   template <class V>
   void fields(V& v) {
-    v("architectures", architectures, "architectures of the grid: standard, gated, topk, batchtopk, jumprelu");
-    v("k", k, "k of the grid's topk / batchtopk SAEs (one SAE each)");
-    v("l1", l1, "λ of the grid's standard / gated / jumprelu SAEs (one SAE each)");
-    v("expansion", expansion, "d_sae = expansion × d_in");
+    v("architectures", architectures, "architectures of the grid: standard, gated, topk, batchtopk, jumprelu", non_empty());
+    v("k", k, "k of the grid's topk / batchtopk SAEs (one SAE each)", at_least(1).and_non_empty());
+    v("l1", l1, "λ of the grid's standard / gated / jumprelu SAEs (one SAE each)", at_least(0).and_non_empty());
+    v("expansion", expansion, "d_sae = expansion × d_in", at_least(1));
   }
   std::vector<SaeRunSpec> specs() const;
 };
@@ -76,16 +76,15 @@ struct SaeRunOptions {
   template <class V>
   void fields(V& v) {
     v("store", store, "capture folder (saelab capture --out)");
-    v("hooks", hooks, "hook points of the capture (empty: all of them)");
+    v("hooks", hooks, "hook points of the capture (empty: all of them)", path_name().and_non_empty());
     v("out", out, "output folder: OUT/<hook>/<name>/ SAELens directories", kInConfig | kOnCommandLine);
     v("saes", saes, "the SAEs trained on each hook (objects with the SaeRunSpec keys)", kInConfig | kInRecord);
     train.fields(v);
-    v("init_rows", init_rows, "rows used for the scaling factor and b_dec's geometric median");
-    v("buffer_shards", buffer_shards, "shards in the shuffle buffer");
-    v("seed", seed, "seed of SAE initialisation and data order");
-    v("checkpoint_every", checkpoint_every, "steps between checkpoints", kInConfig | kOnCommandLine);
-    v("stop_after", stop_after, "stop, with a checkpoint, after this many steps of this invocation (0: run to the end)",
-      kOnCommandLine);
+    v("init_rows", init_rows, "rows used for the scaling factor and b_dec's geometric median", at_least(1));
+    v("buffer_shards", buffer_shards, "shards in the shuffle buffer", at_least(1));
+    v("seed", seed, "seed of SAE initialisation and data order", at_least(0));
+    v("checkpoint_every", checkpoint_every, "steps between checkpoints", at_least(1).only(kInConfig | kOnCommandLine));
+    v("stop_after", stop_after, "stop, with a checkpoint, after this many steps of this invocation (0: run to the end)", at_least(0).only(kOnCommandLine));
   }
   void validate() const;
   /// What shapes the result (the kInRecord fields, SAE names resolved): a checkpoint must match it

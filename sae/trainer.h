@@ -39,14 +39,14 @@ struct SaeTrainOptions {
 
   template <class V>
   void fields(V& v) {
-    v("steps", steps, "optimizer steps");
-    v("batch_size", batch_size, "rows per step");
-    v("lr", lr, "Adam learning rate");
-    v("lr_warmup_steps", lr_warmup_steps, "linear learning-rate warm-up steps");
-    v("lr_decay_fraction", lr_decay_fraction, "fraction of the steps, at the end, over which the learning rate decays linearly to 0");
-    v("l1_warmup_steps", l1_warmup_steps, "steps over which the sparsity coefficient ramps up from 0");
-    v("grad_clip", grad_clip, "global gradient-norm clip per SAE (0: off)");
-    v("dead_window", dead_window, "a latent that has not fired for this many tokens is dead");
+    v("steps", steps, "optimizer steps", at_least(1));
+    v("batch_size", batch_size, "rows per step", at_least(1));
+    v("lr", lr, "Adam learning rate", in_range(1e-12, 10));
+    v("lr_warmup_steps", lr_warmup_steps, "linear learning-rate warm-up steps", at_least(0));
+    v("lr_decay_fraction", lr_decay_fraction, "fraction of the steps, at the end, over which the learning rate decays linearly to 0", in_range(0, 1));
+    v("l1_warmup_steps", l1_warmup_steps, "steps over which the sparsity coefficient ramps up from 0", at_least(0));
+    v("grad_clip", grad_clip, "global gradient-norm clip per SAE (0: off)", at_least(0));
+    v("dead_window", dead_window, "a latent that has not fired for this many tokens is dead", at_least(1));
     v("normalize_activations", normalize_activations, "scale inputs so that E|x| = sqrt(d_in)");
   }
   void validate() const;

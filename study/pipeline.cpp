@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <filesystem>
@@ -17,8 +18,11 @@
 #include "analysis/steering.h"
 #include "analysis/top_activations.h"
 #include "study/tradeoff.h"
+#include "core/fault.h"
 #include "core/files.h"
 #include "core/json_options.h"
+#include "core/activation_store.h"
+#include "core/runtime.h"
 #include "models/capture.h"
 #include "sae/train_run.h"
 
@@ -98,6 +102,58 @@ Plan read_plan(const PipelineOptions& options) {
   return p;
 }
 
+// What needs the model to know: every hook exists and carries [batch, pos, d]; every context fits
+// the model; every k fits its SAE's width; graph.name names an SAE of the config; steer.layer is a
+// hook of the chain; the capture fits on the disk. `--check` and a run both call this before any
+// work starts.
+void check_plan_against_model(const Plan& p, const std::string& where, LanguageModel& lm, HookedModel& hooked) {
+  auto fail = [&](const std::string& key, const std::string& why) { TORCH_CHECK(false, where, ": ", key, ": ", why); };
+  std::vector<int64_t> widths;
+  for (const auto& h : p.capture.hooks) {
+    std::vector<int64_t> shape;
+    try {
+      shape = hooked.hook_shape(hooked.resolve(h));
+    } catch (const c10::Error& e) {
+      fail("capture.hooks", e.msg());
+    }
+    if (shape.size() != 3) fail("capture.hooks", "hook '" + h + "' does not carry a [batch, pos, d] activation");
+    widths.push_back(shape[2]);
+  }
+  const int64_t n_ctx = lm.info().context_length;
+  for (const auto& [key, ctx] : {std::pair<const char*, int64_t>{"capture.context_length", p.capture.context_length},
+                                 {"eval.context_length", p.eval.set.context_length},
+                                 {"top.context_length", p.top.set.context_length}}) {
+    if (ctx > n_ctx) fail(key, std::to_string(ctx) + " is longer than the model's context_length " + std::to_string(n_ctx));
+  }
+  std::vector<std::string> names;
+  for (const auto& s : p.train.saes) {
+    names.push_back(s.folder_name());
+    if (!uses_k(parse_architecture(s.architecture))) continue;
+    for (size_t i = 0; i < widths.size(); ++i) {
+      const int64_t d_sae = s.expansion * widths[i];
+      if (s.k > d_sae) {
+        fail("train", "SAE '" + s.folder_name() + "': k " + std::to_string(s.k) + " exceeds its d_sae " +
+                          std::to_string(d_sae) + " (expansion " + std::to_string(s.expansion) + " x d " +
+                          std::to_string(widths[i]) + " at " + p.capture.hooks[i] + ")");
+      }
+    }
+  }
+  if (!p.graph.name.empty() && std::find(names.begin(), names.end(), p.graph.name) == names.end()) {
+    std::string all;
+    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    fail("graph.name", "'" + p.graph.name + "' is none of the SAEs trained (" + all + ")");
+  }
+  if (p.steer.layer >= static_cast<int64_t>(p.capture.hooks.size())) {
+    fail("steer.layer", std::to_string(p.steer.layer) + " is past the chain of " +
+                            std::to_string(p.capture.hooks.size()) + " hooks (0 to " +
+                            std::to_string(p.capture.hooks.size() - 1) + ")");
+  }
+  const double value_bytes = static_cast<double>(c10::elementSize(store_dtype(p.capture.dtype)));
+  double need = 0;
+  for (int64_t d : widths) need += static_cast<double>(p.capture.tokens) * (static_cast<double>(d) * value_bytes + 24.0);
+  require_disk(p.out, need, where + ": capture.tokens " + std::to_string(p.capture.tokens));
+}
+
 // Stage bookkeeping: OUT/stages/<name>.json holds {"key", "started" | "done"}.
 class Stages {
  public:
@@ -133,7 +189,13 @@ class Stages {
     std::printf("[%s] running\n", name.c_str());
     std::fflush(stdout);
     const auto t0 = std::chrono::steady_clock::now();
+    // Fault points for the kill tests: the stage's 1-based place in the run's order.
+    static const char* const kOrder[] = {"capture", "train", "eval", "top", "graph", "steer", "report"};
+    const int64_t index = std::find(std::begin(kOrder), std::end(kOrder), name) - std::begin(kOrder) + 1;
+    fault_point("stage_started", index);
     fn();
+    // Outputs written, not yet stamped done: the worst moment for a kill.
+    fault_point("stage_finishing", index);
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rec.ran = true;
     write_file_atomic(stamp, json{{"key", key}, {"state", "done"}, {"seconds", rec.seconds}}.dump() + "\n");
@@ -169,14 +231,20 @@ std::string PipelineResult::summary_table() const {
   return out;
 }
 
-void validate_pipeline_config(const PipelineOptions& options) { read_plan(options); }
+void validate_pipeline_config(const PipelineOptions& options) {
+  const Plan p = read_plan(options);
+  LanguageModel lm = LanguageModel::open(p.model);
+  HookedModel hooked(lm.module(), lm.info().hook_aliases);
+  check_plan_against_model(p, options.config_path, lm, hooked);
+}
 
 PipelineResult run_pipeline(const PipelineOptions& options) {
   const Plan p = read_plan(options);
   const fs::path out = p.out;
-  fs::create_directories(out);
+  const RunLock lock = RunLock::folder(out, "study folder");
   LanguageModel lm = LanguageModel::open(p.model);
   HookedModel hooked(lm.module(), lm.info().hook_aliases);
+  check_plan_against_model(p, options.config_path, lm, hooked);
   Stages stages(out, sha256_file(lm.model_path()));
   PipelineResult result;
   result.out = out.string();
@@ -260,7 +328,9 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   {
     const std::string key = stages.key("steer", options_json(p.steer), {"top"});
     result.stages.push_back(stages.run("steer", key, remove_paths({steer_json}), [&] {
-      const AttachedSae& a = chain.at(static_cast<size_t>(std::clamp<int64_t>(p.steer.layer, 0, static_cast<int64_t>(chain.size()) - 1)));
+      TORCH_CHECK(p.steer.layer < static_cast<int64_t>(chain.size()), options.config_path, ": steer.layer ",
+                  p.steer.layer, " is past the graph's chain of ", chain.size(), " SAEs");
+      const AttachedSae& a = chain.at(static_cast<size_t>(p.steer.layer));
       FeatureDb db = FeatureDb::open(db_path.string());
       auto q = db.prepare(
           "SELECT e.feature FROM explanations e JOIN features f ON f.sae = e.sae AND f.feature = e.feature "

@@ -65,8 +65,8 @@ struct StudySteerOptions {
   SteerOptions steer;
   template <class V>
   void fields(V& v) {
-    v("features", features, "features steered: the best explained among those of density below 0.05");
-    v("layer", layer, "which SAE of the graph's chain (0: the first hook's; clamped to the chain)");
+    v("features", features, "features steered: the best explained among those of density below 0.05", at_least(0));
+    v("layer", layer, "which SAE of the graph's chain (0: the first hook's)", at_least(0));
     v("prompt", prompt, "prompt continued with and without steering");
     steer.fields(v);
   }

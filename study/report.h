@@ -21,7 +21,7 @@ struct ReportOptions {
 
   template <class V>
   void fields(V& v) {
-    v("features_per_sae", features_per_sae, "features shown per SAE: those explained first, then the most frequent");
+    v("features_per_sae", features_per_sae, "features shown per SAE: those explained first, then the most frequent", at_least(1));
   }
 };
 

@@ -56,7 +56,7 @@ TEST(Cli, ACorruptModelFileIsNamed) {
   const auto r = test::run_command(saelab("generate --model " + dir.path().string()));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(test::last_line(r.output).rfind("saelab: error: model file '" + (dir / "model.pt") +
-                                          "' is not a loadable TorchScript file",
+                                          "' is damaged: no zip end-of-central-directory record",
                                       0),
             0u)
       << r.output;

@@ -80,7 +80,7 @@ TEST(LoadJsonFile, ReportsTheParsePosition) {
   test::TempDir dir;
   test::write_text(dir / "bad.json", "{\"a\": 1,,}");
   EXPECT_THROWS_WITH(load_json_file(dir / "bad.json", "config"),
-                     "config '" + (dir / "bad.json") + "' is not valid JSON (byte 9)");
+                     "config '" + (dir / "bad.json") + "' is not valid JSON (byte 9: ", "unexpected ','");
 }
 
 // The assertion helpers of tests/test_util.h, which every other test relies on.

@@ -88,3 +88,111 @@ TEST(Pipeline, AConfigWithAnUnknownKeyOrWrongTypeIsOneClearLine) {
 
 }  // namespace
 }  // namespace saelab
+
+namespace saelab {
+namespace {
+
+// A study small enough to run many times: one hook pair, two SAEs, a few hundred steps' worth of
+// nothing. Each stage still runs its real code.
+std::string tiny_study(const test::TempDir& dir) {
+  json cfg = load_json_file(SAELAB_SOURCE_DIR "/configs/demo.json", "demo config");
+  cfg.erase("quick");
+  cfg["capture"] = {{"hooks", {"blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"}}, {"tokens", 4096}, {"batch_size", 16}};
+  cfg["train"] = {{"steps", 12}, {"batch_size", 256}, {"checkpoint_every", 5}, {"expansion", 1},
+                  {"saes", {{{"architecture", "topk"}, {"k", 8}}, {{"architecture", "standard"}, {"l1", 3.0}}}}};
+  cfg["eval"] = {{"contexts", 4}, {"context_length", 32}};
+  cfg["top"] = {{"contexts", 8}, {"context_length", 32}, {"top_k", 4}, {"logit_tokens", 4}};
+  cfg["explain"] = {{"features", 4}};
+  cfg["graph"] = {{"name", "topk-k8"}, {"ablated_features", 2}, {"ablation_contexts", 2}};
+  cfg["steer"] = {{"features", 1}, {"layer", 1}, {"alphas", {0, 8}}, {"max_new_tokens", 4}, {"temperature", 0}};
+  cfg["report"] = {{"features_per_sae", 4}};
+  test::write_text(dir / "tiny.json", cfg.dump());
+  return dir / "tiny.json";
+}
+
+TEST(Pipeline, AKillAtEveryStageResumesToTheUninterruptedResult) {
+  test::TempDir dir;
+  const std::string config = tiny_study(dir);
+  const auto clean = test::run_command(saelab_cmd("--threads 1 demo --config " + config + " --out " + (dir / "clean")));
+  ASSERT_EQ(clean.exit_code, 0) << clean.output;
+  // SIGKILL as each stage finishes its work but before it is stamped done (and, for the first
+  // stages, as they start); every rerun resumes, and the last one completes.
+  const std::string out = dir / "killed";
+  const std::vector<std::string> faults = {"stage_started:1", "stage_finishing:1", "stage_started:2", "stage_finishing:2",
+                                           "stage_finishing:3", "stage_finishing:4", "stage_finishing:5",
+                                           "stage_finishing:6", "stage_finishing:7"};
+  for (const auto& fault : faults) {
+    const auto r = test::run_command("SAELAB_FAULT=" + fault + " " +
+                                     saelab_cmd("--threads 1 demo --config " + config + " --out " + out));
+    EXPECT_NE(r.exit_code, 0) << fault << ": the fault point was not reached\n" << r.output;
+  }
+  const auto last = test::run_command(saelab_cmd("--threads 1 demo --config " + config + " --out " + out));
+  ASSERT_EQ(last.exit_code, 0) << last.output;
+  // Results compare equal but for the folder they name.
+  auto same = [&](const std::string& file) {
+    std::string a = read_file(out + "/" + file, file), b = read_file(dir / ("clean/" + file), file);
+    for (std::string* s : {&a, &b}) {
+      for (const std::string& folder : {out, dir / "clean"}) {
+        for (size_t at = s->find(folder); at != std::string::npos; at = s->find(folder)) s->replace(at, folder.size(), "OUT");
+      }
+    }
+    return a == b;
+  };
+  for (const char* file : {"eval.json", "graph.json", "steering.json", "interp.json", "tradeoff.svg",
+                           "acts/blocks.0.input/manifest.json", "acts/blocks.1.input/shard-00000.safetensors",
+                           "saes/blocks.1.input/topk-k8/sae_weights.safetensors", "saes/run.json"}) {
+    EXPECT_TRUE(same(file)) << file;
+  }
+  FeatureDb a = FeatureDb::open(out + "/features.sqlite"), b = FeatureDb::open(dir / "clean/features.sqlite");
+  const char* q = "SELECT sae, feature, kind, rank, band, activation, context, position FROM examples ORDER BY id";
+  EXPECT_EQ(a.query(q), b.query(q));
+  for (const auto& e : fs::recursive_directory_iterator(out)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+  }
+}
+
+TEST(Pipeline, CheckOpensTheModelAndFindsWhatWouldFailLater) {
+  test::TempDir dir;
+  const json base = load_json_file(tiny_study(dir), "tiny");
+  const struct {
+    const char* section;
+    const char* key;
+    json value;
+    const char* message;
+  } cases[] = {
+      {"capture", "hooks", json::array({"blocks.0.hook_resid_pre", "blocks.9.hook_resid_pre"}), "capture.hooks: unknown hook point"},
+      {"steer", "layer", 99, "steer.layer: 99 is past the chain of 2 hooks"},
+      {"graph", "name", "nope", "graph.name: 'nope' is none of the SAEs trained (topk-k8, standard-l1_3)"},
+      {"explain", "features", -1, "explain: key 'features' must be at least 0 (got -1)"},
+      {"eval", "context_length", 4096, "eval.context_length: 4096 is longer than the model's context_length 128"},
+      {"capture", "tokens", 4000000000000000LL, "capture.tokens 4000000000000000 needs about"},
+  };
+  for (const auto& c : cases) {
+    json cfg = base;
+    cfg[c.section][c.key] = c.value;
+    test::write_text(dir / "bad.json", cfg.dump());
+    const auto r = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
+    EXPECT_EQ(r.exit_code, 1) << c.section << "." << c.key << ": " << r.output;
+    EXPECT_NE(test::last_line(r.output).find(c.message), std::string::npos) << r.output;
+  }
+  json cfg = base;
+  cfg["train"]["saes"][0]["k"] = 1000;  // d_sae = 1 x 256
+  test::write_text(dir / "bad.json", cfg.dump());
+  auto r = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
+  EXPECT_NE(test::last_line(r.output).find("train: SAE 'topk-k1000': k 1000 exceeds its d_sae 256"), std::string::npos)
+      << r.output;
+  cfg = base;
+  cfg["model"] = "/nonexistent/model";
+  test::write_text(dir / "bad.json", cfg.dump());
+  r = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
+  EXPECT_NE(test::last_line(r.output).find("model description '/nonexistent/model' does not exist"), std::string::npos) << r.output;
+  cfg = base;
+  cfg["train"]["saes"][0]["name"] = "../../victim";
+  test::write_text(dir / "bad.json", cfg.dump());
+  r = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
+  EXPECT_NE(test::last_line(r.output).find("train: saes[0]: key 'name' must be a plain file name"), std::string::npos)
+      << r.output;
+}
+
+}  // namespace
+}  // namespace saelab

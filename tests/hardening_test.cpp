@@ -1,0 +1,343 @@
+// Hostile input, faults and concurrent runs (issue 12): every class of defect ends with one clear
+// line naming the file, key or flag, a non-zero exit, no damaged output, and a rerun that gives
+// the uninterrupted result.
+#include <gtest/gtest.h>
+
+#include <sys/file.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "core/activation_store.h"
+#include "core/files.h"
+#include "core/json_options.h"
+#include "core/options.h"
+#include "core/runtime.h"
+#include "core/safetensors.h"
+#include "models/gpt.h"
+#include "sae/sae_io.h"
+#include "sae/train_run.h"
+#include "tests/test_util.h"
+
+namespace saelab {
+namespace {
+
+std::string saelab(const std::string& args) { return test::saelab_binary() + " --threads 1 " + args; }
+
+std::string nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+// ---- JSON: one bounded parser for every reader ----
+
+TEST(Hardening, DeeplyNestedJsonIsRefusedNamingTheFileWithoutOverflowingTheStack) {
+  test::TempDir dir;
+  test::write_text(dir / "deep.json", "{\"a\": " + nested(300000) + "}");
+  EXPECT_THROWS_WITH(load_json_file(dir / "deep.json", "training config"), "training config '" + (dir / "deep.json") + "'",
+                     "nested deeper than 64 levels");
+  // Brackets inside strings do not count, and the limit itself is accepted.
+  EXPECT_NO_THROW(parse_json_text("{\"s\": \"" + std::string(1000, '[') + "\", \"x\": " + nested(63) + "}", "x"));
+  EXPECT_THROWS_WITH(parse_json_text(nested(65), "x"), "x is nested deeper than 64 levels");
+  for (const char* cmd : {"train --config", "demo --check --config", "capture --config"}) {
+    const auto r = test::run_command(saelab(std::string(cmd) + " " + (dir / "deep.json")));
+    EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.output;
+    EXPECT_NE(test::last_line(r.output).find("nested deeper than 64 levels"), std::string::npos) << r.output;
+  }
+}
+
+TEST(Hardening, ANumberTooLargeForADoubleNamesTheFile) {
+  test::TempDir dir;
+  test::write_text(dir / "big.json", "{\"steps\": 1e999}");
+  EXPECT_THROWS_WITH(load_json_file(dir / "big.json", "training config"), "training config '" + (dir / "big.json") + "'",
+                     "number out of range", "1e999");
+  EXPECT_THROWS_WITH(parse_json_text("{\"a\": [1, 2,]}", "cfg.json"), "cfg.json is not valid JSON (byte 13");
+}
+
+TEST(Hardening, SafetensorsHeadersGoThroughTheSameParser) {
+  const std::string header = nested(100);
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  EXPECT_THROWS_WITH(parse_safetensors(bytes + header, "w.safetensors"), "safetensors file 'w.safetensors': header",
+                     "nested deeper");
+  const std::string overflow = "{\"w\": {\"dtype\": \"F32\", \"shape\": [1e999], \"data_offsets\": [0, 4]}}";
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((overflow.size() >> (8 * i)) & 0xff);
+  EXPECT_THROWS_WITH(parse_safetensors(bytes + overflow + "abcd", "w.safetensors"), "w.safetensors", "out of range");
+}
+
+// ---- option values: one rule per field, checked for configs and flags alike ----
+
+struct Ranged {
+  int64_t count = 1;
+  double rate = 0.5;
+  std::string name = "a";
+  std::vector<std::string> hooks;
+  template <class V>
+  void fields(V& v) {
+    v("count", count, "", at_least(1));
+    v("rate", rate, "", in_range(0, 1));
+    v("name", name, "", path_name());
+    v("hooks", hooks, "", path_name().and_non_empty());
+  }
+};
+
+TEST(Hardening, OptionRulesNameTheKeyAndWhatIsWrong) {
+  Ranged r;
+  EXPECT_THROWS_WITH(read_options(json::parse(R"({"count": 0})"), "w.json", r), "w.json: key 'count' must be at least 1 (got 0)");
+  EXPECT_THROWS_WITH(read_options(json::parse(R"({"count": 2.5})"), "w.json", r), "w.json: key 'count' must be an integer");
+  EXPECT_THROWS_WITH(read_options(json::parse(R"({"rate": 3})"), "w.json", r), "key 'rate' must be between 0 and 1 (got 3)");
+  EXPECT_THROWS_WITH(read_options(json::parse(R"({"name": "../../victim"})"), "w.json", r), "key 'name' must be a plain file name");
+  EXPECT_THROWS_WITH(read_options(json::parse(R"({"hooks": []})"), "w.json", r), "key 'hooks' must not be empty");
+  EXPECT_THROWS_WITH(read_options(json::parse(R"({"hooks": ["ok", "/etc"]})"), "w.json", r), "key 'hooks' must be a plain");
+  read_options(json::parse(R"({"count": 3, "rate": 1, "name": "topk-k32", "hooks": ["blocks.0.hook_resid_pre"]})"), "w.json", r);
+  EXPECT_EQ(r.count, 3);
+  EXPECT_THROWS_WITH(detail::check_number(HUGE_VAL, FieldRule{}, "--alphas"), "--alphas must be a finite number (got inf)");
+}
+
+TEST(Hardening, PathNamesAreOneComponentThatStaysInItsFolder) {
+  for (const char* bad : {"", ".", "..", "../../victim", "/abs", "a/b", "a\\b", ".hidden", "-rf", "a b", "x\n"}) {
+    EXPECT_THROWS_WITH(check_path_name(bad, "SAE name"), "SAE name must be a plain file name") << bad;
+  }
+  EXPECT_THROWS_WITH(check_path_name(std::string(101, 'a'), "SAE name"), "more than 100 characters");
+  for (const char* good : {"topk-k32", "standard-l1_2.5", "blocks.0.hook_resid_pre", "transformer.h.2.output", "a+b=c,d@e"}) {
+    EXPECT_NO_THROW(check_path_name(good, "SAE name")) << good;
+  }
+}
+
+TEST(Hardening, BadFlagValuesAreOneLineNamingTheFlag) {
+  const struct {
+    const char* args;
+    const char* message;
+  } cases[] = {
+      {"generate --samples -1", "--samples must be between 1 and 10000 (got -1)"},
+      {"steer --sae x --feature 0 --alphas 1,inf", "--alphas must be a finite number (got inf)"},
+      {"train --store x --k 0", "--k must be at least 1 (got 0)"},
+      {"train --store x --hooks ../../victim", "--hooks must be a plain file name"},
+      {"capture --tokens -5", "--tokens must be at least 1 (got -5)"},
+  };
+  for (const auto& c : cases) {
+    const auto r = test::run_command(saelab(c.args));
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(test::last_line(r.output).find(c.message), std::string::npos) << c.args << ": " << r.output;
+  }
+  const auto threads = test::run_command(test::saelab_binary() + " --threads 100000 generate");
+  EXPECT_EQ(threads.exit_code, 1);
+  EXPECT_NE(test::last_line(threads.output).find("--threads 100000 is more than 4 x the"), std::string::npos)
+      << threads.output;
+  const auto r = test::run_command(saelab("trian"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(test::last_line(r.output).rfind("saelab: error: unknown command 'trian' (commands: train-tokenizer,", 0), 0u)
+      << r.output;
+}
+
+// ---- damaged model and SAE files ----
+
+void make_model(const std::string& folder, int64_t context = 16) {
+  GptConfig c;
+  c.vocab_size = 50257;
+  c.d_model = 16;
+  c.n_layers = 1;
+  c.n_heads = 2;
+  c.context_length = context;
+  auto m = build_gpt(c, 1);
+  test::write_model_folder(m, c, folder);
+}
+
+TEST(Hardening, ADamagedModelFileIsRefusedBeforeItRuns) {
+  test::TempDir dir;
+  make_model(dir / "m");
+  std::string bytes = read_file(dir / "m/model.pt", "model");
+  // Flip one byte of the largest stored tensor: torch's reader would load it and generate garbage.
+  const size_t at = bytes.size() / 2;
+  bytes[at] = static_cast<char>(bytes[at] ^ 0x5a);
+  write_file_atomic(dir / "m/model.pt", bytes);
+  auto r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("model file '" + (dir / "m/model.pt") + "' is damaged: entry '"),
+            std::string::npos)
+      << r.output;
+  write_file_atomic(dir / "m/model.pt", bytes.substr(0, bytes.size() - 100));
+  r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("is damaged: no zip end-of-central-directory record"), std::string::npos)
+      << r.output;
+}
+
+TEST(Hardening, AModelDescriptionThatDoesNotMatchTheModelIsNamedAtOpen) {
+  test::TempDir dir;
+  make_model(dir / "m", 16);
+  json j = load_json_file(dir / "m/model.json", "model");
+  j["context_length"] = 64;  // the model has 16 positions
+  write_file_atomic(dir / "m/model.json", j.dump());
+  auto r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("fails on 64 tokens (context_length in"), std::string::npos) << r.output;
+  j["context_length"] = 16;
+  j["vocab_size"] = 60000;  // more than the embedding has
+  write_file_atomic(dir / "m/model.json", j.dump());
+  r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("with token id 59999 (vocab_size - 1)"), std::string::npos) << r.output;
+  j["vocab_size"] = 50257;
+  j["model_file"] = "../elsewhere.pt";
+  write_file_atomic(dir / "m/model.json", j.dump());
+  r = test::run_command(saelab("generate --model " + (dir / "m")));
+  EXPECT_NE(test::last_line(r.output).find("model_file must be a plain file name"), std::string::npos) << r.output;
+}
+
+TEST(Hardening, DamagedSaeConfigsAndWeightsAreRefused) {
+  test::TempDir dir;
+  SaeConfig c;
+  c.architecture = Architecture::kTopK;
+  c.d_in = 4;
+  c.d_sae = 8;
+  c.k = 2;
+  save_sae(dir / "sae", Sae(c, 1), SaeMetadata{}, torch::Tensor());
+  const json good = load_json_file(dir / "sae/cfg.json", "cfg");
+  auto with = [&](const char* key, const json& value) {
+    json j = good;
+    j[key] = value;
+    write_file_atomic(dir / "sae/cfg.json", j.dump());
+  };
+  with("d_in", 4.5);
+  EXPECT_THROWS_WITH(load_sae(dir / "sae"), "cfg.json: key 'd_in' must be an integer (got 4.5)");
+  {
+    json j = good;
+    j["architecture"] = "standard";
+    j["activation_fn_str"] = "topk";
+    j["activation_fn_kwargs"] = json::array({8});
+    write_file_atomic(dir / "sae/cfg.json", j.dump());
+  }
+  EXPECT_THROWS_WITH(load_sae(dir / "sae"), "key 'activation_fn_kwargs' must be an object (got array)");
+  write_file_atomic(dir / "sae/cfg.json", good.dump());
+  SafetensorsFile w = load_safetensors(dir / "sae/sae_weights.safetensors");
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& [name, t] : w.tensors) tensors.emplace_back(name, name == "W_enc" ? t.to(torch::kInt32) : t);
+  save_safetensors(dir / "sae/sae_weights.safetensors", tensors);
+  EXPECT_THROWS_WITH(load_sae(dir / "sae"), "tensor 'W_enc' has dtype int", "must be floating point");
+}
+
+TEST(Hardening, AJsonlCorpusFieldOfTheWrongTypeIsNamed) {
+  test::TempDir dir;
+  test::write_text(dir / "c.jsonl", "{\"text\": \"a b c\", \"genre\": \"news\"}\n{\"text\": \"d e\", \"genre\": 7}\n");
+  const auto r = test::run_command(saelab("train-tokenizer --corpus jsonl:" + (dir / "c.jsonl") + " --out " + (dir / "t.model")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(test::last_line(r.output).find(dir / "c.jsonl:2: field 'genre' must be a string (got number)"), std::string::npos)
+      << r.output;
+}
+
+// ---- locks: one run per output folder or database ----
+
+TEST(Hardening, ASecondLockOnAFolderFailsNamingTheHolder) {
+  test::TempDir dir;
+  {
+    const RunLock first = RunLock::folder(dir / "out", "training folder");
+    EXPECT_THROWS_WITH(RunLock::folder(dir / "out", "training folder"),
+                       "training folder '" + (dir / "out") + "' is in use by another saelab run (pid " +
+                           std::to_string(getpid()) + ", since ");
+    const RunLock db = RunLock::file(dir / "out/features.sqlite", "feature database");
+    EXPECT_THROWS_WITH(RunLock::file(dir / "out/features.sqlite", "feature database"),
+                       "feature database '" + (dir / "out/features.sqlite") + "' is in use by another saelab run");
+  }
+  EXPECT_NO_THROW(RunLock::folder(dir / "out", "training folder"));  // released with its owner
+}
+
+TEST(Hardening, TakingAFolderLockRemovesWhatAKilledRunLeftBehind) {
+  test::TempDir dir;
+  write_file_atomic(dir / "out/a/checkpoint.pt.tmp.4242.17", "partial");
+  write_file_atomic(dir / "out/features.sqlite.tmp", "partial");
+  write_file_atomic(dir / "out/keep.json", "{}");
+  write_file_atomic(dir / "out/notes.tmp.txt", "a user's file");
+  { const RunLock lock = RunLock::folder(dir / "out", "output folder"); }
+  EXPECT_FALSE(fs::exists(dir / "out/a/checkpoint.pt.tmp.4242.17"));
+  EXPECT_FALSE(fs::exists(dir / "out/features.sqlite.tmp"));
+  EXPECT_TRUE(fs::exists(dir / "out/keep.json"));
+  EXPECT_TRUE(fs::exists(dir / "out/notes.tmp.txt"));
+}
+
+// Activations with sparse structure: 3000 rows of 32 dims.
+torch::Tensor acts(uint64_t seed) {
+  torch::Generator gen = at::detail::createCPUGenerator(seed);
+  const torch::Tensor dirs = torch::randn({48, 32}, gen);
+  const torch::Tensor active = (torch::rand({3000, 48}, gen) < 0.1).to(torch::kFloat32);
+  return torch::matmul(active * (torch::rand({3000, 48}, gen) + 0.5), dirs);
+}
+
+std::string train_config(const std::string& dir, int64_t steps, int64_t expansion = 8) {
+  const std::string path = dir + "/train-" + std::to_string(steps) + ".json";
+  test::write_text(path, json{{"store", dir + "/acts"},
+                              {"architectures", {"topk"}},
+                              {"k", {4}},
+                              {"expansion", expansion},
+                              {"steps", steps},
+                              {"batch_size", 64},
+                              {"init_rows", 256},
+                              {"buffer_shards", 2},
+                              {"checkpoint_every", 10}}
+                             .dump());
+  return path;
+}
+
+TEST(Hardening, TwoTrainingRunsOnOneFolderCannotBothWriteIt) {
+  test::TempDir dir;
+  test::write_activation_store(dir / "acts/blocks.0.input", acts(1), "blocks.0.input", 500);
+  // The first run holds the folder for its whole (long) run; the second is refused at once.
+  const std::string first = saelab("train --config " + train_config(dir.path().string(), 1000000) + " --out " + (dir / "out") +
+                                   " > " + (dir / "first.log") + " 2>&1 & echo $!");
+  const auto started = test::run_command(first);
+  const std::string pid = test::last_line(started.output);
+  std::string holder;
+  for (int i = 0; i < 600 && holder.find("pid") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::ifstream in(dir / "out/.saelab.lock");
+    std::getline(in, holder);
+  }
+  ASSERT_NE(holder.find("pid " + pid), std::string::npos) << holder;
+  const auto second = test::run_command(saelab("train --config " + train_config(dir.path().string(), 20) + " --out " + (dir / "out")));
+  test::run_command("kill -9 " + pid);
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(test::last_line(second.output).find("training folder '" + (dir / "out") + "' is in use by another saelab run (pid " + pid),
+            std::string::npos)
+      << second.output;
+  EXPECT_NE(test::last_line(second.output).find("saelab --threads 1 train --config"), std::string::npos) << second.output;
+}
+
+// ---- a full disk: the write fails with one line, nothing looks complete, a rerun finishes ----
+
+TEST(Hardening, AFullDiskWhileTrainingWritesACheckpointIsOneLineAndARerunMatchesAnUninterruptedRun) {
+  test::TempDir dir;
+  test::write_activation_store(dir / "acts/blocks.0.input", acts(2), "blocks.0.input", 500);
+  const std::string config = train_config(dir.path().string(), 30, 16);
+  // The checkpoint (weights and Adam moments: ~400 KB) is the largest file the run writes; a
+  // file-size limit of 200 KB makes its write fail as a full disk would (SIGXFSZ ignored: EFBIG).
+  const auto limited = test::run_command("bash -c 'ulimit -f 200; trap \"\" XFSZ; exec " +
+                                         saelab("train --config " + config + " --out " + (dir / "out")) + "'");
+  EXPECT_EQ(limited.exit_code, 1) << limited.output;
+  EXPECT_EQ(test::last_line(limited.output), "saelab: error: cannot write '" + (dir / "out/checkpoint.pt") + "': File too large");
+  EXPECT_EQ(limited.output.find("terminate called"), std::string::npos) << limited.output;
+  EXPECT_FALSE(fs::exists(dir / "out/checkpoint.pt"));
+  for (const auto& e : fs::recursive_directory_iterator(dir / "out")) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+  }
+  const auto rerun = test::run_command(saelab("train --config " + config + " --out " + (dir / "out")));
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.output;
+  const auto clean = test::run_command(saelab("train --config " + config + " --out " + (dir / "clean")));
+  ASSERT_EQ(clean.exit_code, 0) << clean.output;
+  EXPECT_EQ(read_file(dir / "out/blocks.0.input/topk-k4/sae_weights.safetensors", "weights"),
+            read_file(dir / "clean/blocks.0.input/topk-k4/sae_weights.safetensors", "weights"));
+}
+
+TEST(Hardening, ResourcesThatCannotBeMeantAreRefusedBeforeStarting) {
+  test::TempDir dir;
+  test::write_activation_store(dir / "acts/blocks.0.input", acts(3), "blocks.0.input", 500);
+  // d_sae = 2^26 x 32 dims: petabytes of weights
+  const auto r = test::run_command(saelab("train --config " + train_config(dir.path().string(), 10, int64_t{1} << 26) + " --out " + (dir / "out")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("training 1 SAEs (their expansion and the batch_size) needs about"), std::string::npos)
+      << r.output;
+  EXPECT_NE(test::last_line(r.output).find("of memory but"), std::string::npos) << r.output;
+  EXPECT_THROWS_WITH(require_disk(dir.path().string(), 1e18, "--tokens 9223372036854775807"),
+                     "--tokens 9223372036854775807 needs about 1000000000.0 GB of disk in '" + dir.path().string() + "'");
+}
+
+}  // namespace
+}  // namespace saelab

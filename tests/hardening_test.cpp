@@ -4,12 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <csignal>
+#include <functional>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <thread>
 
+#include "analysis/feature_db.h"
 #include "core/activation_store.h"
 #include "core/files.h"
 #include "core/json_options.h"
@@ -337,6 +342,98 @@ TEST(Hardening, ResourcesThatCannotBeMeantAreRefusedBeforeStarting) {
   EXPECT_NE(test::last_line(r.output).find("of memory but"), std::string::npos) << r.output;
   EXPECT_THROWS_WITH(require_disk(dir.path().string(), 1e18, "--tokens 9223372036854775807"),
                      "--tokens 9223372036854775807 needs about 1000000000.0 GB of disk in '" + dir.path().string() + "'");
+}
+
+}  // namespace
+}  // namespace saelab
+
+namespace saelab {
+namespace {
+
+// Runs `write` in a forked child whose files may not grow past `limit` bytes (RLIMIT_FSIZE, with
+// SIGXFSZ ignored, so a write fails with EFBIG as on a full disk). Returns the child's error
+// message, or "" when `write` returned normally.
+std::string with_file_size_limit(rlim_t limit, const std::function<void()>& write) {
+  int fds[2];
+  if (pipe(fds) != 0) return "pipe failed";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    signal(SIGXFSZ, SIG_IGN);
+    const rlimit r{limit, limit};
+    setrlimit(RLIMIT_FSIZE, &r);
+    std::string message;
+    try {
+      write();
+    } catch (const std::exception& e) {
+      message = test::exception_message(e);
+      if (message.empty()) message = "(empty message)";
+    }
+    const ssize_t n = ::write(fds[1], message.data(), message.size());
+    (void)n;
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string message;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) message.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status)) return "the child died (status " + std::to_string(status) + ")";
+  return message;
+}
+
+bool has_temporaries(const std::string& dir) {
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.path().filename().string().find(".tmp") != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(Hardening, AFullDiskDuringEachKindOfWriteIsOneLineAndLeavesThePreviousFileIntact) {
+  test::TempDir dir;
+  const std::string big(300000, 'x');
+  const torch::Tensor weights = torch::randn({300, 300});
+  const struct {
+    const char* kind;
+    const char* file;
+    std::function<void(const std::string&)> write;
+  } kinds[] = {
+      {"JSON and text (write_file_atomic)", "run.json", [&](const std::string& p) { write_file_atomic(p, big); }},
+      {"safetensors (SAE weights, activation shards)", "w.safetensors",
+       [&](const std::string& p) { save_safetensors(p, {{"W", weights}}); }},
+      {"torch archives (checkpoints, model.pt)", "checkpoint.pt",
+       [&](const std::string& p) {
+         torch::serialize::OutputArchive archive;
+         archive.write("W", weights);
+         write_atomic_stream(p, [&](const ByteSink& sink) { archive.save_to(sink); });
+       }},
+      {"the feature database (SQLite)", "features.sqlite",
+       [&](const std::string& p) {
+         FeatureDb db = FeatureDb::create(p);
+         db.transaction([&] {
+           auto insert = db.prepare("INSERT INTO token_features VALUES (?, ?, ?, ?, ?, ?)");
+           for (int i = 0; i < 20000; ++i) {
+             insert.bind(1, std::string("sae")).bind(2, int64_t{i}).bind(3, std::string(20, static_cast<char>('a' + i % 26))).bind(4, int64_t{i}).bind(5, int64_t{i}).bind(6, 0.5);
+             insert.run();
+           }
+         });
+         db.commit();
+       }},
+  };
+  for (const auto& k : kinds) {
+    const std::string path = dir / k.file;
+    write_file_atomic(path, "previous");
+    const std::string message = with_file_size_limit(100000, [&] { k.write(path); });
+    EXPECT_FALSE(message.empty()) << k.kind << ": the write did not fail";
+    EXPECT_EQ(message.find('\n'), std::string::npos) << k.kind << ": " << message;
+    EXPECT_NE(message.find(path), std::string::npos) << k.kind << ": the message does not name the file: " << message;
+    EXPECT_EQ(read_file(path, "file"), "previous") << k.kind;
+    EXPECT_FALSE(has_temporaries(dir.path().string())) << k.kind;
+    // Without the limit the same write succeeds.
+    EXPECT_EQ(with_file_size_limit(RLIM_INFINITY, [&] { k.write(path); }), "") << k.kind;
+  }
 }
 
 }  // namespace

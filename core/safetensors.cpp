@@ -129,6 +129,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     TORCH_CHECK(begin <= end && end <= data_size, entry, ": data_offsets [", begin, ", ", end,
                 "] fall outside the data section of ", data_size, " bytes");
+    TORCH_CHECK(numel <= data_size / static_cast<uint64_t>(dt->size), entry, ": shape ", shape, " of ", dt->name,
+                " needs more bytes than the file's data section of ", data_size, " holds");
     TORCH_CHECK(end - begin == numel * static_cast<uint64_t>(dt->size), entry, ": shape ", shape, " of ",
                 dt->name, " needs ", numel * dt->size, " bytes but data_offsets give ", end - begin);
     torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dt->dtype));

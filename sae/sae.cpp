@@ -130,11 +130,11 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
     : config_(config) {
   config_.validate();
   const auto shapes = sae_shapes(config_);
-  // A batchtopk SAE that has not seen a batch yet has no threshold estimate.
-  if (config_.architecture == Architecture::kBatchTopK && params.count("threshold") == 0) {
-    params["threshold"] = torch::full({config_.d_sae}, -1.0);
-  }
+  // A batchtopk SAE that has not seen a batch yet has no threshold estimate. It is made only once
+  // the stored tensors match cfg.json: a 100-byte folder claiming a huge d_sae allocates nothing.
+  const bool no_threshold = config_.architecture == Architecture::kBatchTopK && params.count("threshold") == 0;
   for (const auto& [name, shape] : shapes) {
+    if (no_threshold && name == "threshold") continue;
     auto it = params.find(name);
     TORCH_CHECK(it != params.end(), where, ": tensor '", name, "' is missing for a ", architecture_name(config_.architecture), " SAE");
     TORCH_CHECK(it->second.is_floating_point(), where, ": tensor '", name, "' has dtype ", it->second.dtype(),
@@ -142,6 +142,7 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
     TORCH_CHECK(it->second.sizes().vec() == shape, where, ": tensor '", name, "' has shape ", it->second.sizes(),
                 " but cfg.json (d_in ", config_.d_in, ", d_sae ", config_.d_sae, ") needs ", c10::IntArrayRef(shape));
   }
+  if (no_threshold) params["threshold"] = torch::full({config_.d_sae}, -1.0);
   for (const auto& [name, shape] : shapes) {
     torch::Tensor t = params.at(name).to(torch::kFloat32).contiguous();
     TORCH_CHECK(torch::isfinite(t).all().item<bool>(), where, ": tensor '", name, "' holds NaN or Inf");

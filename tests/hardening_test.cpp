@@ -67,6 +67,11 @@ TEST(Hardening, SafetensorsHeadersGoThroughTheSameParser) {
   const std::string overflow = "{\"w\": {\"dtype\": \"F32\", \"shape\": [1e999], \"data_offsets\": [0, 4]}}";
   for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((overflow.size() >> (8 * i)) & 0xff);
   EXPECT_THROWS_WITH(parse_safetensors(bytes + overflow + "abcd", "w.safetensors"), "w.safetensors", "out of range");
+  // 2^62 floats need 2^64 bytes: the byte count wraps to 0 and matched empty data_offsets (fuzzing).
+  const std::string wraps = "{\"w\": {\"dtype\": \"F32\", \"shape\": [4611686018427387904], \"data_offsets\": [0, 0]}}";
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((wraps.size() >> (8 * i)) & 0xff);
+  EXPECT_THROWS_WITH(parse_safetensors(bytes + wraps, "w.safetensors"), "tensor 'w': shape 4611686018427387904 of F32",
+                     "needs more bytes than the file's data section of 0 holds");
 }
 
 // ---- option values: one rule per field, checked for configs and flags alike ----

@@ -192,5 +192,48 @@ TEST(Cli, BenchSaeReportsTheFourMeasurementsAsJson) {
   EXPECT_EQ(j.at("shape").at("d_sae").get<int64_t>(), 512);
 }
 
+// The model file and its description are checked when the model is opened (issue 12).
+TEST(Cli, ADamagedModelFileIsRefusedBeforeItRuns) {
+  test::TempDir dir;
+  make_model(dir / "m");
+  std::string bytes = read_file(dir / "m/model.pt", "model");
+  // Flip one byte of the largest stored tensor: torch's reader would load it and generate garbage.
+  const size_t at = bytes.size() / 2;
+  bytes[at] = static_cast<char>(bytes[at] ^ 0x5a);
+  write_file_atomic(dir / "m/model.pt", bytes);
+  auto r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("model file '" + (dir / "m/model.pt") + "' is damaged: entry '"),
+            std::string::npos)
+      << r.output;
+  write_file_atomic(dir / "m/model.pt", bytes.substr(0, bytes.size() - 100));
+  r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("is damaged: no zip end-of-central-directory record"), std::string::npos)
+      << r.output;
+}
+
+TEST(Cli, AModelDescriptionThatDoesNotMatchTheModelIsNamedAtOpen) {
+  test::TempDir dir;
+  make_model(dir / "m", 16);
+  json j = load_json_file(dir / "m/model.json", "model");
+  j["context_length"] = 64;  // the model has 16 positions
+  write_file_atomic(dir / "m/model.json", j.dump());
+  auto r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("fails on 64 tokens (context_length in"), std::string::npos) << r.output;
+  j["context_length"] = 16;
+  j["vocab_size"] = 60000;  // more than the embedding has
+  write_file_atomic(dir / "m/model.json", j.dump());
+  r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("with token id 59999 (vocab_size - 1)"), std::string::npos) << r.output;
+  j["vocab_size"] = 50257;
+  j["model_file"] = "../elsewhere.pt";
+  write_file_atomic(dir / "m/model.json", j.dump());
+  r = test::run_command(saelab("generate --model " + (dir / "m")));
+  EXPECT_NE(test::last_line(r.output).find("model_file must be a plain file name"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace saelab

@@ -11,13 +11,13 @@ namespace saelab {
 std::vector<std::string> find_sae_dirs(const std::string& path) {
   namespace fs = std::filesystem;
   TORCH_CHECK(fs::exists(path), "SAE folder '", path, "' does not exist");
-  if (fs::exists(fs::path(path) / "cfg.json")) return {path};
+  if (is_sae_folder(path)) return {path};
   std::vector<std::string> dirs;
   for (const auto& e : fs::recursive_directory_iterator(path)) {
-    if (e.is_regular_file() && e.path().filename() == "cfg.json") dirs.push_back(e.path().parent_path().string());
+    if (e.is_directory() && is_sae_folder(e.path().string())) dirs.push_back(e.path().string());
   }
   std::sort(dirs.begin(), dirs.end());
-  TORCH_CHECK(!dirs.empty(), "'", path, "' holds no SAE (no cfg.json in it or below it)");
+  TORCH_CHECK(!dirs.empty(), "'", path, "' holds no SAE (no cfg.json or ae.pt in it or below it)");
   return dirs;
 }
 
@@ -31,12 +31,23 @@ std::vector<AttachedSae> attach_saes(LanguageModel& lm, HookedModel& hooked, con
   for (const auto& dir : dirs) {
     AttachedSae a{"", dir, "", load_sae(dir)};
     const std::string& hook_name = a.loaded.metadata.hook_name;
-    TORCH_CHECK(!hook_name.empty(), "SAE '", dir, "': cfg.json names no hook (metadata.hook_name)");
+    TORCH_CHECK(!hook_name.empty(), "SAE '", dir, "' names no hook point (", a.loaded.format,
+                " files do not always record one); give it one with `saelab convert ", dir, " OUT --hook NAME`");
     try {
       a.hook = hooked.resolve(hook_name);
     } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "SAE '", dir, "' was trained at hook '", hook_name, "', which model '", lm.info().name,
-                  "' does not have: ", e.msg());
+      // Other libraries name hooks relative to the model's base module (sparsify's h.6 for
+      // transformer.h.6): a single hook point ending in ".<name>" is that one.
+      std::vector<std::string> matches;
+      for (const auto& point : hooked.hook_points()) {
+        if (point.size() > hook_name.size() && point.compare(point.size() - hook_name.size(), hook_name.size(), hook_name) == 0 &&
+            point[point.size() - hook_name.size() - 1] == '.') {
+          matches.push_back(point);
+        }
+      }
+      TORCH_CHECK(matches.size() == 1, "SAE '", dir, "' was trained at hook '", hook_name, "', which model '",
+                  lm.info().name, "' does not have: ", e.msg());
+      a.hook = matches.front();
     }
     const std::string& sha = a.loaded.metadata.model_sha256;
     if (!sha.empty() && !allow_other_model) {

@@ -18,5 +18,6 @@ void register_eval(CLI::App& app);
 void register_top(CLI::App& app);
 void register_graph(CLI::App& app);
 void register_steer(CLI::App& app);
+void register_convert(CLI::App& app);
 
 }  // namespace saelab

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   register_top(app);
   register_graph(app);
   register_steer(app);
+  register_convert(app);
   set_command_line(argc, argv);
   try {
     app.parse(argc, argv);

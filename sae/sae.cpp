@@ -148,7 +148,10 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
     TORCH_CHECK(torch::isfinite(t).all().item<bool>(), where, ": tensor '", name, "' holds NaN or Inf");
     if (name == "threshold") {
       if (config_.architecture == Architecture::kJumpReLU) {
-        TORCH_CHECK((t > 0).all().item<bool>(), where, ": jumprelu thresholds must be positive");
+        // A threshold of 0 is a ReLU for that latent (SAELens starts BatchTopK thresholds there):
+        // log 0 = −inf, and exp(−inf) gives the 0 back exactly.
+        TORCH_CHECK((t >= 0).all().item<bool>(), where, ": jumprelu thresholds must be >= 0 (a negative one acts as 0 "
+                    "after the ReLU; the loaders clamp it)");
         p_["log_threshold"] = t.log().requires_grad_(true);
       } else {
         batchtopk_threshold_ = t.max();

@@ -1,125 +1,192 @@
 #include "sae/sae_io.h"
 
+#include <cctype>
 #include <filesystem>
+#include <set>
 #include <type_traits>
 
-#include "core/files.h"
-#include "core/json_options.h"
-#include "core/safetensors.h"
+#include "sae/sae_formats.h"
 
 namespace saelab {
 
 namespace fs = std::filesystem;
+
+const char* format_name(SaeFormat f) {
+  switch (f) {
+    case SaeFormat::kSaeLens: return "saelens";
+    case SaeFormat::kSaeLensV5: return "saelens-v5";
+    case SaeFormat::kSparsify: return "sparsify";
+    case SaeFormat::kDictionaryLearning: return "dictionary_learning";
+  }
+  TORCH_CHECK(false, "unknown SAE format ", static_cast<int>(f));
+}
+
+SaeFormat parse_write_format(const std::string& name) {
+  for (SaeFormat f : {SaeFormat::kSaeLens, SaeFormat::kSaeLensV5, SaeFormat::kSparsify}) {
+    if (name == format_name(f)) return f;
+  }
+  TORCH_CHECK(false, "the SAE format to write must be saelens, saelens-v5 or sparsify (got '", name, "')");
+}
 
 nlohmann::json SaeMetadata::to_json() const {
   return {{"model_name", model_name},
           {"hook_name", hook_name},
           {"context_size", context_size},
           {"prepend_bos", prepend_bos},
+          {"dataset_path", dataset_path},
+          {"hook_layer", layer()},
+          {"hook_head_index", hook_head_index < 0 ? nlohmann::json() : nlohmann::json(hook_head_index)},
           {"model_sha256", model_sha256}};
 }
 
-void save_sae(const std::string& dir, const Sae& sae, const SaeMetadata& metadata, const torch::Tensor& log10_density) {
-  const SaeConfig& c = sae.config();
-  nlohmann::json cfg = {{"architecture", architecture_name(c.architecture)},
-                        {"d_in", c.d_in},
-                        {"d_sae", c.d_sae},
-                        {"dtype", "float32"},
-                        {"device", "cpu"},
-                        {"apply_b_dec_to_input", c.apply_b_dec_to_input},
-                        {"normalize_activations", "none"},  // the trainer folds its scaling into the weights
-                        {"metadata", metadata.to_json()},
-                        {"saelab_format_version", 1}};
-  if (uses_k(c.architecture)) cfg["k"] = c.k;
-  if (c.architecture == Architecture::kJumpReLU) cfg["jumprelu_bandwidth"] = c.jumprelu_bandwidth;
-  fs::create_directories(dir);
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& [name, t] : sae.state()) tensors.emplace_back(name, t.to(torch::kFloat32));
-  save_safetensors((fs::path(dir) / "sae_weights.safetensors").string(), tensors);
-  if (log10_density.defined()) {
-    save_safetensors((fs::path(dir) / "sparsity.safetensors").string(), {{"sparsity", log10_density}});
+int64_t SaeMetadata::layer() const {
+  if (hook_layer >= 0) return hook_layer;
+  for (size_t i = 0; i < hook_name.size(); ++i) {
+    if (std::isdigit(static_cast<unsigned char>(hook_name[i]))) {
+      size_t j = i;
+      while (j < hook_name.size() && std::isdigit(static_cast<unsigned char>(hook_name[j]))) ++j;
+      return j - i < 10 ? std::stoll(hook_name.substr(i, j - i)) : 0;
+    }
   }
-  write_file_atomic(fs::path(dir) / "cfg.json", cfg.dump(2) + "\n");
+  return 0;
+}
+
+bool is_sae_folder(const std::string& dir) {
+  const fs::path d(dir);
+  return fs::exists(d / "cfg.json") || fs::exists(d / "ae.pt");
 }
 
 LoadedSae load_sae(const std::string& dir) {
-  const std::string cfg_path = (fs::path(dir) / "cfg.json").string();
-  const nlohmann::json cfg = load_json_file(cfg_path, "SAE config");
-  TORCH_CHECK(cfg.is_object(), cfg_path, ": expected a JSON object");
-  auto get = [&](const char* key, auto fallback) {
-    using T = decltype(fallback);
-    const nlohmann::json* v = nullptr;
-    if (cfg.contains(key)) v = &cfg[key];
-    else if (cfg.contains("metadata") && cfg["metadata"].is_object() && cfg["metadata"].contains(key)) v = &cfg["metadata"][key];
-    if (v == nullptr || v->is_null()) return fallback;
-    bool ok = false;
-    const char* expected = "";
-    if constexpr (std::is_same_v<T, bool>) {
-      ok = v->is_boolean(), expected = "true or false";
-    } else if constexpr (std::is_integral_v<T>) {
-      ok = v->is_number_integer(), expected = "an integer";
-    } else if constexpr (std::is_floating_point_v<T>) {
-      ok = v->is_number(), expected = "a number";
-    } else {
-      ok = v->is_string(), expected = "a string";
-    }
+  const fs::path d(dir);
+  TORCH_CHECK(fs::is_directory(d), "SAE folder '", dir, "' does not exist");
+  if (fs::exists(d / "sae_weights.safetensors")) return formats::load_saelens(dir);
+  if (fs::exists(d / "sae.safetensors")) return formats::load_sparsify(dir);
+  if (fs::exists(d / "ae.pt")) return formats::load_dictionary_learning(dir);
+  // A SAELens cfg.json whose weights are missing is the common damage: name that file.
+  TORCH_CHECK(!fs::exists(d / "cfg.json"), "SAE folder '", dir,
+              "' has a cfg.json but no weights: sae_weights.safetensors (SAELens) or sae.safetensors (sparsify) is "
+              "missing");
+  TORCH_CHECK(false, "'", dir,
+              "' is not an SAE folder: expected cfg.json with sae_weights.safetensors (SAELens) or sae.safetensors "
+              "(sparsify), or ae.pt (dictionary_learning)");
+}
+
+void save_sae(const std::string& dir, const Sae& sae, const SaeMetadata& metadata, const torch::Tensor& log10_density,
+              SaeFormat format, torch::Dtype dtype) {
+  TORCH_CHECK(dtype == torch::kFloat32 || dtype == torch::kFloat16 || dtype == torch::kBFloat16,
+              "SAE weights are written as float32, float16 or bfloat16 (got ", dtype, ")");
+  switch (format) {
+    case SaeFormat::kSaeLens: return formats::save_saelens(dir, sae, metadata, log10_density, false, dtype);
+    case SaeFormat::kSaeLensV5: return formats::save_saelens(dir, sae, metadata, log10_density, true, dtype);
+    case SaeFormat::kSparsify: return formats::save_sparsify(dir, sae, metadata, dtype);
+    case SaeFormat::kDictionaryLearning: break;
+  }
+  TORCH_CHECK(false, "saelab reads dictionary_learning's ae.pt but does not write it; write saelens, saelens-v5 or "
+                     "sparsify");
+}
+
+namespace formats {
+
+Fields::Fields(const nlohmann::json& object, std::string file, std::string prefix)
+    : object_(&object), file_(std::move(file)), prefix_(std::move(prefix)) {
+  TORCH_CHECK(object.is_object(), file_, ": ", prefix_.empty() ? "the file" : prefix_.substr(0, prefix_.size() - 1),
+              " must be a JSON object (got ", object.type_name(), ")");
+}
+
+const nlohmann::json* Fields::find(const std::string& key) const {
+  auto it = object_->find(key);
+  return it == object_->end() ? nullptr : &*it;
+}
+
+bool Fields::has(const std::string& key) const {
+  const nlohmann::json* v = find(key);
+  return v != nullptr && !v->is_null();
+}
+
+void Fields::fail(const std::string& key, const std::string& why) const {
+  TORCH_CHECK(false, file_, ": ", key.empty() ? "" : "key '" + name(key) + "' ", why);
+}
+
+template <class T>
+T Fields::get(const std::string& key, T fallback) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr || v->is_null()) return fallback;
+  bool ok = false;
+  const char* expected = "";
+  if constexpr (std::is_same_v<T, bool>) {
+    ok = v->is_boolean(), expected = "true or false";
+  } else if constexpr (std::is_integral_v<T>) {
+    ok = v->is_number_integer(), expected = "an integer";
+  } else if constexpr (std::is_floating_point_v<T>) {
+    ok = v->is_number(), expected = "a number";
+  } else {
+    ok = v->is_string(), expected = "a string";
+  }
+  if (!ok) {
     std::string shown = v->dump();
     if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
-    TORCH_CHECK(ok, cfg_path, ": key '", key, "' must be ", expected, " (got ", shown, ")");
-    return v->get<T>();
-  };
-  SaeConfig c;
-  std::string architecture = get("architecture", std::string("standard"));
-  // Older SAELens files describe TopK SAEs as standard ones with a topk activation function.
-  if (architecture == "standard" && get("activation_fn_str", std::string("relu")) == "topk") {
-    architecture = "topk";
-    if (cfg.contains("activation_fn_kwargs")) {
-      const nlohmann::json& kw = cfg["activation_fn_kwargs"];
-      TORCH_CHECK(kw.is_object(), cfg_path, ": key 'activation_fn_kwargs' must be an object (got ", kw.type_name(), ")");
-      if (kw.contains("k")) {
-        TORCH_CHECK(kw["k"].is_number_integer(), cfg_path, ": activation_fn_kwargs.k must be an integer (got ",
-                    kw["k"].dump(), ")");
-        c.k = kw["k"].get<int64_t>();
-      }
-    }
+    fail(key, std::string("must be ") + expected + " (got " + shown + ")");
   }
-  TORCH_CHECK(cfg.contains("d_in") && cfg.contains("d_sae"), cfg_path, ": d_in and d_sae are required");
-  try {
-    c.architecture = parse_architecture(architecture);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, cfg_path, ": ", e.msg());
-  }
-  c.d_in = get("d_in", int64_t{0});
-  c.d_sae = get("d_sae", int64_t{0});
-  c.k = get("k", c.k);
-  c.apply_b_dec_to_input = get("apply_b_dec_to_input", true);
-  c.jumprelu_bandwidth = get("jumprelu_bandwidth", c.jumprelu_bandwidth);
-  const std::string norm = get("normalize_activations", std::string("none"));
-  TORCH_CHECK(norm == "none" || norm.empty(), cfg_path, ": normalize_activations '", norm,
-              "' needs a scaling factor that is not stored with the weights; fold it into the weights first");
-  try {
-    c.validate();
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, cfg_path, ": ", e.msg());
-  }
-  SaeMetadata m;
-  m.model_name = get("model_name", std::string());
-  m.hook_name = get("hook_name", std::string());
-  m.context_size = get("context_size", int64_t{0});
-  m.prepend_bos = get("prepend_bos", true);
-  m.model_sha256 = get("model_sha256", std::string());
-
-  const std::string weights_path = (fs::path(dir) / "sae_weights.safetensors").string();
-  const SafetensorsFile w = load_safetensors(weights_path);
-  LoadedSae out{Sae(c, w.tensors, weights_path), m, {}};
-  const fs::path sparsity = fs::path(dir) / "sparsity.safetensors";
-  if (fs::exists(sparsity)) {
-    const SafetensorsFile s = load_safetensors(sparsity.string());
-    out.log10_density = s.at("sparsity");
-    TORCH_CHECK(out.log10_density.dim() == 1 && out.log10_density.size(0) == c.d_sae, sparsity.string(),
-                ": sparsity has shape ", out.log10_density.sizes(), ", expected [", c.d_sae, "]");
-  }
-  return out;
+  return v->get<T>();
 }
+
+template <class T>
+T Fields::require(const std::string& key) const {
+  if (!has(key)) fail(key, "is required");
+  return get<T>(key, T{});
+}
+
+Fields Fields::object(const std::string& key) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr || v->is_null()) return Fields(empty_, file_, prefix_ + key + ".");
+  if (!v->is_object()) fail(key, std::string("must be an object (got ") + v->type_name() + ")");
+  return Fields(*v, file_, prefix_ + key + ".");
+}
+
+template bool Fields::get<bool>(const std::string&, bool) const;
+template int64_t Fields::get<int64_t>(const std::string&, int64_t) const;
+template double Fields::get<double>(const std::string&, double) const;
+template std::string Fields::get<std::string>(const std::string&, std::string) const;
+template int64_t Fields::require<int64_t>(const std::string&) const;
+template std::string Fields::require<std::string>(const std::string&) const;
+
+torch::Tensor decoder_row_norms(const torch::Tensor& W_dec, const std::string& where) {
+  const torch::Tensor n = W_dec.norm(2, {1});
+  const torch::Tensor zero = (n == 0).nonzero();
+  TORCH_CHECK(zero.numel() == 0, where, ": W_dec row ", zero.numel() ? zero[0].item<int64_t>() : 0,
+              " has norm 0, and rescale_acts_by_decoder_norm divides the codes by it");
+  return n;
+}
+
+torch::Tensor weight(const std::map<std::string, torch::Tensor>& tensors, const std::string& name,
+                     const std::vector<int64_t>& shape, const std::string& where) {
+  auto it = tensors.find(name);
+  TORCH_CHECK(it != tensors.end(), where, ": tensor '", name, "' is missing");
+  const torch::Tensor& t = it->second;
+  TORCH_CHECK(t.is_floating_point(), where, ": tensor '", name, "' has dtype ", t.dtype(),
+              "; SAE weights must be floating point (float32, float16, bfloat16 or float64)");
+  TORCH_CHECK(t.sizes().vec() == shape, where, ": tensor '", name, "' has shape ", t.sizes(), ", expected ",
+              c10::IntArrayRef(shape));
+  torch::Tensor f = t.to(torch::kFloat32).contiguous();
+  TORCH_CHECK(torch::isfinite(f).all().item<bool>(), where, ": tensor '", name, "' holds NaN or Inf");
+  return f;
+}
+
+void refuse_unknown_tensors(const std::map<std::string, torch::Tensor>& tensors, const std::set<std::string>& known,
+                            const std::string& where, const std::string& format) {
+  for (const auto& [name, t] : tensors) {
+    TORCH_CHECK(known.count(name), where, ": tensor '", name, "' is not part of a ", format,
+                " (", format.rfind("SAELens", 0) == 0 ? "SAELens loads its weights strictly" : "unknown tensor", ")");
+  }
+}
+
+std::string dtype_name(torch::Dtype dtype) {
+  if (dtype == torch::kFloat16) return "float16";
+  if (dtype == torch::kBFloat16) return "bfloat16";
+  if (dtype == torch::kFloat64) return "float64";
+  return "float32";
+}
+
+}  // namespace formats
 
 }  // namespace saelab

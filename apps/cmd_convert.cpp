@@ -1,0 +1,97 @@
+// saelab convert: SAE folders from one library's format to another's (sae/sae_io.h).
+#include <filesystem>
+#include <unistd.h>
+
+#include "analysis/attached_sae.h"
+#include "apps/commands.h"
+#include "apps/common.h"
+#include "core/files.h"
+#include "sae/sae_io.h"
+
+namespace saelab {
+
+namespace {
+
+struct ConvertOptions {
+  std::string to = "saelens";
+  std::string hook;
+  std::string model_name;
+  int64_t context_size = 0;
+  std::string dtype = "float32";
+
+  template <class V>
+  void fields(V& v) {
+    v("to", to, "format to write: saelens (loads in SAELens v6 and v5), saelens-v5 (flat pre-6 keys) or sparsify",
+      non_empty());
+    v("hook", hook, "hook point to record (for files that name none, e.g. dictionary_learning's)");
+    v("model_name", model_name, "model name to record (empty: keep the file's)");
+    v("context_size", context_size, "context length to record (0: keep the file's)", at_least(0));
+    v("dtype", dtype, "weight dtype to write: float32, float16 or bfloat16", non_empty());
+  }
+};
+
+torch::Dtype parse_dtype(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "float16") return torch::kFloat16;
+  if (name == "bfloat16") return torch::kBFloat16;
+  TORCH_CHECK(false, "--dtype must be float32, float16 or bfloat16 (got '", name, "')");
+}
+
+}  // namespace
+
+void register_convert(CLI::App& app) {
+  static std::string in, out;
+  static ConvertOptions options;
+  CLI::App* cmd = app.add_subcommand(
+      "convert", "convert SAE folders between SAELens (v6, v5), sparsify and dictionary_learning formats");
+  cmd->add_option("in", in, "SAE folder, or a folder of them (a training run, a sparsify run)")->required();
+  cmd->add_option("out", out, "folder to write (must not exist)")->required();
+  static OptionFlags<ConvertOptions> flags(cmd, &options);
+  cmd->callback([] {
+    start_command();
+    flags.apply();
+    namespace fs = std::filesystem;
+    const SaeFormat format = parse_write_format(options.to);
+    const torch::Dtype dtype = parse_dtype(options.dtype);
+    TORCH_CHECK(!fs::exists(out), "output folder '", out, "' already exists; convert writes a new folder");
+    const std::vector<std::string> dirs = find_sae_dirs(in);
+    TORCH_CHECK(options.hook.empty() || dirs.size() == 1, "--hook names one hook point, but '", in, "' holds ",
+                dirs.size(), " SAEs");
+    // Everything is read and checked first, then written into a temporary sibling renamed at the
+    // end: a failure leaves no OUT that looks complete.
+    std::vector<LoadedSae> loaded;
+    for (const auto& dir : dirs) {
+      loaded.push_back(load_sae(dir));
+      SaeMetadata& m = loaded.back().metadata;
+      if (!options.hook.empty()) m.hook_name = options.hook;
+      if (!options.model_name.empty()) m.model_name = options.model_name;
+      if (options.context_size > 0) m.context_size = options.context_size;
+    }
+    const fs::path target = fs::path(out).lexically_normal();
+    const fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
+    fs::remove_all(tmp);
+    try {
+      for (size_t i = 0; i < dirs.size(); ++i) {
+        const fs::path rel = fs::path(dirs[i]).lexically_relative(fs::path(in));
+        const fs::path dest = rel.empty() || rel == "." ? tmp : tmp / rel;
+        const LoadedSae& s = loaded[i];
+        save_sae(dest.string(), s.sae, s.metadata, format == SaeFormat::kSparsify ? torch::Tensor() : s.log10_density,
+                 format, dtype);
+        const SaeConfig& c = s.sae.config();
+        std::printf("%s (%s) -> %s (%s): %s, d_in %lld, d_sae %lld%s, hook '%s'\n", dirs[i].c_str(), s.format.c_str(),
+                    (target / (rel.empty() || rel == "." ? fs::path() : rel)).lexically_normal().string().c_str(),
+                    format_name(format), architecture_name(c.architecture), static_cast<long long>(c.d_in),
+                    static_cast<long long>(c.d_sae),
+                    uses_k(c.architecture) ? (", k " + std::to_string(c.k)).c_str() : "", s.metadata.hook_name.c_str());
+        for (const auto& note : s.notes) std::printf("  note: %s\n", note.c_str());
+      }
+      fs::rename(tmp, target);
+    } catch (...) {
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+      throw;
+    }
+  });
+}
+
+}  // namespace saelab

@@ -1,11 +1,11 @@
 // saelab convert: SAE folders from one library's format to another's (sae/sae_io.h).
 #include <filesystem>
-#include <unistd.h>
 
 #include "analysis/attached_sae.h"
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "core/files.h"
+#include "core/staged_folder.h"
 #include "sae/sae_io.h"
 
 namespace saelab {
@@ -53,7 +53,6 @@ void register_convert(CLI::App& app) {
     namespace fs = std::filesystem;
     const SaeFormat format = parse_write_format(options.to);
     const torch::Dtype dtype = parse_dtype(options.dtype);
-    TORCH_CHECK(!fs::exists(out), "output folder '", out, "' already exists; convert writes a new folder");
     const std::vector<std::string> dirs = find_sae_dirs(in);
     TORCH_CHECK(options.hook.empty() || dirs.size() == 1, "--hook names one hook point, but '", in, "' holds ",
                 dirs.size(), " SAEs");
@@ -68,29 +67,21 @@ void register_convert(CLI::App& app) {
       if (options.context_size > 0) m.context_size = options.context_size;
     }
     const fs::path target = fs::path(out).lexically_normal();
-    const fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
-    fs::remove_all(tmp);
-    try {
+    write_new_folder(target, "output folder", [&](const fs::path& tmp) {
       for (size_t i = 0; i < dirs.size(); ++i) {
         const fs::path rel = fs::path(dirs[i]).lexically_relative(fs::path(in));
-        const fs::path dest = rel.empty() || rel == "." ? tmp : tmp / rel;
+        const bool self = rel.empty() || rel == ".";
         const LoadedSae& s = loaded[i];
-        save_sae(dest.string(), s.sae, s.metadata, format == SaeFormat::kSparsify ? torch::Tensor() : s.log10_density,
-                 format, dtype);
+        save_sae((self ? tmp : tmp / rel).string(), s.sae, s.metadata,
+                 format == SaeFormat::kSparsify ? torch::Tensor() : s.log10_density, format, dtype);
         const SaeConfig& c = s.sae.config();
         std::printf("%s (%s) -> %s (%s): %s, d_in %lld, d_sae %lld%s, hook '%s'\n", dirs[i].c_str(), s.format.c_str(),
-                    (target / (rel.empty() || rel == "." ? fs::path() : rel)).lexically_normal().string().c_str(),
-                    format_name(format), architecture_name(c.architecture), static_cast<long long>(c.d_in),
-                    static_cast<long long>(c.d_sae),
+                    (self ? target : target / rel).string().c_str(), format_name(format),
+                    architecture_name(c.architecture), static_cast<long long>(c.d_in), static_cast<long long>(c.d_sae),
                     uses_k(c.architecture) ? (", k " + std::to_string(c.k)).c_str() : "", s.metadata.hook_name.c_str());
         for (const auto& note : s.notes) std::printf("  note: %s\n", note.c_str());
       }
-      fs::rename(tmp, target);
-    } catch (...) {
-      std::error_code ec;
-      fs::remove_all(tmp, ec);
-      throw;
-    }
+    });
   });
 }
 

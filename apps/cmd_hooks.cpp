@@ -4,6 +4,8 @@
 #include "models/hooked_model.h"
 #include "models/model_bundle.h"
 
+#include <optional>
+
 namespace saelab {
 
 void register_hooks(CLI::App& app) {
@@ -13,21 +15,42 @@ void register_hooks(CLI::App& app) {
   };
   static Args args;
   CLI::App* cmd = app.add_subcommand("hooks", "list every hook point of a model with its shape");
-  cmd->add_option("model", args.model, "model folder with model.json")->capture_default_str();
+  cmd->add_option("model", args.model, "model folder with model.json, or a bare TorchScript file")->capture_default_str();
   cmd->add_option("--length", args.length, "tokens in the sample input")->capture_default_str();
   cmd->callback([] {
     start_command();
-    LanguageModel lm = LanguageModel::open(args.model);
-    HookedModel hooked(lm.module(), lm.info().hook_aliases);
-    const int64_t T = std::min(args.length, lm.info().context_length);
-    const torch::Tensor tokens = torch::randint(0, lm.tokenizer().vocab_size(), {1, T}, torch::kInt64);
-    const ActivationCache cache = hooked.run_with_cache(tokens, hooked.hook_points());
+    // A bare TorchScript file needs no model.json: its hook points show on small token ids.
+    const bool bare = is_torchscript_file(args.model);
+    std::optional<LanguageModel> lm;
+    torch::jit::Module module;
+    std::string name = args.model;
+    int64_t T = args.length;
+    if (bare) {
+      module = load_torchscript(args.model);
+      module.eval();
+    } else {
+      lm.emplace(LanguageModel::open(args.model));
+      module = lm->module();
+      name = lm->info().name;
+      T = std::min(T, lm->info().context_length);
+    }
+    HookedModel hooked(module, bare ? nlohmann::json::object() : lm->info().hook_aliases);
+    const torch::Tensor tokens = bare ? torch::arange(T, torch::kInt64).remainder(4).add(1).unsqueeze(0)
+                                      : torch::randint(0, lm->tokenizer().vocab_size(), {1, T}, torch::kInt64);
+    ActivationCache cache;
+    try {
+      cache = hooked.run_with_cache(tokens, hooked.hook_points());
+    } catch (const std::exception& e) {
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+      TORCH_CHECK(false, "model '", args.model, "' fails on a [1, ", T, "] input of token ids: ",
+                  error_line(c10_error != nullptr ? c10_error->what_without_backtrace() : e.what()));
+    }
     std::map<std::string, std::string> alias_of;
     for (auto it = hooked.aliases().begin(); it != hooked.aliases().end(); ++it) {
       alias_of[it.value().get<std::string>()] += " " + it.key();
     }
-    std::printf("%zu hook points of %s (sample input [1, %lld]):\n", hooked.hook_points().size(),
-                lm.info().name.c_str(), static_cast<long long>(T));
+    std::printf("%zu hook points of %s (sample input [1, %lld]):\n", hooked.hook_points().size(), name.c_str(),
+                static_cast<long long>(T));
     for (const auto& p : hooked.hook_points()) {
       const torch::Tensor& t = cache[p];
       std::string shape = "[";

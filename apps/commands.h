@@ -19,5 +19,7 @@ void register_top(CLI::App& app);
 void register_graph(CLI::App& app);
 void register_steer(CLI::App& app);
 void register_convert(CLI::App& app);
+void register_model_init(CLI::App& app);
+void register_export_neuronpedia(CLI::App& app);
 
 }  // namespace saelab

@@ -6,6 +6,7 @@
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "core/files.h"
+#include "models/model_bundle.h"
 
 namespace saelab {
 
@@ -27,15 +28,11 @@ void start_command() {
 
 namespace {
 
-// The line of an error worth showing: the message itself, or for errors raised inside a
-// TorchScript forward pass (which come wrapped in an interpreter stack trace) its last line.
+// One line of an error: for a failure inside the model's forward pass, its cause.
 std::string one_line(const std::string& msg) {
-  std::string s = msg;
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  if (s.rfind("The following operation failed in the TorchScript interpreter", 0) == 0) {
-    return "the model's forward pass failed: " + s.substr(s.rfind('\n') + 1);
-  }
-  return s.substr(0, s.find('\n'));
+  bool in_forward = false;
+  const std::string line = saelab::error_line(msg, &in_forward);
+  return in_forward ? "the model's forward pass failed: " + line : line;
 }
 
 }  // namespace
@@ -62,6 +59,8 @@ int main(int argc, char** argv) {
   register_graph(app);
   register_steer(app);
   register_convert(app);
+  register_model_init(app);
+  register_export_neuronpedia(app);
   set_command_line(argc, argv);
   try {
     app.parse(argc, argv);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "fuzz/fuzz_target.h"
+#include "fuzz/fuzz_sae.h"
 #include "fuzz/fuzz_util.h"
 #include "sae/sae_io.h"
 
@@ -22,12 +23,7 @@ SAELAB_FUZZ_TARGET(sae_folder) {
   fuzz::rejecting([&] {
     const LoadedSae loaded = load_sae(dir.string());
     const SaeConfig& c = loaded.sae.config();
-    torch::NoGradGuard no_grad;
-    const torch::Tensor x = torch::linspace(-1.0, 1.0, 2 * c.d_in).reshape({2, c.d_in});
-    const torch::Tensor f = loaded.sae.encode(x);
-    fuzz::require(f.dim() == 2 && f.size(0) == 2 && f.size(1) == c.d_sae, "encode gives [batch, d_sae]");
-    const torch::Tensor x_hat = loaded.sae.decode(f);
-    fuzz::require(x_hat.dim() == 2 && x_hat.size(0) == 2 && x_hat.size(1) == c.d_in, "decode gives [batch, d_in]");
+    fuzz::require_sae_runs(loaded);
     // JumpReLU stores exp(log(threshold)), which may round a tiny threshold to 0 and be rejected.
     if (c.architecture == Architecture::kJumpReLU) return;
     fuzz::must_succeed("saving and reloading a loaded SAE", [&] {

@@ -89,12 +89,18 @@ HookedModel::HookedModel(torch::jit::Module module, nlohmann::json aliases)
     torch::jit::GraphFunction& callee = torch::jit::toGraphFunction(cls->getMethod(method));
     const bool hooked = !path.empty() && method == "forward";
     if (hooked) {
-      for (size_t i = 1; i < call->inputs().size(); ++i) {
-        if (call->input(i)->type()->cast<c10::TensorType>()) {
-          torch::jit::WithInsertPoint guard(call);
-          call->replaceInput(i, insert_hook(*graph_, call->input(i), path + ".input"));
-          break;
-        }
+      // The first tensor argument, but not a parameter: a traced call to a module whose weight is
+      // shared (a tied unembedding) passes that weight first, read from another module by GetAttr.
+      size_t arg = 0;
+      for (size_t i = 1; i < call->inputs().size() && arg == 0; ++i) {
+        if (call->input(i)->type()->cast<c10::TensorType>() && call->input(i)->node()->kind() != c10::prim::GetAttr) arg = i;
+      }
+      for (size_t i = 1; i < call->inputs().size() && arg == 0; ++i) {
+        if (call->input(i)->type()->cast<c10::TensorType>()) arg = i;
+      }
+      if (arg > 0) {
+        torch::jit::WithInsertPoint guard(call);
+        call->replaceInput(arg, insert_hook(*graph_, call->input(arg), path + ".input"));
       }
     }
     Node* next = call->next();

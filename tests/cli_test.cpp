@@ -237,3 +237,54 @@ TEST(Cli, AModelDescriptionThatDoesNotMatchTheModelIsNamedAtOpen) {
 
 }  // namespace
 }  // namespace saelab
+
+namespace saelab {
+namespace {
+
+// A model someone traced, as they hold it: a bare model.pt (Hugging Face module names, a tied
+// unembedding) and GPT-2's tokenizer files. make_hf_gpt2.py also writes the model.json that
+// describes it, the independent truth model-init is checked against.
+TEST(ModelInit, ABareTracedModelGetsTheFolderThatDescribesIt) {
+  test::TempDir dir;
+  const auto made = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
+                                      (dir / "made") + " " + test::gpt2_dir() + " 2>&1");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const std::string pt = dir / "made/model.pt";
+
+  // Every command but hooks asks for a model folder and says how to make one.
+  const auto eval = test::run_command(saelab("generate --model " + pt + " --prompt hello 2>&1"));
+  EXPECT_EQ(eval.exit_code, 1);
+  EXPECT_NE(test::last_line(eval.output).find("is a TorchScript file, but saelab needs a model folder"), std::string::npos)
+      << eval.output;
+  EXPECT_NE(test::last_line(eval.output).find("saelab model-init " + pt + " --tokenizer"), std::string::npos);
+
+  // hooks runs on the bare file; the tied lm_head receives the final activation, not the weight.
+  const auto hooks = test::run_command(saelab("hooks " + pt + " 2>&1"));
+  ASSERT_EQ(hooks.exit_code, 0) << hooks.output;
+  EXPECT_NE(hooks.output.find("lm_head.input                        [1, 8, 64]"), std::string::npos) << hooks.output;
+  EXPECT_NE(hooks.output.find("transformer.h.1.input                [1, 8, 64]"), std::string::npos) << hooks.output;
+
+  const auto init = test::run_command(saelab("model-init " + pt + " --tokenizer " + test::gpt2_dir() + " --out " +
+                                             (dir / "folder") + " --name hf-gpt2 2>&1"));
+  ASSERT_EQ(init.exit_code, 0) << init.output;
+  EXPECT_NE(init.output.find("context_length 32: parameter transformer.wpe.weight [32, 64]"), std::string::npos)
+      << init.output;
+  const nlohmann::json got = load_json_file(dir / "folder/model.json", "model-init");
+  const nlohmann::json want = load_json_file(dir / "made/model.json", "make_hf_gpt2");
+  for (const char* key : {"d_model", "n_layers", "context_length", "vocab_size", "logits", "hook_aliases"}) {
+    EXPECT_EQ(got[key], want[key]) << key;
+  }
+  // The folder works as a model: the same logits as the described one.
+  LanguageModel a = LanguageModel::open(dir / "folder"), b = LanguageModel::open(dir / "made");
+  const torch::Tensor tokens = torch::randint(0, 50257, {2, 12}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(a.logits(tokens), b.logits(tokens)));
+  // An existing folder is not written into.
+  const auto again = test::run_command(saelab("model-init " + pt + " --tokenizer " + test::gpt2_dir() + " --out " +
+                                              (dir / "folder") + " 2>&1"));
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(test::last_line(again.output).find("already exists"), std::string::npos) << again.output;
+}
+
+}  // namespace
+}  // namespace saelab

@@ -62,7 +62,9 @@ TEST(SaeFormats, EveryLayoutReadsAsItsOwnLibraryComputesIt) {
     SCOPED_TRACE(name);
     const LoadedSae s = load_sae(L.folder(name));
     EXPECT_EQ(architecture_name(s.sae.config().architecture), e["architecture"].get<std::string>());
-    if (!e["k"].is_null()) EXPECT_EQ(s.sae.config().k, e["k"].get<int64_t>());
+    if (!e["k"].is_null()) {
+      EXPECT_EQ(s.sae.config().k, e["k"].get<int64_t>());
+    }
     EXPECT_EQ(s.metadata.hook_name, e["hook_name"].get<std::string>());
     EXPECT_EQ(s.metadata.model_name, e["model_name"].get<std::string>());
     EXPECT_EQ(s.metadata.context_size, e["context_size"].get<int64_t>());
@@ -195,8 +197,12 @@ TEST(SaeFormats, SaelabFoldersLoadInSaeLensV6WithTheirMetadataAndInV5) {
       EXPECT_EQ(m["model_name"], "brown-gpt");
       EXPECT_EQ(m["context_size"], 24);
       EXPECT_EQ(m["dataset_path"], "brown");
-      if (std::string(version) == "v6" && combined) EXPECT_EQ(m["sae_lens_version"], "6.18.0");
-      if (std::string(version) == "v5") EXPECT_EQ(m["hook_layer"], 1);
+      if (std::string(version) == "v6" && combined) {
+        EXPECT_EQ(m["sae_lens_version"], "6.18.0");
+      }
+      if (std::string(version) == "v5") {
+        EXPECT_EQ(m["hook_layer"], 1);
+      }
     }
   }
 }
@@ -219,7 +225,9 @@ TEST(SaeFormats, EveryArchitectureRoundTripsThroughEveryFormatWithTheSameCodes) 
       save_sae(path, sae, metadata(), {}, format);
       const LoadedSae back = load_sae(path);
       EXPECT_EQ(architecture_name(back.sae.config().architecture), arch);  // batchtopk comes back as batchtopk
-      if (uses_k(sae.config().architecture)) EXPECT_EQ(back.sae.config().k, sae.config().k);
+      if (uses_k(sae.config().architecture)) {
+        EXPECT_EQ(back.sae.config().k, sae.config().k);
+      }
       EXPECT_EQ(back.metadata.hook_name, kHook);
       EXPECT_EQ(back.metadata.model_sha256, "abc123");
       const torch::Tensor want = sae.encode(x);

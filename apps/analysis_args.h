@@ -22,7 +22,7 @@ struct AnalysisArgs {
   template <class V>
   void fields(V& v) {
     v("model", model, "model folder with model.json");
-    v("saes", saes, "SAE folder(s), comma-separated; a folder is searched for cfg.json below it");
+    v("saes", saes, "SAE folder(s) in any format saelab reads, comma-separated; a folder is searched for cfg.json and ae.pt below it");
     v("allow_other_model", allow_other_model, "use SAEs whose metadata names another model file");
     eval_set.fields(v);
   }

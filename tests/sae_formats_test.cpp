@@ -342,10 +342,17 @@ TEST(SaeFormats, APickleThatNamesAnyOtherPythonObjectIsRefusedWithoutRunningIt) 
                    "class Evil:\n"
                    "    def __reduce__(self):\n"
                    "        return (os.system, ('touch " + marker + "',))\n"
-                   "torch.save({'W_enc': torch.zeros(2, 2), 'x': Evil()}, '" + (dir / "evil/ae.pt") + "')\n");
+                   "torch.save({'W_enc': torch.zeros(2, 2), 'x': Evil()}, '" + (dir / "evil/ae.pt") + "')\n"
+                   "os.makedirs('" + (dir / "int") + "')\n"
+                   "torch.save({'W_enc': torch.zeros(2, 2), 'n': 3}, '" + (dir / "int/ae.pt") + "')\n"
+                   "os.makedirs('" + (dir / "legacy") + "')\n"
+                   "torch.save({'W_enc': torch.zeros(2, 2)}, '" + (dir / "legacy/ae.pt") + "', "
+                   "_use_new_zipfile_serialization=False)\n");
   run_or_fail("/usr/bin/python3 " + (dir / "make.py") + " 2>&1");
   EXPECT_THROWS_WITH(load_sae(dir / "evil"), "ae.pt", "holds a Python object of type 'posix.system'");
   EXPECT_FALSE(fs::exists(marker));
+  EXPECT_THROWS_WITH(load_sae(dir / "int"), "ae.pt", "entry 'n' is the int 3, not a tensor");
+  EXPECT_THROWS_WITH(load_sae(dir / "legacy"), "ae.pt", "legacy format of PyTorch before 1.6");
 }
 
 TEST(SaeFormats, ConvertWritesEveryFolderOfARunAndTheHookItIsGiven) {

@@ -3,6 +3,8 @@
 #include "apps/common.h"
 #include "models/hooked_model.h"
 #include "models/model_bundle.h"
+#include "models/model_init.h"
+#include "core/files.h"
 
 #include <optional>
 
@@ -20,7 +22,7 @@ void register_hooks(CLI::App& app) {
   cmd->callback([] {
     start_command();
     // A bare TorchScript file needs no model.json: its hook points show on small token ids.
-    const bool bare = is_torchscript_file(args.model);
+    const bool bare = starts_like_zip(args.model);
     std::optional<LanguageModel> lm;
     torch::jit::Module module;
     std::string name = args.model;
@@ -35,15 +37,13 @@ void register_hooks(CLI::App& app) {
       T = std::min(T, lm->info().context_length);
     }
     HookedModel hooked(module, bare ? nlohmann::json::object() : lm->info().hook_aliases);
-    const torch::Tensor tokens = bare ? torch::arange(T, torch::kInt64).remainder(4).add(1).unsqueeze(0)
+    const torch::Tensor tokens = bare ? small_token_ids(T).unsqueeze(0)
                                       : torch::randint(0, lm->tokenizer().vocab_size(), {1, T}, torch::kInt64);
     ActivationCache cache;
     try {
       cache = hooked.run_with_cache(tokens, hooked.hook_points());
     } catch (const std::exception& e) {
-      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-      TORCH_CHECK(false, "model '", args.model, "' fails on a [1, ", T, "] input of token ids: ",
-                  error_line(c10_error != nullptr ? c10_error->what_without_backtrace() : e.what()));
+      TORCH_CHECK(false, "model '", args.model, "' fails on a [1, ", T, "] input of token ids: ", error_line(e));
     }
     std::map<std::string, std::string> alias_of;
     for (auto it = hooked.aliases().begin(); it != hooked.aliases().end(); ++it) {

@@ -345,6 +345,15 @@ uint64_t le(const unsigned char* p, int bytes) {
 
 }  // namespace
 
+bool starts_like_zip(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  std::ifstream f(path, std::ios::binary);
+  char magic[2] = {0, 0};
+  f.read(magic, 2);
+  return magic[0] == 'P' && magic[1] == 'K';
+}
+
 void verify_zip_archive(const fs::path& path, std::string_view what) {
   require_file(path, what);
   const MappedFile f(path);

@@ -108,6 +108,10 @@ int remove_stale_temporaries(const fs::path& dir);
 /// …" naming the entry.
 void verify_zip_archive(const fs::path& path, std::string_view what);
 
+/// Whether `path` is a regular file that starts with a zip archive's "PK" signature (TorchScript
+/// files and torch.save archives are zips).
+bool starts_like_zip(const fs::path& path);
+
 /// The process's command line ("saelab train --out runs/saes"), recorded by set_command_line.
 void set_command_line(int argc, char** argv);
 const std::string& command_line();

@@ -374,14 +374,9 @@ std::string describe(const Obj& o) {
 TorchPickle load_torch_pickle(const std::string& path, const std::string& what) {
   const std::string where = what + " '" + path + "'";
   require_file(path, what);
-  {
-    std::ifstream f(path, std::ios::binary);
-    char magic[2] = {0, 0};
-    f.read(magic, 2);
-    TORCH_CHECK(magic[0] == 'P' && magic[1] == 'K', where,
+  TORCH_CHECK(starts_like_zip(path), where,
                 " is not a zip archive: it is not a torch.save() file, or one in the legacy format of PyTorch "
                 "before 1.6 (load it in Python and save it again with torch.save)");
-  }
   verify_zip_archive(path, what);
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> archive;
   try {

@@ -3,7 +3,6 @@
 #include <c10/util/Exception.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "core/files.h"
 #include "core/json_options.h"
@@ -83,14 +82,6 @@ nlohmann::json residual_aliases(const std::string& blocks_prefix, int64_t n_laye
   return a;
 }
 
-bool is_torchscript_file(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return false;
-  std::ifstream f(path, std::ios::binary);
-  char magic[2] = {0, 0};
-  f.read(magic, 2);
-  return magic[0] == 'P' && magic[1] == 'K';
-}
 
 std::string error_line(const std::string& message, bool* in_forward) {
   std::string s = message;
@@ -99,6 +90,11 @@ std::string error_line(const std::string& message, bool* in_forward) {
   if (in_forward != nullptr) *in_forward = forward;
   if (forward) return s.substr(s.rfind('\n') + 1);
   return s.substr(0, s.find('\n'));
+}
+
+std::string error_line(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  return error_line(c10_error != nullptr ? c10_error->what_without_backtrace() : e.what());
 }
 
 torch::jit::Module load_torchscript(const std::string& path) {
@@ -116,7 +112,7 @@ LanguageModel LanguageModel::open(const std::string& path) {
   namespace fs = std::filesystem;
   LanguageModel lm;
   std::error_code ec;
-  TORCH_CHECK(!is_torchscript_file(path), "'", path, "' is a TorchScript file, but saelab needs a model folder: ",
+  TORCH_CHECK(!starts_like_zip(path), "'", path, "' is a TorchScript file, but saelab needs a model folder: ",
               "model.json beside the model says where its logits are and which tokenizer it reads. Make one with "
               "`saelab model-init ", path, " --tokenizer TOKENIZER --out DIR` (`saelab hooks ", path,
               "` lists its hook points as it is)");
@@ -148,8 +144,7 @@ void LanguageModel::probe() {
     torch::NoGradGuard no_grad;
     out = logits(tokens);
   } catch (const std::exception& e) {  // c10::Error, or the interpreter's wrapped error
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    const std::string msg = error_line(c10_error != nullptr ? c10_error->what_without_backtrace() : e.what());
+    const std::string msg = error_line(e);
     TORCH_CHECK(false, "model '", model_path_, "' fails on ", info_.context_length, " tokens (context_length in ",
                 json_path_, ") with token id ", vocab - 1, " (vocab_size - 1): ", msg);
   }

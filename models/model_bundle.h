@@ -81,13 +81,12 @@ class LanguageModel {
 /// Loads a TorchScript file with a one-line error naming the file when it is missing or corrupt.
 torch::jit::Module load_torchscript(const std::string& path);
 
-/// Whether `path` is a file that starts like a zip archive (a TorchScript file, not a model folder).
-bool is_torchscript_file(const std::string& path);
-
 /// The line of an error message worth showing: its first line, or, for an error raised inside a
 /// TorchScript forward pass (wrapped in the interpreter's stack trace), the last line, the cause.
 /// `in_forward` (optional) tells which.
 std::string error_line(const std::string& message, bool* in_forward = nullptr);
+/// The same for an exception: a c10::Error's message without its backtrace, else what().
+std::string error_line(const std::exception& e);
 
 /// Writes a model folder: model.pt (saved atomically), model.json, and nothing else; the caller
 /// copies tokenizer files in.

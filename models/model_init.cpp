@@ -18,9 +18,6 @@ namespace {
 
 constexpr int64_t kProbeLength = 8;
 
-// Small token ids every vocabulary has.
-torch::Tensor probe_tokens(int64_t length) { return torch::arange(length, torch::kInt64).remainder(4) + 1; }
-
 bool is_logits(const c10::IValue& v, int64_t T) {
   if (!v.isTensor()) return false;
   const torch::Tensor& t = v.toTensor();
@@ -61,7 +58,7 @@ LogitsSpec find_logits(const c10::IValue& out, int64_t T, int64_t* vocab, std::s
 bool runs_at(torch::jit::Module& module, int64_t length) {
   try {
     torch::NoGradGuard no_grad;
-    module.forward({probe_tokens(length).unsqueeze(0)});
+    module.forward({small_token_ids(length).unsqueeze(0)});
     return true;
   } catch (const std::exception&) {
     return false;
@@ -100,6 +97,8 @@ std::string shape_of(const torch::Tensor& t) { return c10::str(t.sizes()); }
 
 }  // namespace
 
+torch::Tensor small_token_ids(int64_t length) { return torch::arange(length, torch::kInt64).remainder(4) + 1; }
+
 ModelInitResult init_model_folder(const ModelInitOptions& o) {
   TORCH_CHECK(!o.out.empty(), "--out is required: the model folder to write");
   TORCH_CHECK(!fs::exists(o.out), "output folder '", o.out, "' already exists; it is written as a new folder");
@@ -116,11 +115,9 @@ ModelInitResult init_model_folder(const ModelInitOptions& o) {
   torch::NoGradGuard no_grad;
   c10::IValue out;
   try {
-    out = module.forward({probe_tokens(kProbeLength).unsqueeze(0)});
+    out = module.forward({small_token_ids(kProbeLength).unsqueeze(0)});
   } catch (const std::exception& e) {
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    TORCH_CHECK(false, "model '", o.model, "' fails on a [1, ", kProbeLength, "] input of token ids: ",
-                error_line(c10_error != nullptr ? c10_error->what_without_backtrace() : e.what()));
+    TORCH_CHECK(false, "model '", o.model, "' fails on a [1, ", kProbeLength, "] input of token ids: ", error_line(e));
   }
   std::string logits_where;
   info.logits = find_logits(out, kProbeLength, &info.vocab_size, &logits_where);
@@ -128,7 +125,7 @@ ModelInitResult init_model_folder(const ModelInitOptions& o) {
 
   // d_model and the layers, from the hook points.
   HookedModel hooked(module);
-  const ActivationCache cache = hooked.run_with_cache(probe_tokens(kProbeLength).unsqueeze(0), hooked.hook_points());
+  const ActivationCache cache = hooked.run_with_cache(small_token_ids(kProbeLength).unsqueeze(0), hooked.hook_points());
   std::map<int64_t, int64_t> widths;  // width → hook points of shape [1, T, width]
   for (const auto& [name, t] : cache.activations) {
     if (t.dim() == 3 && t.size(0) == 1 && t.size(1) == kProbeLength && t.size(2) != info.vocab_size) ++widths[t.size(2)];

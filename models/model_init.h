@@ -31,6 +31,10 @@ struct ModelInitResult {
   std::vector<std::string> not_inferred;  ///< what could not be found and what was written instead
 };
 
+/// Token ids 1, 2, 3, 4, 1, … [length]: ids every vocabulary has, for probing a model that has no
+/// tokenizer yet.
+torch::Tensor small_token_ids(int64_t length);
+
 /// Probes `options.model`, writes `options.out` (model.pt copied, the tokenizer files copied,
 /// model.json), then opens the folder as every command will. Throws naming what is wrong.
 ModelInitResult init_model_folder(const ModelInitOptions& options);

@@ -96,6 +96,7 @@ class Sae {
   torch::Tensor threshold() const;
   /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.
   torch::Tensor& batchtopk_running_threshold() { return batchtopk_threshold_; }
+  const torch::Tensor& batchtopk_running_threshold() const { return batchtopk_threshold_; }
 
  private:
   torch::Tensor centred(const torch::Tensor& x) const;

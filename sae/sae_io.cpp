@@ -176,7 +176,7 @@ void refuse_unknown_tensors(const std::map<std::string, torch::Tensor>& tensors,
                             const std::string& where, const std::string& format) {
   for (const auto& [name, t] : tensors) {
     TORCH_CHECK(known.count(name), where, ": tensor '", name, "' is not part of a ", format,
-                " (", format.rfind("SAELens", 0) == 0 ? "SAELens loads its weights strictly" : "unknown tensor", ")");
+                " (its library loads the weights strictly, so this file is not one it wrote)");
   }
 }
 

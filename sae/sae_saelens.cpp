@@ -233,7 +233,7 @@ void save_saelens(const std::string& dir, const Sae& sae, const SaeMetadata& met
   const bool topk = c.architecture == Architecture::kTopK;
   const bool batchtopk = c.architecture == Architecture::kBatchTopK;
   if (batchtopk) {
-    TORCH_CHECK(const_cast<Sae&>(sae).batchtopk_running_threshold().item<double>() >= 0,
+    TORCH_CHECK(sae.batchtopk_running_threshold().item<double>() >= 0,
                 "this batchtopk SAE has no threshold estimate yet; SAELens reads BatchTopK SAEs through it");
   }
   // SAELens has no inference BatchTopK: it writes one as JumpReLU with the threshold per latent.

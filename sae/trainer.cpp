@@ -202,7 +202,7 @@ void SaeTrainer::save_state(torch::serialize::OutputArchive& archive) const {
     one.write("name", c10::IValue(t.spec.name));
     for (const auto& [name, p] : t.sae->parameters()) one.write("param." + name, p.detach());
     if (t.spec.config.architecture == Architecture::kBatchTopK) {
-      one.write("batchtopk_threshold", const_cast<Sae&>(*t.sae).batchtopk_running_threshold());
+      one.write("batchtopk_threshold", t.sae->batchtopk_running_threshold());
     }
     one.write("steps_since_fired", t.steps_since_fired);
     torch::serialize::OutputArchive optim;

@@ -348,7 +348,9 @@ Explanation explain_and_score(const Explainer& explainer, const TokenPool& pool,
     std::swap(rest[i], rest[j]);
     chosen.push_back(rest[i]);
   }
-  if (chosen.empty()) return e;
+  const bool fires_explaining = (act.masked_select(explain_half) > 0).any().item<bool>();
+  e.scorable = fires_explaining && !firing.empty();
+  if (chosen.empty() || !e.scorable) return e;
 
   std::vector<int64_t> chosen_ids;
   chosen_ids.reserve(chosen.size());
@@ -356,7 +358,13 @@ Explanation explain_and_score(const Explainer& explainer, const TokenPool& pool,
   const torch::Tensor scored =
       torch::isin(pool.context.reshape(-1), torch::tensor(chosen_ids, torch::kLong).to(pool.context.scalar_type()));
   e.scored_tokens = scored.sum().item<int64_t>();
-  e.score = correlation(sim.masked_select(scored), act.masked_select(scored));
+  const torch::Tensor sim_s = sim.masked_select(scored), act_s = act.masked_select(scored);
+  e.score = correlation(sim_s, act_s);
+  const torch::Tensor holds = sim_s > 0, fires = act_s > 0;
+  const double both = holds.logical_and(fires).sum().item<double>();
+  const double n_holds = holds.sum().item<double>(), n_fires = fires.sum().item<double>();
+  e.precision = n_holds > 0 ? both / n_holds : 0.0;
+  e.recall = n_fires > 0 ? both / n_fires : 0.0;
   return e;
 }
 

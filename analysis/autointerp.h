@@ -7,6 +7,13 @@
 // before it), so explanations are rules over those annotations: a set of tokens, a POS tag, a
 // genre, word start vs continuation, a set of preceding tokens, and conjunctions of two of these.
 // The explainer sits behind an interface so an LLM explainer can be added later.
+//
+// What the score is: an annotation-alignment score — the correlation between the best rule over
+// the corpus annotations and the feature's activations on held-out contexts. It is not an LLM
+// auto-interp score (no language model writes or simulates the explanation), and it can only
+// credit features that align with the annotations. Next to it: the rule's precision and recall
+// as a detector of the feature's firing on the scored tokens. A feature that does not fire in
+// both halves cannot be scored (its score would be 0 by construction) and is reported apart.
 #pragma once
 #include <torch/torch.h>
 
@@ -103,12 +110,18 @@ struct Explanation {
   std::string text;
   nlohmann::json rule;
   double explain_score = 0;  ///< correlation on the explanation half
-  double score = 0;          ///< correlation on the held-out scoring set
+  double score = 0;          ///< annotation-alignment score: correlation on the held-out scoring set
+  double precision = 0;      ///< on the scored tokens: P(fires | rule holds) (0 when the rule never holds)
+  double recall = 0;         ///< on the scored tokens: P(rule holds | fires)
   int64_t scored_tokens = 0;
+  /// The feature fires in both halves (explanation and scoring); otherwise score, precision and
+  /// recall are 0 by construction and say nothing about the explanation.
+  bool scorable = false;
 };
 
 /// Splits contexts in two (even contexts explain, odd ones score), explains the feature on the
-/// first half, and scores the explanation on top-activating plus random contexts of the second.
+/// first half, and scores the explanation on top-activating plus random contexts of the second
+/// (when the feature fires in both halves: Explanation::scorable).
 /// `activations` [N] float, aligned with the pool.
 Explanation explain_and_score(const Explainer& explainer, const TokenPool& pool, const torch::Tensor& activations,
                               const AutoInterpOptions& options = {});

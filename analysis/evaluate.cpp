@@ -56,6 +56,8 @@ torch::Tensor reconstruct(const Sae& sae, const torch::Tensor& x) {
 
 void EvalOptions::validate() const {
   TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
+  TORCH_CHECK(density_source == "training" || density_source == "evaluation",
+              "density_source must be training or evaluation (got '", density_source, "')");
   TORCH_CHECK(dense_threshold > 0 && dense_threshold <= 1, "dense_threshold must be in (0, 1] (got ", dense_threshold, ")");
 }
 
@@ -66,14 +68,24 @@ std::vector<double> density_histogram_edges() {
 }
 
 nlohmann::json SaeEvalResult::to_json() const {
-  return {{"name", name}, {"dir", dir}, {"hook", hook}, {"architecture", architecture}, {"d_sae", d_sae},
+  nlohmann::json j = {{"name", name}, {"dir", dir}, {"hook", hook}, {"architecture", architecture}, {"d_sae", d_sae},
           {"tokens", tokens}, {"l0", l0}, {"mse", mse}, {"fvu", fvu}, {"cosine", cosine}, {"norm_ratio", norm_ratio},
           {"shrinkage", shrinkage}, {"dead_fraction", dead_fraction}, {"dense_fraction", dense_fraction},
+          {"density_source", density_source}, {"density_tokens", density_tokens},
+          {"convention", kSaelabConvention},
           {"ce_clean", ce_clean}, {"ce_spliced", ce_spliced}, {"ce_zero_ablation", ce_zero},
           {"ce_mean_ablation", ce_mean}, {"loss_recovered_vs_zero", loss_recovered_zero},
           {"loss_recovered_vs_mean", loss_recovered_mean}, {"ce_increase", ce_increase}, {"kl", kl},
+          {"kl_zero_ablation", kl_zero}, {"kl_div_score", kl_div_score},
           {"ce_with_error_term", ce_with_error},
           {"density_histogram", {{"log10_edges", density_histogram_edges()}, {"counts", density_histogram}}}};
+  if (absorption_measured) j["absorption"] = absorption.to_json();
+  if (saelens.computed) {
+    j["saelens_convention"] = {{"convention", kSaelensConvention}, {"ce_spliced", saelens.ce_spliced},
+                               {"ce_zero_ablation", saelens.ce_zero}, {"loss_recovered_vs_zero", saelens.loss_recovered_zero},
+                               {"kl", saelens.kl}, {"kl_zero_ablation", saelens.kl_zero}, {"kl_div_score", saelens.kl_div_score}};
+  }
+  return j;
 }
 
 nlohmann::json EvalReport::to_json() const {
@@ -83,13 +95,26 @@ nlohmann::json EvalReport::to_json() const {
 }
 
 std::string EvalReport::table() const {
-  std::string out = fmt::format("{:<34} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}\n", "SAE", "L0",
-                                "FVU", "cos", "CE", "CE+SAE", "LR0", "LRmean", "KL", "dead%", "dense%");
+  const bool both = !saes.empty() && saes.front().saelens.computed;
+  std::string out = fmt::format("{:<34} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}", "SAE", "L0", "FVU",
+                                "cos", "CE", "CE+SAE", "LR0", "LRmean", "KL", "KLscore");
+  if (both) out += fmt::format(" {:>7} {:>7}", "LR0*", "KLscr*");
+  out += fmt::format(" {:>6} {:>6} {:>7}\n", "dead%", "dense%", "absorb");
   for (const auto& r : saes) {
-    out += fmt::format("{:<34} {:>7.1f} {:>6.3f} {:>6.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>6.1f} {:>6.1f}\n",
+    out += fmt::format("{:<34} {:>7.1f} {:>6.3f} {:>6.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f}",
                        r.name.size() > 34 ? r.name.substr(r.name.size() - 34) : r.name, r.l0, r.fvu, r.cosine,
-                       r.ce_clean, r.ce_spliced, r.loss_recovered_zero, r.loss_recovered_mean, r.kl,
-                       100 * r.dead_fraction, 100 * r.dense_fraction);
+                       r.ce_clean, r.ce_spliced, r.loss_recovered_zero, r.loss_recovered_mean, r.kl, r.kl_div_score);
+    if (both) out += fmt::format(" {:>7.3f} {:>7.3f}", r.saelens.loss_recovered_zero, r.saelens.kl_div_score);
+    out += fmt::format(" {:>6.1f} {:>6.1f} {:>7}\n", 100 * r.dead_fraction, 100 * r.dense_fraction,
+                       r.absorption_measured && r.absorption.letters > 0 ? fmt::format("{:.3f}", r.absorption.rate) : "-");
+  }
+  out += fmt::format("LR0, LRmean, KL, KLscore: {}\n", kSaelabConvention);
+  if (both) out += fmt::format("LR0*, KLscr*: {}\n", kSaelensConvention);
+  out += "absorb: first-letter absorption rate (analysis/absorption.h; lower is better)\n";
+  if (!saes.empty()) {
+    const SaeEvalResult& r = saes.front();
+    out += fmt::format("dead%, dense%: from {} densities{}\n", r.density_source,
+                       r.density_tokens > 0 ? fmt::format(" ({} tokens)", r.density_tokens) : std::string());
   }
   return out;
 }
@@ -127,9 +152,13 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
 
   // Pass 2: clean, ablated and spliced runs, batch by batch.
   std::vector<ReconSums> recon(saes.size());
-  std::vector<LossSums> spliced(saes.size()), with_error(saes.size());
-  std::map<std::string, LossSums> zero, mean_abl;
+  std::vector<LossSums> spliced(saes.size()), with_error(saes.size()), spliced_all(saes.size());
+  std::map<std::string, LossSums> zero, mean_abl, zero_all;
   LossSums clean;
+  // For absorption: every hook's activations at positions 1.., their first letters, their halves.
+  std::map<std::string, std::vector<torch::Tensor>> hook_rows;
+  std::vector<torch::Tensor> letters, fit_half;
+  const bool all_positions = options.saelens_convention;
   auto run = [&](const torch::Tensor& toks, const std::string& hook, HookFn fn) {
     HookScope scope(hooked);
     scope.replace(hook, std::move(fn));
@@ -147,13 +176,30 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
       for (const auto& h : hooks) acts[h] = scope.captured(h);
     }
     const int64_t preds = logp_clean.size(0) * logp_clean.size(1);
+    if (options.absorption) {
+      const int64_t T = toks.size(1);
+      for (const auto& h : hooks) {
+        const torch::Tensor x = acts.at(h).narrow(1, 1, T - 1);
+        hook_rows[h].push_back(x.reshape({-1, x.size(-1)}).to(torch::kFloat32));
+      }
+      letters.push_back(first_letters(lm.tokenizer(), toks.narrow(1, 1, T - 1)).reshape(-1));
+      const torch::Tensor context = torch::arange(s, s + toks.size(0), torch::kInt64).unsqueeze(1).expand({toks.size(0), T - 1});
+      fit_half.push_back((context.remainder(2) == 0).reshape(-1));
+    }
     clean.ce += ce_sum(logp_clean, toks);
     clean.n += preds;
     for (const auto& h : hooks) {
       const torch::Tensor m = mean.at(h);
       const torch::Tensor lz = run(toks, h, splice_after_bos([](const torch::Tensor& x) { return torch::zeros_like(x); }));
       zero[h].ce += ce_sum(lz, toks);
+      zero[h].kl += kl_sum(logp_clean, lz);
       zero[h].n += preds;
+      if (all_positions) {
+        const torch::Tensor la = run(toks, h, [](const torch::Tensor& x) { return torch::zeros_like(x); });
+        zero_all[h].ce += ce_sum(la, toks);
+        zero_all[h].kl += kl_sum(logp_clean, la);
+        zero_all[h].n += preds;
+      }
       const torch::Tensor lm_ = run(toks, h, splice_after_bos([m](const torch::Tensor& x) { return m.to(x.dtype()).expand_as(x); }));
       mean_abl[h].ce += ce_sum(lm_, toks);
       mean_abl[h].n += preds;
@@ -185,6 +231,14 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
       spliced[i].ce += ce_sum(ls, toks);
       spliced[i].kl += kl_sum(logp_clean, ls);
       spliced[i].n += preds;
+      if (all_positions) {
+        const torch::Tensor la = run(toks, saes[i].hook, [&sae](const torch::Tensor& v) {
+          return reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
+        });
+        spliced_all[i].ce += ce_sum(la, toks);
+        spliced_all[i].kl += kl_sum(logp_clean, la);
+        spliced_all[i].n += preds;
+      }
       if (options.with_error_term) {
         const torch::Tensor le = run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
           const torch::Tensor r = reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
@@ -197,6 +251,15 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     bar.update(s + toks.size(0));
   }
   bar.finish();
+
+  std::map<std::string, torch::Tensor> hook_x;
+  torch::Tensor letter_all, fit_all;
+  if (options.absorption) {
+    for (auto& [h, rows] : hook_rows) hook_x[h] = torch::cat(rows);
+    hook_rows.clear();
+    letter_all = torch::cat(letters);
+    fit_all = torch::cat(fit_half);
+  }
 
   EvalReport report;
   report.contexts = n;
@@ -220,8 +283,20 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     e.cosine = r.cos / nn;
     e.norm_ratio = r.ratio / nn;
     e.shrinkage = r.xhat_sq / (r.dot != 0 ? r.dot : 1e-30);
-    e.density = r.fire_counts.to(torch::kFloat64) / nn;
-    e.dead_fraction = (r.fire_counts == 0).to(torch::kFloat64).mean().item<double>();
+    const torch::Tensor& trained = saes[i].loaded.log10_density;
+    if (options.density_source == "training" && trained.defined()) {
+      // sparsity.safetensors holds log10 densities with never-fired latents at the 1e-10 floor
+      // (SAELens and saelab both clamp there).
+      const torch::Tensor l = trained.to(torch::kFloat64);
+      e.density = torch::where(l <= -10 + 1e-6, torch::zeros_like(l), torch::pow(10.0, l));
+      e.density_source = "training";
+      e.density_tokens = saes[i].loaded.metadata.density_tokens;
+    } else {
+      e.density = r.fire_counts.to(torch::kFloat64) / nn;
+      e.density_source = "evaluation";
+      e.density_tokens = r.n;
+    }
+    e.dead_fraction = (e.density == 0).to(torch::kFloat64).mean().item<double>();
     e.dense_fraction = (e.density > options.dense_threshold).to(torch::kFloat64).mean().item<double>();
     const auto edges = density_histogram_edges();
     e.density_histogram.assign(edges.size() - 1, 0);
@@ -241,7 +316,23 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     e.ce_increase = e.ce_spliced - ce_clean;
     e.loss_recovered_zero = (e.ce_zero - e.ce_spliced) / (e.ce_zero - ce_clean);
     e.loss_recovered_mean = (e.ce_mean - e.ce_spliced) / (e.ce_mean - ce_clean);
+    e.kl_zero = zero.at(e.hook).kl / static_cast<double>(zero.at(e.hook).n);
+    e.kl_div_score = (e.kl_zero - e.kl) / e.kl_zero;
+    if (all_positions) {
+      SaelensConventionResult& c = e.saelens;
+      c.computed = true;
+      c.ce_spliced = spliced_all[i].ce / static_cast<double>(spliced_all[i].n);
+      c.kl = spliced_all[i].kl / static_cast<double>(spliced_all[i].n);
+      c.ce_zero = zero_all.at(e.hook).ce / static_cast<double>(zero_all.at(e.hook).n);
+      c.kl_zero = zero_all.at(e.hook).kl / static_cast<double>(zero_all.at(e.hook).n);
+      c.loss_recovered_zero = (c.ce_zero - c.ce_spliced) / (c.ce_zero - ce_clean);
+      c.kl_div_score = (c.kl_zero - c.kl) / c.kl_zero;
+    }
     if (options.with_error_term) e.ce_with_error = with_error[i].ce / static_cast<double>(with_error[i].n);
+    if (options.absorption) {
+      e.absorption = measure_absorption(saes[i].sae(), hook_x.at(e.hook), letter_all, fit_all, options.absorption_options);
+      e.absorption_measured = true;
+    }
     report.saes.push_back(std::move(e));
   }
   return report;

@@ -11,7 +11,8 @@
 //   token_features(sae, token_id, token, feature, count, mean_activation)
 //            for each token, the features that fire on it most often
 //   logit_effects(sae, feature, direction ('promoted' | 'suppressed'), rank, token_id, token, effect)
-//   explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens)
+//   explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens,
+//                precision, recall, scorable): score is the annotation-alignment r (autointerp.h)
 // Indices on (sae, feature) everywhere and on token_features(token).
 #pragma once
 #include <cstdint>

@@ -45,23 +45,29 @@ std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const Att
   const torch::Tensor w = s1.param("W_dec").detach()[source];  // [d_in]
   torch::Tensor fires;  // [b, T] source activation in the clean run
   torch::Tensor clean, ablated;
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) >= 2, "ablation_effect: tokens must be [b, T >= 2] (got ", tokens.sizes(), ")");
+  // Position 0 is BOS, which SAEs are neither trained nor evaluated on: it is not ablated, and
+  // its effect is not measured.
+  const int64_t T = tokens.size(1);
   {
     const ActivationCache cache = hooked.run_with_cache(tokens, {from.hook, to.hook});
-    fires = s1.encode(cache[from.hook].to(torch::kFloat32)).select(-1, source);
-    clean = s2.encode(cache[to.hook].to(torch::kFloat32));
+    fires = s1.encode(cache[from.hook].narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);
+    clean = s2.encode(cache[to.hook].narrow(1, 1, T - 1).to(torch::kFloat32));
   }
   {
     HookScope scope(hooked);
     scope.replace(from.hook, [&](const torch::Tensor& x) {
-      const torch::Tensor f = s1.encode(x.to(torch::kFloat32)).select(-1, source);  // [b, T]
-      return x - (f.unsqueeze(-1) * w).to(x.dtype());
+      const torch::Tensor f = s1.encode(x.narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);  // [b, T − 1]
+      torch::Tensor out = x.clone();
+      out.narrow(1, 1, T - 1).sub_((f.unsqueeze(-1) * w).to(x.dtype()));
+      return out;
     });
     scope.capture(to.hook);
     scope.stop_after_last_hook();
     hooked.forward(tokens);
-    ablated = s2.encode(scope.captured(to.hook).to(torch::kFloat32));
+    ablated = s2.encode(scope.captured(to.hook).narrow(1, 1, T - 1).to(torch::kFloat32));
   }
-  const torch::Tensor mask = fires > 0;  // [b, T]
+  const torch::Tensor mask = fires > 0;  // [b, T − 1]
   const int64_t n = mask.sum().item<int64_t>();
   if (n == 0) return {torch::zeros({s2.config().d_sae}), 0};
   const torch::Tensor diff = (clean - ablated).index({mask});  // [n, d_sae]

@@ -2,10 +2,10 @@
 //   cosine edges  per source feature, the next layer's features with the most cosine-similar
 //                 decoder directions;
 //   causal edges  the effect of ablating the source feature — removing f_i(x) · W_dec,i from the
-//                 activation at hook L on every position — on the next layer's SAE features at hook
-//                 L + 1, averaged over the positions where the source feature fires (in contexts
-//                 where it fires most): effect_j = mean (f_j(clean) − f_j(ablated)), so a positive
-//                 effect means the source feature excites feature j.
+//                 activation at hook L on every position but BOS — on the next layer's SAE features
+//                 at hook L + 1, averaged over the non-BOS positions where the source feature fires
+//                 (in contexts where it fires most): effect_j = mean (f_j(clean) − f_j(ablated)), so
+//                 a positive effect means the source feature excites feature j.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -62,9 +62,9 @@ FeatureGraph build_feature_graph(HookedModel& hooked, const std::vector<Attached
 std::vector<AttachedSae> graph_chain(const HookedModel& hooked, const std::vector<AttachedSae>& saes,
                                      const std::string& name);
 
-/// Effect of ablating feature `source` of `from` on the features of `to`, on `tokens` [b, T]:
-/// the mean over positions where the source fires of f_to(clean) − f_to(ablated) [d_sae of `to`],
-/// and the number of such positions.
+/// Effect of ablating feature `source` of `from` at positions 1.. of `tokens` [b, T] (position 0,
+/// BOS, untouched) on the features of `to`: the mean over positions ≥ 1 where the source fires of
+/// f_to(clean) − f_to(ablated) [d_sae of `to`], and the number of such positions.
 std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const AttachedSae& from, int64_t source,
                                                   const AttachedSae& to, const torch::Tensor& tokens);
 

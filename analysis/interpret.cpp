@@ -82,30 +82,50 @@ std::vector<SaeInterpretation> interpret_saes(HookedModel& hooked, const std::ve
     SaeInterpretation r;
     r.sae = saes[i].name;
     Progress bar("explain " + saes[i].name, chosen[i].size(0), "feat");
-    double total = 0;
+    double total = 0, precision = 0, recall = 0;
     for (int64_t j = 0; j < chosen[i].size(0); ++j) {
       r.features.push_back(chosen[i][j].item<int64_t>());
       r.explanations.push_back(explain_and_score(explainer, pool, acts[i].select(1, j).contiguous(), options.scoring));
-      total += r.explanations.back().score;
+      const Explanation& e = r.explanations.back();
+      if (e.scorable) {
+        ++r.scorable;
+        total += e.score;
+        precision += e.precision;
+        recall += e.recall;
+      } else {
+        ++r.unscorable;
+      }
       bar.update(j + 1);
     }
     bar.finish();
-    r.mean_score = r.features.empty() ? 0.0 : total / static_cast<double>(r.features.size());
+    if (r.scorable > 0) {
+      const double n = static_cast<double>(r.scorable);
+      r.mean_score = total / n;
+      r.mean_precision = precision / n;
+      r.mean_recall = recall / n;
+    }
     out.push_back(std::move(r));
   }
   return out;
 }
 
+nlohmann::json SaeInterpretation::to_json() const {
+  return {{"score_name", kAlignmentScoreName}, {"mean_score", mean_score}, {"mean_precision", mean_precision},
+          {"mean_recall", mean_recall}, {"features", features.size()}, {"scorable", scorable},
+          {"unscorable", unscorable}};
+}
+
 void write_explanations(FeatureDb& db, const std::vector<SaeInterpretation>& results) {
   db.transaction([&] {
     auto row = db.prepare(
-        "INSERT INTO explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        "INSERT INTO explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens, "
+        "precision, recall, scorable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     for (const auto& r : results) {
       for (size_t j = 0; j < r.features.size(); ++j) {
         const Explanation& e = r.explanations[j];
         row.bind(1, r.sae).bind(2, r.features[j]).bind(3, e.explainer).bind(4, e.text).bind(5, e.rule.dump())
-            .bind(6, e.explain_score).bind(7, e.score).bind(8, e.scored_tokens).run();
+            .bind(6, e.explain_score).bind(7, e.score).bind(8, e.scored_tokens).bind(9, e.precision)
+            .bind(10, e.recall).bind(11, static_cast<int64_t>(e.scorable)).run();
       }
     }
   });

@@ -1,6 +1,8 @@
-// Auto-interpretation of SAEs on the evaluation set: a sample of each SAE's live features is
-// explained and scored (analysis/autointerp.h); the mean score lets architectures be compared on
-// interpretability as well as on L0 and loss recovered.
+// Rule-based interpretation of SAEs on the evaluation set: a sample of each SAE's live features is
+// explained and scored (analysis/autointerp.h). The mean annotation-alignment score over the
+// scorable features (those firing in both halves), with the rules' mean precision and recall,
+// lets architectures be compared on alignment with the corpus annotations as well as on L0 and
+// loss recovered; features that cannot be scored are counted apart.
 #pragma once
 #include <string>
 #include <vector>
@@ -35,8 +37,16 @@ struct SaeInterpretation {
   std::string sae;
   std::vector<int64_t> features;
   std::vector<Explanation> explanations;  ///< one per feature
-  double mean_score = 0;
+  /// Means over the scorable explanations (0 when none is).
+  double mean_score = 0, mean_precision = 0, mean_recall = 0;
+  int64_t scorable = 0, unscorable = 0;
+  nlohmann::json to_json() const;  ///< the summary: means, counts and what the score is
 };
+
+/// What the interpretation score is, for every place it is shown.
+inline constexpr const char* kAlignmentScoreName =
+    "annotation-alignment score: correlation of the best rule over the corpus annotations with the feature on held-out "
+    "contexts (rule-based, not an LLM auto-interp score); mean over features firing in both halves";
 
 /// Every non-BOS token of the evaluation set with its annotations.
 TokenPool token_pool(const EvalSet& eval_set, const Tokenizer& tokenizer);

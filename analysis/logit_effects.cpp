@@ -17,15 +17,29 @@ Unembedding find_unembedding(LanguageModel& lm) {
   std::map<std::string, torch::Tensor> params;
   for (const auto& p : lm.module().named_parameters(/*recurse=*/true)) params[p.name] = p.value.detach();
   const nlohmann::json& extra = lm.info().extra;
-  std::string ln_name, un_name;
-  if (extra.contains("logit_lens")) {
-    const auto& l = extra.at("logit_lens");
-    ln_name = l.value("final_norm", "");
-    un_name = l.value("unembed", "");
+  return unembedding_from(params, extra.contains("logit_lens") ? extra.at("logit_lens") : nlohmann::json(),
+                          lm.tokenizer().vocab_size(), lm.info().name);
+}
+
+Unembedding unembedding_from(const std::map<std::string, torch::Tensor>& params, const nlohmann::json& l,
+                             int64_t vocab, const std::string& model) {
+  std::string ln_name, un_name, norm;
+  if (!l.is_null()) {
+    TORCH_CHECK(l.is_object(), "model.json logit_lens must be an object (got ", l.type_name(), ")");
+    auto text = [&](const char* key) -> std::string {
+      if (!l.contains(key) || l.at(key).is_null()) return "";
+      TORCH_CHECK(l.at(key).is_string(), "model.json logit_lens.", key, " must be a string (got ", l.at(key).dump(), ")");
+      return l.at(key).get<std::string>();
+    };
+    ln_name = text("final_norm");
+    un_name = text("unembed");
+    norm = text("norm");
     TORCH_CHECK(un_name.empty() || params.count(un_name), "model.json logit_lens.unembed names '", un_name,
                 "', which the model has no parameter called");
     TORCH_CHECK(ln_name.empty() || params.count(ln_name), "model.json logit_lens.final_norm names '", ln_name,
                 "', which the model has no parameter called");
+    TORCH_CHECK(norm.empty() || norm == "layernorm" || norm == "rmsnorm" || norm == "rmsnorm_plus_one" || norm == "none",
+                "model.json logit_lens.norm must be layernorm, rmsnorm, rmsnorm_plus_one or none (got '", norm, "')");
   }
   auto find = [&](std::initializer_list<const char*> suffixes) -> std::string {
     for (const char* suf : suffixes) {
@@ -37,26 +51,41 @@ Unembedding find_unembedding(LanguageModel& lm) {
   };
   if (un_name.empty()) un_name = find({"unembed.weight", "lm_head.weight", "W_U", "unembed.W_U", "embed_out.weight"});
   if (un_name.empty()) un_name = find({"wte.weight", "embed.weight", "embed_tokens.weight"});  // tied embeddings
-  TORCH_CHECK(!un_name.empty(), "model '", lm.info().name, "' has no parameter that looks like an unembedding "
+  TORCH_CHECK(!un_name.empty(), "model '", model, "' has no parameter that looks like an unembedding "
               "(unembed.weight, lm_head.weight, W_U, or a tied wte / embed weight); name it in model.json "
               "\"logit_lens\": {\"unembed\": ...}");
-  if (ln_name.empty()) ln_name = find({"ln_final.weight", "ln_f.weight", "final_layer_norm.weight", "norm.weight"});
+  if (ln_name.empty() && norm != "none") {
+    ln_name = find({"ln_final.weight", "ln_f.weight", "final_layer_norm.weight", "norm.weight"});
+  }
   Unembedding u;
   u.unembed_name = un_name;
   u.ln_name = ln_name;
-  const int64_t vocab = lm.tokenizer().vocab_size();
   torch::Tensor W = params.at(un_name).to(torch::kFloat32);
   TORCH_CHECK(W.dim() == 2, "unembedding '", un_name, "' is not a matrix (shape ", W.sizes(), ")");
   if (W.size(0) >= vocab && W.size(1) < vocab) W = W.t();  // stored [vocab, d_model]
   u.W_U = W.contiguous();
-  if (!ln_name.empty()) {
-    u.ln_weight = params.at(ln_name).to(torch::kFloat32);
-    TORCH_CHECK(u.ln_weight.dim() == 1 && u.ln_weight.size(0) == u.W_U.size(0), "final norm '", ln_name, "' of shape ",
-                u.ln_weight.sizes(), " does not match the unembedding's d_model ", u.W_U.size(0));
-    // RMSNorm has no bias and does not centre; LayerNorm has a bias next to its weight.
-    const std::string bias = ln_name.substr(0, ln_name.size() - std::string("weight").size()) + "bias";
-    u.centre = params.count(bias) > 0;
+  if (norm == "none" || ln_name.empty()) {
+    TORCH_CHECK(norm.empty() || norm == "none", "model.json logit_lens.norm is '", norm, "' but model '", model,
+                "' has no final norm parameter (ln_final / ln_f / final_layer_norm / norm .weight); name it in "
+                "logit_lens.final_norm");
+    u.centre = false;
+    return u;
   }
+  const torch::Tensor w = params.at(ln_name).to(torch::kFloat32);
+  TORCH_CHECK(w.dim() == 1 && w.size(0) == u.W_U.size(0), "final norm '", ln_name, "' of shape ", w.sizes(),
+              " does not match the unembedding's d_model ", u.W_U.size(0));
+  if (norm.empty()) {
+    // Only a bias makes the type certain: LayerNorm has one; RMSNorm, Gemma's RMSNorm and a
+    // LayerNorm without bias all store a weight alone, and they read a direction differently.
+    const std::string bias = ln_name.substr(0, ln_name.size() - std::string("weight").size()) + "bias";
+    TORCH_CHECK(params.count(bias) > 0, "model '", model, "': the final norm '", ln_name, "' has a weight and no bias, "
+                "so its type is ambiguous (RMSNorm x̂·w, Gemma's RMSNorm x̂·(1 + w), or a LayerNorm without bias); "
+                "name it in model.json \"logit_lens\": {\"norm\": \"rmsnorm\" | \"rmsnorm_plus_one\" | \"layernorm\"}");
+    norm = "layernorm";
+  }
+  u.norm = norm;
+  u.centre = norm == "layernorm";
+  u.ln_weight = norm == "rmsnorm_plus_one" ? w + 1.0 : w;
   return u;
 }
 

@@ -3,13 +3,15 @@
 //
 // Approximation: a residual-stream direction d changes the logits by roughly
 // W_U ((d − mean(d)) ⊙ γ) / σ, where γ is the final LayerNorm's weight and σ the normalisation scale
-// of the activation it is added to. σ is a positive factor shared by all tokens, so it changes the
+// of the activation it is added to; an RMSNorm does not centre (W_U (d ⊙ γ) / σ), and Gemma's
+// RMSNorm multiplies by (1 + w) rather than w, so γ = 1 + w there. σ is a positive factor shared by all tokens, so it changes the
 // size of the effects but not their ranking; we leave it out (σ = 1), and the bias β and the rest of
 // the network after the hook are ignored. Effects are therefore comparable between features of one
 // SAE, not absolute logit changes.
 #pragma once
 #include <torch/torch.h>
 
+#include <map>
 #include <string>
 
 #include "models/model_bundle.h"
@@ -21,17 +23,26 @@ class FeatureDb;
 class Sae;
 
 struct Unembedding {
-  torch::Tensor ln_weight;  // [d_model] final LayerNorm γ (undefined when the model has none)
-  bool centre = true;       // LayerNorm subtracts the mean (RMSNorm would not)
+  torch::Tensor ln_weight;  // [d_model] the final norm's effective gain γ (w, or 1 + w for rmsnorm_plus_one; undefined without a norm)
+  bool centre = true;       // LayerNorm subtracts the mean (RMSNorm does not)
+  std::string norm = "none";  // "layernorm", "rmsnorm", "rmsnorm_plus_one" or "none"
   torch::Tensor W_U;        // [d_model, vocab]
   std::string ln_name, unembed_name;
 };
 
 /// Finds the final norm and the unembedding among the model's parameters: model.json
-/// "logit_lens": {"final_norm": name, "unembed": name} when given, else the usual names
-/// (ln_final / ln_f / final_layer_norm / norm, and unembed / lm_head / W_U / a tied embedding).
-/// Throws naming what it looked for when it finds no unembedding.
+/// "logit_lens": {"final_norm": name, "unembed": name, "norm": type} when given, else the usual
+/// names (ln_final / ln_f / final_layer_norm / norm, and unembed / lm_head / W_U / a tied
+/// embedding). The norm type is "layernorm", "rmsnorm", "rmsnorm_plus_one" (Gemma: x̂ · (1 + w)) or
+/// "none"; unnamed, it is inferred only when unambiguous: a final norm with a bias is a LayerNorm.
+/// A weight without a bias (RMSNorm, Gemma's RMSNorm or a LayerNorm without bias) is an error
+/// asking for "norm". Throws naming what it looked for when it finds no unembedding.
 Unembedding find_unembedding(LanguageModel& lm);
+
+/// The same from a model's parameters and its model.json `logit_lens` object (may be null);
+/// `model` names the model in errors.
+Unembedding unembedding_from(const std::map<std::string, torch::Tensor>& params, const nlohmann::json& logit_lens,
+                             int64_t vocab, const std::string& model);
 
 struct LogitEffectOptions {
   int64_t tokens = 10;

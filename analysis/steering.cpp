@@ -2,12 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <set>
 
 namespace saelab {
 
 void SteerOptions::validate() const {
   TORCH_CHECK(!alphas.empty(), "give at least one steering strength (alphas)");
+  TORCH_CHECK(mode == "add" || mode == "clamp", "steering mode must be add or clamp (got '", mode, "')");
   TORCH_CHECK(promoted_tokens > 0, "promoted_tokens must be positive (got ", promoted_tokens, ")");
 }
 
@@ -18,30 +20,61 @@ nlohmann::json SteerResult::to_json() const {
   };
   nlohmann::json list = nlohmann::json::array();
   for (const auto& s : samples) list.push_back(one(s));
-  return {{"sae", sae}, {"hook", hook}, {"feature", feature}, {"prompt", prompt}, {"unsteered", one(unsteered)},
-          {"steered", list}};
+  nlohmann::json j = {{"sae", sae}, {"hook", hook}, {"feature", feature}, {"prompt", prompt}, {"mode", mode},
+                      {"include_bos", include_bos}, {"unsteered", one(unsteered)}, {"steered", list}};
+  if (mode == "clamp") j["max_activation"] = max_activation;
+  return j;
 }
 
 std::string SteerResult::side_by_side() const {
-  std::string out = fmt::format("feature {} of {} at {}\nprompt: {}\n\n", feature, sae, hook, prompt);
+  std::string out = fmt::format("feature {} of {} at {}\nprompt: {}\nmode: {}{}\n\n", feature, sae, hook, prompt,
+                                mode == "clamp" ? fmt::format("clamp to c x max activation {:.3g}", max_activation)
+                                                : std::string("add alpha x W_dec"),
+                                include_bos ? ", BOS steered too" : ", BOS not steered");
   auto block = [&](const std::string& label, const SteerSample& s) {
     out += fmt::format("{:<14} activation {:7.2f}  promoted-token share {:5.1f}%\n  {}\n", label, s.feature_activation,
                        100 * s.promoted_share, s.text);
   };
   block("unsteered", unsteered);
-  for (const auto& s : samples) block(fmt::format("alpha {:g}", s.alpha), s);
+  for (const auto& s : samples) block(fmt::format("{} {:g}", mode == "clamp" ? "c" : "alpha", s.alpha), s);
   return out;
 }
 
+HookFn steering_hook(const Sae& sae, int64_t feature, double strength, double max_activation,
+                     const SteerOptions& options) {
+  options.validate();
+  TORCH_CHECK(feature >= 0 && feature < sae.config().d_sae, "feature ", feature, " is outside the SAE (d_sae ",
+              sae.config().d_sae, ")");
+  const bool clamp = options.mode == "clamp";
+  TORCH_CHECK(!clamp || (max_activation > 0 && std::isfinite(max_activation)), "clamp steering needs the feature's "
+              "maximum activation (positive; got ", max_activation, "): give the feature database of `saelab top`");
+  const torch::Tensor direction = sae.param("W_dec").detach()[feature].to(torch::kFloat32);  // [d_in]
+  const int64_t first = options.include_bos ? 0 : 1;
+  const double target = strength * max_activation;
+  return [&sae, feature, direction, first, clamp, strength, target](const torch::Tensor& x) {
+    TORCH_CHECK(x.dim() == 3, "steering expects activations [batch, pos, d] (got ", x.sizes(), ")");
+    if (x.size(1) <= first) return x;
+    torch::Tensor out = x.clone();
+    torch::Tensor part = out.narrow(1, first, x.size(1) - first);
+    if (clamp) {
+      const torch::Tensor f = sae.encode(part.to(torch::kFloat32)).select(-1, feature);  // [b, T']
+      part.add_(((target - f).unsqueeze(-1) * direction).to(x.dtype()));
+    } else {
+      part.add_((direction * strength).to(x.dtype()));
+    }
+    return out;
+  };
+}
+
 SteerResult steer(LanguageModel& lm, HookedModel& hooked, const AttachedSae& a, int64_t feature,
-                  const std::string& prompt, const Unembedding& unembedding, const SteerOptions& options) {
+                  const std::string& prompt, const Unembedding& unembedding, const SteerOptions& options,
+                  double max_activation) {
   options.validate();
   const Sae& sae = a.sae();
   TORCH_CHECK(feature >= 0 && feature < sae.config().d_sae, "feature ", feature, " is outside SAE '", a.name,
               "' (d_sae ", sae.config().d_sae, ")");
   torch::NoGradGuard no_grad;
   const std::vector<int64_t> ids = prompt_ids(lm, prompt);
-  const torch::Tensor direction = sae.param("W_dec").detach()[feature];  // [d_in]
   const torch::Tensor promoted =
       std::get<1>(feature_logit_effects(sae, unembedding, torch::tensor({feature}, torch::kInt64))[0].topk(
           std::min<int64_t>(options.promoted_tokens, unembedding.W_U.size(1))));
@@ -49,14 +82,14 @@ SteerResult steer(LanguageModel& lm, HookedModel& hooked, const AttachedSae& a, 
   for (int64_t i = 0; i < promoted.size(0); ++i) promoted_set.insert(promoted[i].item<int64_t>());
 
   // Measures on the full sequence, with the same steering applied (the activation the model sees).
-  auto measure = [&](SteerSample& s, const torch::Tensor& vec) {
+  auto measure = [&](SteerSample& s, const HookFn& hook) {
     s.text = generated_text(lm, ids, s.ids);
     if (s.ids.empty()) return;
     std::vector<int64_t> all = ids;
     all.insert(all.end(), s.ids.begin(), s.ids.end());
     if (static_cast<int64_t>(all.size()) > lm.info().context_length) all.resize(static_cast<size_t>(lm.info().context_length));
     HookScope scope(hooked);
-    if (vec.defined()) scope.add(a.hook, vec);
+    if (hook) scope.replace(a.hook, hook);
     scope.capture(a.hook);
     scope.stop_after_last_hook();
     hooked.forward(torch::tensor(all, torch::kInt64).unsqueeze(0));
@@ -74,18 +107,21 @@ SteerResult steer(LanguageModel& lm, HookedModel& hooked, const AttachedSae& a, 
   r.hook = a.hook;
   r.prompt = prompt;
   r.feature = feature;
+  r.mode = options.mode;
+  r.include_bos = options.include_bos;
+  r.max_activation = max_activation;
   r.unsteered.ids = generate(lm, ids, options.generate);
-  measure(r.unsteered, torch::Tensor());
+  measure(r.unsteered, HookFn());
   for (double alpha : options.alphas) {
     SteerSample s;
     s.alpha = alpha;
-    const torch::Tensor vec = (direction * alpha).to(torch::kFloat32);
+    const HookFn hook = steering_hook(sae, feature, alpha, max_activation, options);
     s.ids = generate(lm, ids, options.generate, [&](const torch::Tensor& tokens) {
       HookScope scope(hooked);
-      scope.add(a.hook, vec);
+      scope.replace(a.hook, hook);
       return lm.logits_from_output(hooked.forward(tokens));
     });
-    measure(s, vec);
+    measure(s, hook);
     r.samples.push_back(std::move(s));
   }
   return r;

@@ -1,4 +1,5 @@
 // saelab steer: generation with a feature's decoder direction added at its hook.
+#include "analysis/feature_db.h"
 #include "analysis/steering.h"
 #include "apps/analysis_args.h"
 #include "apps/commands.h"
@@ -16,6 +17,8 @@ struct SteerCommand {
   int64_t feature = 0;
   std::string prompt = kSteerPrompt;
   std::string out;
+  std::string db;
+  double max_activation = 0;
   SteerOptions steer;
 
   template <class V>
@@ -26,6 +29,8 @@ struct SteerCommand {
     v("feature", feature, "feature index", at_least(0));
     v("prompt", prompt, "prompt");
     v("out", out, "also write the results as JSON");
+    v("db", db, "feature database (saelab top --db): the feature's max activation, for clamp mode");
+    v("max_activation", max_activation, "the feature's max activation for clamp mode (instead of --db)", at_least(0));
     steer.fields(v);
   }
 };
@@ -34,7 +39,7 @@ struct SteerCommand {
 
 void register_steer(CLI::App& app) {
   static SteerCommand options;
-  CLI::App* cmd = app.add_subcommand("steer", "generate with alpha x a feature's decoder direction added at its hook");
+  CLI::App* cmd = app.add_subcommand("steer", "generate with a feature's decoder direction added at its hook (add: alpha x W_dec; clamp: the feature set to c x its max activation)");
   static OptionFlags<SteerCommand> flags(cmd, &options);
   cmd->get_option("--sae")->required();
   cmd->get_option("--feature")->required();
@@ -44,8 +49,20 @@ void register_steer(CLI::App& app) {
     const auto dirs = find_sae_dirs(options.sae);
     TORCH_CHECK(dirs.size() == 1, "--sae must name one SAE folder ('", options.sae, "' holds ", dirs.size(), ")");
     AnalysisSession s = AnalysisSession::open(options.model, dirs, options.allow_other_model);
-    const SteerResult r =
-        steer(s.lm, *s.hooked, s.saes.front(), options.feature, options.prompt, find_unembedding(s.lm), options.steer);
+    double max_activation = options.max_activation;
+    if (!options.db.empty() && max_activation <= 0) {
+      FeatureDb db = FeatureDb::open(options.db);
+      auto q = db.prepare("SELECT max_activation FROM features WHERE sae = ? AND feature = ?");
+      q.bind(1, s.saes.front().name).bind(2, options.feature);
+      TORCH_CHECK(q.next(), options.db, ": no row for feature ", options.feature, " of SAE '", s.saes.front().name,
+                  "' in table features (run saelab top on this SAE)");
+      max_activation = q.column_double(0);
+      db.commit();
+    }
+    TORCH_CHECK(options.steer.mode != "clamp" || max_activation > 0, "clamp steering needs the feature's max "
+                "activation: give --db (the feature database of saelab top) or --max-activation");
+    const SteerResult r = steer(s.lm, *s.hooked, s.saes.front(), options.feature, options.prompt,
+                                find_unembedding(s.lm), options.steer, max_activation);
     std::printf("%s", r.side_by_side().c_str());
     if (!options.out.empty()) write_file_atomic(options.out, r.to_json().dump(2) + "\n");
   });

@@ -42,7 +42,9 @@ void register_top(CLI::App& app) {
       const auto interpretations = interpret_saes(*s.hooked, s.saes, eval_set, s.lm.tokenizer(), interpret);
       write_explanations(db, interpretations);
       for (const auto& r : interpretations) {
-        std::printf("%-40s mean auto-interp score %.3f over %zu features\n", r.sae.c_str(), r.mean_score, r.features.size());
+        std::printf("%-40s annotation-alignment r %.3f, rule precision %.2f, recall %.2f over %lld scorable features "
+                    "(%lld fired in one half only)\n", r.sae.c_str(), r.mean_score, r.mean_precision, r.mean_recall,
+                    static_cast<long long>(r.scorable), static_cast<long long>(r.unscorable));
       }
     }
     db.commit();

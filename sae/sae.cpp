@@ -59,10 +59,11 @@ torch::Tensor squared_error(const torch::Tensor& x, const torch::Tensor& x_hat) 
 
 Architecture parse_architecture(const std::string& name) {
   for (Architecture a : {Architecture::kStandard, Architecture::kGated, Architecture::kTopK, Architecture::kBatchTopK,
-                         Architecture::kJumpReLU}) {
+                         Architecture::kMatryoshkaBatchTopK, Architecture::kJumpReLU}) {
     if (name == architecture_name(a)) return a;
   }
-  TORCH_CHECK(false, "architecture must be standard, gated, topk, batchtopk or jumprelu (got '", name, "')");
+  TORCH_CHECK(false, "architecture must be standard, gated, topk, batchtopk, matryoshka_batchtopk or jumprelu (got '",
+              name, "')");
 }
 
 const char* architecture_name(Architecture a) {
@@ -71,12 +72,25 @@ const char* architecture_name(Architecture a) {
     case Architecture::kGated: return "gated";
     case Architecture::kTopK: return "topk";
     case Architecture::kBatchTopK: return "batchtopk";
+    case Architecture::kMatryoshkaBatchTopK: return "matryoshka_batchtopk";
     case Architecture::kJumpReLU: return "jumprelu";
   }
   TORCH_CHECK(false, "unknown architecture ", static_cast<int>(a));
 }
 
-bool uses_k(Architecture a) { return a == Architecture::kTopK || a == Architecture::kBatchTopK; }
+bool uses_k(Architecture a) { return a == Architecture::kTopK || uses_batch_topk(a); }
+
+bool uses_batch_topk(Architecture a) {
+  return a == Architecture::kBatchTopK || a == Architecture::kMatryoshkaBatchTopK;
+}
+
+JumpReluSparsity parse_jumprelu_sparsity(const std::string& name) {
+  if (name == "step") return JumpReluSparsity::kStep;
+  if (name == "tanh") return JumpReluSparsity::kTanh;
+  TORCH_CHECK(false, "jumprelu_sparsity must be step or tanh (got '", name, "')");
+}
+
+const char* jumprelu_sparsity_name(JumpReluSparsity s) { return s == JumpReluSparsity::kStep ? "step" : "tanh"; }
 
 void SaeConfig::validate() const {
   architecture_name(architecture);
@@ -87,6 +101,19 @@ void SaeConfig::validate() const {
   }
   TORCH_CHECK(jumprelu_bandwidth > 0, "jumprelu_bandwidth must be positive (got ", jumprelu_bandwidth, ")");
   TORCH_CHECK(aux_k >= 0, "aux_k must be >= 0 (got ", aux_k, ")");
+  TORCH_CHECK(jumprelu_tanh_scale > 0, "jumprelu_tanh_scale must be positive (got ", jumprelu_tanh_scale, ")");
+  TORCH_CHECK(pre_act_loss_coefficient >= 0, "pre_act_loss_coefficient must be >= 0 (got ", pre_act_loss_coefficient, ")");
+  if (architecture == Architecture::kMatryoshkaBatchTopK) {
+    TORCH_CHECK(!matryoshka_widths.empty(), "matryoshka_widths must list the nested widths (the last one d_sae)");
+    TORCH_CHECK(matryoshka_widths.back() == d_sae, "the last matryoshka width must be d_sae ", d_sae, " (got ",
+                matryoshka_widths.back(), ")");
+    TORCH_CHECK(matryoshka_widths.front() >= k, "the smallest matryoshka width ", matryoshka_widths.front(),
+                " is below k ", k);
+    for (size_t i = 1; i < matryoshka_widths.size(); ++i) {
+      TORCH_CHECK(matryoshka_widths[i] > matryoshka_widths[i - 1], "matryoshka_widths must be strictly increasing (",
+                  matryoshka_widths[i - 1], " then ", matryoshka_widths[i], ")");
+    }
+  }
 }
 
 std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& c) {
@@ -99,7 +126,7 @@ std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& c) {
   } else {
     s["b_enc"] = {c.d_sae};
   }
-  if (c.architecture == Architecture::kJumpReLU || c.architecture == Architecture::kBatchTopK) s["threshold"] = {c.d_sae};
+  if (c.architecture == Architecture::kJumpReLU || uses_batch_topk(c.architecture)) s["threshold"] = {c.d_sae};
   return s;
 }
 
@@ -122,7 +149,7 @@ Sae::Sae(const SaeConfig& config, uint64_t seed) : config_(config) {
   if (config_.architecture == Architecture::kJumpReLU) {
     p_["log_threshold"] = torch::full({d_sae}, std::log(config_.jumprelu_init_threshold), torch::kFloat32);
   }
-  if (config_.architecture == Architecture::kBatchTopK) batchtopk_threshold_ = torch::full({}, -1.0);  // unset
+  if (uses_batch_topk(config_.architecture)) batchtopk_threshold_ = torch::full({}, -1.0);  // unset
   for (auto& [name, t] : p_) t.requires_grad_(true);
 }
 
@@ -132,7 +159,7 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
   const auto shapes = sae_shapes(config_);
   // A batchtopk SAE that has not seen a batch yet has no threshold estimate. It is made only once
   // the stored tensors match cfg.json: a 100-byte folder claiming a huge d_sae allocates nothing.
-  const bool no_threshold = config_.architecture == Architecture::kBatchTopK && params.count("threshold") == 0;
+  const bool no_threshold = uses_batch_topk(config_.architecture) && params.count("threshold") == 0;
   for (const auto& [name, shape] : shapes) {
     if (no_threshold && name == "threshold") continue;
     auto it = params.find(name);
@@ -171,7 +198,8 @@ const torch::Tensor& Sae::param(const std::string& name) const {
 torch::Tensor Sae::threshold() const {
   switch (config_.architecture) {
     case Architecture::kJumpReLU: return p_.at("log_threshold").detach().exp();
-    case Architecture::kBatchTopK: return batchtopk_threshold_.clamp_min(0).expand({config_.d_sae}).clone();
+    case Architecture::kBatchTopK:
+    case Architecture::kMatryoshkaBatchTopK: return batchtopk_threshold_.clamp_min(0).expand({config_.d_sae}).clone();
     case Architecture::kStandard:
     case Architecture::kGated:
     case Architecture::kTopK: break;
@@ -188,10 +216,36 @@ std::map<std::string, torch::Tensor> Sae::state() const {
   for (const auto& [name, t] : p_) {
     if (name != "log_threshold") s[name] = t.detach();
   }
-  if (config_.architecture == Architecture::kJumpReLU || config_.architecture == Architecture::kBatchTopK) {
+  if (config_.architecture == Architecture::kJumpReLU || uses_batch_topk(config_.architecture)) {
     s["threshold"] = threshold();
   }
   return s;
+}
+
+torch::Tensor Sae::pre_activations(const torch::Tensor& x) const {
+  TORCH_CHECK(config_.architecture != Architecture::kGated, "a gated SAE has two pre-activations (gate and magnitude)");
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == config_.d_in, "SAE input must be [..., ", config_.d_in, "] (got ", x.sizes(), ")");
+  return affine(x, p_.at("W_enc"), p_.at("b_enc"));
+}
+
+double Sae::calibrate_batchtopk_threshold(const torch::Tensor& x) {
+  TORCH_CHECK(uses_batch_topk(config_.architecture), "only batchtopk SAEs have a threshold to calibrate");
+  TORCH_CHECK(x.dim() == 2 && x.size(0) > 0, "calibration rows must be [rows, ", config_.d_in, "] (got ", x.sizes(), ")");
+  torch::NoGradGuard g;
+  const int64_t rows = x.size(0);
+  const int64_t keep = std::min<int64_t>(config_.k * rows, rows * config_.d_sae - 1);
+  // The (keep + 1)-th largest ReLU pre-activation, in row chunks of at most 2^24 values so that
+  // wide SAEs need no [rows, d_sae] matrix: pre > θ then keeps exactly the `keep` largest.
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 24) / config_.d_sae);
+  torch::Tensor best = torch::empty({0});
+  for (int64_t s = 0; s < rows; s += chunk) {
+    const torch::Tensor acts = torch::relu(pre_activations(x.narrow(0, s, std::min(chunk, rows - s)).to(torch::kFloat32))).reshape(-1);
+    const torch::Tensor both = torch::cat({best, std::get<0>(acts.topk(std::min(keep + 1, acts.numel())))});
+    best = std::get<0>(both.topk(std::min(keep + 1, both.numel())));
+  }
+  const double theta = best.min().item<double>();
+  batchtopk_threshold_ = torch::full({}, theta);
+  return theta;
 }
 
 torch::Tensor Sae::centred(const torch::Tensor& x) const {
@@ -226,6 +280,7 @@ torch::Tensor Sae::encode(const torch::Tensor& x) const {
       return torch::zeros_like(pre).scatter(-1, idx, top.clamp_min(0));
     }
     case Architecture::kBatchTopK:
+    case Architecture::kMatryoshkaBatchTopK:
       TORCH_CHECK(batchtopk_threshold_.item<double>() >= 0,
                   "this batchtopk SAE has no threshold estimate yet (train it on at least one batch)");
       [[fallthrough]];
@@ -247,6 +302,8 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   const torch::Tensor zero = torch::zeros({}, x.options());
   o.sparsity = zero;
   o.aux = zero;
+  o.nested = zero;
+  const bool any_dead = dead.defined() && dead.any().item<bool>();
   const torch::Tensor xc = centred(x);
   const torch::Tensor& W_enc = p_.at("W_enc");
   const torch::Tensor& W_dec = p_.at("W_dec");
@@ -273,7 +330,9 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   } else if (uses_k(a)) {
     // topk (Gao et al. 2024): keep the k largest pre-activations of each row (after ReLU).
     // batchtopk (Bussmann et al. 2024): keep the k·batch largest ReLU pre-activations of the whole batch.
-    // Both through the sparse kernels; no dense [batch, d_sae] view (it would cost more than they save).
+    // matryoshka_batchtopk (Bussmann et al. 2025): the batchtopk code, and each inner level w also
+    // reconstructs x from the code's latents below w alone.
+    // All through the sparse kernels; no dense [batch, d_sae] view (it would cost more than they save).
     const TopKCode code = a == Architecture::kTopK ? topk_encode(xc, W_enc, p_.at("b_enc"), config_.k)
                                       : batch_topk_encode(xc, W_enc, p_.at("b_enc"), config_.k * x.size(0));
     o.code_values = code.values;
@@ -283,8 +342,10 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
                         .index_add_(0, code.indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
-    if (a == Architecture::kBatchTopK) {
-      // The inference threshold: a running average of the smallest kept positive activation.
+    if (uses_batch_topk(a)) {
+      // A running average of the smallest kept positive activation, for checkpoints and
+      // monitoring; the saved inference threshold is calibrated after training
+      // (calibrate_batchtopk_threshold).
       torch::NoGradGuard g;
       const torch::Tensor positive = code.values.detach().masked_select(active);
       if (positive.numel() > 0) {
@@ -292,7 +353,15 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
         const double r = config_.batchtopk_threshold_rate;
         batchtopk_threshold_ = batchtopk_threshold_.item<double>() < 0 ? smallest : (1 - r) * batchtopk_threshold_ + r * smallest;
       }
-    } else if (dead.defined() && dead.any().item<bool>()) {
+    }
+    if (a == Architecture::kMatryoshkaBatchTopK) {
+      for (size_t level = 0; level + 1 < config_.matryoshka_widths.size(); ++level) {
+        const int64_t width = config_.matryoshka_widths[level];
+        const torch::Tensor inner = code.values * (code.indices < width).to(code.values.dtype());
+        o.nested = o.nested + squared_error(x, topk_decode(inner, code.indices, W_dec) + b_dec);
+      }
+    }
+    if (any_dead) {
       // AuxK: model the detached residual e = x − x̂ with the top-k_aux pre-activations of dead
       // latents; loss ‖e − ê‖² / ‖e − mean(e)‖² times the coefficient (1/32 by default).
       const torch::Tensor dead_idx = dead.nonzero().squeeze(1);
@@ -308,15 +377,28 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   } else {
     TORCH_CHECK(a == Architecture::kJumpReLU, "unhandled architecture ", architecture_name(a));
     // Rajamanoharan et al. 2024b (Gemma Scope): f = π · H(π − θ) with θ = exp(log_threshold) per
-    // latent, straight-through rectangle-kernel gradients of bandwidth ε, penalty λ · L0.
+    // latent, straight-through rectangle-kernel gradients of bandwidth ε. Penalty: λ · L0 through
+    // the step's pseudo-gradient (Gemma Scope), or λ Σ_i tanh(c · f_i ‖W_dec,i‖) (Anthropic, January
+    // 2025, as SAELens computes it: the tanh of the JumpReLU output, so its gradient reaches θ
+    // through the pseudo-derivative and π through active latents).
     const torch::Tensor pre = affine(x, W_enc, p_.at("b_enc"));
     const torch::Tensor theta = p_.at("log_threshold").exp();
     o.features = JumpReluFn::apply(pre, theta, config_.jumprelu_bandwidth);
     o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
-    o.sparsity = l1 * StepFn::apply(pre, theta, config_.jumprelu_bandwidth).sum(-1).mean();
+    const torch::Tensor dec_norm = W_dec.norm(2, {1});
+    if (config_.jumprelu_sparsity == JumpReluSparsity::kStep) {
+      o.sparsity = l1 * StepFn::apply(pre, theta, config_.jumprelu_bandwidth).sum(-1).mean();
+    } else {
+      o.sparsity = l1 * torch::tanh(config_.jumprelu_tanh_scale * o.features * dec_norm).sum(-1).mean();
+    }
+    if (config_.pre_act_loss_coefficient > 0 && any_dead) {
+      // Anthropic's pre-activation loss on dead latents: λ_P Σ_i ReLU(θ_i − π_i) ‖W_dec,i‖.
+      const torch::Tensor mask = dead.to(pre.dtype());
+      o.aux = config_.pre_act_loss_coefficient * (torch::relu(theta - pre) * (mask * dec_norm)).sum(-1).mean();
+    }
   }
   o.mse = squared_error(x, o.x_hat);
-  o.loss = o.mse + o.sparsity + o.aux;
+  o.loss = o.mse + o.sparsity + o.aux + o.nested;
   if (o.features.defined()) {
     const torch::Tensor active = o.features.detach() != 0;
     o.fire_counts = active.sum(0).to(torch::kInt64);

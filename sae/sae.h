@@ -1,6 +1,7 @@
 // Sparse autoencoders: x [batch, d_in] → code f [batch, d_sae] → x̂ = f W_dec + b_dec.
-// Five architectures (standard, gated, topk, batchtopk, jumprelu), each with encode, decode and a
-// training forward that returns its loss terms. sae/ knows nothing about language models.
+// Six architectures (standard, gated, topk, batchtopk, matryoshka_batchtopk, jumprelu), each with
+// encode, decode and a training forward that returns its loss terms. sae/ knows nothing about
+// language models.
 #pragma once
 #include <torch/torch.h>
 
@@ -14,14 +15,24 @@ namespace saelab {
 
 /// The SAE architectures. parse_architecture and architecture_name are the one place their names
 /// are spelled; everything else switches on the enum, so the compiler checks every case is handled.
-enum class Architecture { kStandard, kGated, kTopK, kBatchTopK, kJumpReLU };
+enum class Architecture { kStandard, kGated, kTopK, kBatchTopK, kMatryoshkaBatchTopK, kJumpReLU };
 
-/// "standard", "gated", "topk", "batchtopk" or "jumprelu"; throws naming the valid names.
+/// "standard", "gated", "topk", "batchtopk", "matryoshka_batchtopk" or "jumprelu"; throws naming
+/// the valid names.
 Architecture parse_architecture(const std::string& name);
 /// The name parse_architecture reads (and cfg.json holds).
 const char* architecture_name(Architecture architecture);
-/// topk and batchtopk: a k and a sparse code.
+/// topk, batchtopk and matryoshka_batchtopk: a k and a sparse code.
 bool uses_k(Architecture architecture);
+/// batchtopk and matryoshka_batchtopk: a batch-level top-k in training, a threshold at inference.
+bool uses_batch_topk(Architecture architecture);
+
+/// JumpReLU's sparsity penalty: Gemma Scope's λ·L0 through the step function's pseudo-gradient
+/// (Rajamanoharan et al. 2024b), or Anthropic's January 2025 λ·Σ tanh(c · f_i ‖W_dec,i‖), whose
+/// gradient also reaches the pre-activations of active latents.
+enum class JumpReluSparsity { kStep, kTanh };
+JumpReluSparsity parse_jumprelu_sparsity(const std::string& name);
+const char* jumprelu_sparsity_name(JumpReluSparsity sparsity);
 
 struct SaeConfig {
   Architecture architecture = Architecture::kTopK;
@@ -29,15 +40,26 @@ struct SaeConfig {
   int64_t d_in = 0;
   /// Dictionary size.
   int64_t d_sae = 0;
-  /// Active latents per row (topk), or on average per row (batchtopk).
+  /// Active latents per row (topk), or on average per row (batchtopk, matryoshka_batchtopk).
   int64_t k = 32;
   /// Subtract b_dec from the input before encoding.
   bool apply_b_dec_to_input = true;
   /// JumpReLU straight-through bandwidth ε, in the units of the normalised input
   /// (the trainer scales inputs so that E‖x‖ = sqrt(d_in), i.e. about 1 per coordinate).
-  double jumprelu_bandwidth = 0.05;
-  /// Initial JumpReLU threshold, same units.
+  /// Anthropic's ε = 2 is stated in these units (they scale to E‖x‖² = d_in); the step penalty's
+  /// Gemma Scope ε = 0.001 is in units of E‖x‖² = 1, i.e. about 0.05 here for d_in ≈ 2300.
+  double jumprelu_bandwidth = 2.0;
+  /// Initial JumpReLU threshold, same units (Anthropic's 0.1).
   double jumprelu_init_threshold = 0.1;
+  JumpReluSparsity jumprelu_sparsity = JumpReluSparsity::kTanh;
+  /// c of the tanh penalty (Anthropic: 4).
+  double jumprelu_tanh_scale = 4.0;
+  /// Anthropic's pre-activation loss λ_P Σ_i ReLU(θ_i − π_i) ‖W_dec,i‖ on dead latents (0: off;
+  /// Anthropic: 3e-6), which pulls latents that never fire back towards their threshold.
+  double pre_act_loss_coefficient = 3e-6;
+  /// matryoshka_batchtopk: the nested dictionary widths, strictly increasing, the last one d_sae.
+  /// Level w reconstructs x from the code's latents 0 … w − 1 alone (Bussmann et al. 2025).
+  std::vector<int64_t> matryoshka_widths;
   /// AuxK: latents used to model the residual (0: d_in / 2) and the loss coefficient.
   int64_t aux_k = 0;
   double aux_k_coefficient = 1.0 / 32.0;
@@ -56,8 +78,9 @@ struct SaeOutput {
   torch::Tensor fire_counts;  // [d_sae] rows of the batch in which each latent is active (int64)
   torch::Tensor mse;       // mean_b ‖x − x̂‖²
   torch::Tensor sparsity;  // the sparsity penalty (already multiplied by its coefficient); 0 for topk / batchtopk
-  torch::Tensor aux;       // auxiliary loss (gated's reconstruction through ReLU(π_gate), AuxK); 0 otherwise
-  torch::Tensor loss;      // mse + sparsity + aux
+  torch::Tensor aux;       // auxiliary loss (gated's reconstruction through ReLU(π_gate), AuxK, JumpReLU's pre-activation loss); 0 otherwise
+  torch::Tensor nested;    // matryoshka_batchtopk: Σ over the inner levels of mean_b ‖x − x̂_level‖²; 0 otherwise
+  torch::Tensor loss;      // mse + sparsity + aux + nested
   torch::Tensor l0;        // mean active latents per row
 
   /// The code as [batch, d_sae], dense or expanded from the sparse code (for tests and analysis).
@@ -79,8 +102,12 @@ class Sae {
   /// x̂ = f W_dec + b_dec.
   torch::Tensor decode(const torch::Tensor& f) const;
 
-  /// The training forward pass. `l1_coefficient` is λ (standard, gated, jumprelu's λ·L0);
-  /// `dead` [d_sae] bool marks latents AuxK may use (topk; ignored when undefined or none dead).
+  /// Pre-activations (x − b_dec) W_enc + b_enc [..., d_sae] (every architecture but gated).
+  torch::Tensor pre_activations(const torch::Tensor& x) const;
+
+  /// The training forward pass. `l1_coefficient` is λ (standard, gated, jumprelu's penalty);
+  /// `dead` [d_sae] bool marks dead latents: AuxK uses them (topk, batchtopk, matryoshka), and so
+  /// does JumpReLU's pre-activation loss (ignored when undefined or none dead).
   SaeOutput forward(const torch::Tensor& x, double l1_coefficient, const torch::Tensor& dead = {});
 
   /// Trainable tensors by name (SAELens names; jumprelu trains log_threshold).
@@ -94,6 +121,10 @@ class Sae {
   const torch::Tensor& param(const std::string& name) const;
   /// JumpReLU / BatchTopK threshold per latent [d_sae] (float32).
   torch::Tensor threshold() const;
+  /// Sets the batchtopk threshold so that exactly round(k · rows) activations of `x` [rows, d_in]
+  /// exceed it (ties aside): on held-out rows from the same distribution the mean L0 is then k,
+  /// which a running average over training is not in short runs. Returns the threshold.
+  double calibrate_batchtopk_threshold(const torch::Tensor& x);
   /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.
   torch::Tensor& batchtopk_running_threshold() { return batchtopk_threshold_; }
   const torch::Tensor& batchtopk_running_threshold() const { return batchtopk_threshold_; }

@@ -1,5 +1,6 @@
 #include "sae/sae_io.h"
 
+#include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <set>
@@ -119,6 +120,9 @@ T Fields::get(const std::string& key, T fallback) const {
     ok = v->is_number_integer(), expected = "an integer";
   } else if constexpr (std::is_floating_point_v<T>) {
     ok = v->is_number(), expected = "a number";
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    ok = v->is_array() && std::all_of(v->begin(), v->end(), [](const nlohmann::json& e) { return e.is_number_integer(); });
+    expected = "a list of integers";
   } else {
     ok = v->is_string(), expected = "a string";
   }
@@ -149,6 +153,7 @@ template double Fields::get<double>(const std::string&, double) const;
 template std::string Fields::get<std::string>(const std::string&, std::string) const;
 template int64_t Fields::require<int64_t>(const std::string&) const;
 template std::string Fields::require<std::string>(const std::string&) const;
+template std::vector<int64_t> Fields::require<std::vector<int64_t>>(const std::string&) const;
 
 torch::Tensor decoder_row_norms(const torch::Tensor& W_dec, const std::string& where) {
   const torch::Tensor n = W_dec.norm(2, {1});

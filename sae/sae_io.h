@@ -56,6 +56,8 @@ struct SaeMetadata {
   /// Attention head of a per-head hook; −1: none (null in cfg.json).
   int64_t hook_head_index = -1;
   std::string model_sha256;  ///< of the model file the SAE was trained on (saelab extension)
+  /// Tokens the sparsity.safetensors densities were counted over (saelab extension; 0: unknown).
+  int64_t density_tokens = 0;
   nlohmann::json to_json() const;
   /// hook_layer, or the first number in hook_name, or 0.
   int64_t layer() const;

@@ -79,6 +79,7 @@ LoadedSae load_saelens(const std::string& dir) {
   m.prepend_bos = primary.has("prepend_bos") ? primary.get<bool>("prepend_bos", true)
                                               : secondary.get<bool>("prepend_bos", true);
   m.model_sha256 = saelab.has("model_sha256") ? saelab.get<std::string>("model_sha256", "") : meta_string({"model_sha256"});
+  m.density_tokens = saelab.get<int64_t>("density_tokens", 0);
 
   const std::string dtype = top.get<std::string>("dtype", "float32");
   static const std::set<std::string> kDtypes = {"float32", "float64", "float16", "bfloat16", "torch.float32",
@@ -137,9 +138,14 @@ LoadedSae load_saelens(const std::string& dir) {
     top.fail("architecture", "is 'matryoshka_batchtopk', a SAELens training checkpoint; SAELens saves it for "
                              "inference as 'jumprelu', which saelab reads");
   }
-  if (architecture == "jumprelu" && saelab.get<std::string>("architecture", "") == "batchtopk") {
-    architecture = "batchtopk";  // saelab's BatchTopK, written as SAELens writes BatchTopK for inference
+  const std::string saelab_architecture = saelab.get<std::string>("architecture", "");
+  if (architecture == "jumprelu" && (saelab_architecture == "batchtopk" || saelab_architecture == "matryoshka_batchtopk")) {
+    // saelab's BatchTopK and Matryoshka BatchTopK, written as SAELens writes them for inference
+    architecture = saelab_architecture;
     c.k = saelab.require<int64_t>("k");
+    if (saelab_architecture == "matryoshka_batchtopk") {
+      c.matryoshka_widths = saelab.require<std::vector<int64_t>>("matryoshka_widths");
+    }
   }
   try {
     c.architecture = parse_architecture(architecture);
@@ -181,7 +187,7 @@ LoadedSae load_saelens(const std::string& dir) {
   const std::string format = v6 ? "SAELens v6 (sae_lens_version " + version + ")" : "SAELens v5 / pre-6";
   std::set<std::string> known;
   for (const auto& [name, shape] : sae_shapes(c)) known.insert(name);
-  if (c.architecture == Architecture::kBatchTopK && !w.count("threshold")) known.erase("threshold");
+  if (uses_batch_topk(c.architecture) && !w.count("threshold")) known.erase("threshold");
   TORCH_CHECK(!w.count("finetuning_scaling_factor"), weights_path,
               ": tensor 'finetuning_scaling_factor' is stored under its in-memory name; SAELens v5 and v6 both refuse "
               "it (they read the fine-tuning scale as 'scaling_factor')");
@@ -231,7 +237,7 @@ void save_saelens(const std::string& dir, const Sae& sae, const SaeMetadata& met
                   bool v5_only, torch::Dtype dtype) {
   const SaeConfig& c = sae.config();
   const bool topk = c.architecture == Architecture::kTopK;
-  const bool batchtopk = c.architecture == Architecture::kBatchTopK;
+  const bool batchtopk = uses_batch_topk(c.architecture);
   if (batchtopk) {
     TORCH_CHECK(sae.batchtopk_running_threshold().item<double>() >= 0,
                 "this batchtopk SAE has no threshold estimate yet; SAELens reads BatchTopK SAEs through it");
@@ -242,6 +248,8 @@ void save_saelens(const std::string& dir, const Sae& sae, const SaeMetadata& met
                            {"architecture", architecture_name(c.architecture)},
                            {"model_sha256", meta.model_sha256}};
   if (batchtopk) saelab["k"] = c.k;
+  if (meta.density_tokens > 0 && log10_density.defined()) saelab["density_tokens"] = meta.density_tokens;
+  if (c.architecture == Architecture::kMatryoshkaBatchTopK) saelab["matryoshka_widths"] = c.matryoshka_widths;
   if (c.architecture == Architecture::kJumpReLU) saelab["jumprelu_bandwidth"] = c.jumprelu_bandwidth;
   const nlohmann::json head = meta.hook_head_index < 0 ? nlohmann::json() : nlohmann::json(meta.hook_head_index);
   nlohmann::json cfg = {

@@ -96,18 +96,51 @@ std::string SaeRunSpec::folder_name() const {
   return s.str();
 }
 
+SaeConfig SaeRunSpec::config(int64_t d_in) const {
+  SaeConfig c;
+  c.architecture = parse_architecture(architecture);
+  c.d_in = d_in;
+  c.d_sae = expansion * d_in;
+  c.k = k;
+  c.jumprelu_bandwidth = jumprelu_bandwidth;
+  c.jumprelu_init_threshold = jumprelu_init_threshold;
+  c.jumprelu_sparsity = parse_jumprelu_sparsity(jumprelu_sparsity);
+  c.jumprelu_tanh_scale = jumprelu_tanh_scale;
+  c.pre_act_loss_coefficient = pre_act_loss_coefficient;
+  if (c.architecture == Architecture::kMatryoshkaBatchTopK) {
+    c.matryoshka_widths = matryoshka_widths;
+    if (c.matryoshka_widths.empty()) {
+      TORCH_CHECK(matryoshka_levels >= 1 && matryoshka_levels < 31, "SAE '", folder_name(), "': matryoshka_levels must be in 1..30");
+      for (int64_t l = matryoshka_levels - 1; l >= 0; --l) c.matryoshka_widths.push_back(c.d_sae >> l);
+    }
+  }
+  try {
+    c.validate();
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "SAE '", folder_name(), "' on a hook of width ", d_in, ": ", e.msg());
+  }
+  return c;
+}
+
 void SaeRunOptions::validate() const {
   train.validate();
   TORCH_CHECK(!saes.empty(), "give at least one SAE to train (saes)");
   std::set<std::string> names;
   for (const auto& s : saes) {
-    SaeConfig c;
-    c.architecture = parse_architecture(s.architecture);
-    c.d_in = 1;
-    c.d_sae = std::max<int64_t>(1, s.expansion) * std::max<int64_t>(1, s.k);
-    c.k = s.k;
-    c.jumprelu_bandwidth = s.jumprelu_bandwidth;
-    c.validate();
+    // Checked again against each hook's width when the run starts.
+    const Architecture a = parse_architecture(s.architecture);
+    parse_jumprelu_sparsity(s.jumprelu_sparsity);
+    if (a != Architecture::kMatryoshkaBatchTopK || !s.matryoshka_widths.empty()) {
+      SaeConfig c;
+      c.architecture = a;
+      c.d_in = 1;
+      c.d_sae = s.matryoshka_widths.empty() ? std::max<int64_t>(1, s.expansion) * std::max<int64_t>(1, s.k)
+                                            : s.matryoshka_widths.back();
+      c.k = s.k;
+      c.matryoshka_widths = s.matryoshka_widths;
+      c.jumprelu_bandwidth = s.jumprelu_bandwidth;
+      c.validate();
+    }
     TORCH_CHECK(s.expansion > 0, "SAE '", s.folder_name(), "': expansion must be positive (got ", s.expansion, ")");
     TORCH_CHECK(s.l1 >= 0 && std::isfinite(s.l1), "SAE '", s.folder_name(), "': l1 must be >= 0 (got ", s.l1, ")");
     TORCH_CHECK(s.jumprelu_init_threshold > 0, "SAE '", s.folder_name(), "': jumprelu_init_threshold must be positive");
@@ -205,14 +238,10 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
     for (const auto& rs : options.saes) {
       SaeSpec s;
       s.name = rs.folder_name();
-      s.config.architecture = parse_architecture(rs.architecture);
-      s.config.d_in = g.store->d();
-      s.config.d_sae = rs.expansion * g.store->d();
-      s.config.k = rs.k;
-      s.config.jumprelu_bandwidth = rs.jumprelu_bandwidth;
-      s.config.jumprelu_init_threshold = rs.jumprelu_init_threshold;
+      TORCH_CHECK(rs.k <= rs.expansion * g.store->d() || !uses_k(parse_architecture(rs.architecture)), "SAE '", s.name,
+                  "': k ", rs.k, " exceeds d_sae ", rs.expansion * g.store->d());
+      s.config = rs.config(g.store->d());
       s.l1_coefficient = rs.l1;
-      TORCH_CHECK(s.config.k <= s.config.d_sae, "SAE '", s.name, "': k ", s.config.k, " exceeds d_sae ", s.config.d_sae);
       specs.push_back(s);
     }
     g.trainer = std::make_unique<SaeTrainer>(specs, to, static_cast<uint64_t>(options.seed));
@@ -304,6 +333,9 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
 
   for (auto& g : groups) {
     const StoreManifest& m = g.store->manifest();
+    // BatchTopK thresholds from the final weights: exactly k active latents per row on average
+    // over the calibration rows (the running average of training lags the weights).
+    g.trainer->calibrate_thresholds(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
     for (size_t i = 0; i < g.trainer->saes().size(); ++i) {
       SaeMetadata meta;
       meta.model_name = m.model_name;
@@ -311,6 +343,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
       meta.context_size = m.context_length;
       meta.prepend_bos = true;
       meta.model_sha256 = m.model_sha256;
+      meta.density_tokens = g.counted;
       const torch::Tensor density =
           (g.fired[static_cast<int64_t>(i)] / std::max<int64_t>(1, g.counted)).clamp_min(1e-10).log10().to(torch::kFloat32);
       const std::string dir = (fs::path(options.out) / g.hook / g.trainer->saes()[i].spec.name).string();

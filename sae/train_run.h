@@ -29,19 +29,31 @@ struct SaeRunSpec {
   int64_t expansion = 8;
   double jumprelu_bandwidth = SaeConfig{}.jumprelu_bandwidth;
   double jumprelu_init_threshold = SaeConfig{}.jumprelu_init_threshold;
+  std::string jumprelu_sparsity = jumprelu_sparsity_name(SaeConfig{}.jumprelu_sparsity);
+  double jumprelu_tanh_scale = SaeConfig{}.jumprelu_tanh_scale;
+  double pre_act_loss_coefficient = SaeConfig{}.pre_act_loss_coefficient;
+  std::vector<int64_t> matryoshka_widths;
+  int64_t matryoshka_levels = 4;
   std::string name;
 
   template <class V>
   void fields(V& v) {
-    v("architecture", architecture, "standard, gated, topk, batchtopk or jumprelu");
-    v("k", k, "active latents per row (topk, batchtopk)", at_least(1));
-    v("l1", l1, "sparsity coefficient λ (standard, gated: L1; jumprelu: L0)");
+    v("architecture", architecture, "standard, gated, topk, batchtopk, matryoshka_batchtopk or jumprelu");
+    v("k", k, "active latents per row (topk, batchtopk, matryoshka_batchtopk)", at_least(1));
+    v("l1", l1, "sparsity coefficient λ (standard, gated: L1; jumprelu: its sparsity penalty)");
     v("expansion", expansion, "d_sae = expansion × d_in (in a run config: the run's 'expansion' when left out)", at_least(1));
-    v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth (normalised units)", at_least(1e-12));
+    v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth ε (normalised units; Anthropic's 2)", at_least(1e-12));
     v("jumprelu_init_threshold", jumprelu_init_threshold, "JumpReLU initial threshold (normalised units)", at_least(0));
+    v("jumprelu_sparsity", jumprelu_sparsity, "JumpReLU penalty: tanh (Anthropic 2025: λ Σ tanh(c f |W_dec|)) or step (Gemma Scope: λ L0)");
+    v("jumprelu_tanh_scale", jumprelu_tanh_scale, "c of the tanh penalty", at_least(1e-12));
+    v("pre_act_loss_coefficient", pre_act_loss_coefficient, "JumpReLU pre-activation loss on dead latents (0: off)", at_least(0));
+    v("matryoshka_widths", matryoshka_widths, "nested widths of a matryoshka_batchtopk SAE, the last d_sae (empty: halving levels)", at_least(1));
+    v("matryoshka_levels", matryoshka_levels, "levels when matryoshka_widths is empty: d_sae / 2^(L-1), …, d_sae / 2, d_sae", at_least(1));
     v("name", name, "folder name (empty: <architecture>-k<k> or <architecture>-l1_<λ>)", path_name());
   }
   std::string folder_name() const;
+  /// The SaeConfig of this SAE on inputs of width d_in (validated).
+  SaeConfig config(int64_t d_in) const;
 };
 
 /// A cross product of SAEs: architectures × (k for topk / batchtopk, λ otherwise).
@@ -53,8 +65,8 @@ struct SaeGridOptions {
 
   template <class V>
   void fields(V& v) {
-    v("architectures", architectures, "architectures of the grid: standard, gated, topk, batchtopk, jumprelu", non_empty());
-    v("k", k, "k of the grid's topk / batchtopk SAEs (one SAE each)", at_least(1).and_non_empty());
+    v("architectures", architectures, "architectures of the grid: standard, gated, topk, batchtopk, matryoshka_batchtopk, jumprelu", non_empty());
+    v("k", k, "k of the grid's topk / batchtopk / matryoshka_batchtopk SAEs (one SAE each)", at_least(1).and_non_empty());
     v("l1", l1, "λ of the grid's standard / gated / jumprelu SAEs (one SAE each)", at_least(0).and_non_empty());
     v("expansion", expansion, "d_sae = expansion × d_in", at_least(1));
   }

@@ -118,12 +118,17 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
     t.sae = std::make_unique<Sae>(t.spec.config, seed + 7919 * i);
     std::vector<torch::Tensor> params;
     for (const auto& [name, p] : t.sae->parameters()) params.push_back(p);
-    t.optimizer = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(options_.lr));
+    t.optimizer = std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(options_.lr).betas({adam_beta1(t.spec.config.architecture), 0.999}));
     t.steps_since_fired = torch::zeros({t.spec.config.d_sae}, torch::kInt64);
     TORCH_CHECK(saes_.empty() || t.spec.config.d_in == saes_.front().spec.config.d_in,
                 "all SAEs trained on one input need the same d_in (", t.spec.name, " has ", t.spec.config.d_in, ")");
     saes_.push_back(std::move(t));
   }
+}
+
+double SaeTrainer::adam_beta1(Architecture a) {
+  return a == Architecture::kGated || a == Architecture::kJumpReLU ? 0.0 : 0.9;
 }
 
 double SaeTrainer::lr_at(int64_t s) const {
@@ -201,7 +206,7 @@ void SaeTrainer::save_state(torch::serialize::OutputArchive& archive) const {
     torch::serialize::OutputArchive one;
     one.write("name", c10::IValue(t.spec.name));
     for (const auto& [name, p] : t.sae->parameters()) one.write("param." + name, p.detach());
-    if (t.spec.config.architecture == Architecture::kBatchTopK) {
+    if (uses_batch_topk(t.spec.config.architecture)) {
       one.write("batchtopk_threshold", t.sae->batchtopk_running_threshold());
     }
     one.write("steps_since_fired", t.steps_since_fired);
@@ -234,7 +239,7 @@ void SaeTrainer::load_state(torch::serialize::InputArchive& archive, const std::
                   ", expected ", p.sizes());
       p.copy_(saved);
     }
-    if (t.spec.config.architecture == Architecture::kBatchTopK) {
+    if (uses_batch_topk(t.spec.config.architecture)) {
       torch::Tensor th;
       one.read("batchtopk_threshold", th);
       t.sae->batchtopk_running_threshold() = th.clone();
@@ -249,9 +254,29 @@ void SaeTrainer::load_state(torch::serialize::InputArchive& archive, const std::
   initialized_ = true;
 }
 
+void SaeTrainer::calibrate_thresholds(const torch::Tensor& sample) {
+  TORCH_CHECK(initialized_, "calibrate_thresholds: the trainer has not been initialised");
+  TORCH_CHECK(sample.dim() == 2 && sample.size(1) == saes_.front().spec.config.d_in, "calibration rows must be [n, ",
+              saes_.front().spec.config.d_in, "] (got ", sample.sizes(), ")");
+  torch::NoGradGuard g;
+  const torch::Tensor x = sample.to(torch::kFloat32) * scale_;
+  for (auto& t : saes_) {
+    if (uses_batch_topk(t.spec.config.architecture)) t.sae->calibrate_batchtopk_threshold(x);
+  }
+}
+
 Sae SaeTrainer::folded(size_t i) const {
   const Sae& sae = *saes_.at(i).sae;
   std::map<std::string, torch::Tensor> p = sae.state();
+  if (sae.config().architecture == Architecture::kStandard) {
+    // f_i ‖W_dec,i‖ with W_dec,i / ‖W_dec,i‖: a ReLU code scales with its pre-activation, so the
+    // norm moves into W_enc's column and b_enc. A zero row (a latent that decodes to nothing) stays.
+    const torch::Tensor n = p["W_dec"].norm(2, {1});
+    const torch::Tensor safe = torch::where(n > 0, n, torch::ones_like(n));
+    p["W_enc"] = p["W_enc"] * safe;
+    p["b_enc"] = p["b_enc"] * safe;
+    p["W_dec"] = p["W_dec"] / safe.unsqueeze(1);
+  }
   const double s = scale_;
   // The SAE saw x·s. On raw x: (x·s − b_dec) W_enc = (x − b_dec/s)(s W_enc), and the output
   // x̂/s = f (W_dec/s) + b_dec/s. Pre-activations, thresholds and codes are unchanged.

@@ -1,10 +1,11 @@
 // Training SAEs: many SAEs (architectures, sparsity settings) on one input stream per step, each
 // batch read once for all of them.
 //
-// Per SAE and step: Adam; learning rate warm-up, constant, then linear decay to zero over the last
-// `lr_decay_fraction` of the steps; sparsity-coefficient warm-up; gradient-norm clipping; for
-// gated, topk, batchtopk and jumprelu SAEs unit-norm decoder rows, with the gradient component
-// parallel to each row removed before the step. Inputs are scaled so that E‖x‖ = sqrt(d_in)
+// Per SAE and step: Adam (β1 = 0 for gated and jumprelu, as Gemma Scope and dictionary_learning
+// train them; β = (0.9, 0.999) otherwise); learning rate warm-up, constant, then linear decay to
+// zero over the last `lr_decay_fraction` of the steps; sparsity-coefficient warm-up; gradient-norm
+// clipping; for every architecture but standard unit-norm decoder rows, with the gradient
+// component parallel to each row removed before the step. Inputs are scaled so that E‖x‖ = sqrt(d_in)
 // (the factor is estimated once from a sample and folded into the weights by `folded()`), and b_dec
 // starts at the geometric median of that sample (Weiszfeld). Latents that have not fired for
 // `dead_window` tokens count as dead (AuxK uses them).
@@ -89,8 +90,19 @@ class SaeTrainer {
   void save_state(torch::serialize::OutputArchive& archive) const;
   void load_state(torch::serialize::InputArchive& archive, const std::string& where);
 
-  /// SAE i with the input scaling folded into its weights, so it works on raw activations.
+  /// Sets the inference threshold of every batchtopk / matryoshka_batchtopk SAE from `sample`
+  /// [n, d_in] raw activations (Sae::calibrate_batchtopk_threshold on the scaled rows). Call after
+  /// the last step.
+  void calibrate_thresholds(const torch::Tensor& sample);
+
+  /// SAE i with the input scaling folded into its weights, so it works on raw activations. A
+  /// standard SAE also has its decoder norms folded into the encoder (SAELens fold_W_dec_norm):
+  /// unit-norm decoder rows in the normalised space, codes multiplied by ‖W_dec,i‖, the same
+  /// reconstruction.
   Sae folded(size_t i) const;
+
+  /// Adam's β1 for an architecture.
+  static double adam_beta1(Architecture architecture);
 
   /// The learning rate and sparsity-coefficient multipliers at a step (exposed for tests).
   double lr_at(int64_t step) const;

@@ -136,6 +136,11 @@ void check_plan_against_model(const Plan& p, const std::string& where, LanguageM
                           std::to_string(d_sae) + " (expansion " + std::to_string(s.expansion) + " x d " +
                           std::to_string(widths[i]) + " at " + p.capture.hooks[i] + ")");
       }
+      try {
+        s.config(widths[i]);  // e.g. matryoshka widths that do not nest into this d_sae
+      } catch (const c10::Error& e) {
+        fail("train", e.msg());
+      }
     }
   }
   if (!p.graph.name.empty() && std::find(names.begin(), names.end(), p.graph.name) == names.end()) {
@@ -218,16 +223,31 @@ std::function<void()> remove_paths(std::vector<fs::path> paths) {
 }  // namespace
 
 std::string PipelineResult::summary_table() const {
-  std::string out = fmt::format("{:<34} {:>7} {:>6} {:>7} {:>7} {:>6} {:>7}\n", "SAE", "L0", "FVU", "LR0", "KL",
-                                "dead%", "interp");
+  std::string out = fmt::format("{:<34} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7}\n", "SAE", "L0", "FVU",
+                                "LR0", "LR0*", "KL", "KLscore", "absorb", "dead%", "align r");
+  auto number = [](const json& row, const char* key, const char* outer = nullptr) -> std::string {
+    const json* r = &row;
+    if (outer != nullptr) {
+      if (!row.contains(outer)) return "-";
+      r = &row.at(outer);
+    }
+    return r->contains(key) ? fmt::format("{:.3f}", r->at(key).get<double>()) : "-";
+  };
+  std::string density_source;
   for (const auto& s : summary) {
     const std::string name = s.at("name").get<std::string>();
-    out += fmt::format("{:<34} {:>7.1f} {:>6.3f} {:>7.3f} {:>7.3f} {:>6.1f} {:>7}\n",
+    out += fmt::format("{:<34} {:>7.1f} {:>6.3f} {:>7} {:>7} {:>7.3f} {:>7} {:>7} {:>6.1f} {:>7}\n",
                        name.size() > 34 ? name.substr(name.size() - 34) : name, s.at("l0").get<double>(),
-                       s.at("fvu").get<double>(), s.at("loss_recovered_vs_zero").get<double>(), s.at("kl").get<double>(),
-                       100 * s.at("dead_fraction").get<double>(),
-                       s.contains("interp_score") ? fmt::format("{:.3f}", s.at("interp_score").get<double>()) : "-");
+                       s.at("fvu").get<double>(), number(s, "loss_recovered_vs_zero"),
+                       number(s, "loss_recovered_vs_zero", "saelens_convention"), s.at("kl").get<double>(),
+                       number(s, "kl_div_score"), number(s, "rate", "absorption"), 100 * s.at("dead_fraction").get<double>(),
+                       number(s, "interp_score"));
+    if (density_source.empty()) density_source = s.value("density_source", "");
   }
+  out += fmt::format("LR0, KL, KLscore: {}\nLR0*: {}\n", kSaelabConvention, kSaelensConvention);
+  if (!density_source.empty()) out += "dead%: from " + density_source + " densities\n";
+  out += "absorb: first-letter feature absorption rate (lower is better)\n";
+  out += fmt::format("align r: {}\n", kAlignmentScoreName);
   return out;
 }
 
@@ -301,7 +321,7 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
       write_explanations(db, interp);
       db.commit();
       json scores = json::object();
-      for (const auto& r : interp) scores[r.sae] = {{"mean_score", r.mean_score}, {"features", r.features.size()}};
+      for (const auto& r : interp) scores[r.sae] = r.to_json();
       write_file_atomic(interp_json, scores.dump(1) + "\n");
     }));
   }
@@ -333,16 +353,16 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
       const AttachedSae& a = chain.at(static_cast<size_t>(p.steer.layer));
       FeatureDb db = FeatureDb::open(db_path.string());
       auto q = db.prepare(
-          "SELECT e.feature FROM explanations e JOIN features f ON f.sae = e.sae AND f.feature = e.feature "
+          "SELECT e.feature, f.max_activation FROM explanations e JOIN features f ON f.sae = e.sae AND f.feature = e.feature "
           "WHERE e.sae = ? AND f.density < 0.05 ORDER BY e.score DESC LIMIT ?");
       q.bind(1, a.name).bind(2, p.steer.features);
-      std::vector<int64_t> features;
-      while (q.next()) features.push_back(q.column_int(0));
+      std::vector<std::pair<int64_t, double>> features;
+      while (q.next()) features.emplace_back(q.column_int(0), q.column_double(1));
       db.commit();
       const Unembedding u = find_unembedding(lm);
       json list = json::array();
-      for (int64_t feat : features) {
-        const SteerResult r = steer(lm, hooked, a, feat, p.steer.prompt, u, p.steer.steer);
+      for (const auto& [feat, max_act] : features) {
+        const SteerResult r = steer(lm, hooked, a, feat, p.steer.prompt, u, p.steer.steer, max_act);
         list.push_back(r.to_json());
       }
       write_file_atomic(steer_json, json{{"sae", a.name}, {"results", list}}.dump(1) + "\n");

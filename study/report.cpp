@@ -7,7 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/evaluate.h"
 #include "analysis/feature_db.h"
+#include "analysis/interpret.h"
 #include "core/files.h"
 #include "core/json_options.h"
 #include "study/assets/report_assets.h"
@@ -43,7 +45,7 @@ json features_of(FeatureDb& db, const std::string& sae, long long limit, const j
     }
   }
   auto feat = db.prepare("SELECT density, mean_activation, max_activation FROM features WHERE sae = ? AND feature = ?");
-  auto expl = db.prepare("SELECT explanation, score, explain_score FROM explanations WHERE sae = ? AND feature = ?");
+  auto expl = db.prepare("SELECT explanation, score, precision, recall, scorable FROM explanations WHERE sae = ? AND feature = ?");
   auto exs = db.prepare(
       "SELECT id, kind, rank, band, activation, context, position, doc FROM examples WHERE sae = ? AND feature = ? "
       "ORDER BY kind DESC, band, rank");
@@ -65,6 +67,9 @@ json features_of(FeatureDb& db, const std::string& sae, long long limit, const j
     if (expl.next()) {
       j["explanation"] = expl.column_text(0);
       j["score"] = expl.column_double(1);
+      j["precision"] = expl.column_double(2);
+      j["recall"] = expl.column_double(3);
+      j["scorable"] = expl.column_int(4) != 0;
       while (expl.next()) {
       }
     }
@@ -156,13 +161,31 @@ void write_report(const ReportInputs& in, const std::string& dir) {
   json data = {{"title", in.title}, {"saes", json::array()}, {"features", json::object()}};
   data["plot"] = fs::exists(in.tradeoff_svg) ? read_file(in.tradeoff_svg, "trade-off plot") : std::string();
   FeatureDb db = FeatureDb::open(in.features_db);
+  std::string density_note;
   for (const auto& e : eval.at("saes")) {
     json row = e;
     const std::string name = e.at("name").get<std::string>();
-    if (interp.is_object() && interp.contains(name)) row["interp_score"] = interp[name]["mean_score"];
+    if (interp.is_object() && interp.contains(name)) {
+      row["interp_score"] = interp[name]["mean_score"];
+      if (interp[name].contains("mean_precision")) row["interp_precision"] = interp[name]["mean_precision"];
+      if (interp[name].contains("mean_recall")) row["interp_recall"] = interp[name]["mean_recall"];
+    }
+    if (e.contains("absorption")) row["absorption_rate"] = e["absorption"].value("rate", 0.0);
+    if (e.contains("saelens_convention")) {
+      row["loss_recovered_saelens"] = e["saelens_convention"].value("loss_recovered_vs_zero", 0.0);
+    }
+    if (density_note.empty() && e.contains("density_source")) {
+      density_note = "dead %: from " + e.value("density_source", std::string()) + " densities" +
+                     (e.value("density_tokens", int64_t{0}) > 0 ? " over " + std::to_string(e.value("density_tokens", int64_t{0})) + " tokens" : "") + ".";
+    }
     data["saes"].push_back(row);
     data["features"][name] = features_of(db, name, in.options.features_per_sae, graph);
   }
+  data["notes"] = json::array({std::string("loss rec., KL, KL score: ") + kSaelabConvention + ".",
+                               std::string("loss rec. (SAELens): ") + kSaelensConvention + ".",
+                               std::string("absorption: first-letter feature absorption rate (lower is better): how often a letter's main latent is silent where the model represents the letter and other latents carry its direction."),
+                               std::string("align r: ") + kAlignmentScoreName + "; rule prec. / rec.: the rule as a detector of the feature firing."});
+  if (!density_note.empty()) data["notes"].push_back(density_note);
   // Steering results gain the SAE name on each entry, for the feature pages.
   if (steering.is_object()) {
     for (auto& r : steering["results"]) r["sae"] = steering.value("sae", "");

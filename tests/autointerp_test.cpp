@@ -151,6 +151,40 @@ TEST(AutoInterp, AFeatureUnrelatedToTheAnnotationsScoresNearZero) {
   EXPECT_GT(e.scored_tokens, 0);
 }
 
+// The rule's precision and recall as a detector of firing, on the scored tokens: a feature firing
+// on a random half of the "nn" tokens is found as POS = nn with recall 1 and precision about 1/2.
+TEST(AutoInterp, ReportsTheRulesPrecisionAndRecallBesideTheScore) {
+  const TokenPool pool = synthetic_pool();
+  const int64_t nn = index_of(pool.tag_names, "nn");
+  torch::Generator gen = at::detail::createCPUGenerator(5);
+  const torch::Tensor keep = torch::rand({pool.token.numel()}, gen) < 0.5;
+  const torch::Tensor act = ((pool.tag == nn) & keep).to(torch::kFloat);
+  const Explanation e = explain_and_score(RuleExplainer(), pool, act);
+  ASSERT_EQ(e.text, "POS = nn");
+  EXPECT_TRUE(e.scorable);
+  EXPECT_DOUBLE_EQ(e.recall, 1.0);
+  EXPECT_GT(e.precision, 0.35);
+  EXPECT_LT(e.precision, 0.65);
+  // A planted tag alone is detected exactly.
+  const Explanation exact = explain_and_score(RuleExplainer(), pool, (pool.tag == nn).to(torch::kFloat));
+  EXPECT_DOUBLE_EQ(exact.precision, 1.0);
+  EXPECT_DOUBLE_EQ(exact.recall, 1.0);
+}
+
+// A feature that fires only in the explanation half would score 0 by construction: it is marked
+// unscorable, so that means over features leave it out instead of averaging a structural zero.
+TEST(AutoInterp, AFeatureFiringInOneHalfOnlyIsNotScorable) {
+  const TokenPool pool = synthetic_pool();
+  const int64_t nn = index_of(pool.tag_names, "nn");
+  const torch::Tensor even = pool.context.remainder(2) == 0;
+  const Explanation only_explaining = explain_and_score(RuleExplainer(), pool, ((pool.tag == nn) & even).to(torch::kFloat));
+  EXPECT_FALSE(only_explaining.scorable);
+  EXPECT_EQ(only_explaining.score, 0.0);
+  const Explanation only_scoring = explain_and_score(RuleExplainer(), pool, ((pool.tag == nn) & ~even).to(torch::kFloat));
+  EXPECT_FALSE(only_scoring.scorable);
+  EXPECT_TRUE(explain_and_score(RuleExplainer(), pool, (pool.tag == nn).to(torch::kFloat)).scorable);
+}
+
 TEST(AutoInterp, AFeatureThatNeverFiresGetsAnEmptyRuleThatNeverFires) {
   const TokenPool pool = synthetic_pool();
   const torch::Tensor act = torch::zeros({pool.token.numel()});
@@ -159,6 +193,7 @@ TEST(AutoInterp, AFeatureThatNeverFiresGetsAnEmptyRuleThatNeverFires) {
   EXPECT_EQ(simulate(rule, pool).sum().item<float>(), 0.0f);
   const Explanation e = explain_and_score(RuleExplainer(), pool, act);
   EXPECT_EQ(e.score, 0.0);
+  EXPECT_FALSE(e.scorable);
   EXPECT_EQ(e.rule["atoms"].size(), 0u);
 }
 

@@ -72,6 +72,98 @@ TEST(Evaluate, MetricsEqualTheirDefinitionsComputedDirectly) {
   EXPECT_EQ(hist, static_cast<int64_t>(std::lround((1 - e.dead_fraction) * e.d_sae)));
 }
 
+// kl_div_score and the SAELens convention against a direct float64 computation: the hook replaced
+// by the reconstruction / by zeros at every position (BOS included), KL over every prediction.
+TEST(Evaluate, KlDivScoreAndTheSaelensConventionEqualADirectComputation) {
+  Fixture& f = fixture();
+  Sae sae(config("topk", f.d(), 256, 6), 5);
+  const AttachedSae a = f.attach("random-topk-kl", sae);
+  const EvalReport r = evaluate_saes(f.lm, f.hooked, {a}, f.eval_set, EvalOptions{});
+  const SaeEvalResult& e = r.saes.at(0);
+  torch::NoGradGuard g;
+  const torch::Tensor& toks = f.eval_set.tokens;
+  auto logp = [&](const std::function<torch::Tensor(const torch::Tensor&)>* replace) {
+    HookScope scope(f.hooked);
+    if (replace) scope.replace(a.hook, *replace);
+    const torch::Tensor logits = f.lm.logits_from_output(f.hooked.forward(toks));
+    return torch::log_softmax(logits.narrow(1, 0, logits.size(1) - 1).to(torch::kFloat64), -1);
+  };
+  const std::function<torch::Tensor(const torch::Tensor&)> zero_all = [](const torch::Tensor& x) { return torch::zeros_like(x); };
+  const std::function<torch::Tensor(const torch::Tensor&)> splice_all = [&](const torch::Tensor& x) {
+    return a.sae().decode(a.sae().encode(x));
+  };
+  const std::function<torch::Tensor(const torch::Tensor&)> zero_after_bos = [](const torch::Tensor& x) {
+    torch::Tensor out = x.clone();
+    out.narrow(1, 1, x.size(1) - 1).zero_();
+    return out;
+  };
+  const torch::Tensor clean = logp(nullptr);
+  auto kl = [&](const torch::Tensor& other) { return (clean.exp() * (clean - other)).sum(-1).mean().item<double>(); };
+  auto ce = [&](const torch::Tensor& lp) {
+    return -lp.gather(-1, toks.narrow(1, 1, toks.size(1) - 1).unsqueeze(-1)).mean().item<double>();
+  };
+  const torch::Tensor lz = logp(&zero_all), ls = logp(&splice_all), lzb = logp(&zero_after_bos);
+  ASSERT_TRUE(e.saelens.computed);
+  EXPECT_TRUE(test::near_rel(e.saelens.kl_zero, kl(lz), 1e-4, 1e-7));
+  EXPECT_TRUE(test::near_rel(e.saelens.kl, kl(ls), 1e-4, 1e-7));
+  EXPECT_TRUE(test::near_rel(e.saelens.ce_zero, ce(lz), 1e-5, 0));
+  EXPECT_TRUE(test::near_rel(e.saelens.ce_spliced, ce(ls), 1e-5, 0));
+  EXPECT_TRUE(test::near_rel(e.saelens.kl_div_score, (kl(lz) - kl(ls)) / kl(lz), 1e-3, 1e-6));
+  EXPECT_TRUE(test::near_rel(e.saelens.loss_recovered_zero, (ce(lz) - ce(ls)) / (ce(lz) - e.ce_clean), 1e-3, 1e-6));
+  // saelab's convention keeps BOS: its zero ablation is a different run, and its score uses it.
+  EXPECT_TRUE(test::near_rel(e.kl_zero, kl(lzb), 1e-4, 1e-7));
+  EXPECT_TRUE(test::near_rel(e.kl_div_score, (kl(lzb) - e.kl) / kl(lzb), 1e-3, 1e-6));
+  EXPECT_GT(std::abs(e.saelens.ce_zero - e.ce_zero), 1e-3) << "ablating BOS changes the loss";
+  // Both conventions are named next to their numbers, in the JSON and the table.
+  const nlohmann::json j = e.to_json();
+  EXPECT_EQ(j["convention"], kSaelabConvention);
+  EXPECT_EQ(j["saelens_convention"]["convention"], kSaelensConvention);
+  EXPECT_EQ(j["saelens_convention"]["kl_div_score"].get<double>(), e.saelens.kl_div_score);
+  EXPECT_NE(r.table().find(kSaelensConvention), std::string::npos);
+  EXPECT_NE(r.table().find(kSaelabConvention), std::string::npos);
+  // The option turns the second convention off.
+  EvalOptions only_saelab;
+  only_saelab.saelens_convention = false;
+  const SaeEvalResult e2 = evaluate_saes(f.lm, f.hooked, {a}, f.eval_set, only_saelab).saes.at(0);
+  EXPECT_FALSE(e2.saelens.computed);
+  EXPECT_FALSE(e2.to_json().contains("saelens_convention"));
+  EXPECT_EQ(e2.kl_div_score, e.kl_div_score);
+}
+
+// A latent that fires once in 10⁴ tokens is missed by ~6k evaluation tokens about half the time;
+// the folder's training densities (sparsity.safetensors) decide dead and dense instead.
+TEST(Evaluate, DeadAndDenseFractionsComeFromTrainingDensitiesWhenTheFolderHasThem) {
+  Fixture& f = fixture();
+  const Sae sae(config("topk", f.d(), 64, 2), 8);
+  SaeMetadata meta;
+  meta.model_name = f.lm.info().name;
+  meta.hook_name = "blocks.1.hook_resid_pre";
+  meta.context_size = 24;
+  meta.density_tokens = 123456;
+  // Every latent fired in training (density 10⁻⁴), but two latents are dense (0.5) and one never fired.
+  torch::Tensor log10 = torch::full({64}, -4.0);
+  log10[0] = std::log10(0.5);
+  log10[1] = std::log10(0.5);
+  log10[2] = -10.0;
+  const std::string path = f.dir / "trained-density";
+  save_sae(path, sae, meta, log10);
+  const AttachedSae a = attach_saes(f.lm, f.hooked, {path}).front();
+  const SaeEvalResult e = evaluate_saes(f.lm, f.hooked, {a}, f.eval_set, EvalOptions{}).saes.at(0);
+  EXPECT_EQ(e.density_source, "training");
+  EXPECT_EQ(e.density_tokens, 123456);
+  EXPECT_DOUBLE_EQ(e.dead_fraction, 1.0 / 64);
+  EXPECT_DOUBLE_EQ(e.dense_fraction, 2.0 / 64);
+  EXPECT_EQ(e.to_json()["density_source"], "training");
+  // Counted over the evaluation tokens instead, many latents of this k = 2 SAE look dead.
+  EvalOptions o;
+  o.density_source = "evaluation";
+  const SaeEvalResult ev = evaluate_saes(f.lm, f.hooked, {a}, f.eval_set, o).saes.at(0);
+  EXPECT_EQ(ev.density_source, "evaluation");
+  EXPECT_EQ(ev.density_tokens, ev.tokens);
+  EXPECT_GT(ev.dead_fraction, 2.0 / 64);
+  EXPECT_NEAR(ev.dead_fraction, (ev.density == 0).to(torch::kFloat64).mean().item<double>(), 1e-12);
+}
+
 TEST(Evaluate, RefusesSaesThatDoNotFitTheModel) {
   Fixture& f = fixture();
   EXPECT_THROWS_WITH(f.attach("narrow", Sae(config("topk", 16, 64, 4), 1)),

@@ -59,7 +59,7 @@ void fill_every_table(FeatureDb& db) {
   db.exec("INSERT INTO example_tokens VALUES (1, 0, 3797, ' cat', 3.5)");
   db.exec("INSERT INTO token_features VALUES ('gpt2-l6-topk', 262, 'the', 2, 40, 1.25)");
   db.exec("INSERT INTO logit_effects VALUES ('gpt2-l6-topk', 2, 'promoted', 0, 3797, ' cat', 0.875)");
-  db.prepare("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+  db.prepare("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
       .bind(1, "gpt2-l6-topk")
       .bind(2, int64_t{2})
       .bind(3, "rule")
@@ -68,6 +68,9 @@ void fill_every_table(FeatureDb& db) {
       .bind(6, 0.5)
       .bind(7, 0.625)
       .bind(8, int64_t{200})
+      .bind(9, 0.75)
+      .bind(10, 0.5)
+      .bind(11, int64_t{1})
       .run();
   db.exec("COMMIT");
 }
@@ -143,6 +146,9 @@ TEST(FeatureDb, KeepsRowsOfEveryTableWithTheirTypesAfterCommitAndReopen) {
   EXPECT_EQ(explanations[0]["rule"], "{\"tokens\": [\" cat\"]}");
   EXPECT_DOUBLE_EQ(explanations[0]["score"].get<double>(), 0.625);
   EXPECT_EQ(explanations[0]["scored_tokens"].get<int64_t>(), 200);
+  EXPECT_DOUBLE_EQ(explanations[0]["precision"].get<double>(), 0.75);
+  EXPECT_DOUBLE_EQ(explanations[0]["recall"].get<double>(), 0.5);
+  EXPECT_EQ(explanations[0]["scorable"].get<int64_t>(), 1);
 
   {
     // Prepared queries step through rows and can run again after the last one.

@@ -4,7 +4,10 @@
 namespace saelab {
 namespace {
 
-TEST(FeatureGraph, AblationEffectsEqualADirectComputation) {
+// The reference ablates the source at positions 1.. only and averages over the positions ≥ 1 where
+// it fires; the source is chosen among the features firing at BOS, so that ablating or measuring
+// BOS (as saelab did before) changes both the count and the effect.
+TEST(FeatureGraph, AblationEffectsEqualADirectComputationThatLeavesBosOut) {
   Fixture& f = fixture();
   const AttachedSae a = f.attach("g1", Sae(config("topk", f.d(), 64, 8), 3), "blocks.1.input");
   const AttachedSae b = f.attach("g2", Sae(config("topk", f.d(), 64, 8), 4), "blocks.2.input");
@@ -20,11 +23,18 @@ TEST(FeatureGraph, AblationEffectsEqualADirectComputation) {
     x1 = scope.captured(a.hook);
   }
   const torch::Tensor f1 = a.sae().encode(x1);
-  const int64_t source = std::get<1>((f1 > 0).sum(c10::IntArrayRef{0, 1}).max(0)).item<int64_t>();
+  const int64_t T = toks.size(1);
+  const torch::Tensor at_bos = f1.select(1, 0).select(0, 0) > 0;  // [d_sae] features firing at BOS
+  ASSERT_TRUE(at_bos.any().item<bool>());
+  const torch::Tensor counts = (f1.narrow(1, 1, T - 1) > 0).sum(c10::IntArrayRef{0, 1}).to(torch::kFloat32);
+  const int64_t source = std::get<1>((counts * at_bos.to(torch::kFloat32) - 1e9 * (~at_bos).to(torch::kFloat32)).max(0)).item<int64_t>();
+  ASSERT_TRUE(at_bos[source].item<bool>());
   auto [effect, n] = ablation_effect(f.hooked, a, source, b, toks);
   ASSERT_GT(n, 0);
-  // Direct: replace the activation by a precomputed ablated tensor, read layer 2 in both runs.
-  const torch::Tensor ablated_x1 = x1 - f1.select(-1, source).unsqueeze(-1) * a.sae().param("W_dec")[source];
+  // Direct: replace the activation by a precomputed ablated tensor (BOS untouched), read layer 2
+  // in both runs.
+  torch::Tensor ablated_x1 = x1.clone();
+  ablated_x1.narrow(1, 1, T - 1).sub_(f1.narrow(1, 1, T - 1).select(-1, source).unsqueeze(-1) * a.sae().param("W_dec")[source]);
   auto layer2 = [&](const torch::Tensor* replacement) {
     HookScope scope(f.hooked);
     if (replacement) scope.replace(a.hook, [replacement](const torch::Tensor&) { return *replacement; });
@@ -33,8 +43,8 @@ TEST(FeatureGraph, AblationEffectsEqualADirectComputation) {
     f.hooked.forward(toks);
     return b.sae().encode(scope.captured(b.hook));
   };
-  const torch::Tensor mask = f1.select(-1, source) > 0;
-  const torch::Tensor direct = (layer2(nullptr) - layer2(&ablated_x1)).index({mask}).mean(0);
+  const torch::Tensor mask = f1.narrow(1, 1, T - 1).select(-1, source) > 0;
+  const torch::Tensor direct = (layer2(nullptr) - layer2(&ablated_x1)).narrow(1, 1, T - 1).index({mask}).mean(0);
   EXPECT_EQ(n, mask.sum().item<int64_t>());
   EXPECT_TRUE(torch::allclose(effect, direct, 1e-5, 1e-6));
   EXPECT_GT(effect.abs().max().item<float>(), 0.0f);

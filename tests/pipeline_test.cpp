@@ -22,12 +22,17 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
     EXPECT_NE(first.output.find(std::string("[") + stage + "] done"), std::string::npos) << stage;
   }
   EXPECT_NE(first.output.find("report: " + out + "/report/index.html"), std::string::npos) << first.output;
-  // 4 hooks x 6 SAEs, every one evaluated.
+  // 4 hooks x 8 SAEs, every one evaluated, under both conventions, with absorption, and dead /
+  // dense from the training densities.
   const json eval = load_json_file(out + "/eval.json", "eval");
-  EXPECT_EQ(eval.at("saes").size(), 24u);
+  EXPECT_EQ(eval.at("saes").size(), 32u);
   for (const auto& e : eval.at("saes")) {
     EXPECT_TRUE(std::isfinite(e.at("loss_recovered_vs_zero").get<double>())) << e.at("name");
     EXPECT_GT(e.at("l0").get<double>(), 0.0) << e.at("name");
+    EXPECT_TRUE(std::isfinite(e.at("kl_div_score").get<double>())) << e.at("name");
+    EXPECT_TRUE(std::isfinite(e.at("saelens_convention").at("loss_recovered_vs_zero").get<double>())) << e.at("name");
+    EXPECT_GT(e.at("absorption").at("letters").get<int64_t>(), 0) << e.at("name");
+    EXPECT_EQ(e.at("density_source"), "training") << e.at("name");
   }
 
   // Rerun: every stage is cached.
@@ -50,7 +55,8 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
   const std::string dom = test::chromium_dom(page);
   EXPECT_NE(test::body_tag(dom).find("data-rendered=\"yes\""), std::string::npos) << test::body_tag(dom);
   EXPECT_EQ(test::body_tag(dom).find("data-errors"), std::string::npos) << test::body_tag(dom);
-  EXPECT_EQ(test::count(dom, "class=\"sae-row\""), 24);
+  EXPECT_EQ(test::count(dom, "class=\"sae-row\""), 32);
+  EXPECT_NE(dom.find("saelens: hook replaced at every position"), std::string::npos);
   EXPECT_NE(dom.find("<polyline"), std::string::npos);
   EXPECT_NE(dom.find("id=\"feature-title\""), std::string::npos);
   FeatureDb db = FeatureDb::open(out + "/features.sqlite");

@@ -125,18 +125,19 @@ TEST(SaeFormats, EveryLayoutEvaluatesToTheL0MseAndSplicedLossOfItsReference) {
   }
 }
 
-// Five SAEs with unit-less decoder norms and non-zero biases, one per architecture.
+// Six SAEs with unit-less decoder norms and non-zero biases, one per architecture.
 std::vector<Sae> one_of_each(int64_t d, int64_t d_sae) {
   std::vector<Sae> out;
   torch::manual_seed(7);
-  for (const char* arch : {"standard", "gated", "topk", "batchtopk", "jumprelu"}) {
+  for (const char* arch : {"standard", "gated", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu"}) {
     SaeConfig c = test::config(arch, d, d_sae, 6);
+    if (c.architecture == Architecture::kMatryoshkaBatchTopK) c.matryoshka_widths = {d_sae / 4, d_sae / 2, d_sae};
     std::map<std::string, torch::Tensor> p;
     for (const auto& [key, shape] : sae_shapes(c)) p[key] = 0.3 * torch::randn(shape);
     p["W_enc"] = torch::randn({d, d_sae}) / std::sqrt(static_cast<double>(d)) / 4;
     p["W_dec"] = torch::randn({d_sae, d}) * (0.5 + torch::rand({d_sae, 1}));
-    if (p.count("threshold")) p["threshold"] = c.architecture == Architecture::kBatchTopK ? torch::full({d_sae}, 0.2)
-                                                                                           : 0.3 * torch::rand({d_sae});
+    if (p.count("threshold")) p["threshold"] = uses_batch_topk(c.architecture) ? torch::full({d_sae}, 0.2)
+                                                                                : 0.3 * torch::rand({d_sae});
     if (std::string(arch) == "topk") c.apply_b_dec_to_input = false;  // sparsify folds it into its bias
     out.emplace_back(c, p, arch);
   }
@@ -183,10 +184,10 @@ TEST(SaeFormats, SaelabFoldersLoadInSaeLensV6WithTheirMetadataAndInV5) {
       SCOPED_TRACE(version);
       const nlohmann::json& v = seen[i][version];
       ASSERT_FALSE(v.contains("refused")) << v.dump();
-      // BatchTopK is written as SAELens writes it for inference: JumpReLU with its threshold.
-      const std::string arch = sae.config().architecture == Architecture::kBatchTopK
-                                   ? "jumprelu"
-                                   : architecture_name(sae.config().architecture);
+      // BatchTopK and Matryoshka BatchTopK are written as SAELens writes them for inference:
+      // JumpReLU with the threshold.
+      const std::string arch = uses_batch_topk(sae.config().architecture) ? "jumprelu"
+                                                                         : architecture_name(sae.config().architecture);
       EXPECT_EQ(v["architecture"], arch);
       const std::string key = std::to_string(i) + "." + version;
       EXPECT_TRUE(same_values(codes.at(key + ".codes"), want));

@@ -99,9 +99,108 @@ TEST(SaeLoss, BatchTopKKeepsTheLargestOverTheBatchAndLearnsAThreshold) {
   EXPECT_TRUE(torch::allclose(sae.encode(x.narrow(0, 0, 1)), torch::tensor({0.f, 0.f, 2.6f}).view({1, 3})));
 }
 
+TEST(SaeLoss, BatchTopKTrainsWithAuxKOnDeadLatents) {
+  Sae sae(cfg("batchtopk", 1), tiny("batchtopk", {0.f, -0.5f, -0.4f}), "test");
+  const torch::Tensor x = torch::tensor({1.f, 2.f, 0.f, 1.f}).view({2, 2});
+  // Kept: 2.6 and 1.5 of row 1 → e = (−1.6, −2.1) and (0, 1). Latent 0 dead (k_aux 1): its
+  // pre-activations (1, 0) → ê = (2, 0) and (0, 0); ‖e − ê‖² = 17.37 and 1 → mean 9.185;
+  // mean(e) = (−0.8, −0.55) → ‖e − mean‖² = 0.64 + 2.4025 = 3.0425 each; aux = 9.185 / 3.0425 / 32.
+  const SaeOutput o = sae.forward(x, 0.0, torch::tensor({true, false, false}));
+  EXPECT_TRUE(test::near_rel(o.aux.item<double>(), 9.185 / 3.0425 / 32.0, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.loss.item<double>(), (6.97 + 1.0) / 2 + 9.185 / 3.0425 / 32.0, 1e-6, 0));
+  o.aux.backward();
+  // The gradient reaches the dead latent's encoder column, and no live one.
+  const torch::Tensor g = sae.param("W_enc").grad();
+  EXPECT_GT(g.select(1, 0).abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(g.narrow(1, 1, 2).abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(sae.forward(x, 0.0).aux.item<double>(), 0.0);  // nothing dead, no AuxK
+}
+
+TEST(SaeLoss, MatryoshkaAddsTheInnerLevelsReconstructionsOfTheSameCode) {
+  SaeConfig c = cfg("matryoshka_batchtopk", 1);
+  c.matryoshka_widths = {2, 3};
+  Sae sae(c, tiny("matryoshka_batchtopk", {0.f, -0.5f, -0.4f}), "test");
+  const torch::Tensor x = torch::tensor({1.f, 2.f, 0.f, 1.f}).view({2, 2});
+  // The batchtopk code keeps 2.6 (latent 2) and 1.5 (latent 1) of row 1: full mse (6.97 + 1) / 2.
+  // Level 2 keeps latent 1 alone: row 1 x̂ = (0, 1.5) → 1 + 0.25; row 2 x̂ = 0 → 1; mean 1.125.
+  const SaeOutput o = sae.forward(x, 0.0);
+  EXPECT_TRUE(test::near_rel(o.mse.item<double>(), (6.97 + 1.0) / 2, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.nested.item<double>(), 1.125, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.loss.item<double>(), (6.97 + 1.0) / 2 + 1.125, 1e-6, 0));
+  EXPECT_EQ(o.l0.item<float>(), 1.0f);
+  // A plain batchtopk SAE with the same weights has no nested term.
+  Sae plain(cfg("batchtopk", 1), tiny("batchtopk", {0.f, -0.5f, -0.4f}), "test");
+  EXPECT_EQ(plain.forward(x, 0.0).nested.item<double>(), 0.0);
+  // Widths must nest up to d_sae and start at k or above.
+  c.matryoshka_widths = {2};
+  EXPECT_THROW(Sae(c, 1), c10::Error);
+  c.matryoshka_widths = {3, 3};
+  EXPECT_THROW(Sae(c, 1), c10::Error);
+  c.matryoshka_widths = {};
+  EXPECT_THROW(Sae(c, 1), c10::Error);
+}
+
+TEST(SaeLoss, BatchTopKCalibrationKeepsExactlyKPerRowOnAverage) {
+  Sae sae(cfg("batchtopk", 1), tiny("batchtopk", {0.f, -0.5f, -0.4f}), "test");
+  const torch::Tensor x = torch::tensor({1.f, 2.f, 0.f, 1.f}).view({2, 2});
+  // ReLU pre-activations (1, 1.5, 2.6 | 0, 0.5, 0.6); k · rows = 2 → θ is the third largest, 1.
+  EXPECT_TRUE(test::near_rel(sae.calibrate_batchtopk_threshold(x), 1.0, 1e-6, 0));
+  EXPECT_TRUE(torch::allclose(sae.encode(x), torch::tensor({0.f, 1.5f, 2.6f, 0.f, 0.f, 0.f}).view({2, 3})));
+
+  // Wide enough that the rows are read in two chunks; the threshold is still the (k·n + 1)-th
+  // largest activation of them all, and held-out rows of the same distribution get L0 ≈ k.
+  SaeConfig c;
+  c.architecture = Architecture::kBatchTopK;
+  c.d_in = 8;
+  c.d_sae = 16384;
+  c.k = 3;
+  Sae wide(c, 2);
+  torch::manual_seed(3);
+  const torch::Tensor rows = torch::randn({1100, 8});
+  const double theta = wide.calibrate_batchtopk_threshold(rows);
+  torch::NoGradGuard g;
+  const torch::Tensor all = std::get<0>(torch::relu(wide.pre_activations(rows)).reshape(-1).sort(0, true));
+  EXPECT_EQ(theta, all[3 * 1100].item<double>());
+  EXPECT_EQ((wide.encode(rows) > 0).sum().item<int64_t>(), 3 * 1100);
+  const double held_out = (wide.encode(torch::randn({2000, 8})) > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+  EXPECT_NEAR(held_out, 3.0, 0.3);
+}
+
+TEST(SaeLoss, JumpReluTanhPenaltyAndPreActivationLossMatchAHandComputedExample) {
+  SaeConfig c = cfg("jumprelu");
+  c.jumprelu_bandwidth = 0.5;
+  c.jumprelu_sparsity = JumpReluSparsity::kTanh;
+  c.jumprelu_tanh_scale = 0.25;  // small enough that no tanh saturates (float32 gradients stay exact)
+  c.pre_act_loss_coefficient = 0.5;
+  auto p = tiny("jumprelu", {0.f, -1.f, -0.5f});
+  p["threshold"] = torch::tensor({0.5f, 1.2f, 2.0f});
+  Sae sae(c, p, "test");
+  // pre = (1, 1, 2.5); θ = (0.5, 1.2, 2) → f = (1, 0, 2.5); ‖W_dec‖ = (2, 1, √2);
+  // penalty 0.1 · (tanh(0.25 · 1 · 2) + tanh(0) + tanh(0.25 · 2.5 · √2)).
+  // Pre-activation loss with latents 1 and 2 dead: 0.5 · (ReLU(1.2 − 1) · 1 + ReLU(2 − 2.5) · √2) = 0.1.
+  const SaeOutput o = sae.forward(torch::tensor({1.f, 2.f}).view({1, 2}), 0.1, torch::tensor({false, true, true}));
+  EXPECT_TRUE(test::near_rel(o.mse.item<double>(), 12.5, 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.sparsity.item<double>(), 0.1 * (std::tanh(0.5) + std::tanh(0.625 * kSqrt2)), 1e-6, 0));
+  EXPECT_TRUE(test::near_rel(o.aux.item<double>(), 0.1, 1e-5, 0));
+  o.sparsity.backward();
+  // Latent 1 sits within ε/2 of θ: ∂penalty/∂f₁ = 0.1 · 0.25 · 1 · sech²(0) = 0.025, times
+  // −θ/ε = −2.4 → −0.06 per θ; ∂/∂log θ₁ = 1.2 · (−0.06) = −0.072. The penalty's gradient also
+  // reaches the pre-activations of active latents (the step penalty's does not): b_enc₀ gets
+  // 0.1 · 0.25 · 2 · sech²(0.5), b_enc₂ 0.1 · 0.25 · √2 · sech²(0.625 √2), inactive b_enc₁ nothing.
+  const torch::Tensor g = sae.param("log_threshold").grad();
+  EXPECT_TRUE(test::near_rel(g[1].item<double>(), -0.072, 1e-5, 0));
+  EXPECT_NEAR(g[0].item<double>(), 0.0, 1e-7);
+  auto sech2 = [](double v) { return 1.0 / std::pow(std::cosh(v), 2); };
+  const torch::Tensor gb = sae.param("b_enc").grad();
+  EXPECT_TRUE(test::near_rel(gb[0].item<double>(), 0.1 * 0.25 * 2 * sech2(0.5), 1e-5, 0));
+  EXPECT_TRUE(test::near_rel(gb[2].item<double>(), 0.1 * 0.25 * kSqrt2 * sech2(0.625 * kSqrt2), 1e-5, 0));
+  EXPECT_EQ(gb[1].item<double>(), 0.0);
+}
+
 TEST(SaeLoss, JumpReluMatchesAHandComputedExampleIncludingThresholdGradients) {
   SaeConfig c = cfg("jumprelu");
   c.jumprelu_bandwidth = 0.5;
+  c.jumprelu_sparsity = JumpReluSparsity::kStep;
   auto p = tiny("jumprelu", {0.f, -1.f, -0.5f});
   p["threshold"] = torch::tensor({0.5f, 1.2f, 2.0f});
   Sae sae(c, p, "test");
@@ -132,13 +231,14 @@ TEST(SaeInit, DecoderRowsHaveUnitNormAndTheEncoderIsTheirTranspose) {
 
 TEST(SaeFiles, SaveAndLoadGiveIdenticalOutputsForEveryArchitecture) {
   test::TempDir dir;
-  for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "jumprelu"}) {
+  for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu"}) {
     SaeConfig c = cfg(arch, 4);
     c.d_in = 8;
     c.d_sae = 32;
+    if (arch == "matryoshka_batchtopk") c.matryoshka_widths = {8, 16, 32};
     Sae sae(c, 9);
     const torch::Tensor x = torch::randn({10, 8});
-    if (arch == "batchtopk") sae.forward(x, 0.0);  // sets the threshold
+    if (uses_batch_topk(c.architecture)) sae.forward(x, 0.0);  // sets the threshold
     SaeMetadata m;
     m.model_name = "brown-gpt";
     m.hook_name = "blocks.1.hook_resid_pre";
@@ -146,6 +246,7 @@ TEST(SaeFiles, SaveAndLoadGiveIdenticalOutputsForEveryArchitecture) {
     save_sae(dir / arch, sae, m, torch::full({32}, -2.0));
     const LoadedSae back = load_sae(dir / arch);
     EXPECT_EQ(architecture_name(back.sae.config().architecture), arch);
+    EXPECT_EQ(back.sae.config().matryoshka_widths, c.matryoshka_widths);
     EXPECT_EQ(back.metadata.hook_name, "blocks.1.hook_resid_pre");
     EXPECT_EQ(back.metadata.context_size, 128);
     EXPECT_TRUE(torch::equal(back.log10_density, torch::full({32}, -2.0)));
@@ -154,6 +255,8 @@ TEST(SaeFiles, SaveAndLoadGiveIdenticalOutputsForEveryArchitecture) {
     EXPECT_TRUE(torch::allclose(back.sae.decode(sae.encode(x)), sae.decode(sae.encode(x)), 1e-6, 1e-6)) << arch;
     const json cfg_json = load_json_file(dir / (arch + "/cfg.json"), "cfg");
     EXPECT_EQ(cfg_json["d_sae"], 32);
+    // SAELens reads the batch-top-k SAEs as it writes them for inference: JumpReLU.
+    EXPECT_EQ(cfg_json["architecture"], uses_batch_topk(c.architecture) ? "jumprelu" : arch);
     EXPECT_EQ(cfg_json["metadata"]["model_name"], "brown-gpt");
   }
 }

@@ -113,13 +113,14 @@ TEST(SaeTrainer, KeepsUnitNormDecoderRowsAndTrainsManySaesOnOneBatch) {
 }
 
 TEST(SaeTrainer, FoldingTheNormalisationLeavesOutputsOnRawInputsUnchanged) {
-  for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "jumprelu"}) {
+  for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu"}) {
     SaeSpec s;
     s.name = arch;
     s.config.architecture = parse_architecture(arch);
     s.config.d_in = 6;
     s.config.d_sae = 20;
     s.config.k = 3;
+    if (arch == "matryoshka_batchtopk") s.config.matryoshka_widths = {5, 10, 20};
     s.l1_coefficient = 0.01;
     SaeTrainOptions o;
     o.steps = 5;
@@ -128,6 +129,11 @@ TEST(SaeTrainer, FoldingTheNormalisationLeavesOutputsOnRawInputsUnchanged) {
     const torch::Tensor raw = torch::randn({128, 6}) * 7 + 3;
     trainer.initialize(raw);
     for (int i = 0; i < 5; ++i) trainer.step(raw.narrow(0, 32 * (i % 4), 32));
+    if (arch == "standard") {
+      // Decoder norms well away from 1 (a few steps move them little), as a long run leaves them.
+      torch::NoGradGuard g;
+      trainer.saes()[0].sae->W_dec().mul_(torch::rand({20, 1}) * 1.5 + 0.5);
+    }
     const Sae folded = trainer.folded(0);
     const Sae& inner = *trainer.saes()[0].sae;
     torch::NoGradGuard g;
@@ -135,7 +141,99 @@ TEST(SaeTrainer, FoldingTheNormalisationLeavesOutputsOnRawInputsUnchanged) {
     // The trained SAE on scaled inputs, mapped back, equals the folded SAE on raw inputs.
     const torch::Tensor expected = inner.decode(inner.encode(raw * scale)) / scale;
     EXPECT_TRUE(torch::allclose(folded.decode(folded.encode(raw)), expected, 1e-4, 1e-4)) << arch;
-    EXPECT_TRUE(torch::allclose(folded.encode(raw), inner.encode(raw * scale), 1e-4, 1e-4)) << arch;
+    // Codes are the trained ones; a standard SAE's are multiplied by its decoder norms (folded
+    // into the encoder, SAELens fold_W_dec_norm), so that every saved SAE has decoder rows of one
+    // norm (1 / scale on raw inputs) and codes in the same units.
+    const torch::Tensor norms = inner.param("W_dec").norm(2, {1});
+    const torch::Tensor codes = inner.encode(raw * scale) * (arch == "standard" ? norms : torch::ones_like(norms));
+    EXPECT_TRUE(torch::allclose(folded.encode(raw), codes, 1e-4, 1e-4)) << arch;
+    const torch::Tensor folded_norms = folded.param("W_dec").norm(2, {1});
+    EXPECT_TRUE(torch::allclose(folded_norms, torch::full_like(folded_norms, 1.0 / scale), 1e-5, 1e-6)) << arch;
+  }
+}
+
+TEST(SaeTrainer, GatedAndJumpReluUseAdamWithoutMomentum) {
+  std::vector<SaeSpec> specs;
+  for (const std::string arch : {"standard", "gated", "topk", "batchtopk", "jumprelu"}) {
+    SaeSpec s;
+    s.name = arch;
+    s.config.architecture = parse_architecture(arch);
+    s.config.d_in = 4;
+    s.config.d_sae = 8;
+    s.config.k = 2;
+    specs.push_back(s);
+  }
+  SaeTrainer trainer(specs, SaeTrainOptions{}, 1);
+  for (const auto& t : trainer.saes()) {
+    const auto& o = static_cast<const torch::optim::AdamOptions&>(t.optimizer->param_groups().front().options());
+    const double expected = t.spec.name == "gated" || t.spec.name == "jumprelu" ? 0.0 : 0.9;
+    EXPECT_EQ(std::get<0>(o.betas()), expected) << t.spec.name;
+    EXPECT_EQ(std::get<1>(o.betas()), 0.999) << t.spec.name;
+  }
+}
+
+// Anthropic's tanh penalty reaches the pre-activations, so λ sets the sparsity within a short run
+// (the step penalty's gradient reaches only θ, through a window of width ε).
+TEST(SaeTrainer, RaisingJumpReluLambdaLowersL0WithinAShortRun) {
+  const Synthetic syn = make_synthetic(48, 24, 1);
+  std::vector<SaeSpec> specs;
+  for (const double l1 : {0.05, 0.5, 2.0}) {
+    SaeSpec s;
+    s.name = "jumprelu-" + std::to_string(l1);
+    s.config.architecture = Architecture::kJumpReLU;
+    s.config.d_in = 24;
+    s.config.d_sae = 96;
+    s.l1_coefficient = l1;
+    specs.push_back(s);
+  }
+  SaeTrainOptions o;
+  o.steps = 300;
+  o.batch_size = 512;
+  o.lr = 3e-3;
+  o.lr_warmup_steps = 20;
+  o.l1_warmup_steps = 50;
+  SaeTrainer trainer(specs, o, 3);
+  torch::Generator gen = at::detail::createCPUGenerator(11);
+  trainer.initialize(syn.sample(2048, 0.06, gen));
+  std::vector<double> l0(specs.size(), 0.0);
+  for (int64_t s = 0; s < o.steps; ++s) {
+    const auto stats = trainer.step(syn.sample(512, 0.06, gen));
+    if (s >= o.steps - 20) {
+      for (size_t i = 0; i < stats.size(); ++i) l0[i] += stats[i].l0 / 20;
+    }
+  }
+  EXPECT_LT(l0[1], 0.8 * l0[0]) << l0[0] << " " << l0[1];
+  EXPECT_LT(l0[2], 0.8 * l0[1]) << l0[1] << " " << l0[2];
+}
+
+TEST(SaeTrainer, CalibratedBatchTopKThresholdsGiveKOnHeldOutRows) {
+  const Synthetic syn = make_synthetic(48, 24, 1);
+  std::vector<SaeSpec> specs;
+  for (const std::string arch : {"batchtopk", "matryoshka_batchtopk"}) {
+    SaeSpec s;
+    s.name = arch;
+    s.config.architecture = parse_architecture(arch);
+    s.config.d_in = 24;
+    s.config.d_sae = 96;
+    s.config.k = 6;
+    if (arch == "matryoshka_batchtopk") s.config.matryoshka_widths = {12, 24, 48, 96};
+    specs.push_back(s);
+  }
+  SaeTrainOptions o;
+  o.steps = 100;
+  o.batch_size = 256;
+  o.lr = 3e-3;
+  SaeTrainer trainer(specs, o, 3);
+  torch::Generator gen = at::detail::createCPUGenerator(5);
+  trainer.initialize(syn.sample(2048, 0.06, gen));
+  for (int64_t s = 0; s < o.steps; ++s) trainer.step(syn.sample(256, 0.06, gen));
+  trainer.calibrate_thresholds(syn.sample(4096, 0.06, gen));
+  const torch::Tensor held_out = syn.sample(4096, 0.06, gen);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Sae folded = trainer.folded(i);
+    torch::NoGradGuard g;
+    const double l0 = (folded.encode(held_out) > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+    EXPECT_NEAR(l0, 6.0, 0.25) << specs[i].name;
   }
 }
 

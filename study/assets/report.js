@@ -25,9 +25,14 @@ const OVERVIEW_COLUMNS = [
   ["l0", "L0", 1],
   ["fvu", "FVU", 3],
   ["loss_recovered_vs_zero", "loss rec.", 3],
+  ["loss_recovered_saelens", "loss rec. (SAELens)", 3],
   ["kl", "KL", 3],
+  ["kl_div_score", "KL score", 3],
+  ["absorption_rate", "absorption", 3],
   ["dead_fraction", "dead %", 1],
-  ["interp_score", "interp", 3],
+  ["interp_score", "align r", 3],
+  ["interp_precision", "rule prec.", 2],
+  ["interp_recall", "rule rec.", 2],
 ];
 
 /** The text of one overview cell (undefined leaves the cell empty); dead_fraction shows as percent. */
@@ -143,9 +148,12 @@ function featureStats(f) {
   );
 }
 
-/** The explanation line of a feature page. */
+/** The explanation line of a feature page: the rule, its annotation-alignment r, precision and recall. */
 function explanationText(f) {
-  return "explanation: " + f.explanation + "  (score " + formatNumber(f.score, 3) + ")";
+  if (f.scorable === false) return "explanation: " + f.explanation + "  (not scored: the feature fires in one half only)";
+  const pr = f.precision !== undefined
+    ? ", precision " + formatNumber(f.precision, 2) + ", recall " + formatNumber(f.recall, 2) : "";
+  return "explanation: " + f.explanation + "  (alignment r " + formatNumber(f.score, 3) + pr + ")";
 }
 
 /** Consecutive examples of the same quantile band, grouped: [{band, examples}], in their order. */
@@ -181,11 +189,12 @@ function steeringFor(steering, sae, id) {
   });
 }
 
-/** The lines of one steering result: the unsteered sample, then one per alpha. */
+/** The lines of one steering result: the unsteered sample, then one per strength (alpha, or c in clamp mode). */
 function steeringLines(s) {
+  const label = s.mode === "clamp" ? "c " : "alpha ";
   const rows = [["unsteered", s.unsteered]].concat(
     s.steered.map(function (x) {
-      return ["alpha " + x.alpha, x];
+      return [label + x.alpha, x];
     })
   );
   return rows.map(function (r) {
@@ -403,6 +412,7 @@ function startReport() {
   document.title = D.title;
   document.getElementById("title").textContent = D.title;
   drawOverview(D, { key: "name", dir: 1 });
+  document.getElementById("conventions").textContent = (D.notes || []).join(" ");
   document.getElementById("plot").innerHTML = D.plot;  // saelab's own SVG, labels escaped when written
   drawHistograms(D);
   startBrowser(D);

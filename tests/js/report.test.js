@@ -168,7 +168,8 @@ test("overview cells: text as it is, numbers with the column's decimals, dead fr
   assert.equal(report.overviewCell(row, column("interp_score")), "-");
   assert.equal(report.overviewCell(row, column("hook")), undefined);
   assert.deepEqual(report.OVERVIEW_COLUMNS.map((c) => c[1]),
-                   ["SAE", "arch", "hook", "L0", "FVU", "loss rec.", "KL", "dead %", "interp"]);
+                   ["SAE", "arch", "hook", "L0", "FVU", "loss rec.", "loss rec. (SAELens)", "KL", "KL score", "absorption", "dead %",
+                    "align r", "rule prec.", "rule rec."]);
 });
 
 test("a click on the sorted column flips its direction, on another column sorts it ascending", () => {
@@ -216,7 +217,11 @@ test("feature pages show density in percent, mean and max, and the explanation w
                "density 1.230%, mean activation 1.50, max 3.00");
   assert.equal(report.featureStats({}), "density -%, mean activation -, max -");
   assert.equal(report.explanationText({ explanation: "token ∈ {\" the\"}", score: 0.875 }),
-               "explanation: token ∈ {\" the\"}  (score 0.875)");
+               "explanation: token ∈ {\" the\"}  (alignment r 0.875)");
+  assert.equal(report.explanationText({ explanation: "POS = nn", score: 0.5, precision: 0.25, recall: 1, scorable: true }),
+               "explanation: POS = nn  (alignment r 0.500, precision 0.25, recall 1.00)");
+  assert.equal(report.explanationText({ explanation: "POS = nn", score: 0, scorable: false }),
+               "explanation: POS = nn  (not scored: the feature fires in one half only)");
 });
 
 test("quantile samples group by consecutive band", () => {
@@ -247,6 +252,15 @@ test("steering results are picked by SAE and feature", () => {
   assert.deepEqual(report.steeringFor(steering, "a", 3), []);
   assert.deepEqual(report.steeringFor(null, "a", 1), []);
   assert.deepEqual(report.steeringFor({}, "a", 1), []);
+});
+
+test("a clamp steering result labels its lines with c", () => {
+  const s = {
+    mode: "clamp",
+    unsteered: { feature_activation: 0, promoted_share: 0, text: "a" },
+    steered: [{ alpha: 2, feature_activation: 1, promoted_share: 0.5, text: "b" }],
+  };
+  assert.equal(report.steeringLines(s)[1], "c 2 (activation 1.00, promoted share 50.0%): b");
 });
 
 test("a steering result lists the unsteered sample, then one line per alpha", () => {

@@ -1,5 +1,6 @@
 #include "analysis/absorption.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "models/tokenizer.h"
@@ -9,7 +10,9 @@ namespace saelab {
 namespace {
 
 constexpr int64_t kLetters = 26;
-constexpr int64_t kChunk = 2048;  // rows encoded at once: the dense code is [kChunk, d_sae]
+
+// Rows encoded at once: the dense code [rows, d_sae] stays near 2^22 values (16 MB in float32).
+int64_t chunk_rows(int64_t d_sae) { return std::max<int64_t>(16, (int64_t{1} << 22) / std::max<int64_t>(1, d_sae)); }
 
 }  // namespace
 
@@ -80,14 +83,17 @@ AbsorptionResult measure_absorption(const Sae& sae, const torch::Tensor& x_in, c
   const torch::Tensor cut = 0.5 * ((mean_pos * probe_hat).sum(1) + (mean_neg * probe_hat).sum(1));  // [26]
 
   // Which latents fire on the fit half's tokens, kept as bytes ([n_fit, d_sae]).
+  // Counts are float32 sums of 0/1 values: exact below 2^24 tokens.
+  const int64_t chunk = chunk_rows(d_sae);
   torch::Tensor fires_fit = torch::empty({fit_rows.size(0), d_sae}, torch::kBool);
-  torch::Tensor tp_all = torch::zeros({kLetters, d_sae}, torch::kFloat64), fired_all = torch::zeros({d_sae}, torch::kFloat64);
-  for (int64_t s = 0; s < fit_rows.size(0); s += kChunk) {
-    const int64_t n = std::min(kChunk, fit_rows.size(0) - s);
+  torch::Tensor tp_all = torch::zeros({kLetters, d_sae}), fired_all = torch::zeros({d_sae});
+  const torch::Tensor onehot32 = onehot.to(torch::kFloat32);
+  for (int64_t s = 0; s < fit_rows.size(0); s += chunk) {
+    const int64_t n = std::min(chunk, fit_rows.size(0) - s);
     const torch::Tensor fires = sae.encode(x.index_select(0, fit_rows.narrow(0, s, n))) > 0;
     fires_fit.narrow(0, s, n).copy_(fires);
-    const torch::Tensor fd = fires.to(torch::kFloat64);
-    tp_all += torch::matmul(onehot.narrow(0, s, n).t(), fd);
+    const torch::Tensor fd = fires.to(torch::kFloat32);
+    tp_all += torch::matmul(onehot32.narrow(0, s, n).t(), fd);
     fired_all += fd.sum(0);
   }
   // The main latents of each letter: the latent of best F1 (= 2 tp / (fired + count)), then, as
@@ -98,19 +104,31 @@ AbsorptionResult measure_absorption(const Sae& sae, const torch::Tensor& x_in, c
   for (int64_t l = 0; l < kLetters; ++l) {
     const double n_l = count[l].item<double>();
     if (n_l < static_cast<double>(options.min_tokens)) continue;
-    const torch::Tensor is_l = (lf == l).to(torch::kFloat64);  // [n_fit]
+    const torch::Tensor is_l = (lf == l).to(torch::kFloat32);  // [n_fit]
     torch::Tensor covered = torch::zeros({fit_rows.size(0)}, torch::kBool);
     double tp_set = 0, fired_set = 0, best = 0;
     for (int64_t round = 0; round < options.max_main_latents; ++round) {
       // Counts over the tokens the set does not fire on yet: all tokens minus the covered ones.
       const torch::Tensor cov = covered.nonzero().squeeze(1);
-      const torch::Tensor f_cov = fires_fit.index_select(0, cov).to(torch::kFloat64);  // [covered, d_sae]
-      const torch::Tensor tp = tp_set + tp_all[l] - torch::mv(f_cov.t(), is_l.index_select(0, cov));  // [d_sae]
-      const torch::Tensor fired = fired_set + fired_all - f_cov.sum(0);
+      torch::Tensor tp = tp_all[l].clone(), fired = fired_all.clone();
+      for (int64_t c = 0; c < cov.size(0); c += chunk) {  // minus the covered tokens' counts
+        const torch::Tensor rows = cov.narrow(0, c, std::min(chunk, cov.size(0) - c));
+        const torch::Tensor f_cov = fires_fit.index_select(0, rows).to(torch::kFloat32);  // [rows, d_sae]
+        tp -= torch::mv(f_cov.t(), is_l.index_select(0, rows));
+        fired -= f_cov.sum(0);
+      }
+      tp += tp_set;
+      fired += fired_set;
       const torch::Tensor f1 = 2 * tp / (fired + n_l).clamp_min(1);
       const int64_t j = f1.argmax().item<int64_t>();
       const double f1_j = f1[j].item<double>();
-      if (round > 0 && f1_j < best + options.split_threshold) break;
+      // No latent detects the letter at all: it has no main latent and is not measured.
+      if (f1_j <= 0) break;
+      const auto& chosen = main_latents[static_cast<size_t>(l)];
+      if (round > 0 && (f1_j <= best || f1_j < best + options.split_threshold ||
+                        std::find(chosen.begin(), chosen.end(), j) != chosen.end())) {
+        break;
+      }
       main_latents[static_cast<size_t>(l)].push_back(j);
       best = f1_j;
       tp_set = tp[j].item<double>();
@@ -132,20 +150,21 @@ AbsorptionResult measure_absorption(const Sae& sae, const torch::Tensor& x_in, c
   const torch::Tensor proj = torch::matmul(W_dec, probe_hat.t());        // [d_sae, 26] W_dec,j · p̂_L
   const torch::Tensor aligned = (proj / dec_norm.unsqueeze(1)) >= options.cosine_threshold;  // [d_sae, 26]
   std::vector<int64_t> positives(kLetters, 0), false_negatives(kLetters, 0), absorbed(kLetters, 0);
-  for (int64_t s = 0; s < test_rows.size(0); s += kChunk) {
-    const int64_t n = std::min(kChunk, test_rows.size(0) - s);
+  const torch::Tensor proj32 = proj.to(torch::kFloat32);
+  for (int64_t s = 0; s < test_rows.size(0); s += chunk) {
+    const int64_t n = std::min(chunk, test_rows.size(0) - s);
     const torch::Tensor rows = test_rows.narrow(0, s, n);
     const torch::Tensor L = lt.narrow(0, s, n);
     const torch::Tensor xr = x.index_select(0, rows).to(torch::kFloat64);
     const torch::Tensor positive = (xr * probe_hat.index_select(0, L)).sum(1) > cut.index_select(0, L);
-    const torch::Tensor f = sae.encode(x.index_select(0, rows)).to(torch::kFloat64);  // [n, d_sae]
+    const torch::Tensor f = sae.encode(x.index_select(0, rows));  // [n, d_sae] float32
     const torch::Tensor main_of = is_main.index_select(0, L);                          // [n, d_sae]
     const torch::Tensor main_fires = (f > 0).logical_and(main_of).any(1);
     const torch::Tensor miss = positive.logical_and(main_fires.logical_not());
     // Contributions of each latent to the reconstruction's projection on the token's probe.
-    const torch::Tensor contrib = f * proj.index_select(1, L).t();  // [n, d_sae]
+    const torch::Tensor contrib = f * proj32.index_select(1, L).t();  // [n, d_sae]
     const torch::Tensor others = aligned.index_select(1, L).t().logical_and(main_of.logical_not());
-    const torch::Tensor carried = (contrib * others.to(torch::kFloat64)).sum(1);
+    const torch::Tensor carried = (contrib * others.to(torch::kFloat32)).sum(1);
     const torch::Tensor total = contrib.sum(1);
     const torch::Tensor is_absorbed =
         miss.logical_and(total > 0).logical_and(carried >= options.projection_fraction * total);

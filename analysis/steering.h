@@ -63,6 +63,7 @@ struct SteerResult {
 
 /// The hook that steers `feature` with `strength` (α or c) in `options.mode`; `max_activation` is
 /// the feature's maximum activation (clamp mode needs it positive). Activations are [b, T, d].
+/// The hook refers to `sae`, which must outlive it.
 HookFn steering_hook(const Sae& sae, int64_t feature, double strength, double max_activation,
                      const SteerOptions& options);
 

@@ -92,6 +92,8 @@ JumpReluSparsity parse_jumprelu_sparsity(const std::string& name) {
 
 const char* jumprelu_sparsity_name(JumpReluSparsity s) { return s == JumpReluSparsity::kStep ? "step" : "tanh"; }
 
+double default_jumprelu_bandwidth(JumpReluSparsity s) { return s == JumpReluSparsity::kStep ? 0.05 : 2.0; }
+
 void SaeConfig::validate() const {
   architecture_name(architecture);
   TORCH_CHECK(d_in > 0, "d_in must be positive (got ", d_in, ")");
@@ -355,10 +357,27 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       }
     }
     if (a == Architecture::kMatryoshkaBatchTopK) {
-      for (size_t level = 0; level + 1 < config_.matryoshka_widths.size(); ++level) {
-        const int64_t width = config_.matryoshka_widths[level];
-        const torch::Tensor inner = code.values * (code.indices < width).to(code.values.dtype());
-        o.nested = o.nested + squared_error(x, topk_decode(inner, code.indices, W_dec) + b_dec);
+      const std::vector<int64_t>& widths = config_.matryoshka_widths;
+      const int64_t rows = x.size(0);
+      if (rows * config_.d_sae <= (int64_t{1} << 24)) {
+        // The levels partition the latents, so one dense decode, group by group and accumulated,
+        // gives every level: cheaper than a sparse decode per level while [rows, d_sae] is small.
+        // scatter_add, since padding entries (value 0) may repeat an index of their row.
+        const torch::Tensor dense = torch::zeros({rows, config_.d_sae}, code.values.options())
+                                        .scatter_add(1, code.indices, code.values);
+        torch::Tensor partial = b_dec.expand({rows, config_.d_in});
+        int64_t start = 0;
+        for (size_t level = 0; level + 1 < widths.size(); ++level) {
+          const int64_t width = widths[level];
+          partial = torch::addmm(partial, dense.narrow(1, start, width - start), W_dec.narrow(0, start, width - start));
+          start = width;
+          o.nested = o.nested + squared_error(x, partial);
+        }
+      } else {
+        for (size_t level = 0; level + 1 < widths.size(); ++level) {
+          const torch::Tensor inner = code.values * (code.indices < widths[level]).to(code.values.dtype());
+          o.nested = o.nested + squared_error(x, topk_decode(inner, code.indices, W_dec) + b_dec);
+        }
       }
     }
     if (any_dead) {

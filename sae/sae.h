@@ -33,6 +33,9 @@ bool uses_batch_topk(Architecture architecture);
 enum class JumpReluSparsity { kStep, kTanh };
 JumpReluSparsity parse_jumprelu_sparsity(const std::string& name);
 const char* jumprelu_sparsity_name(JumpReluSparsity sparsity);
+/// The bandwidth ε that goes with a penalty in saelab's units (E‖x‖ = √d_in): Anthropic's 2 for
+/// tanh; for step, Gemma Scope's 0.001 at E‖x‖² = 1, i.e. about 0.05 here (d_in ≈ 2300).
+double default_jumprelu_bandwidth(JumpReluSparsity sparsity);
 
 struct SaeConfig {
   Architecture architecture = Architecture::kTopK;

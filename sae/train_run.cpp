@@ -96,13 +96,17 @@ std::string SaeRunSpec::folder_name() const {
   return s.str();
 }
 
+double SaeRunSpec::bandwidth() const {
+  return jumprelu_bandwidth > 0 ? jumprelu_bandwidth : default_jumprelu_bandwidth(parse_jumprelu_sparsity(jumprelu_sparsity));
+}
+
 SaeConfig SaeRunSpec::config(int64_t d_in) const {
   SaeConfig c;
   c.architecture = parse_architecture(architecture);
   c.d_in = d_in;
   c.d_sae = expansion * d_in;
   c.k = k;
-  c.jumprelu_bandwidth = jumprelu_bandwidth;
+  c.jumprelu_bandwidth = bandwidth();
   c.jumprelu_init_threshold = jumprelu_init_threshold;
   c.jumprelu_sparsity = parse_jumprelu_sparsity(jumprelu_sparsity);
   c.jumprelu_tanh_scale = jumprelu_tanh_scale;
@@ -138,7 +142,7 @@ void SaeRunOptions::validate() const {
                                             : s.matryoshka_widths.back();
       c.k = s.k;
       c.matryoshka_widths = s.matryoshka_widths;
-      c.jumprelu_bandwidth = s.jumprelu_bandwidth;
+      c.jumprelu_bandwidth = s.bandwidth();
       c.validate();
     }
     TORCH_CHECK(s.expansion > 0, "SAE '", s.folder_name(), "': expansion must be positive (got ", s.expansion, ")");

@@ -27,7 +27,7 @@ struct SaeRunSpec {
   int64_t k = 32;
   double l1 = 1.0;
   int64_t expansion = 8;
-  double jumprelu_bandwidth = SaeConfig{}.jumprelu_bandwidth;
+  double jumprelu_bandwidth = 0;  ///< 0: default_jumprelu_bandwidth of the penalty
   double jumprelu_init_threshold = SaeConfig{}.jumprelu_init_threshold;
   std::string jumprelu_sparsity = jumprelu_sparsity_name(SaeConfig{}.jumprelu_sparsity);
   double jumprelu_tanh_scale = SaeConfig{}.jumprelu_tanh_scale;
@@ -42,7 +42,7 @@ struct SaeRunSpec {
     v("k", k, "active latents per row (topk, batchtopk, matryoshka_batchtopk)", at_least(1));
     v("l1", l1, "sparsity coefficient λ (standard, gated: L1; jumprelu: its sparsity penalty)");
     v("expansion", expansion, "d_sae = expansion × d_in (in a run config: the run's 'expansion' when left out)", at_least(1));
-    v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth ε (normalised units; Anthropic's 2)", at_least(1e-12));
+    v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth ε in normalised units (0: the penalty's default, tanh 2, step 0.05)", at_least(0));
     v("jumprelu_init_threshold", jumprelu_init_threshold, "JumpReLU initial threshold (normalised units)", at_least(0));
     v("jumprelu_sparsity", jumprelu_sparsity, "JumpReLU penalty: tanh (Anthropic 2025: λ Σ tanh(c f |W_dec|)) or step (Gemma Scope: λ L0)");
     v("jumprelu_tanh_scale", jumprelu_tanh_scale, "c of the tanh penalty", at_least(1e-12));
@@ -54,6 +54,8 @@ struct SaeRunSpec {
   std::string folder_name() const;
   /// The SaeConfig of this SAE on inputs of width d_in (validated).
   SaeConfig config(int64_t d_in) const;
+  /// jumprelu_bandwidth, or the penalty's default when it is 0.
+  double bandwidth() const;
 };
 
 /// A cross product of SAEs: architectures × (k for topk / batchtopk, λ otherwise).

@@ -240,7 +240,11 @@ std::string PipelineResult::summary_table() const {
                        name.size() > 34 ? name.substr(name.size() - 34) : name, s.at("l0").get<double>(),
                        s.at("fvu").get<double>(), number(s, "loss_recovered_vs_zero"),
                        number(s, "loss_recovered_vs_zero", "saelens_convention"), s.at("kl").get<double>(),
-                       number(s, "kl_div_score"), number(s, "rate", "absorption"), 100 * s.at("dead_fraction").get<double>(),
+                       number(s, "kl_div_score"),
+                       s.contains("absorption") && s.at("absorption").value("letters", int64_t{0}) > 0
+                           ? number(s, "rate", "absorption")
+                           : std::string("-"),
+                       100 * s.at("dead_fraction").get<double>(),
                        number(s, "interp_score"));
     if (density_source.empty()) density_source = s.value("density_source", "");
   }

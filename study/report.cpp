@@ -45,7 +45,14 @@ json features_of(FeatureDb& db, const std::string& sae, long long limit, const j
     }
   }
   auto feat = db.prepare("SELECT density, mean_activation, max_activation FROM features WHERE sae = ? AND feature = ?");
-  auto expl = db.prepare("SELECT explanation, score, precision, recall, scorable FROM explanations WHERE sae = ? AND feature = ?");
+  // A database written before explanations had precision, recall and scorable still renders.
+  bool has_precision = false;
+  for (const auto& c : db.query("SELECT name FROM pragma_table_info('explanations')")) {
+    has_precision = has_precision || c.value("name", std::string()) == "precision";
+  }
+  auto expl = db.prepare(has_precision
+                             ? "SELECT explanation, score, precision, recall, scorable FROM explanations WHERE sae = ? AND feature = ?"
+                             : "SELECT explanation, score FROM explanations WHERE sae = ? AND feature = ?");
   auto exs = db.prepare(
       "SELECT id, kind, rank, band, activation, context, position, doc FROM examples WHERE sae = ? AND feature = ? "
       "ORDER BY kind DESC, band, rank");
@@ -67,9 +74,11 @@ json features_of(FeatureDb& db, const std::string& sae, long long limit, const j
     if (expl.next()) {
       j["explanation"] = expl.column_text(0);
       j["score"] = expl.column_double(1);
-      j["precision"] = expl.column_double(2);
-      j["recall"] = expl.column_double(3);
-      j["scorable"] = expl.column_int(4) != 0;
+      if (has_precision) {
+        j["precision"] = expl.column_double(2);
+        j["recall"] = expl.column_double(3);
+        j["scorable"] = expl.column_int(4) != 0;
+      }
       while (expl.next()) {
       }
     }
@@ -170,7 +179,10 @@ void write_report(const ReportInputs& in, const std::string& dir) {
       if (interp[name].contains("mean_precision")) row["interp_precision"] = interp[name]["mean_precision"];
       if (interp[name].contains("mean_recall")) row["interp_recall"] = interp[name]["mean_recall"];
     }
-    if (e.contains("absorption")) row["absorption_rate"] = e["absorption"].value("rate", 0.0);
+    // An absorption that measured no letter (a tokenizer without word-start marks) is no figure.
+    if (e.contains("absorption") && e["absorption"].value("letters", int64_t{0}) > 0) {
+      row["absorption_rate"] = e["absorption"].value("rate", 0.0);
+    }
     if (e.contains("saelens_convention")) {
       row["loss_recovered_saelens"] = e["saelens_convention"].value("loss_recovered_vs_zero", 0.0);
     }

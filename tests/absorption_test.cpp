@@ -130,13 +130,30 @@ TEST(Absorption, AMissWithoutAnAlignedLatentIsAFalseNegativeButNotAbsorption) {
   EXPECT_EQ(r.per_letter.at("a").at("absorbed"), 0);
   EXPECT_DOUBLE_EQ(r.rate, 0.0);
   EXPECT_DOUBLE_EQ(r.false_negative_rate, 0.125);
-  // Too few tokens per half: no letter is measured.
   AbsorptionOptions loose = strict;
   loose.cosine_threshold = 0.025;  // SAEBench's: the weakly aligned child latent now counts
   EXPECT_EQ(measure_absorption(sae, t.x, t.letter, t.fit, loose).per_letter.at("a").at("absorbed"), 25);
+  // Too few tokens per half: no letter is measured.
   AbsorptionOptions o = strict;
   o.min_tokens = 1000;
   EXPECT_EQ(measure_absorption(sae, t.x, t.letter, t.fit, o).letters, 0);
+}
+
+// A letter no latent fires on has no main latent and is not measured (its false negatives would
+// otherwise be charged to an arbitrary latent 0).
+TEST(Absorption, ALetterNoLatentDetectsIsNotMeasured) {
+  const Tokens t = tokens();
+  // Latent 0 and 1 fire on nothing here (their pre-activations are −x): only b is detected.
+  Sae sae(standard(3),
+          {{"W_enc", torch::tensor({-1.f, 0.f, 0.f, 0.f, -1.f, 0.f, 0.f, 0.f, 1.f}).view({3, 3})},
+           {"b_enc", torch::zeros({3})},
+           {"W_dec", torch::eye(3)},
+           {"b_dec", torch::zeros({3})}},
+          "blind");
+  const AbsorptionResult r = measure_absorption(sae, t.x, t.letter, t.fit);
+  EXPECT_EQ(r.letters, 1);
+  EXPECT_FALSE(r.per_letter.contains("a"));
+  EXPECT_TRUE(r.per_letter.contains("b"));
 }
 
 TEST(Absorption, FirstLettersComeFromWordStartPieces) {

@@ -33,6 +33,8 @@ TEST(ExportHf, WritesATracedModelAndModelJsonThatSaelabOpensHooksAndReadsLogitsF
   const Unembedding u = find_unembedding(lm);
   EXPECT_EQ(u.unembed_name, "lm_head.weight");
   EXPECT_EQ(u.ln_name, "transformer.ln_f.weight");
+  EXPECT_EQ(u.norm, "layernorm");
+  EXPECT_EQ(lm.info().extra.at("logit_lens").at("norm"), "layernorm");  // written from the module's class
   EXPECT_EQ(u.W_U.sizes(), (std::vector<int64_t>{64, 50257}));
 }
 

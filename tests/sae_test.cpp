@@ -140,6 +140,37 @@ TEST(SaeLoss, MatryoshkaAddsTheInnerLevelsReconstructionsOfTheSameCode) {
   EXPECT_THROW(Sae(c, 1), c10::Error);
 }
 
+// A batch too wide for the dense path decodes each level sparsely; both equal the definition
+// computed in float64 from the code, and so do their gradients to W_dec.
+TEST(SaeLoss, MatryoshkaNestedLossEqualsItsDefinitionOnTheDenseAndTheSparsePath) {
+  for (const int64_t rows : {int64_t{64}, int64_t{1100}}) {  // 64 · 16384 ≤ 2^24 < 1100 · 16384
+    SaeConfig c;
+    c.architecture = Architecture::kMatryoshkaBatchTopK;
+    c.d_in = 8;
+    c.d_sae = 16384;
+    c.k = 3;
+    c.matryoshka_widths = {4096, 8192, 16384};
+    Sae sae(c, 5);
+    torch::manual_seed(9);
+    const torch::Tensor x = torch::randn({rows, 8});
+    const SaeOutput o = sae.forward(x, 0.0);
+    o.nested.backward();
+    const torch::Tensor grad = sae.param("W_dec").grad().to(torch::kFloat64).clone();
+    // Reference: the dense code in float64, level by level.
+    const torch::Tensor f = o.dense_features(c.d_sae).detach().to(torch::kFloat64);
+    const torch::Tensor W = sae.param("W_dec").detach().to(torch::kFloat64).requires_grad_(true);
+    const torch::Tensor b = sae.param("b_dec").detach().to(torch::kFloat64);
+    torch::Tensor want = torch::zeros({}, torch::kFloat64);
+    for (const int64_t w : {int64_t{4096}, int64_t{8192}}) {
+      const torch::Tensor xh = torch::matmul(f.narrow(1, 0, w), W.narrow(0, 0, w)) + b;
+      want = want + (x.to(torch::kFloat64) - xh).pow(2).sum(-1).mean();
+    }
+    want.backward();
+    EXPECT_TRUE(test::near_rel(o.nested.item<double>(), want.item<double>(), 1e-5, 0)) << rows;
+    EXPECT_TRUE(torch::allclose(grad, W.grad(), 1e-4, 1e-6)) << rows;
+  }
+}
+
 TEST(SaeLoss, BatchTopKCalibrationKeepsExactlyKPerRowOnAverage) {
   Sae sae(cfg("batchtopk", 1), tiny("batchtopk", {0.f, -0.5f, -0.4f}), "test");
   const torch::Tensor x = torch::tensor({1.f, 2.f, 0.f, 1.f}).view({2, 2});

@@ -51,6 +51,20 @@ def find_parameter(model, suffixes):
     return None
 
 
+def norm_type(model, weight_name):
+    """The logit_lens "norm" of the module owning `weight_name`: layernorm, rmsnorm, or
+    rmsnorm_plus_one for Gemma's RMSNorm (x̂ · (1 + w)); None when the class does not say."""
+    module = model.get_submodule(weight_name.rsplit(".", 1)[0]) if "." in weight_name else model
+    cls = type(module).__name__
+    if cls.startswith("Gemma") and "RMSNorm" in cls:
+        return "rmsnorm_plus_one"
+    if "RMSNorm" in cls:
+        return "rmsnorm"
+    if "LayerNorm" in cls:
+        return "layernorm"
+    return None
+
+
 def export_module(model, out_dir, *, name, d_model, n_layers, context_length, vocab_size, tokenizer_entry,
                   trace_length=8, logits_index=0, prepend_bos=True):
     """Traces `model` (input_ids [batch, pos] → tuple with logits at `logits_index`) and writes
@@ -90,6 +104,9 @@ def export_module(model, out_dir, *, name, d_model, n_layers, context_length, vo
         info["logit_lens"] = {"unembed": unembed}
         if final_norm:
             info["logit_lens"]["final_norm"] = final_norm
+            kind = norm_type(model, final_norm)
+            if kind:  # saelab infers the type only from a bias; the module's class is surer
+                info["logit_lens"]["norm"] = kind
     tmp = os.path.join(out_dir, "model.json.tmp")
     with open(tmp, "w") as f:
         json.dump(info, f, indent=2)

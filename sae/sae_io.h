@@ -6,7 +6,7 @@
 //   SAELens      cfg.json + sae_weights.safetensors [+ sparsity.safetensors]: v6 (metadata nested,
 //                sae_lens_version >= 6) and v5 / pre-6 (flat keys, activation_fn_str/_kwargs);
 //                standard, gated, jumprelu, topk (with rescale_acts_by_decoder_norm), and saelab's
-//                batchtopk. Transcoders, tanh-relu, per-token input normalisation and hook_z
+//                batchtopk and matryoshka_batchtopk. Transcoders, tanh-relu, per-token input normalisation and hook_z
 //                reshaping are refused with the reason.
 //   sparsify     cfg.json + sae.safetensors (encoder.weight [d_sae, d_in], encoder.bias, W_dec, b_dec):
 //                TopK; skip connections, transcoders and groupmax refused with the reason.
@@ -14,15 +14,16 @@
 //                AutoEncoder, AutoEncoderNew, GatedAutoEncoder, AutoEncoderTopK, BatchTopKSAE,
 //                MatryoshkaBatchTopKSAE, JumpReluAutoEncoder.
 // Every reading gives the code and reconstruction that library computes for the file; where the
-// library computes something saelab's five architectures express only after a change of variables
+// library computes something saelab's six architectures express only after a change of variables
 // (decoder-norm rescaling, a fine-tuning scale, a never-learned threshold), it is folded into the
 // weights on load, exactly, and recorded in LoadedSae::notes.
 //
 // Written (save_sae):
 //   saelens      (the default) a folder SAELens v6 loads with its metadata and v5 loads too: the v6
 //                keys, metadata nested with sae_lens_version, and the flat keys v5 requires
-//                (hook_layer, hook_head_index, dataset_path, activation_fn_str/_kwargs). BatchTopK
-//                is written as SAELens writes it for inference: jumprelu with a per-latent threshold.
+//                (hook_layer, hook_head_index, dataset_path, activation_fn_str/_kwargs). BatchTopK and
+//                Matryoshka BatchTopK are written as SAELens writes them for inference: jumprelu
+//                with a per-latent threshold.
 //   saelens-v5   the flat pre-6 layout only.
 //   sparsify     cfg.json + sae.safetensors (TopK SAEs only).
 //

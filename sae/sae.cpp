@@ -305,7 +305,8 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   o.sparsity = zero;
   o.aux = zero;
   o.nested = zero;
-  const bool any_dead = dead.defined() && dead.any().item<bool>();
+  // Only AuxK and JumpReLU's pre-activation loss look at dead latents.
+  auto any_dead = [&dead] { return dead.defined() && dead.any().item<bool>(); };
   const torch::Tensor xc = centred(x);
   const torch::Tensor& W_enc = p_.at("W_enc");
   const torch::Tensor& W_dec = p_.at("W_dec");
@@ -334,7 +335,8 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     // batchtopk (Bussmann et al. 2024): keep the k·batch largest ReLU pre-activations of the whole batch.
     // matryoshka_batchtopk (Bussmann et al. 2025): the batchtopk code, and each inner level w also
     // reconstructs x from the code's latents below w alone.
-    // All through the sparse kernels; no dense [batch, d_sae] view (it would cost more than they save).
+    // All through the sparse kernels, with no dense [batch, d_sae] view (it would cost more than they
+    // save), except for the matryoshka levels while that view is small.
     const TopKCode code = a == Architecture::kTopK ? topk_encode(xc, W_enc, p_.at("b_enc"), config_.k)
                                       : batch_topk_encode(xc, W_enc, p_.at("b_enc"), config_.k * x.size(0));
     o.code_values = code.values;
@@ -362,9 +364,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       if (rows * config_.d_sae <= (int64_t{1} << 24)) {
         // The levels partition the latents, so one dense decode, group by group and accumulated,
         // gives every level: cheaper than a sparse decode per level while [rows, d_sae] is small.
-        // scatter_add, since padding entries (value 0) may repeat an index of their row.
-        const torch::Tensor dense = torch::zeros({rows, config_.d_sae}, code.values.options())
-                                        .scatter_add(1, code.indices, code.values);
+        const torch::Tensor dense = topk_to_dense(code, config_.d_sae);
         torch::Tensor partial = b_dec.expand({rows, config_.d_in});
         int64_t start = 0;
         for (size_t level = 0; level + 1 < widths.size(); ++level) {
@@ -380,7 +380,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
         }
       }
     }
-    if (any_dead) {
+    if (any_dead()) {
       // AuxK: model the detached residual e = x − x̂ with the top-k_aux pre-activations of dead
       // latents; loss ‖e − ê‖² / ‖e − mean(e)‖² times the coefficient (1/32 by default).
       const torch::Tensor dead_idx = dead.nonzero().squeeze(1);
@@ -410,7 +410,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     } else {
       o.sparsity = l1 * torch::tanh(config_.jumprelu_tanh_scale * o.features * dec_norm).sum(-1).mean();
     }
-    if (config_.pre_act_loss_coefficient > 0 && any_dead) {
+    if (config_.pre_act_loss_coefficient > 0 && any_dead()) {
       // Anthropic's pre-activation loss on dead latents: λ_P Σ_i ReLU(θ_i − π_i) ‖W_dec,i‖.
       const torch::Tensor mask = dead.to(pre.dtype());
       o.aux = config_.pre_act_loss_coefficient * (torch::relu(theta - pre) * (mask * dec_norm)).sum(-1).mean();

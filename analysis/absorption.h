@@ -41,6 +41,9 @@ struct AbsorptionOptions {
   double projection_fraction = 0.4;
   int64_t max_main_latents = 5;
   double split_threshold = 0.03;
+  /// Word-start tokens kept for the measurement (the first ones): bounds its memory, which is
+  /// [tokens, d_sae] bytes for the fit half's firing pattern.
+  int64_t max_tokens = 16384;
 
   template <class V>
   void fields(V& v) {
@@ -49,6 +52,7 @@ struct AbsorptionOptions {
     v("absorption_fraction", projection_fraction, "absorption: share of the probe projection absorbing latents must carry (SAEBench: 0.4)", in_range(0, 1));
     v("absorption_main_latents", max_main_latents, "absorption: most latents a letter may be split over", at_least(1));
     v("absorption_split", split_threshold, "absorption: F1 gain that adds a latent to a letter's main ones (SAEBench: 0.03)", in_range(0, 1));
+    v("absorption_max_tokens", max_tokens, "absorption: word-start tokens measured (the first ones), which bounds its memory", at_least(2));
   }
 };
 

@@ -26,17 +26,54 @@ struct LossSums {
   int64_t n = 0;
 };
 
-torch::Tensor log_probs_of(const torch::Tensor& logits) {
-  return torch::log_softmax(logits.narrow(1, 0, logits.size(1) - 1).to(torch::kFloat32), -1);
+// Predictions per chunk: the [rows, vocab] float32 temporaries of the loss sums stay near 2^22
+// values (16 MB) whatever the vocabulary and the batch.
+int64_t prediction_chunk(int64_t vocab) { return std::max<int64_t>(1, (int64_t{1} << 22) / vocab); }
+
+// The clean run's log-probabilities [b, T − 1, V] in float32 for one batch (every other run of the
+// batch is compared with them), computed chunk by chunk from the logits [b, T, V].
+torch::Tensor clean_log_probs(const torch::Tensor& logits) {
+  const int64_t b = logits.size(0), T = logits.size(1), V = logits.size(2), chunk = prediction_chunk(V);
+  torch::Tensor out = torch::empty({b, T - 1, V}, torch::kFloat32);
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t t = 0; t < T - 1; t += chunk) {
+      const int64_t n = std::min(chunk, T - 1 - t);
+      out[i].narrow(0, t, n).copy_(torch::log_softmax(logits[i].narrow(0, t, n).to(torch::kFloat32), -1));
+    }
+  }
+  return out;
 }
 
-double ce_sum(const torch::Tensor& logp, const torch::Tensor& tokens) {
-  const torch::Tensor targets = tokens.narrow(1, 1, tokens.size(1) - 1).unsqueeze(-1);
-  return -logp.gather(-1, targets).sum().item<double>();
+// Adds to `sums` the cross-entropy of the run's logits [b, T, V] on tokens[:, 1:] and, when `clean`
+// [b, T − 1, V] is defined, KL(p_clean ‖ p_run), chunk by chunk: no [tokens, vocab] copy is made.
+void add_losses(const torch::Tensor& logits, const torch::Tensor& tokens, const torch::Tensor& clean, LossSums& sums) {
+  const int64_t b = logits.size(0), T = logits.size(1), V = logits.size(2), chunk = prediction_chunk(V);
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t t = 0; t < T - 1; t += chunk) {
+      const int64_t n = std::min(chunk, T - 1 - t);
+      const torch::Tensor lp = torch::log_softmax(logits[i].narrow(0, t, n).to(torch::kFloat32), -1);
+      const torch::Tensor targets = tokens[i].narrow(0, t + 1, n).unsqueeze(1);
+      sums.ce -= lp.gather(1, targets).sum().item<double>();
+      if (clean.defined()) {
+        const torch::Tensor c = clean[i].narrow(0, t, n);
+        sums.kl += (c.exp() * (c - lp)).sum().item<double>();
+      }
+    }
+  }
+  sums.n += b * (T - 1);
 }
 
-double kl_sum(const torch::Tensor& logp_clean, const torch::Tensor& logp_other) {
-  return (logp_clean.exp() * (logp_clean - logp_other)).sum().item<double>();
+// The clean run's cross-entropy from its log-probabilities, summed in add_losses' chunks (so that a
+// run with the same logits gives exactly the same number).
+void add_clean_loss(const torch::Tensor& clean, const torch::Tensor& tokens, LossSums& sums) {
+  const int64_t b = clean.size(0), P = clean.size(1), chunk = prediction_chunk(clean.size(2));
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t t = 0; t < P; t += chunk) {
+      const int64_t n = std::min(chunk, P - t);
+      sums.ce -= clean[i].narrow(0, t, n).gather(1, tokens[i].narrow(0, t + 1, n).unsqueeze(1)).sum().item<double>();
+    }
+  }
+  sums.n += b * P;
 }
 
 // Replaces positions 1.. of x [b, T, d] by f(x[:, 1:]); BOS stays as it was.
@@ -159,50 +196,46 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
   std::map<std::string, std::vector<torch::Tensor>> hook_rows;
   std::vector<torch::Tensor> letters, fit_half;
   const bool all_positions = options.saelens_convention;
-  auto run = [&](const torch::Tensor& toks, const std::string& hook, HookFn fn) {
+  // One run of the batch with `hook` replaced, its losses added to `sums` (KL against the clean run).
+  torch::Tensor logp_clean;
+  auto run = [&](const torch::Tensor& toks, const std::string& hook, HookFn fn, LossSums& sums) {
     HookScope scope(hooked);
     scope.replace(hook, std::move(fn));
-    return log_probs_of(lm.logits_from_output(hooked.forward(toks)));
+    add_losses(lm.logits_from_output(hooked.forward(toks)), toks, logp_clean, sums);
   };
+  int64_t absorption_rows = 0;
   Progress bar("eval", n, "ctx");
   for (int64_t s = 0; s < n; s += B) {
     const torch::Tensor toks = batch_of(s);
-    torch::Tensor logp_clean;
     std::map<std::string, torch::Tensor> acts;
+    logp_clean = torch::Tensor();  // the previous batch's, released before this batch's clean run
     {
       HookScope scope(hooked);
       for (const auto& h : hooks) scope.capture(h);
-      logp_clean = log_probs_of(lm.logits_from_output(hooked.forward(toks)));
+      logp_clean = clean_log_probs(lm.logits_from_output(hooked.forward(toks)));
       for (const auto& h : hooks) acts[h] = scope.captured(h);
     }
-    const int64_t preds = logp_clean.size(0) * logp_clean.size(1);
-    if (options.absorption) {
+    if (options.absorption && absorption_rows < options.absorption_options.max_tokens) {
+      // Only word-start letter tokens enter absorption, and at most max_tokens of them (the first).
       const int64_t T = toks.size(1);
+      const torch::Tensor letter = first_letters(lm.tokenizer(), toks.narrow(1, 1, T - 1)).reshape(-1);
+      torch::Tensor keep = (letter >= 0).nonzero().squeeze(1);
+      keep = keep.narrow(0, 0, std::min(keep.size(0), options.absorption_options.max_tokens - absorption_rows));
+      absorption_rows += keep.size(0);
       for (const auto& h : hooks) {
         const torch::Tensor x = acts.at(h).narrow(1, 1, T - 1);
-        hook_rows[h].push_back(x.reshape({-1, x.size(-1)}).to(torch::kFloat32));
+        hook_rows[h].push_back(x.reshape({-1, x.size(-1)}).index_select(0, keep).to(torch::kFloat32));
       }
-      letters.push_back(first_letters(lm.tokenizer(), toks.narrow(1, 1, T - 1)).reshape(-1));
+      letters.push_back(letter.index_select(0, keep));
       const torch::Tensor context = torch::arange(s, s + toks.size(0), torch::kInt64).unsqueeze(1).expand({toks.size(0), T - 1});
-      fit_half.push_back((context.remainder(2) == 0).reshape(-1));
+      fit_half.push_back((context.remainder(2) == 0).reshape(-1).index_select(0, keep));
     }
-    clean.ce += ce_sum(logp_clean, toks);
-    clean.n += preds;
+    add_clean_loss(logp_clean, toks, clean);
     for (const auto& h : hooks) {
       const torch::Tensor m = mean.at(h);
-      const torch::Tensor lz = run(toks, h, splice_after_bos([](const torch::Tensor& x) { return torch::zeros_like(x); }));
-      zero[h].ce += ce_sum(lz, toks);
-      zero[h].kl += kl_sum(logp_clean, lz);
-      zero[h].n += preds;
-      if (all_positions) {
-        const torch::Tensor la = run(toks, h, [](const torch::Tensor& x) { return torch::zeros_like(x); });
-        zero_all[h].ce += ce_sum(la, toks);
-        zero_all[h].kl += kl_sum(logp_clean, la);
-        zero_all[h].n += preds;
-      }
-      const torch::Tensor lm_ = run(toks, h, splice_after_bos([m](const torch::Tensor& x) { return m.to(x.dtype()).expand_as(x); }));
-      mean_abl[h].ce += ce_sum(lm_, toks);
-      mean_abl[h].n += preds;
+      run(toks, h, splice_after_bos([](const torch::Tensor& x) { return torch::zeros_like(x); }), zero[h]);
+      if (all_positions) run(toks, h, [](const torch::Tensor& x) { return torch::zeros_like(x); }, zero_all[h]);
+      run(toks, h, splice_after_bos([m](const torch::Tensor& x) { return m.to(x.dtype()).expand_as(x); }), mean_abl[h]);
     }
     for (size_t i = 0; i < saes.size(); ++i) {
       const Sae& sae = saes[i].sae();
@@ -225,31 +258,24 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
       const torch::Tensor fc = active.sum(0).to(torch::kInt64);
       r.fire_counts = r.fire_counts.defined() ? r.fire_counts + fc : fc;
       r.n += x.size(0);
-      const torch::Tensor ls = run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
+      run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
         return reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
-      }));
-      spliced[i].ce += ce_sum(ls, toks);
-      spliced[i].kl += kl_sum(logp_clean, ls);
-      spliced[i].n += preds;
+      }), spliced[i]);
       if (all_positions) {
-        const torch::Tensor la = run(toks, saes[i].hook, [&sae](const torch::Tensor& v) {
+        run(toks, saes[i].hook, [&sae](const torch::Tensor& v) {
           return reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
-        });
-        spliced_all[i].ce += ce_sum(la, toks);
-        spliced_all[i].kl += kl_sum(logp_clean, la);
-        spliced_all[i].n += preds;
+        }, spliced_all[i]);
       }
       if (options.with_error_term) {
-        const torch::Tensor le = run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
+        run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
           const torch::Tensor r = reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
           return r + (v - r);
-        }));
-        with_error[i].ce += ce_sum(le, toks);
-        with_error[i].n += preds;
+        }), with_error[i]);
       }
     }
     bar.update(s + toks.size(0));
   }
+  logp_clean = torch::Tensor();
   bar.finish();
 
   std::map<std::string, torch::Tensor> hook_x;

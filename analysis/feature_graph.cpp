@@ -37,41 +37,49 @@ nlohmann::json FeatureGraph::to_json() const {
 }
 
 std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const AttachedSae& from, int64_t source,
-                                                  const AttachedSae& to, const torch::Tensor& tokens) {
+                                                  const AttachedSae& to, const torch::Tensor& tokens, int64_t batch) {
   torch::NoGradGuard no_grad;
   TORCH_CHECK(from.hook != to.hook, "ablation_effect: the two SAEs share hook ", from.hook);
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) >= 2, "ablation_effect: tokens must be [b, T >= 2] (got ", tokens.sizes(), ")");
+  TORCH_CHECK(batch > 0, "ablation_effect: batch must be positive (got ", batch, ")");
   const Sae& s1 = from.sae();
   const Sae& s2 = to.sae();
   const torch::Tensor w = s1.param("W_dec").detach()[source];  // [d_in]
-  torch::Tensor fires;  // [b, T] source activation in the clean run
-  torch::Tensor clean, ablated;
-  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) >= 2, "ablation_effect: tokens must be [b, T >= 2] (got ", tokens.sizes(), ")");
   // Position 0 is BOS, which SAEs are neither trained nor evaluated on: it is not ablated, and
-  // its effect is not measured.
+  // its effect is not measured. Contexts go `batch` at a time, the differences summed: memory is
+  // that of one batch's codes, whatever the number of contexts.
   const int64_t T = tokens.size(1);
-  {
-    const ActivationCache cache = hooked.run_with_cache(tokens, {from.hook, to.hook});
-    fires = s1.encode(cache[from.hook].narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);
-    clean = s2.encode(cache[to.hook].narrow(1, 1, T - 1).to(torch::kFloat32));
+  torch::Tensor sum = torch::zeros({s2.config().d_sae}, torch::kFloat64);
+  int64_t n = 0;
+  for (int64_t s = 0; s < tokens.size(0); s += batch) {
+    const torch::Tensor toks = tokens.narrow(0, s, std::min(batch, tokens.size(0) - s));
+    torch::Tensor fires, clean, ablated;  // fires [b, T − 1]: the source's activation in the clean run
+    {
+      const ActivationCache cache = hooked.run_with_cache(toks, {from.hook, to.hook});
+      fires = s1.encode(cache[from.hook].narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);
+      clean = s2.encode(cache[to.hook].narrow(1, 1, T - 1).to(torch::kFloat32));
+    }
+    const torch::Tensor mask = fires > 0;
+    const int64_t fired = mask.sum().item<int64_t>();
+    if (fired == 0) continue;
+    {
+      HookScope scope(hooked);
+      scope.replace(from.hook, [&](const torch::Tensor& x) {
+        const torch::Tensor f = s1.encode(x.narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);  // [b, T − 1]
+        torch::Tensor out = x.clone();
+        out.narrow(1, 1, T - 1).sub_((f.unsqueeze(-1) * w).to(x.dtype()));
+        return out;
+      });
+      scope.capture(to.hook);
+      scope.stop_after_last_hook();
+      hooked.forward(toks);
+      ablated = s2.encode(scope.captured(to.hook).narrow(1, 1, T - 1).to(torch::kFloat32));
+    }
+    sum += (clean - ablated).index({mask}).to(torch::kFloat64).sum(0);  // over the firing positions
+    n += fired;
   }
-  {
-    HookScope scope(hooked);
-    scope.replace(from.hook, [&](const torch::Tensor& x) {
-      const torch::Tensor f = s1.encode(x.narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);  // [b, T − 1]
-      torch::Tensor out = x.clone();
-      out.narrow(1, 1, T - 1).sub_((f.unsqueeze(-1) * w).to(x.dtype()));
-      return out;
-    });
-    scope.capture(to.hook);
-    scope.stop_after_last_hook();
-    hooked.forward(tokens);
-    ablated = s2.encode(scope.captured(to.hook).narrow(1, 1, T - 1).to(torch::kFloat32));
-  }
-  const torch::Tensor mask = fires > 0;  // [b, T − 1]
-  const int64_t n = mask.sum().item<int64_t>();
   if (n == 0) return {torch::zeros({s2.config().d_sae}), 0};
-  const torch::Tensor diff = (clean - ablated).index({mask});  // [n, d_sae]
-  return {diff.mean(0), n};
+  return {(sum / static_cast<double>(n)).to(torch::kFloat32), n};
 }
 
 FeatureGraph build_feature_graph(HookedModel& hooked, const std::vector<AttachedSae>& chain, const EvalSet& eval_set,
@@ -114,7 +122,7 @@ FeatureGraph build_feature_graph(HookedModel& hooked, const std::vector<Attached
       const int64_t feat = chosen[c].item<int64_t>();
       const torch::Tensor best = std::get<1>(ctx_max.select(1, feat).topk(std::min(options.contexts, n)));
       const torch::Tensor toks = eval_set.tokens.index_select(0, best);
-      auto [effect, positions] = ablation_effect(hooked, a, feat, b, toks);
+      auto [effect, positions] = ablation_effect(hooked, a, feat, b, toks, B);
       if (positions == 0) continue;
       auto [vals, idx] = effect.abs().topk(std::min(options.effects, effect.size(0)));
       for (int64_t j = 0; j < vals.size(0); ++j) {

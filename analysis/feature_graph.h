@@ -64,8 +64,9 @@ std::vector<AttachedSae> graph_chain(const HookedModel& hooked, const std::vecto
 
 /// Effect of ablating feature `source` of `from` at positions 1.. of `tokens` [b, T] (position 0,
 /// BOS, untouched) on the features of `to`: the mean over positions ≥ 1 where the source fires of
-/// f_to(clean) − f_to(ablated) [d_sae of `to`], and the number of such positions.
+/// f_to(clean) − f_to(ablated) [d_sae of `to`], and the number of such positions. Contexts are run
+/// `batch` at a time.
 std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const AttachedSae& from, int64_t source,
-                                                  const AttachedSae& to, const torch::Tensor& tokens);
+                                                  const AttachedSae& to, const torch::Tensor& tokens, int64_t batch = 4);
 
 }  // namespace saelab

@@ -16,10 +16,12 @@ void register_bench_sae(CLI::App& app) {
   cmd->callback([] {
     start_command();
     flags.apply();
-    // Two SAEs (sparse and dense TopK) with weights, gradients and Adam moments, and the batch's
-    // [batch, d_sae] tensors: refused before allocating when memory cannot hold them.
+    // Refused before allocating when memory cannot hold it: the sparse TopK SAE's weights and Adam
+    // moments (its gradients stay factored), the other two SAEs' weights, gradients and moments,
+    // and a few [batch, d_sae] tensors.
     const double d_in = static_cast<double>(options.d_in), d_sae = static_cast<double>(options.d_sae);
-    require_memory(2.0 * 4.0 * d_sae * (8.0 * d_in + 6.0 * static_cast<double>(options.batch)),
+    const double copies = options.topk_only ? 6.0 : 6.0 + 2 * 8.0;
+    require_memory(4.0 * d_sae * (copies * d_in + 4.0 * static_cast<double>(options.batch)),
                    "bench-sae with --d-in " + std::to_string(options.d_in) + " --d-sae " + std::to_string(options.d_sae));
     const json r = bench_sae_steps(options);
     const std::string text = r.dump(2) + "\n";

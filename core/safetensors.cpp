@@ -70,13 +70,15 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   }
   std::string head = header.dump();
   while ((head.size() + 8) % 8 != 0) head.push_back(' ');
-  std::string out;
-  out.reserve(8 + head.size() + static_cast<size_t>(offset));
+  std::string prefix;
   const uint64_t n = head.size();
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-  out += head;
-  for (const auto& c : data) out.append(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
-  write_file_atomic(path, out);
+  for (int i = 0; i < 8; ++i) prefix.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  prefix += head;
+  // Streamed tensor by tensor: no copy of the file in memory (a GPT-3-width SAE is ~5 GB).
+  write_atomic_stream(path, [&](const ByteSink& sink) {
+    sink(prefix.data(), prefix.size());
+    for (const auto& c : data) sink(c.data_ptr(), static_cast<size_t>(c.numel() * c.element_size()));
+  });
 }
 
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& where) {

@@ -132,6 +132,14 @@ std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& c) {
   return s;
 }
 
+void Sae::set_sparse_gradients(bool on) {
+  if (!on) {
+    sinks_.reset();
+  } else if (!sinks_ && uses_k(config_.architecture)) {
+    sinks_ = std::make_shared<SparseGradSinks>();
+  }
+}
+
 Sae::Sae(const SaeConfig& config, uint64_t seed) : config_(config) {
   config_.validate();
   torch::manual_seed(seed);
@@ -337,11 +345,17 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     // reconstructs x from the code's latents below w alone.
     // All through the sparse kernels, with no dense [batch, d_sae] view (it would cost more than they
     // save), except for the matryoshka levels while that view is small.
-    const TopKCode code = a == Architecture::kTopK ? topk_encode(xc, W_enc, p_.at("b_enc"), config_.k)
-                                      : batch_topk_encode(xc, W_enc, p_.at("b_enc"), config_.k * x.size(0));
+    // With sparse gradients on, W_enc's and W_dec's gradients are recorded as factored terms for
+    // the trainer's fused update (sae/sparse_grad.h) instead of dense .grad.
+    SparseGrad* enc_grad = sinks_ ? &sinks_->W_enc : nullptr;
+    SparseGrad* dec_grad = sinks_ ? &sinks_->W_dec : nullptr;
+    const torch::Tensor centre = config_.apply_b_dec_to_input ? b_dec : torch::Tensor();
+    const torch::Tensor& b_enc = p_.at("b_enc");
+    const TopKCode code = a == Architecture::kTopK ? topk_encode(x, W_enc, b_enc, config_.k, centre, enc_grad)
+                                      : batch_topk_encode(x, W_enc, b_enc, config_.k * x.size(0), centre, enc_grad);
     o.code_values = code.values;
     o.code_indices = code.indices;
-    o.x_hat = topk_decode(code.values, code.indices, W_dec) + b_dec;
+    o.x_hat = topk_decode(code.values, code.indices, W_dec, dec_grad) + b_dec;
     const torch::Tensor active = code.values.detach() > 0;  // [batch, k']
     o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
                         .index_add_(0, code.indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
@@ -376,7 +390,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       } else {
         for (size_t level = 0; level + 1 < widths.size(); ++level) {
           const torch::Tensor inner = code.values * (code.indices < widths[level]).to(code.values.dtype());
-          o.nested = o.nested + squared_error(x, topk_decode(inner, code.indices, W_dec) + b_dec);
+          o.nested = o.nested + squared_error(x, topk_decode(inner, code.indices, W_dec, dec_grad) + b_dec);
         }
       }
     }
@@ -386,10 +400,19 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       const torch::Tensor dead_idx = dead.nonzero().squeeze(1);
       const int64_t k_aux = std::min<int64_t>(config_.aux_k > 0 ? config_.aux_k : config_.d_in / 2, dead_idx.size(0));
       const torch::Tensor e = (x - o.x_hat).detach();
-      const torch::Tensor pre_dead =
-          torch::matmul(xc, W_enc.index_select(1, dead_idx)) + p_.at("b_enc").index_select(0, dead_idx);
-      auto [top, idx] = pre_dead.topk(k_aux, -1);
-      const torch::Tensor e_hat = topk_decode(torch::relu(top), idx, W_dec.index_select(0, dead_idx));
+      torch::Tensor top, latents;
+      {
+        // The selection among dead latents without gradient; the selected entries are then made
+        // differentiable by the same kernels as the main code (no dense gradient for W_enc or W_dec).
+        torch::NoGradGuard no_grad;
+        const torch::Tensor pre_dead =
+            torch::matmul(xc, W_enc.index_select(1, dead_idx)) + b_enc.index_select(0, dead_idx);
+        torch::Tensor idx;
+        std::tie(top, idx) = pre_dead.topk(k_aux, -1);
+        latents = dead_idx.index_select(0, idx.reshape(-1)).view_as(idx);
+      }
+      const torch::Tensor values = gathered_encode(x, W_enc, b_enc, latents, top, centre, enc_grad);
+      const torch::Tensor e_hat = topk_decode(values, latents, W_dec, dec_grad);
       const torch::Tensor var = (e - e.mean(0)).pow(2).sum(-1).mean();
       o.aux = config_.aux_k_coefficient * squared_error(e, e_hat) / var.clamp_min(1e-12);
     }

@@ -7,7 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sae/sparse_grad.h"
+
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -128,6 +131,12 @@ class Sae {
   /// exceed it (ties aside): on held-out rows from the same distribution the mean L0 is then k,
   /// which a running average over training is not in short runs. Returns the threshold.
   double calibrate_batchtopk_threshold(const torch::Tensor& x);
+  /// With `on`, the sparse-code architectures (topk, batchtopk, matryoshka_batchtopk) record
+  /// W_enc's and W_dec's gradients as factored terms in sparse_gradients() instead of dense .grad,
+  /// for the trainer's fused update (sae/sparse_grad.h). The other architectures ignore it.
+  void set_sparse_gradients(bool on);
+  /// The recorded gradients, or nullptr when they go to .grad.
+  SparseGradSinks* sparse_gradients() const { return sinks_.get(); }
   /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.
   torch::Tensor& batchtopk_running_threshold() { return batchtopk_threshold_; }
   const torch::Tensor& batchtopk_running_threshold() const { return batchtopk_threshold_; }
@@ -140,6 +149,7 @@ class Sae {
   SaeConfig config_;
   std::map<std::string, torch::Tensor> p_;
   torch::Tensor batchtopk_threshold_;  // [] running estimate (batchtopk)
+  std::shared_ptr<SparseGradSinks> sinks_;
 };
 
 /// Expected tensor shapes of an architecture, by SAELens name.

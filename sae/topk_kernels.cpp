@@ -3,6 +3,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include "core/simd.h"
+
+#include <algorithm>
+#include <cstdint>
 #include <tuple>
 #include <vector>
 
@@ -29,11 +33,23 @@ torch::Tensor sparse_t_mm(const torch::Tensor& values, const torch::Tensor& indi
 }
 
 template <class T>
-T dot(const T* a, const T* b, int64_t n) {
+SAELAB_INLINE T dot(const T* a, const T* b, int64_t n) {
   T acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c];
   return acc;
+}
+
+// out[j] = g · W[idx[j]] for j < k: one row of gathered_dots.
+template <class T>
+SAELAB_INLINE void row_dots(const T* g, const T* W, const int64_t* idx, int64_t k, int64_t d, T* out) {
+  for (int64_t j = 0; j < k; ++j) out[j] = dot(g, W + idx[j] * d, d);
+}
+SAELAB_VECTOR_CLONES void row_dots_of(const float* g, const float* W, const int64_t* idx, int64_t k, int64_t d, float* out) {
+  row_dots(g, W, idx, k, d, out);
+}
+void row_dots_of(const double* g, const double* W, const int64_t* idx, int64_t k, int64_t d, double* out) {
+  row_dots(g, W, idx, k, d, out);
 }
 
 // out[b, j] = g[b] · W[indices[b, j]] for W [d_sae, d] and g [batch, d]: batch·k dot products read
@@ -49,40 +65,58 @@ torch::Tensor gathered_dots(const torch::Tensor& g_in, const torch::Tensor& indi
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        for (int64_t j = 0; j < k; ++j) op[b * k + j] = dot(gp + b * d, Wp + ip[b * k + j] * d, d);
+        row_dots_of(gp + b * d, Wp, ip + b * k, k, d, op + b * k);
       }
     });
   });
   return out;
 }
 
-// Per-row top-k of a [rows, n] matrix, sorted descending (as torch::topk). One pass per row with a
-// sorted buffer of the k best so far: after the first few hundred entries almost every value fails
-// the single comparison against the buffer's minimum, so this costs about one read of the matrix
-// (torch::topk copies each row into a scratch buffer and partially sorts it: ~3x slower here).
+// The k largest entries of one row, sorted descending (as torch::topk), into vals / idx. One pass
+// with a sorted buffer of the k best so far; blocks of 16 entries none of which beats the
+// buffer's minimum are skipped after one vector comparison, which after the first few hundred
+// entries is almost every block: about one read of the row (torch::topk copies each row into a
+// scratch buffer and partially sorts it: several times slower here).
+template <class T>
+SAELAB_INLINE void row_topk_one(const T* row, int64_t n, int64_t k, T* vals, int64_t* idx) {
+  int64_t filled = 0;
+  auto insert = [&](T v, int64_t c) {
+    if (filled == k && !(v > vals[k - 1])) return;
+    int64_t pos = filled < k ? filled++ : k - 1;  // keep vals descending; the smallest drops out when full
+    while (pos > 0 && vals[pos - 1] < v) {
+      vals[pos] = vals[pos - 1];
+      idx[pos] = idx[pos - 1];
+      --pos;
+    }
+    vals[pos] = v;
+    idx[pos] = c;
+  };
+  constexpr int64_t kBlock = 16;
+  int64_t c = 0;
+  for (; c < n && filled < k; ++c) insert(row[c], c);
+  for (; c + kBlock <= n; c += kBlock) {
+    const T least = vals[k - 1];
+    int hit = 0;  // an OR of comparisons vectorises where a float max reduction does not
+#pragma omp simd reduction(| : hit)
+    for (int64_t j = 0; j < kBlock; ++j) hit |= row[c + j] > least;
+    if (!hit) continue;
+    for (int64_t j = 0; j < kBlock; ++j) insert(row[c + j], c + j);
+  }
+  for (; c < n; ++c) insert(row[c], c);
+}
+SAELAB_VECTOR_CLONES void row_topk_of(const float* row, int64_t n, int64_t k, float* vals, int64_t* idx) {
+  row_topk_one(row, n, k, vals, idx);
+}
+void row_topk_of(const double* row, int64_t n, int64_t k, double* vals, int64_t* idx) {
+  row_topk_one(row, n, k, vals, idx);
+}
+
+// Per-row top-k of a [rows, n] matrix, sorted descending.
 template <class T>
 void row_topk_kernel(const T* pre, int64_t rows, int64_t n, int64_t k, T* out_values, int64_t* out_indices) {
   at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-    std::vector<T> vals(static_cast<size_t>(k));
-    std::vector<int64_t> idx(static_cast<size_t>(k));
     for (int64_t r = begin; r < end; ++r) {
-      const T* row = pre + r * n;
-      int64_t filled = 0;
-      for (int64_t c = 0; c < n; ++c) {
-        const T v = row[c];
-        if (filled == k && !(v > vals[k - 1])) continue;
-        // Insert v keeping vals descending; the smallest drops out when full.
-        int64_t pos = filled < k ? filled++ : k - 1;
-        while (pos > 0 && vals[pos - 1] < v) {
-          vals[pos] = vals[pos - 1];
-          idx[pos] = idx[pos - 1];
-          --pos;
-        }
-        vals[pos] = v;
-        idx[pos] = c;
-      }
-      std::copy(vals.begin(), vals.end(), out_values + r * k);
-      std::copy(idx.begin(), idx.end(), out_indices + r * k);
+      row_topk_of(pre + r * n, n, k, out_values + r * k, out_indices + r * k);
     }
   });
 }
@@ -100,19 +134,85 @@ std::tuple<torch::Tensor, torch::Tensor> row_topk(const torch::Tensor& pre_in, i
   return {values, indices};
 }
 
-class TopKEncodeFn : public torch::autograd::Function<TopKEncodeFn> {
+// The selected pre-activations as a differentiable [batch, k] code: forward returns ReLU(top),
+// where top [batch, k] holds the pre-activations (x − b_dec) W_enc + b_enc at `indices`, computed
+// without gradient by the caller (entries dropped by the selection hold 0). Backward: the gradient
+// reaches W_enc, b_enc (and b_dec, x) through the selected positive entries only. W_enc's gradient
+// is recorded in the sink when there is one (a factored term, no dense matrix).
+class GatheredEncodeFn : public torch::autograd::Function<GatheredEncodeFn> {
  public:
-  // k > 0: the k largest per row. k < 0: the |k| largest over the whole batch (BatchTopK), stored
-  // per row padded to the fullest row's count, padding masked to value 0 with no gradient.
-  static tensor_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W_enc,
-                             const torch::Tensor& b_enc, int64_t k) {
-    torch::Tensor top, indices, keep;
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W_enc,
+                               const torch::Tensor& b_enc, const torch::Tensor& b_dec, const torch::Tensor& indices,
+                               const torch::Tensor& top, int64_t sink, bool centred) {
+    ctx->save_for_backward({x, W_enc, b_dec, indices, top});
+    ctx->saved_data["d_sae"] = W_enc.size(1);
+    ctx->saved_data["sink"] = sink;
+    ctx->saved_data["centred"] = centred;
+    (void)b_enc;
+    return top.clamp_min(0);
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &W_enc = saved[1], &b_dec = saved[2], &indices = saved[3], &top = saved[4];
+    const int64_t d_sae = ctx->saved_data["d_sae"].toInt();
+    auto* sink = reinterpret_cast<SparseGrad*>(static_cast<intptr_t>(ctx->saved_data["sink"].toInt()));
+    const bool centred = ctx->saved_data["centred"].toBool();
+    const torch::Tensor g = grads[0] * (top > 0).to(grads[0].dtype());  // ReLU'
+    // d pre[b, i] = g at the selected (b, i), zero elsewhere: a sparse [batch, d_sae] matrix S.
+    const torch::Tensor grad_b_enc = torch::zeros({d_sae}, g.options()).index_add_(0, indices.reshape(-1), g.reshape(-1));
+    torch::Tensor grad_x, grad_W_enc, grad_b_dec;
+    if (ctx->needs_input_grad(1)) {
+      const torch::Tensor xc = centred ? x - b_dec : x;
+      if (sink != nullptr) {
+        sink->add_code(g, indices, xc);
+      } else {
+        // x^T S, stored contiguous like W_enc (the optimizer's elementwise passes are faster on it).
+        grad_W_enc = sparse_t_mm(g, indices, xc, d_sae).t().contiguous();
+      }
+    }
+    // Σ_b ∂L/∂x_b = Σ_b S[b] W_encᵀ = W_enc (Σ_b S[b]) = W_enc · grad_b_enc: one matrix-vector product.
+    if (centred && ctx->needs_input_grad(3)) grad_b_dec = -torch::mv(W_enc, grad_b_enc);
+    if (ctx->needs_input_grad(0)) {
+      // grad_x[b] = Σ_j g[b, j] W_enc[:, idx[b, j]]: a weighted bag of rows of W_encᵀ. The
+      // transposed copy (d_in × d_sae) costs far less than gathering strided columns.
+      const int64_t B = indices.size(0), k = indices.size(1);
+      const torch::Tensor offsets = torch::arange(0, B * k, k, indices.options());
+      grad_x = std::get<0>(torch::embedding_bag(W_enc.t().contiguous(), indices.reshape(-1), offsets, false,
+                                                /*mode sum=*/0, false, g.reshape(-1), false));
+    }
+    return {grad_x, grad_W_enc, grad_b_enc, grad_b_dec, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+int64_t sink_handle(SparseGrad* sink) { return static_cast<int64_t>(reinterpret_cast<intptr_t>(sink)); }
+
+// Custom functions take no undefined tensors: no centring is an empty b_dec and a flag.
+torch::Tensor centre_or_empty(const torch::Tensor& b_dec, const torch::Tensor& x) {
+  return b_dec.defined() ? b_dec : torch::empty({0}, x.options());
+}
+
+// Pre-activations (x − b_dec) W_enc + b_enc without gradient, as one GEMM on the raw x.
+torch::Tensor pre_activations_no_grad(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
+                                      const torch::Tensor& b_dec) {
+  torch::NoGradGuard no_grad;
+  if (!b_dec.defined()) return torch::addmm(b_enc, x, W_enc);
+  return torch::addmm(b_enc - torch::mv(W_enc.t(), b_dec), x, W_enc);
+}
+
+// k > 0: the k largest per row. k < 0: the |k| largest over the whole batch (BatchTopK), stored per
+// row padded to the fullest row's count, padding (and negative entries) masked to value 0.
+TopKCode select_and_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k,
+                           const torch::Tensor& b_dec, SparseGrad* sink) {
+  torch::Tensor top, indices;
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor pre = pre_activations_no_grad(x, W_enc, b_enc, b_dec);  // [batch, d_sae]: the one dense GEMM
+    torch::Tensor keep;
     if (k > 0) {
-      const torch::Tensor pre = torch::addmm(b_enc, x, W_enc);  // [batch, d_sae]: the one dense GEMM
       std::tie(top, indices) = row_topk(pre, k);
       keep = top > 0;  // ReLU
     } else {
-      const torch::Tensor pre = torch::addmm(b_enc, x, W_enc);  // [batch, d_sae]: the one dense GEMM
       const int64_t B = pre.size(0), d_sae = pre.size(1);
       const int64_t total = std::min<int64_t>(-k, pre.numel());
       const torch::Tensor flat_idx = std::get<1>(pre.reshape(-1).topk(total, 0, true, /*sorted=*/false));
@@ -122,44 +222,23 @@ class TopKEncodeFn : public torch::autograd::Function<TopKEncodeFn> {
       keep = (torch::arange(widest, counts.options()).unsqueeze(0) < counts.unsqueeze(1)).logical_and(top > 0);
     }
     top = top * keep.to(top.dtype());  // entries dropped (or negative) become 0: value and gradient
-    const torch::Tensor values = top.clamp_min(0);
-    ctx->save_for_backward({x, W_enc, indices, top});
-    ctx->saved_data["d_sae"] = W_enc.size(1);
-    ctx->mark_non_differentiable({indices});
-    return {values, indices};
   }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const torch::Tensor &x = saved[0], &W_enc = saved[1], &indices = saved[2], &top = saved[3];
-    const int64_t d_sae = ctx->saved_data["d_sae"].toInt();
-    const torch::Tensor g = grads[0] * (top > 0).to(grads[0].dtype());  // ReLU'
-    // d pre[b, i] = g at the selected (b, i), zero elsewhere: a sparse [batch, d_sae] matrix S.
-    // grad_x[b] = Σ_j g[b, j] W_enc[:, idx[b, j]]: a weighted bag of rows of W_encᵀ. The
-    // transposed copy (d_in × d_sae) costs far less than gathering strided columns.
-    const int64_t B = indices.size(0), k = indices.size(1);
-    const torch::Tensor offsets = torch::arange(0, B * k, k, indices.options());
-    const torch::Tensor grad_x = std::get<0>(torch::embedding_bag(W_enc.t().contiguous(), indices.reshape(-1), offsets,
-                                                                  false, /*mode sum=*/0, false, g.reshape(-1), false));
-    // x^T S, stored contiguous like W_enc (the optimizer's elementwise passes are faster on it).
-    const torch::Tensor grad_W_enc =
-        sparse_t_mm(g, indices, x, d_sae).t().contiguous();
-    const torch::Tensor grad_b_enc = torch::zeros({d_sae}, g.options()).index_add_(0, indices.reshape(-1), g.reshape(-1));
-    return {grad_x, grad_W_enc, grad_b_enc, torch::Tensor()};
-  }
-
-};
+  const torch::Tensor values = GatheredEncodeFn::apply(x, W_enc, b_enc, centre_or_empty(b_dec, x), indices, top,
+                                                       sink_handle(sink), b_dec.defined());
+  return {values, indices};
+}
 
 class TopKDecodeFn : public torch::autograd::Function<TopKDecodeFn> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& values, const torch::Tensor& indices,
-                               const torch::Tensor& W_dec) {
+                               const torch::Tensor& W_dec, int64_t sink) {
     const int64_t B = values.size(0), k = values.size(1);
     const torch::Tensor offsets = torch::arange(0, B * k, k, indices.options());
     // embedding_bag sums the selected rows weighted by `values` without materialising them.
     const torch::Tensor out = std::get<0>(torch::embedding_bag(W_dec, indices.reshape(-1), offsets, false,
                                                                /*mode sum=*/0, false, values.reshape(-1), false));
     ctx->save_for_backward({values, indices, W_dec});
+    ctx->saved_data["sink"] = sink;
     return out;
   }
 
@@ -167,34 +246,49 @@ class TopKDecodeFn : public torch::autograd::Function<TopKDecodeFn> {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &values = saved[0], &indices = saved[1], &W_dec = saved[2];
     const torch::Tensor& g = grads[0];  // [batch, d_in]
+    auto* sink = reinterpret_cast<SparseGrad*>(static_cast<intptr_t>(ctx->saved_data["sink"].toInt()));
     const torch::Tensor grad_values = gathered_dots(g, indices, W_dec);
-    const torch::Tensor grad_W_dec = sparse_t_mm(values, indices, g, W_dec.size(0));
-    return {grad_values, torch::Tensor(), grad_W_dec};
+    torch::Tensor grad_W_dec;
+    if (sink != nullptr) {
+      sink->add_code(values, indices, g);
+    } else {
+      grad_W_dec = sparse_t_mm(values, indices, g, W_dec.size(0));
+    }
+    return {grad_values, torch::Tensor(), grad_W_dec, torch::Tensor()};
   }
 };
 
 }  // namespace
 
-TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k) {
+TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k,
+                     const torch::Tensor& b_dec, SparseGrad* W_enc_grad) {
   TORCH_CHECK(x.dim() == 2 && W_enc.dim() == 2 && x.size(1) == W_enc.size(0), "topk_encode: x [batch, d_in] and W_enc [d_in, d_sae] disagree (got ",
               x.sizes(), " and ", W_enc.sizes(), ")");
   TORCH_CHECK(k > 0 && k <= W_enc.size(1), "k must be in 1..d_sae (got ", k, ")");
-  const auto out = TopKEncodeFn::apply(x, W_enc, b_enc, k);
-  return {out[0], out[1]};
+  return select_and_encode(x, W_enc, b_enc, k, b_dec, W_enc_grad);
 }
 
 TopKCode batch_topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
-                           int64_t total) {
+                           int64_t total, const torch::Tensor& b_dec, SparseGrad* W_enc_grad) {
   TORCH_CHECK(x.dim() == 2 && W_enc.dim() == 2 && x.size(1) == W_enc.size(0), "batch_topk_encode: x [batch, d_in] and W_enc [d_in, d_sae] disagree (got ",
               x.sizes(), " and ", W_enc.sizes(), ")");
   TORCH_CHECK(total > 0, "batch_topk_encode: the number of kept entries must be positive (got ", total, ")");
-  const auto out = TopKEncodeFn::apply(x, W_enc, b_enc, -total);
-  return {out[0], out[1]};
+  return select_and_encode(x, W_enc, b_enc, -total, b_dec, W_enc_grad);
 }
 
-torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& W_dec) {
+torch::Tensor gathered_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
+                              const torch::Tensor& indices, const torch::Tensor& pre, const torch::Tensor& b_dec,
+                              SparseGrad* W_enc_grad) {
+  TORCH_CHECK(indices.dim() == 2 && pre.sizes() == indices.sizes() && indices.size(0) == x.size(0),
+              "gathered_encode: indices and pre must be [batch, k] alike");
+  return GatheredEncodeFn::apply(x, W_enc, b_enc, centre_or_empty(b_dec, x), indices, pre.detach(),
+                                 sink_handle(W_enc_grad), b_dec.defined());
+}
+
+torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& W_dec,
+                          SparseGrad* W_dec_grad) {
   TORCH_CHECK(values.sizes() == indices.sizes() && values.dim() == 2, "topk_decode: values and indices must both be [batch, k]");
-  return TopKDecodeFn::apply(values, indices, W_dec);
+  return TopKDecodeFn::apply(values, indices, W_dec, sink_handle(W_dec_grad));
 }
 
 torch::Tensor topk_to_dense(const TopKCode& code, int64_t d_sae) {

@@ -2,8 +2,14 @@
 // backward pass and the decoder touch only the k active latents per row, so a training step costs
 // about one dense GEMM plus O(batch * k * d_in). Both are custom autograd functions, checked against
 // dense float64 autograd in the tests.
+//
+// Every kernel takes an optional SparseGrad (sae/sparse_grad.h) for its big matrix: without one the
+// gradient lands in .grad as a dense matrix, as autograd does; with one it is recorded there as
+// factored terms and .grad stays undefined, for the trainer's fused update.
 #pragma once
 #include <torch/torch.h>
+
+#include "sae/sparse_grad.h"
 
 namespace saelab {
 
@@ -12,19 +18,29 @@ struct TopKCode {
   torch::Tensor indices;  // [batch, k] int64 latent indices
 };
 
-/// values, indices = top-k over latents of ReLU(x W_enc + b_enc).
-/// x [batch, d_in] (already centred by b_dec when the SAE does that), W_enc [d_in, d_sae],
-/// b_enc [d_sae]. Gradients flow to x, W_enc and b_enc through the k selected entries only.
-TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k);
+/// values, indices = top-k over latents of ReLU((x − b_dec) W_enc + b_enc).
+/// x [batch, d_in], W_enc [d_in, d_sae], b_enc [d_sae], b_dec [d_in] or undefined (no centring).
+/// Gradients flow to x, W_enc, b_enc and b_dec through the k selected entries only; b_dec's is
+/// −W_enc · ∂L/∂b_enc, one matrix-vector product.
+TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k,
+                     const torch::Tensor& b_dec = {}, SparseGrad* W_enc_grad = nullptr);
 
 /// BatchTopK: the `total` largest ReLU pre-activations over the whole batch. Rows are padded to the
 /// fullest row's count; padding has value 0 (and no gradient), so topk_decode can take the code.
 TopKCode batch_topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
-                           int64_t total);
+                           int64_t total, const torch::Tensor& b_dec = {}, SparseGrad* W_enc_grad = nullptr);
+
+/// ReLU(pre) [batch, k] for pre-activations `pre` = ((x − b_dec) W_enc + b_enc) at `indices`, already
+/// computed by the caller without gradient (e.g. AuxK's selection among dead latents), made
+/// differentiable as topk_encode's code is.
+torch::Tensor gathered_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
+                              const torch::Tensor& indices, const torch::Tensor& pre, const torch::Tensor& b_dec = {},
+                              SparseGrad* W_enc_grad = nullptr);
 
 /// out[b] = sum_j values[b, j] * W_dec[indices[b, j]]  →  [batch, d_in]  (no bias).
 /// W_dec [d_sae, d_in]. Gradients flow to values and W_dec (rows that were used only).
-torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& W_dec);
+torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& W_dec,
+                          SparseGrad* W_dec_grad = nullptr);
 
 /// The sparse code as a dense [batch, d_sae] tensor (for metrics and analysis).
 torch::Tensor topk_to_dense(const TopKCode& code, int64_t d_sae);

@@ -211,8 +211,10 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   for (const auto& hook : hooks) check_path_name(hook, "hook '" + hook + "' (a folder name of the run)");
   const RunLock lock = RunLock::folder(options.out, "training folder");
   {
-    // Refuse at once what memory cannot hold: float32 weights, gradients and two Adam moments of
-    // encoder and decoder plus a folded copy at save, and about six [batch, d_sae] step tensors.
+    // Refuse at once what memory cannot hold: float32 weights and two Adam moments of encoder and
+    // decoder, their dense gradients where the code is not sparse (topk, batchtopk and matryoshka
+    // keep them factored: sae/sparse_grad.h), and about six [batch, d_sae] step tensors. The folded
+    // copies at save reuse the Adam moments' memory (released first).
     double need = 0;
     for (const auto& hook : hooks) {
       const fs::path manifest = fs::path(options.store) / hook / "manifest.json";
@@ -221,7 +223,8 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
           StoreManifest::from_json(load_json_file(manifest.string(), "activation manifest"), manifest.string()).d);
       for (const auto& rs : options.saes) {
         const double d_sae = static_cast<double>(rs.expansion) * d;
-        need += 4.0 * d_sae * (9.0 * d + 6.0 * static_cast<double>(to.batch_size));
+        const double copies = uses_k(parse_architecture(rs.architecture)) ? 6.0 : 8.0;
+        need += 4.0 * d_sae * (copies * d + 6.0 * static_cast<double>(to.batch_size));
       }
     }
     require_memory(need, "training " + std::to_string(options.saes.size() * hooks.size()) +
@@ -333,6 +336,9 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   result.steps_done = step;
   if (step < to.steps) return result;
 
+  // The last checkpoint is written: Adam's moments are no longer needed, and at GPT-3 width they
+  // are the memory the folded copies below need.
+  for (auto& g : groups) g.trainer->release_optimizers();
   for (auto& g : groups) {
     const StoreManifest& m = g.store->manifest();
     // BatchTopK thresholds from the final weights: exactly k active latents per row on average

@@ -36,52 +36,53 @@ torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations) {
 
 namespace {
 
-// Adam's update for one float32 parameter in a single pass over p, g, m, v (the library's Adam
-// makes about eight passes, which dominates a sparse TopK step). Same formula as torch::optim::Adam
-// without weight decay: m ← β1 m + (1 − β1) g, v ← β2 v + (1 − β2) g², p ← p − lr/(1 − β1ᵗ) ·
-// m / (sqrt(v) / sqrt(1 − β2ᵗ) + ε). The state lives in the optimizer, so it is saved and loaded with it.
-void fused_adam_step(torch::optim::Adam& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) {
-    const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
-    TORCH_CHECK(o.weight_decay() == 0 && !o.amsgrad(), "fused Adam supports neither weight decay nor AMSGrad");
-    const auto [beta1, beta2] = o.betas();
-    for (auto& p : group.params()) {
-      if (!p.grad().defined()) continue;
-      TORCH_CHECK(p.scalar_type() == torch::kFloat32 && p.is_contiguous(), "fused Adam needs contiguous float32 parameters");
-      const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
-      auto& states = optimizer.state();
-      if (states.count(key) == 0) {
-        auto st = std::make_unique<torch::optim::AdamParamState>();
-        st->step(0);
-        st->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
-        st->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
-        states[key] = std::move(st);
-      }
-      auto& st = static_cast<torch::optim::AdamParamState&>(*states[key]);
-      st.step(st.step() + 1);
-      const double bc1 = 1 - std::pow(beta1, static_cast<double>(st.step()));
-      const double bc2 = 1 - std::pow(beta2, static_cast<double>(st.step()));
-      const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
-      const float step_size = static_cast<float>(lr / bc1), inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(bc2));
-      const float eps = static_cast<float>(o.eps());
-      const torch::Tensor g = p.grad().contiguous();
-      float* pp = p.data_ptr<float>();
-      const float* gp = g.data_ptr<float>();
-      float* mp = st.exp_avg().data_ptr<float>();
-      float* vp = st.exp_avg_sq().data_ptr<float>();
-      at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-#pragma omp simd
-        for (int64_t i = begin; i < end; ++i) {
-          const float gi = gp[i];
-          const float m = b1 * mp[i] + (1 - b1) * gi;
-          const float v = b2 * vp[i] + (1 - b2) * gi * gi;
-          mp[i] = m;
-          vp[i] = v;
-          pp[i] -= step_size * m / (std::sqrt(v) * inv_sqrt_bc2 + eps);
-        }
-      });
-    }
+torch::optim::AdamParamState& adam_state(torch::optim::Adam& optimizer, const torch::Tensor& p) {
+  const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
+  auto& states = optimizer.state();
+  if (states.count(key) == 0) {
+    auto st = std::make_unique<torch::optim::AdamParamState>();
+    st->step(0);
+    st->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+    st->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+    states[key] = std::move(st);
   }
+  return static_cast<torch::optim::AdamParamState&>(*states[key]);
+}
+
+// Counts a step in p's state and returns its Adam constants (torch::optim::Adam's formula without
+// weight decay or AMSGrad).
+AdamStep next_adam_step(torch::optim::Adam& optimizer, torch::optim::AdamParamState& st, double lr) {
+  TORCH_CHECK(optimizer.param_groups().size() == 1, "the SAE optimizer has one parameter group");
+  const auto& o = static_cast<const torch::optim::AdamOptions&>(optimizer.param_groups()[0].options());
+  TORCH_CHECK(o.weight_decay() == 0 && !o.amsgrad(), "fused Adam supports neither weight decay nor AMSGrad");
+  const auto [beta1, beta2] = o.betas();
+  st.step(st.step() + 1);
+  const double bc1 = 1 - std::pow(beta1, static_cast<double>(st.step()));
+  const double bc2 = 1 - std::pow(beta2, static_cast<double>(st.step()));
+  AdamStep a;
+  a.beta1 = static_cast<float>(beta1);
+  a.beta2 = static_cast<float>(beta2);
+  a.eps = static_cast<float>(o.eps());
+  a.step_size = static_cast<float>(lr / bc1);
+  a.inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(bc2));
+  return a;
+}
+
+// Adam's update for one float32 parameter with a dense gradient, in a single pass over p, g, m, v
+// (adam_span; the library's Adam makes about eight passes). The state lives in the optimizer, so it
+// is saved and loaded with it.
+void fused_adam_step(torch::optim::Adam& optimizer, torch::Tensor& p, double lr) {
+  TORCH_CHECK(p.scalar_type() == torch::kFloat32 && p.is_contiguous(), "fused Adam needs contiguous float32 parameters");
+  auto& st = adam_state(optimizer, p);
+  const AdamStep a = next_adam_step(optimizer, st, lr);
+  const torch::Tensor g = p.grad().contiguous();
+  float* pp = p.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  float* mp = st.exp_avg().data_ptr<float>();
+  float* vp = st.exp_avg_sq().data_ptr<float>();
+  at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+    adam_span(pp + begin, mp + begin, vp + begin, gp + begin, 1.0f, end - begin, a);
+  });
 }
 
 }  // namespace
@@ -91,21 +92,72 @@ void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Te
   // Dropping the old gradients (instead of zeroing them) lets backward hand over its result
   // without a zero fill and an addition over every parameter.
   for (const auto& [name, p] : sae.parameters()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::Tensor();
+  SparseGradSinks* sinks = sae.sparse_gradients();
+  if (sinks != nullptr) {
+    sinks->W_enc.clear();
+    sinks->W_dec.clear();
+  }
   loss.backward();
   const bool unit_norm = uses_unit_norm_decoder(sae.config().architecture);
+  torch::Tensor& W_enc = sae.W_enc();
   torch::Tensor& W_dec = sae.W_dec();
+  torch::NoGradGuard g;
+  // A factored gradient stays factored only where it is the parameter's whole gradient; where some
+  // term also left a dense one (Matryoshka's dense levels) the two are added densely.
+  auto merge = [](torch::Tensor& p, SparseGrad& grad, bool transposed) {
+    if (grad.empty() || !p.grad().defined()) return;
+    const torch::Tensor d = grad.dense(transposed ? p.size(1) : p.size(0));
+    p.mutable_grad() = p.grad() + (transposed ? d.t() : d);
+    grad.clear();
+  };
+  if (sinks != nullptr) {
+    merge(W_enc, sinks->W_enc, true);
+    merge(W_dec, sinks->W_dec, false);
+  }
+  const bool enc_factored = sinks != nullptr && !sinks->W_enc.empty();
+  const bool dec_factored = sinks != nullptr && !sinks->W_dec.empty();
   if (unit_norm && W_dec.grad().defined()) {
     // Remove the gradient component parallel to each (unit-norm) decoder row.
-    torch::NoGradGuard g;
     torch::Tensor grad = W_dec.grad();
     grad.sub_((grad * W_dec).sum(1, true) * W_dec);
   }
-  std::vector<torch::Tensor> params;
-  for (const auto& [name, p] : sae.parameters()) params.push_back(p);
-  if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(params, grad_clip);
-  torch::NoGradGuard g;
-  fused_adam_step(optimizer, lr);
-  if (unit_norm) W_dec.div_(W_dec.norm(2, {1}, true).clamp_min(1e-12));
+  // Clipping as torch::nn::utils::clip_grad_norm_: every gradient times min(1, clip / (‖g‖ + 1e-6)),
+  // ‖g‖ the norm of all of the SAE's gradients together.
+  double clip_scale = 1.0;
+  if (grad_clip > 0) {
+    double sq = 0;
+    for (const auto& [name, p] : sae.parameters()) {
+      if (p.grad().defined()) sq += p.grad().pow(2).sum().item<double>();
+    }
+    if (enc_factored) sq += sparse_grad_norm_sq(W_enc, sinks->W_enc, LatentAxis::kColumns, false);
+    if (dec_factored) sq += sparse_grad_norm_sq(W_dec, sinks->W_dec, LatentAxis::kRows, unit_norm);
+    clip_scale = std::min(1.0, grad_clip / (std::sqrt(sq) + 1e-6));
+  }
+  for (const auto& [name, p] : sae.parameters()) {
+    if (!p.grad().defined()) continue;
+    if (clip_scale < 1) p.grad().mul_(clip_scale);
+    torch::Tensor param = p;
+    fused_adam_step(optimizer, param, lr);
+  }
+  if (enc_factored) {
+    auto& st = adam_state(optimizer, W_enc);
+    const AdamStep a = next_adam_step(optimizer, st, lr);
+    fused_sparse_adam(W_enc, sinks->W_enc, LatentAxis::kColumns, false, clip_scale, st.exp_avg(), st.exp_avg_sq(), a,
+                      false);
+  }
+  if (dec_factored) {
+    // Projection, clipping, Adam and the unit-norm rescaling, latent by latent.
+    auto& st = adam_state(optimizer, W_dec);
+    const AdamStep a = next_adam_step(optimizer, st, lr);
+    fused_sparse_adam(W_dec, sinks->W_dec, LatentAxis::kRows, unit_norm, clip_scale, st.exp_avg(), st.exp_avg_sq(), a,
+                      unit_norm);
+  } else if (unit_norm) {
+    W_dec.div_(W_dec.norm(2, {1}, true).clamp_min(1e-12));
+  }
+  if (sinks != nullptr) {
+    sinks->W_enc.clear();
+    sinks->W_dec.clear();
+  }
 }
 
 SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& options, uint64_t seed)
@@ -116,6 +168,7 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
     TrainedSae t;
     t.spec = std::move(specs[i]);
     t.sae = std::make_unique<Sae>(t.spec.config, seed + 7919 * i);
+    t.sae->set_sparse_gradients(true);  // topk, batchtopk, matryoshka: the fused sparse update
     std::vector<torch::Tensor> params;
     for (const auto& [name, p] : t.sae->parameters()) params.push_back(p);
     t.optimizer = std::make_unique<torch::optim::Adam>(
@@ -165,6 +218,7 @@ void SaeTrainer::initialize(const torch::Tensor& sample) {
 
 std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
   TORCH_CHECK(initialized_, "call initialize() with a sample before training");
+  for (const auto& t : saes_) TORCH_CHECK(t.optimizer, "step: the optimizers were released");
   TORCH_CHECK(batch.dim() == 2 && batch.size(1) == saes_.front().spec.config.d_in, "a training batch must be [n, ",
               saes_.front().spec.config.d_in, "] (got ", batch.sizes(), ")");
   TORCH_CHECK(torch::isfinite(batch).all().item<bool>(), "the training batch of step ", step_ + 1,
@@ -199,6 +253,7 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
 
 void SaeTrainer::save_state(torch::serialize::OutputArchive& archive) const {
   TORCH_CHECK(initialized_, "save_state: the trainer has not been initialised");
+  for (const auto& t : saes_) TORCH_CHECK(t.optimizer, "save_state: the optimizers were released");
   archive.write("scale", torch::tensor(scale_, torch::kFloat64));
   archive.write("step", torch::tensor(step_));
   for (size_t i = 0; i < saes_.size(); ++i) {
@@ -252,6 +307,10 @@ void SaeTrainer::load_state(torch::serialize::InputArchive& archive, const std::
     t.optimizer->load(optim);
   }
   initialized_ = true;
+}
+
+void SaeTrainer::release_optimizers() {
+  for (auto& t : saes_) t.optimizer.reset();
 }
 
 void SaeTrainer::calibrate_thresholds(const torch::Tensor& sample) {

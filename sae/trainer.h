@@ -90,6 +90,10 @@ class SaeTrainer {
   void save_state(torch::serialize::OutputArchive& archive) const;
   void load_state(torch::serialize::InputArchive& archive, const std::string& where);
 
+  /// Drops every SAE's optimizer and its state after the last step (and checkpoint): no step or
+  /// save_state is possible afterwards.
+  void release_optimizers();
+
   /// Sets the inference threshold of every batchtopk / matryoshka_batchtopk SAE from `sample`
   /// [n, d_in] raw activations (Sae::calibrate_batchtopk_threshold on the scaled rows). Call after
   /// the last step.

@@ -164,6 +164,44 @@ TEST(Evaluate, DeadAndDenseFractionsComeFromTrainingDensitiesWhenTheFolderHasThe
   EXPECT_NEAR(ev.dead_fraction, (ev.density == 0).to(torch::kFloat64).mean().item<double>(), 1e-12);
 }
 
+// Absorption streams: only word-start tokens are kept, at most absorption_max_tokens of them (the
+// first in context order), and the result is measure_absorption on exactly those rows.
+TEST(Evaluate, AbsorptionMeasuresTheFirstMaxTokensWordStartTokens) {
+  Fixture& f = fixture();
+  Sae sae(config("topk", f.d(), 256, 6), 5);
+  const AttachedSae a = f.attach("random-topk-absorb", sae);
+  EvalOptions o;
+  o.saelens_convention = false;
+  o.batch_size = 3;  // the cap falls inside a batch
+  o.absorption_options.min_tokens = 2;
+  o.absorption_options.max_tokens = 45;
+  const EvalReport r = evaluate_saes(f.lm, f.hooked, {a}, f.eval_set, o);
+  torch::NoGradGuard g;
+  const torch::Tensor& toks = f.eval_set.tokens;
+  const int64_t T = toks.size(1);
+  torch::Tensor x;
+  {
+    HookScope scope(f.hooked);
+    scope.capture(a.hook);
+    f.hooked.forward(toks);
+    x = scope.captured(a.hook).narrow(1, 1, T - 1).reshape({-1, f.d()}).to(torch::kFloat32);
+  }
+  const torch::Tensor letter = first_letters(f.lm.tokenizer(), toks.narrow(1, 1, T - 1)).reshape(-1);
+  const torch::Tensor word_starts = (letter >= 0).nonzero().squeeze(1);
+  ASSERT_GT(word_starts.size(0), 55) << "the fixture needs more word-start tokens than the cap";
+  const torch::Tensor keep = word_starts.narrow(0, 0, 45);
+  const torch::Tensor fit = (torch::arange(toks.size(0)).unsqueeze(1).expand({toks.size(0), T - 1}).remainder(2) == 0).reshape(-1);
+  const AbsorptionResult want = measure_absorption(a.sae(), x.index_select(0, keep), letter.index_select(0, keep),
+                                                   fit.index_select(0, keep), o.absorption_options);
+  const SaeEvalResult& e = r.saes.at(0);
+  ASSERT_TRUE(e.absorption_measured);
+  EXPECT_GT(want.letters, 0);
+  EXPECT_EQ(e.absorption.to_json().dump(), want.to_json().dump());
+  // Without the cap the measurement sees more tokens and differs.
+  const AbsorptionResult all = measure_absorption(a.sae(), x, letter, fit, o.absorption_options);
+  EXPECT_NE(all.to_json().dump(), want.to_json().dump());
+}
+
 TEST(Evaluate, RefusesSaesThatDoNotFitTheModel) {
   Fixture& f = fixture();
   EXPECT_THROWS_WITH(f.attach("narrow", Sae(config("topk", 16, 64, 4), 1)),

@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include "sae/sae.h"
+#include "sae/sparse_grad.h"
 #include "sae/topk_kernels.h"
+#include "sae/trainer.h"
 
 namespace saelab {
 namespace {
@@ -105,6 +108,149 @@ TEST(TopKKernels, DenseViewHoldsExactlyKNonNegativeLatentsPerRow) {
 
 TEST(TopKKernels, RejectsAKLargerThanTheDictionary) {
   EXPECT_THROW(topk_encode(torch::randn({2, 4}), torch::randn({4, 6}), torch::zeros({6}), 7), c10::Error);
+}
+
+
+// The factored gradients (SparseGrad) equal float64 dense autograd, for topk and batchtopk codes,
+// with the input centred by b_dec inside the kernel, and for AuxK-style gathered entries.
+TEST(TopKKernels, FactoredGradientsEqualDenseFloat64Autograd) {
+  torch::manual_seed(11);
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  const int64_t B = 200, d = 6, d_sae = 160;
+  for (int64_t mode : {0, 1}) {  // 0: topk k 5, 1: batchtopk total 900
+    const torch::Tensor x = torch::randn({B, d}, opts) * torch::linspace(0.2, 2.0, B, opts).unsqueeze(1);
+    const torch::Tensor W_enc0 = torch::randn({d, d_sae}, opts), b_enc0 = torch::randn({d_sae}, opts) * 0.5 - 0.3;
+    const torch::Tensor b_dec0 = torch::randn({d}, opts), W_dec0 = torch::randn({d_sae, d}, opts);
+    const torch::Tensor R = torch::randn({B, d}, opts), R2 = torch::randn({B, d}, opts);
+    // AuxK-like second code: 3 given latents per row among the first 40.
+    const torch::Tensor aux_idx = std::get<1>(torch::rand({B, 40}, opts).topk(3, 1));
+
+    // Reference: dense autograd on (x − b_dec) W_enc + b_enc.
+    torch::Tensor We = W_enc0.clone().requires_grad_(true), be = b_enc0.clone().requires_grad_(true),
+                  bd = b_dec0.clone().requires_grad_(true), Wd = W_dec0.clone().requires_grad_(true);
+    const torch::Tensor pre = torch::matmul(x - bd, We) + be;
+    torch::Tensor mask;
+    if (mode == 0) {
+      mask = torch::zeros_like(pre).scatter(1, std::get<1>(pre.detach().topk(5, 1)), 1.0);
+    } else {
+      mask = torch::zeros({pre.numel()}, opts).index_fill(0, std::get<1>(pre.detach().reshape(-1).topk(900)), 1.0).view_as(pre);
+    }
+    const torch::Tensor aux_mask = torch::zeros_like(pre).scatter(1, aux_idx, 1.0);
+    const torch::Tensor ref_out = torch::matmul(torch::relu(pre) * mask, Wd);
+    const torch::Tensor ref_aux = torch::matmul(torch::relu(pre) * aux_mask, Wd);
+    ((ref_out * R).sum() + (ref_aux * R2).sum()).backward();
+
+    torch::Tensor We2 = W_enc0.clone().requires_grad_(true), be2 = b_enc0.clone().requires_grad_(true),
+                  bd2 = b_dec0.clone().requires_grad_(true), Wd2 = W_dec0.clone().requires_grad_(true);
+    SparseGrad enc, dec;
+    const TopKCode code = mode == 0 ? topk_encode(x, We2, be2, 5, bd2, &enc) : batch_topk_encode(x, We2, be2, 900, bd2, &enc);
+    const torch::Tensor out = topk_decode(code.values, code.indices, Wd2, &dec);
+    torch::Tensor aux_pre;
+    {
+      torch::NoGradGuard g;
+      aux_pre = (torch::matmul(x - bd2, We2) + be2).gather(1, aux_idx);
+    }
+    const torch::Tensor aux_out = topk_decode(gathered_encode(x, We2, be2, aux_idx, aux_pre, bd2, &enc), aux_idx, Wd2, &dec);
+    ((out * R).sum() + (aux_out * R2).sum()).backward();
+    EXPECT_FALSE(We2.grad().defined()) << "W_enc's gradient went to the sink, not .grad";
+    EXPECT_FALSE(Wd2.grad().defined());
+    EXPECT_TRUE(torch::allclose(out, ref_out, 1e-12, 1e-12)) << mode;
+    EXPECT_TRUE(torch::allclose(enc.dense(d_sae).t(), We.grad(), 1e-12, 1e-12)) << mode;
+    EXPECT_TRUE(torch::allclose(dec.dense(d_sae), Wd.grad(), 1e-12, 1e-12)) << mode;
+    EXPECT_TRUE(torch::allclose(be2.grad(), be.grad(), 1e-12, 1e-12)) << mode;
+    EXPECT_TRUE(torch::allclose(bd2.grad(), bd.grad(), 1e-12, 1e-12)) << mode;
+  }
+}
+
+// The fused update equals the plain one: the dense gradient, its parallel component removed per
+// row, clipped, Adam (torch::optim::Adam), rows renormalised; W_enc's latents along columns.
+TEST(TopKKernels, FusedSparseAdamEqualsTheDenseUpdate) {
+  torch::manual_seed(12);
+  const int64_t d = 40, d_sae = 37;  // d_sae not a multiple of the 16-latent column block
+  SparseGrad grad;
+  for (int t = 0; t < 2; ++t) {
+    const torch::Tensor M = torch::randn({30, d});
+    grad.add(torch::randn({90}), torch::randint(0, d_sae - 3, {90}), torch::randint(0, 30, {90}), M);  // 3 latents get no gradient
+  }
+  for (bool rows : {true, false}) {
+    torch::Tensor W = rows ? torch::randn({d_sae, d}) : torch::randn({d, d_sae});
+    if (rows) W = W / W.norm(2, {1}, true);
+    const torch::Tensor G = rows ? grad.dense(d_sae) : grad.dense(d_sae).t().contiguous();
+    // Plain: torch::optim::Adam over three steps on the same gradient, clipped at 0.5 of its norm.
+    torch::Tensor Wp = W.clone().requires_grad_(true);
+    torch::optim::Adam adam({Wp}, torch::optim::AdamOptions(0.01).betas({0.9, 0.999}));
+    torch::Tensor Wf = W.clone(), m = torch::zeros_like(W), v = torch::zeros_like(W);
+    for (int step = 1; step <= 3; ++step) {
+      torch::Tensor g = G.clone();
+      if (rows) g -= (g * Wp.detach()).sum(1, true) * Wp.detach();
+      const double clip = 0.5 * g.norm().item<double>();
+      Wp.mutable_grad() = g;
+      torch::nn::utils::clip_grad_norm_(std::vector<torch::Tensor>{Wp}, clip);
+      adam.step();
+      if (rows) {
+        torch::NoGradGuard ng;
+        Wp.div_(Wp.norm(2, {1}, true));
+      }
+      const double sq = sparse_grad_norm_sq(Wf, grad, rows ? LatentAxis::kRows : LatentAxis::kColumns, rows);
+      EXPECT_NEAR(std::sqrt(sq), clip / 0.5, 1e-4 * clip);
+      AdamStep a;
+      a.step_size = static_cast<float>(0.01 / (1 - std::pow(0.9, step)));
+      a.inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(1 - std::pow(0.999, step)));
+      fused_sparse_adam(Wf, grad, rows ? LatentAxis::kRows : LatentAxis::kColumns, rows, clip / (std::sqrt(sq) + 1e-6), m,
+                        v, a, rows);
+      EXPECT_TRUE(torch::allclose(Wf, Wp.detach(), 1e-4, 1e-5)) << (rows ? "rows" : "columns") << " step " << step
+                                                                << " max diff " << (Wf - Wp.detach()).abs().max().item<double>();
+    }
+  }
+}
+
+// Whole training steps of topk, batchtopk and matryoshka SAEs with AuxK active: the factored path
+// (the trainer's) and dense .grad with the library's plain update give the same weights.
+TEST(TopKKernels, TrainingWithFactoredGradientsEqualsThePlainUpdate) {
+  for (const char* arch : {"topk", "batchtopk", "matryoshka_batchtopk"}) {
+    SaeConfig c;
+    c.architecture = parse_architecture(arch);
+    c.d_in = 24;
+    c.d_sae = 128;
+    c.k = 4;
+    if (c.architecture == Architecture::kMatryoshkaBatchTopK) c.matryoshka_widths = {16, 64, 128};
+    torch::manual_seed(21);
+    const torch::Tensor x = torch::randn({96, 24});
+    const torch::Tensor dead = torch::arange(128) % 3 == 0;  // AuxK on a third of the latents
+    Sae fused(c, 5), plain(c, 5);
+    fused.set_sparse_gradients(true);
+    auto adam_for = [](const Sae& s) {
+      std::vector<torch::Tensor> params;
+      for (const auto& [name, p] : s.parameters()) params.push_back(p);
+      return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-2).betas({0.9, 0.999}));
+    };
+    auto fused_opt = adam_for(fused), plain_opt = adam_for(plain);
+    for (int step = 0; step < 4; ++step) {
+      const SaeOutput of = fused.forward(x, 0.0, dead);
+      EXPECT_GT(of.aux.item<double>(), 0) << arch;
+      sae_optimizer_step(fused, *fused_opt, of.loss, 1e-2, 0.05);  // clipping active
+      EXPECT_FALSE(fused.W_enc().grad().defined()) << arch << ": W_enc's gradient stayed factored";
+      // Plain: dense gradients, the library's clipping and Adam.
+      const SaeOutput op = plain.forward(x, 0.0, dead);
+      std::vector<torch::Tensor> params;
+      for (const auto& [name, p] : plain.parameters()) {
+        const_cast<torch::Tensor&>(p).mutable_grad() = torch::Tensor();
+        params.push_back(p);
+      }
+      op.loss.backward();
+      torch::NoGradGuard g;
+      torch::Tensor gW = plain.W_dec().grad();
+      gW.sub_((gW * plain.W_dec()).sum(1, true) * plain.W_dec());
+      torch::nn::utils::clip_grad_norm_(params, 0.05);
+      plain_opt->step();
+      plain.W_dec().div_(plain.W_dec().norm(2, {1}, true));
+    }
+    for (const auto& [name, p] : plain.parameters()) {
+      const torch::Tensor f = fused.param(name).detach(), q = p.detach();
+      EXPECT_TRUE(torch::allclose(f, q, 1e-4, 1e-5)) << arch << " " << name << " max diff "
+                                                     << (f - q).abs().max().item<double>();
+    }
+  }
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ def main():
     shutil.copy(os.path.join(tok_dir, "encoder.json"), os.path.join(out, "vocab.json"))
     shutil.copy(os.path.join(tok_dir, "vocab.bpe"), os.path.join(out, "merges.txt"))
     torch.manual_seed(0)
-    model = tiny.GPT2LMHeadModel().eval()
+    model = tiny.GPT2LMHeadModel(tiny.N_LAYER, tiny.D, tiny.N_HEAD, tiny.N_CTX).eval()
     export_hf.export_module(model, out, name="tiny-export", d_model=tiny.D, n_layers=tiny.N_LAYER,
                             context_length=tiny.N_CTX, vocab_size=tiny.VOCAB,
                             tokenizer_entry={"kind": "gpt2", "encoder": "vocab.json", "merges": "merges.txt"},

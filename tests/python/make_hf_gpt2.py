@@ -15,107 +15,16 @@ resid_pre_{i}.bin (the input of block i), ln_f.bin (the final LayerNorm's output
 all float32, with shapes in shapes.json.
 """
 import json
-import math
 import os
 import sys
-
 import warnings
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-N_LAYER, N_HEAD, D, N_CTX, VOCAB = 3, 4, 64, 32, 50257
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from make_gpt2_small import GPT2LMHeadModel, VOCAB  # noqa: E402  (the same modules the scale benchmark uses)
 
-
-class Conv1D(nn.Module):
-    def __init__(self, n_out, n_in):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_in, n_out) * 0.02)
-        self.bias = nn.Parameter(torch.randn(n_out) * 0.02)
-
-    def forward(self, x):
-        return torch.addmm(self.bias, x.reshape(-1, x.size(-1)), self.weight).view(x.shape[:-1] + (self.weight.size(1),))
-
-
-class GPT2Attention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("bias", torch.tril(torch.ones(N_CTX, N_CTX, dtype=torch.bool)).view(1, 1, N_CTX, N_CTX))
-        self.c_attn = Conv1D(3 * D, D)
-        self.c_proj = Conv1D(D, D)
-
-    def forward(self, hidden_states):
-        q, k, v = self.c_attn(hidden_states).split(D, dim=2)
-        B, T, _ = hidden_states.shape
-        q = q.view(B, T, N_HEAD, D // N_HEAD).permute(0, 2, 1, 3)
-        k = k.view(B, T, N_HEAD, D // N_HEAD).permute(0, 2, 1, 3)
-        v = v.view(B, T, N_HEAD, D // N_HEAD).permute(0, 2, 1, 3)
-        w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D // N_HEAD)
-        mask = self.bias[:, :, k.size(-2) - q.size(-2): k.size(-2), : k.size(-2)]
-        w = torch.where(mask, w, torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype))
-        a = torch.matmul(w.softmax(-1), v).permute(0, 2, 1, 3).reshape(B, T, D)
-        return self.c_proj(a), torch.stack((k, v))
-
-
-class GPT2MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c_fc = Conv1D(4 * D, D)
-        self.c_proj = Conv1D(D, 4 * D)
-
-    def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
-
-
-class GPT2Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(D)
-        self.attn = GPT2Attention()
-        self.ln_2 = nn.LayerNorm(D)
-        self.mlp = GPT2MLP()
-
-    def forward(self, hidden_states):
-        attn_out, present = self.attn(self.ln_1(hidden_states))
-        hidden_states = hidden_states + attn_out
-        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
-        return hidden_states, present
-
-
-class GPT2Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.wte = nn.Embedding(VOCAB, D)
-        self.wpe = nn.Embedding(N_CTX, D)
-        self.h = nn.ModuleList([GPT2Block() for _ in range(N_LAYER)])
-        self.ln_f = nn.LayerNorm(D)
-
-    def forward(self, input_ids, record=None):
-        pos = torch.arange(0, input_ids.size(-1), dtype=torch.long).unsqueeze(0)
-        hidden = self.wte(input_ids) + self.wpe(pos)
-        presents = []
-        for i, block in enumerate(self.h):
-            if record is not None:
-                record[f"resid_pre_{i}"] = hidden
-            hidden, present = block(hidden)
-            presents.append(present)
-        hidden = self.ln_f(hidden)
-        if record is not None:
-            record["ln_f"] = hidden
-        return hidden, tuple(presents)
-
-
-class GPT2LMHeadModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.transformer = GPT2Model()
-        self.lm_head = nn.Linear(D, VOCAB, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight
-
-    def forward(self, input_ids):
-        hidden, presents = self.transformer(input_ids)
-        return self.lm_head(hidden), presents
+N_LAYER, N_HEAD, D, N_CTX = 3, 4, 64, 32
 
 
 def save(path, t):
@@ -128,7 +37,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     warnings.simplefilter("ignore")  # tracer warnings about the constant mask fill value
     torch.manual_seed(0)
-    model = GPT2LMHeadModel().eval()
+    model = GPT2LMHeadModel(N_LAYER, D, N_HEAD, N_CTX).eval()
     with torch.no_grad():
         for p in model.parameters():  # LayerNorms with non-trivial affine maps
             if p.dim() == 1:
@@ -138,9 +47,13 @@ def main():
 
     tokens = torch.randint(0, VOCAB, (2, 12))
     record = {}
+    handles = [block.register_forward_pre_hook(lambda m, args, i=i: record.__setitem__(f"resid_pre_{i}", args[0]))
+               for i, block in enumerate(model.transformer.h)]
+    handles.append(model.transformer.ln_f.register_forward_hook(lambda m, args, out: record.__setitem__("ln_f", out)))
     with torch.no_grad():
-        hidden, _ = model.transformer(tokens, record)
-        logits = model.lm_head(hidden)
+        logits, _ = model(tokens)
+    for h in handles:
+        h.remove()
     shapes = {"tokens": list(tokens.shape), "logits": list(logits.shape)}
     save(f"{out}/tokens.bin", tokens)
     save(f"{out}/logits.bin", logits)

@@ -1,0 +1,227 @@
+#include "sae/sparse_grad.h"
+
+#include <ATen/Parallel.h>
+
+#include "core/simd.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace saelab {
+
+void SparseGrad::add(const torch::Tensor& values, const torch::Tensor& latents, const torch::Tensor& rows,
+                     const torch::Tensor& M) {
+  TORCH_CHECK(values.dim() == 1 && latents.sizes() == values.sizes() && rows.sizes() == values.sizes(),
+              "SparseGrad::add: values, latents and rows must be [n] alike");
+  TORCH_CHECK(M.dim() == 2, "SparseGrad::add: M must be [rows, d] (got ", M.sizes(), ")");
+  const torch::Tensor keep = values != 0;
+  Term t;
+  t.values = values.masked_select(keep);
+  if (t.values.numel() == 0) return;
+  t.latents = latents.masked_select(keep);
+  t.rows = rows.masked_select(keep);
+  t.M = M.contiguous();
+  terms_.push_back(std::move(t));
+}
+
+void SparseGrad::add_code(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& M) {
+  TORCH_CHECK(values.dim() == 2 && indices.sizes() == values.sizes() && M.size(0) == values.size(0),
+              "SparseGrad::add_code: values and indices must be [batch, k] and M [batch, d]");
+  const int64_t B = values.size(0), k = values.size(1);
+  const torch::Tensor rows = torch::arange(B, indices.options()).unsqueeze(1).expand({B, k}).reshape(-1);
+  add(values.reshape(-1), indices.reshape(-1), rows, M);
+}
+
+torch::Tensor SparseGrad::dense(int64_t d_sae) const {
+  TORCH_CHECK(!terms_.empty(), "SparseGrad::dense: no gradient was recorded");
+  torch::Tensor out;
+  for (const Term& t : terms_) {
+    const torch::Tensor S = torch::sparse_coo_tensor(torch::stack({t.latents, t.rows}), t.values.to(t.M.dtype()),
+                                                     {d_sae, t.M.size(0)});
+    const torch::Tensor part = torch::mm(S, t.M);
+    out = out.defined() ? out + part : part;
+  }
+  return out;
+}
+
+namespace {
+
+// The terms sorted by latent, with offsets, so that latent i's entries of term t are
+// offsets[t][i] … offsets[t][i + 1].
+struct ByLatent {
+  struct Part {
+    torch::Tensor values, rows, offsets, M;  // keep the storage alive
+    const float* v = nullptr;
+    const int64_t* r = nullptr;
+    const int64_t* off = nullptr;
+    const float* m = nullptr;
+  };
+  std::vector<Part> parts;
+  int64_t d = 0;
+
+  ByLatent(const SparseGrad& grad, int64_t d_sae, int64_t d_) : d(d_) {
+    for (const SparseGrad::Term& t : grad.terms()) {
+      TORCH_CHECK(t.M.size(1) == d, "a recorded gradient term has width ", t.M.size(1), ", the parameter ", d);
+      Part p;
+      const auto [latents, perm] = torch::sort(t.latents, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+      p.values = t.values.index_select(0, perm).to(torch::kFloat32).contiguous();
+      p.rows = t.rows.index_select(0, perm).contiguous();
+      p.offsets = torch::cat({torch::zeros({1}, latents.options()), latents.bincount({}, d_sae).cumsum(0)}).contiguous();
+      TORCH_CHECK(p.offsets.size(0) == d_sae + 1, "a recorded gradient names a latent beyond d_sae ", d_sae);
+      p.M = t.M.to(torch::kFloat32).contiguous();
+      p.v = p.values.data_ptr<float>();
+      p.r = p.rows.data_ptr<int64_t>();
+      p.off = p.offsets.data_ptr<int64_t>();
+      p.m = p.M.data_ptr<float>();
+      parts.push_back(std::move(p));
+    }
+  }
+
+  // buf[0, d) = latent i's gradient.
+  void gradient(int64_t i, float* buf) const;
+};
+
+// buf = Σ_e v[e] · M[r[e]] over e in [begin, end).
+SAELAB_VECTOR_CLONES void add_rows(float* buf, const float* v, const int64_t* r, int64_t begin, int64_t end,
+                                   const float* M, int64_t d) {
+  for (int64_t e = begin; e < end; ++e) {
+    const float a = v[e];
+    const float* row = M + r[e] * d;
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) buf[c] += a * row[c];
+  }
+}
+
+void ByLatent::gradient(int64_t i, float* buf) const {
+  std::fill(buf, buf + d, 0.0f);
+  for (const Part& p : parts) add_rows(buf, p.v, p.r, p.off[i], p.off[i + 1], p.m, d);
+}
+
+SAELAB_VECTOR_CLONES void remove_parallel_component(float* g, const float* w, int64_t d) {
+  float dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t c = 0; c < d; ++c) dot += g[c] * w[c];
+#pragma omp simd
+  for (int64_t c = 0; c < d; ++c) g[c] -= dot * w[c];
+}
+
+SAELAB_VECTOR_CLONES double squared_norm(const float* g, int64_t d) {
+  float acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t c = 0; c < d; ++c) acc += g[c] * g[c];
+  return acc;
+}
+
+// Latents per block of W_enc: 16 (one 64-byte line of each row) to 64, as wide as keeps the block's
+// two [width, d] gradient buffers within ~512 KB of cache.
+int64_t column_block(int64_t d) {
+  return std::clamp<int64_t>((int64_t{1} << 19) / (8 * d) / 16 * 16, 16, 64);
+}
+
+void check_param(const torch::Tensor& param, const char* what) {
+  TORCH_CHECK(param.dim() == 2 && param.scalar_type() == torch::kFloat32 && param.is_contiguous(), what,
+              " needs a contiguous float32 matrix (got ", param.sizes(), " ", param.dtype(), ")");
+}
+
+}  // namespace
+
+// gt[r * ld + c] = g[c * d + r] for c < width, r < d.
+static SAELAB_VECTOR_CLONES void transpose_block(const float* g, int64_t width, int64_t d, float* gt, int64_t ld) {
+  for (int64_t r = 0; r < d; ++r) {
+    for (int64_t c = 0; c < width; ++c) gt[r * ld + c] = g[c * d + r];
+  }
+}
+
+// adam_span on `rows` runs of `width` elements, run r at offset r * stride of p, m and v and at
+// r * ld of g.
+static SAELAB_VECTOR_CLONES void adam_strided(float* p, float* m, float* v, int64_t stride, const float* g,
+                                              int64_t ld, int64_t width, int64_t rows, float scale, const AdamStep& a) {
+  const float b1 = a.beta1, b2 = a.beta2;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* pr = p + r * stride;
+    float* mr = m + r * stride;
+    float* vr = v + r * stride;
+    const float* gr = g + r * ld;
+#pragma omp simd
+    for (int64_t c = 0; c < width; ++c) {
+      const float gi = scale * gr[c];
+      const float mi = b1 * mr[c] + (1 - b1) * gi;
+      const float vi = b2 * vr[c] + (1 - b2) * gi * gi;
+      mr[c] = mi;
+      vr[c] = vi;
+      pr[c] -= a.step_size * mi / (std::sqrt(vi) * a.inv_sqrt_bc2 + a.eps);
+    }
+  }
+}
+
+void adam_span(float* p, float* m, float* v, const float* g, float scale, int64_t n, const AdamStep& a) {
+  adam_strided(p, m, v, 0, g, 0, n, 1, scale, a);
+}
+
+double sparse_grad_norm_sq(const torch::Tensor& param, const SparseGrad& grad, LatentAxis axis, bool remove_parallel) {
+  check_param(param, "sparse_grad_norm_sq");
+  const bool rows = axis == LatentAxis::kRows;
+  TORCH_CHECK(rows || !remove_parallel, "sparse_grad_norm_sq: parallel components are removed from rows only");
+  const int64_t d_sae = rows ? param.size(0) : param.size(1), d = rows ? param.size(1) : param.size(0);
+  const ByLatent by(grad, d_sae, d);
+  const float* w = param.data_ptr<float>();
+  return at::parallel_reduce(
+      0, d_sae, 16, 0.0,
+      [&](int64_t begin, int64_t end, double acc) {
+        std::vector<float> buf(static_cast<size_t>(d));
+        for (int64_t i = begin; i < end; ++i) {
+          by.gradient(i, buf.data());
+          if (remove_parallel) remove_parallel_component(buf.data(), w + i * d, d);
+          acc += squared_norm(buf.data(), d);
+        }
+        return acc;
+      },
+      std::plus<double>());
+}
+
+void fused_sparse_adam(torch::Tensor& param, const SparseGrad& grad, LatentAxis axis, bool remove_parallel,
+                       double clip_scale, torch::Tensor& m, torch::Tensor& v, const AdamStep& adam, bool renormalise) {
+  check_param(param, "fused_sparse_adam");
+  TORCH_CHECK(m.sizes() == param.sizes() && v.sizes() == param.sizes() && m.is_contiguous() && v.is_contiguous() &&
+                  m.scalar_type() == torch::kFloat32 && v.scalar_type() == torch::kFloat32,
+              "fused_sparse_adam: Adam's state must be contiguous float32 tensors shaped like the parameter");
+  const bool rows = axis == LatentAxis::kRows;
+  TORCH_CHECK(rows || (!remove_parallel && !renormalise), "fused_sparse_adam: only latent rows are projected or renormalised");
+  const int64_t d_sae = rows ? param.size(0) : param.size(1), d = rows ? param.size(1) : param.size(0);
+  const ByLatent by(grad, d_sae, d);
+  float* P = param.data_ptr<float>();
+  float* Mp = m.data_ptr<float>();
+  float* Vp = v.data_ptr<float>();
+  const float scale = static_cast<float>(clip_scale);
+  if (rows) {
+    at::parallel_for(0, d_sae, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> buf(static_cast<size_t>(d));
+      for (int64_t i = begin; i < end; ++i) {
+        float* w = P + i * d;
+        by.gradient(i, buf.data());
+        if (remove_parallel) remove_parallel_component(buf.data(), w, d);
+        adam_span(w, Mp + i * d, Vp + i * d, buf.data(), scale, d, adam);
+        if (renormalise) {
+          const float n = std::max(static_cast<float>(std::sqrt(squared_norm(w, d))), 1e-12f);
+#pragma omp simd
+          for (int64_t c = 0; c < d; ++c) w[c] /= n;
+        }
+      }
+    });
+    return;
+  }
+  // Latents along columns: a block of latents' gradients is built latent by latent, transposed in
+  // the buffer, and applied row by row of the parameter (`width` contiguous elements each).
+  const int64_t block = column_block(d), blocks = (d_sae + block - 1) / block;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> g(static_cast<size_t>(block * d)), gt(static_cast<size_t>(block * d));
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t i0 = blk * block, width = std::min(block, d_sae - i0);
+      for (int64_t c = 0; c < width; ++c) by.gradient(i0 + c, g.data() + c * d);
+      transpose_block(g.data(), width, d, gt.data(), block);
+      adam_strided(P + i0, Mp + i0, Vp + i0, d_sae, gt.data(), block, width, d, scale, adam);
+    }
+  });
+}
+
+}  // namespace saelab

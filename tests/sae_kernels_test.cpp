@@ -96,6 +96,24 @@ TEST(TopKKernels, BatchTopKForwardAndGradientsEqualDenseFloat64Autograd) {
   }
 }
 
+// Wide float32 encoders take the blocked path (the GEMM in column blocks merged into the rows'
+// running top-k): the same selection as a float64 top-k over the whole product.
+TEST(TopKKernels, BlockedSelectionOfAWideEncoderEqualsTheFullTopK) {
+  torch::manual_seed(13);
+  const int64_t B = 1024, d = 8, d_sae = 16384 + 4000;  // three column blocks, the last one partial
+  const torch::Tensor x = torch::randn({B, d}), W = torch::randn({d, d_sae}), b = torch::randn({d_sae}) * 0.1;
+  const torch::Tensor b_dec = torch::randn({d}) * 0.3;
+  const TopKCode code = topk_encode(x, W, b, 7, b_dec);
+  const torch::Tensor pre = torch::matmul(x.to(torch::kFloat64) - b_dec.to(torch::kFloat64), W.to(torch::kFloat64)) +
+                            b.to(torch::kFloat64);
+  const auto [want, want_idx] = pre.topk(7, 1);
+  // Values equal the float64 top-k, sorted descending; the indices point at those values.
+  EXPECT_TRUE(torch::allclose(code.values.to(torch::kFloat64), want.clamp_min(0), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(pre.gather(1, code.indices).clamp_min(0), want.clamp_min(0), 1e-5, 1e-5));
+  EXPECT_GT((code.indices == want_idx).to(torch::kFloat64).mean().item<double>(), 0.999);
+  EXPECT_TRUE((code.indices >= 16384).any().item<bool>()) << "the last block is searched";
+}
+
 TEST(TopKKernels, DenseViewHoldsExactlyKNonNegativeLatentsPerRow) {
   const torch::Tensor x = torch::randn({8, 4});
   const TopKCode code = topk_encode(x, torch::randn({4, 20}), torch::zeros({20}), 5);

@@ -213,9 +213,10 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   {
     // Refuse at once what memory cannot hold: float32 weights and two Adam moments of encoder and
     // decoder, their dense gradients where the code is not sparse (topk, batchtopk and matryoshka
-    // keep them factored: sae/sparse_grad.h), and about six [batch, d_sae] step tensors. The folded
-    // copies at save reuse the Adam moments' memory (released first).
-    double need = 0;
+    // keep them factored: sae/sparse_grad.h), and about six [batch, d_sae] step tensors of the
+    // widest SAE (the SAEs step one after the other). The folded copies at save reuse the Adam
+    // moments' memory (released first).
+    double need = 0, step_tensors = 0;  // the step tensors of one SAE at a time: they train in turn
     for (const auto& hook : hooks) {
       const fs::path manifest = fs::path(options.store) / hook / "manifest.json";
       if (!fs::exists(manifest)) continue;  // named below
@@ -224,9 +225,11 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
       for (const auto& rs : options.saes) {
         const double d_sae = static_cast<double>(rs.expansion) * d;
         const double copies = uses_k(parse_architecture(rs.architecture)) ? 6.0 : 8.0;
-        need += 4.0 * d_sae * (copies * d + 6.0 * static_cast<double>(to.batch_size));
+        need += 4.0 * d_sae * copies * d;
+        step_tensors = std::max(step_tensors, 4.0 * d_sae * 6.0 * static_cast<double>(to.batch_size));
       }
     }
+    need += step_tensors;
     require_memory(need, "training " + std::to_string(options.saes.size() * hooks.size()) +
                              " SAEs (their expansion and the batch_size)");
   }

@@ -315,7 +315,6 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   o.nested = zero;
   // Only AuxK and JumpReLU's pre-activation loss look at dead latents.
   auto any_dead = [&dead] { return dead.defined() && dead.any().item<bool>(); };
-  const torch::Tensor xc = centred(x);
   const torch::Tensor& W_enc = p_.at("W_enc");
   const torch::Tensor& W_dec = p_.at("W_dec");
   const torch::Tensor& b_dec = p_.at("b_dec");
@@ -406,7 +405,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
         // differentiable by the same kernels as the main code (no dense gradient for W_enc or W_dec).
         torch::NoGradGuard no_grad;
         const torch::Tensor pre_dead =
-            torch::matmul(xc, W_enc.index_select(1, dead_idx)) + b_enc.index_select(0, dead_idx);
+            torch::matmul(centred(x), W_enc.index_select(1, dead_idx)) + b_enc.index_select(0, dead_idx);
         torch::Tensor idx;
         std::tie(top, idx) = pre_dead.topk(k_aux, -1);
         latents = dead_idx.index_select(0, idx.reshape(-1)).view_as(idx);

@@ -15,11 +15,15 @@ void SparseGrad::add(const torch::Tensor& values, const torch::Tensor& latents, 
               "SparseGrad::add: values, latents and rows must be [n] alike");
   TORCH_CHECK(M.dim() == 2, "SparseGrad::add: M must be [rows, d] (got ", M.sizes(), ")");
   const torch::Tensor keep = values != 0;
+  const torch::Tensor kept = values.masked_select(keep);
+  if (kept.numel() == 0) return;
+  // Sorted by latent once here (stable: rows stay in order within a latent), for both walks of the
+  // update over the latents.
+  const auto [sorted, perm] = torch::sort(latents.masked_select(keep), /*stable=*/true, /*dim=*/0, /*descending=*/false);
   Term t;
-  t.values = values.masked_select(keep);
-  if (t.values.numel() == 0) return;
-  t.latents = latents.masked_select(keep);
-  t.rows = rows.masked_select(keep);
+  t.values = kept.index_select(0, perm);
+  t.latents = sorted;
+  t.rows = rows.masked_select(keep).index_select(0, perm);
   t.M = M.contiguous();
   terms_.push_back(std::move(t));
 }
@@ -62,11 +66,10 @@ struct ByLatent {
   ByLatent(const SparseGrad& grad, int64_t d_sae, int64_t d_) : d(d_) {
     for (const SparseGrad::Term& t : grad.terms()) {
       TORCH_CHECK(t.M.size(1) == d, "a recorded gradient term has width ", t.M.size(1), ", the parameter ", d);
-      Part p;
-      const auto [latents, perm] = torch::sort(t.latents, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-      p.values = t.values.index_select(0, perm).to(torch::kFloat32).contiguous();
-      p.rows = t.rows.index_select(0, perm).contiguous();
-      p.offsets = torch::cat({torch::zeros({1}, latents.options()), latents.bincount({}, d_sae).cumsum(0)}).contiguous();
+      Part p;  // the term's entries are sorted by latent (SparseGrad::add)
+      p.values = t.values.to(torch::kFloat32).contiguous();
+      p.rows = t.rows.contiguous();
+      p.offsets = torch::cat({torch::zeros({1}, t.latents.options()), t.latents.bincount({}, d_sae).cumsum(0)}).contiguous();
       TORCH_CHECK(p.offsets.size(0) == d_sae + 1, "a recorded gradient names a latent beyond d_sae ", d_sae);
       p.M = t.M.to(torch::kFloat32).contiguous();
       p.v = p.values.data_ptr<float>();

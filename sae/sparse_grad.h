@@ -24,7 +24,7 @@ class SparseGrad {
  public:
   struct Term {
     torch::Tensor values;   // [n] coefficients
-    torch::Tensor latents;  // [n] int64 latent of each entry
+    torch::Tensor latents;  // [n] int64 latent of each entry, ascending
     torch::Tensor rows;     // [n] int64 row of M of each entry
     torch::Tensor M;        // [m, d] contiguous
   };

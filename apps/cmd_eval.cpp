@@ -17,7 +17,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--out", out, "JSON results")->capture_default_str();
   cmd->add_option("--plot", plot, "SVG of L0 against loss recovered (empty: none)")->capture_default_str();
   cmd->callback([] {
-    start_command();
+    start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
     arg_flags.apply();
     flags.apply();
     AnalysisSession s = AnalysisSession::open(args, args.sae_dirs());

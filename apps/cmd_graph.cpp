@@ -18,7 +18,7 @@ void register_graph(CLI::App& app) {
   static OptionFlags<GraphOptions> flags(cmd, &options);
   cmd->add_option("--out", out, "JSON edges")->capture_default_str();
   cmd->callback([] {
-    start_command();
+    start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
     arg_flags.apply();
     flags.apply();
     // Only the chain's SAEs are opened.

@@ -44,7 +44,7 @@ void register_steer(CLI::App& app) {
   cmd->get_option("--sae")->required();
   cmd->get_option("--feature")->required();
   cmd->callback([] {
-    start_command();
+    start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
     flags.apply();
     const auto dirs = find_sae_dirs(options.sae);
     TORCH_CHECK(dirs.size() == 1, "--sae must name one SAE folder ('", options.sae, "' holds ", dirs.size(), ")");

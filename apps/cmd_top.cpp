@@ -24,7 +24,7 @@ void register_top(CLI::App& app) {
   cmd->add_option("--db", db_path, "SQLite database written (replaced when complete)")->capture_default_str();
   cmd->add_flag("--explain,!--no-explain", explain, "auto-interpret a sample of features")->capture_default_str();
   cmd->callback([] {
-    start_command();
+    start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
     arg_flags.apply();
     flags.apply();
     logit_flags.apply();

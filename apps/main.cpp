@@ -19,9 +19,9 @@ namespace {
 OptionFlags<GlobalOptions>* global_flags = nullptr;
 }  // namespace
 
-void start_command() {
+void start_command(bool keep_freed_memory) {
   if (global_flags != nullptr) global_flags->apply();
-  init_runtime(RuntimeOptions{global_options().threads, 0});
+  init_runtime(RuntimeOptions{global_options().threads, 0, keep_freed_memory});
 }
 
 }  // namespace saelab

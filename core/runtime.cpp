@@ -1,5 +1,7 @@
 #include "core/runtime.h"
 
+#include <cstdlib>
+
 #include <torch/torch.h>
 
 #include <malloc.h>
@@ -82,8 +84,15 @@ void init_runtime(const RuntimeOptions& options) {
   // glibc serves allocations above 32 MiB with fresh mmaps whose pages fault in on first touch:
   // ~80 ms per [4096, 16384] float tensor here, more than an elementwise pass over it. SAE steps
   // allocate several such tensors, so keep freed memory in the heap for reuse instead.
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  bool keep = options.keep_freed_memory;
+  if (const char* env = std::getenv("SAELAB_KEEP_FREED_MEMORY"); env != nullptr && *env != 0) {
+    TORCH_CHECK(std::string(env) == "0" || std::string(env) == "1", "SAELAB_KEEP_FREED_MEMORY must be 0 or 1 (got '", env, "')");
+    keep = std::string(env) == "1";
+  }
+  if (keep) {
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  }
   torch::manual_seed(options.seed);
 }
 

@@ -1,5 +1,7 @@
 #include "sae/sae.h"
 
+#include <ATen/ExpandUtils.h>
+
 #include <cmath>
 
 #include "sae/topk_kernels.h"
@@ -29,7 +31,8 @@ class JumpReluFn : public torch::autograd::Function<JumpReluFn> {
     const double eps = ctx->saved_data["eps"].toDouble();
     const torch::Tensor& g = grads[0];
     const torch::Tensor grad_z = g * (z > theta).to(g.dtype());
-    const torch::Tensor grad_theta = (g * (-theta / eps) * rectangle((z - theta) / eps)).sum(0);
+    // summed over the batch for a per-latent θ [d_sae]; as is for θ gathered per entry [batch, k']
+    const torch::Tensor grad_theta = at::sum_to(g * (-theta / eps) * rectangle((z - theta) / eps), theta.sizes());
     return {grad_z, grad_theta, torch::Tensor()};
   }
 };
@@ -46,7 +49,7 @@ class StepFn : public torch::autograd::Function<StepFn> {
     const auto s = ctx->get_saved_variables();
     const torch::Tensor &z = s[0], &theta = s[1];
     const double eps = ctx->saved_data["eps"].toDouble();
-    const torch::Tensor grad_theta = (grads[0] * (-1.0 / eps) * rectangle((z - theta) / eps)).sum(0);
+    const torch::Tensor grad_theta = at::sum_to(grads[0] * (-1.0 / eps) * rectangle((z - theta) / eps), theta.sizes());
     return {torch::zeros_like(z), grad_theta, torch::Tensor()};
   }
 };
@@ -135,7 +138,7 @@ std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& c) {
 void Sae::set_sparse_gradients(bool on) {
   if (!on) {
     sinks_.reset();
-  } else if (!sinks_ && uses_k(config_.architecture)) {
+  } else if (!sinks_) {
     sinks_ = std::make_shared<SparseGradSinks>();
   }
 }
@@ -319,6 +322,11 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   const torch::Tensor& W_dec = p_.at("W_dec");
   const torch::Tensor& b_dec = p_.at("b_dec");
   const Architecture a = config_.architecture;
+  if (!uses_k(a) && sparse_code_forward(x, l1, dead, o)) {
+    o.mse = squared_error(x, o.x_hat);
+    o.loss = o.mse + o.sparsity + o.aux + o.nested;
+    return o;
+  }
   if (a == Architecture::kStandard) {
     // f = ReLU((x − b_dec) W_enc + b_enc); penalty λ Σ_i f_i ‖W_dec,i‖ (Anthropic, April 2024 update).
     o.features = torch::relu(affine(x, W_enc, p_.at("b_enc")));
@@ -446,6 +454,97 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
   }
   return o;
+}
+
+bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Tensor& dead, SaeOutput& o) {
+  const Architecture a = config_.architecture;
+  const int64_t d_sae = config_.d_sae;
+  const int64_t cap = sparse_code_cap_ < 0 ? std::max<int64_t>(16, d_sae / 32) : std::min(sparse_code_cap_, d_sae);
+  if (cap == 0) return false;
+  SparseGrad* enc_grad = sinks_ ? &sinks_->W_enc : nullptr;
+  SparseGrad* dec_grad = sinks_ ? &sinks_->W_dec : nullptr;
+  const torch::Tensor& W_enc = p_.at("W_enc");
+  const torch::Tensor& W_dec = p_.at("W_dec");
+  const torch::Tensor& b_dec = p_.at("b_dec");
+  const torch::Tensor centre = config_.apply_b_dec_to_input ? b_dec : torch::Tensor();
+  const double eps = config_.jumprelu_bandwidth;
+  const torch::Tensor& b = p_.at(a == Architecture::kGated ? "b_gate" : "b_enc");
+  // The candidates: every entry that carries value or gradient. ReLU and the gate: above 0.
+  // JumpReLU: above θ − ε/2, where the rectangle kernel of the threshold's pseudo-gradient starts.
+  torch::Tensor theta, floor;
+  if (a == Architecture::kJumpReLU) {
+    theta = p_.at("log_threshold").exp();
+    floor = theta.detach() - eps / 2;
+  } else {
+    floor = torch::zeros({d_sae}, x.options());
+  }
+  const ThresholdCode sel = threshold_select(x, W_enc, b, floor, cap, centre);
+  if (!sel.defined()) return false;
+  const torch::Tensor& latents = sel.indices;
+  const torch::Tensor flat = latents.reshape(-1);
+  auto at_latents = [&](const torch::Tensor& per_latent) { return per_latent.index_select(0, flat).view_as(latents); };
+  const torch::Tensor dec_norms = row_norms(W_dec, dec_grad);  // gradient as a norm term, no dense matrix
+  const torch::Tensor dec_norm = at_latents(dec_norms);
+  const torch::Tensor zero = torch::zeros({}, x.options());
+  o.sparsity = zero;
+  o.aux = zero;
+  o.nested = zero;
+  torch::Tensor f;
+  if (a == Architecture::kStandard) {
+    // the positive pre-activations (padding: 0, no gradient); penalty λ Σ_i f_i ‖W_dec,i‖
+    f = gathered_encode(x, W_enc, b, latents, sel.pre, centre, enc_grad);
+    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + b_dec;
+    o.sparsity = l1 * (f * dec_norm).sum(-1).mean();
+  } else if (a == Architecture::kGated) {
+    // ReLU(π_gate) at the open gates; π_mag from the same (x − b_dec) W_enc column: z · exp(r_mag) + b_mag.
+    const torch::Tensor gate = gathered_encode(x, W_enc, b, latents, sel.pre, centre, enc_grad);
+    const torch::Tensor z = gate - at_latents(b);
+    const torch::Tensor mag = z * at_latents(p_.at("r_mag").exp()) + at_latents(p_.at("b_mag"));
+    f = sel.valid.to(mag.dtype()) * torch::relu(mag);
+    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + b_dec;
+    o.sparsity = l1 * (gate * dec_norm).sum(-1).mean();
+    o.aux = squared_error(x, topk_decode(gate, latents, W_dec.detach()) + b_dec.detach());
+  } else {
+    TORCH_CHECK(a == Architecture::kJumpReLU, "no sparse code path for ", architecture_name(a));
+    const torch::Tensor valid = sel.valid.to(x.dtype());
+    const torch::Tensor z = gathered_encode(x, W_enc, b, latents, sel.pre, centre, enc_grad, /*relu=*/false);
+    const torch::Tensor th = at_latents(theta);
+    f = JumpReluFn::apply(z, th, eps) * valid;
+    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + b_dec;
+    if (config_.jumprelu_sparsity == JumpReluSparsity::kStep) {
+      o.sparsity = l1 * (StepFn::apply(z, th, eps) * valid).sum(-1).mean();
+    } else {
+      o.sparsity = l1 * torch::tanh(config_.jumprelu_tanh_scale * f * dec_norm).sum(-1).mean();
+    }
+    if (config_.pre_act_loss_coefficient > 0 && dead.defined() && dead.any().item<bool>()) {
+      // λ_P Σ_{i dead} ReLU(θ_i − π_i) ‖W_dec,i‖ over every row: the dead latents' pre-activations
+      // (one small GEMM), differentiable through the gathered kernel when there are few of them.
+      const torch::Tensor dead_idx = dead.nonzero().squeeze(1);
+      const int64_t B = x.size(0), n = dead_idx.size(0);
+      const torch::Tensor th_dead = theta.index_select(0, dead_idx).unsqueeze(0);
+      const torch::Tensor norm_dead = dec_norms.index_select(0, dead_idx).unsqueeze(0);
+      torch::Tensor pre_dead;
+      if (n <= cap) {
+        torch::Tensor pre0, idx;
+        {
+          torch::NoGradGuard g;
+          pre0 = torch::matmul(centred(x), W_enc.index_select(1, dead_idx)) + b.index_select(0, dead_idx);
+          idx = dead_idx.unsqueeze(0).expand({B, n}).contiguous();
+        }
+        pre_dead = gathered_encode(x, W_enc, b, idx, pre0, centre, enc_grad, /*relu=*/false);
+      } else {
+        pre_dead = affine(x, W_enc.index_select(1, dead_idx), b.index_select(0, dead_idx));
+      }
+      o.aux = config_.pre_act_loss_coefficient * (torch::relu(th_dead - pre_dead) * norm_dead).sum(-1).mean();
+    }
+  }
+  o.code_values = f;
+  o.code_indices = latents;
+  const torch::Tensor active = f.detach() > 0;
+  o.fire_counts = torch::zeros({d_sae}, torch::kInt64)
+                      .index_add_(0, latents.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
+  o.l0 = active.sum(-1).to(torch::kFloat32).mean();
+  return true;
 }
 
 torch::Tensor SaeOutput::dense_features(int64_t d_sae) const {

@@ -79,8 +79,8 @@ struct SaeConfig {
 /// Loss terms of one training forward pass; every term is a scalar averaged over the batch.
 struct SaeOutput {
   torch::Tensor x_hat;     // [batch, d_in]
-  torch::Tensor features;  // [batch, d_sae] dense code; undefined for topk / batchtopk, whose code stays sparse
-  torch::Tensor code_values, code_indices;  // [batch, k'] the sparse code of topk / batchtopk (padding has value 0)
+  torch::Tensor features;  // [batch, d_sae] dense code; undefined where the code stays sparse (code_values)
+  torch::Tensor code_values, code_indices;  // [batch, k'] the sparse code (topk, batchtopk; the others' sparse path), padding has value 0
   torch::Tensor fire_counts;  // [d_sae] rows of the batch in which each latent is active (int64)
   torch::Tensor mse;       // mean_b ‖x − x̂‖²
   torch::Tensor sparsity;  // the sparsity penalty (already multiplied by its coefficient); 0 for topk / batchtopk
@@ -131,18 +131,28 @@ class Sae {
   /// exceed it (ties aside): on held-out rows from the same distribution the mean L0 is then k,
   /// which a running average over training is not in short runs. Returns the threshold.
   double calibrate_batchtopk_threshold(const torch::Tensor& x);
-  /// With `on`, the sparse-code architectures (topk, batchtopk, matryoshka_batchtopk) record
-  /// W_enc's and W_dec's gradients as factored terms in sparse_gradients() instead of dense .grad,
-  /// for the trainer's fused update (sae/sparse_grad.h). The other architectures ignore it.
+  /// With `on`, the sparse-code paths (topk, batchtopk, matryoshka_batchtopk; standard, gated and
+  /// jumprelu once their codes are sparse, see set_sparse_code_cap) record W_enc's and W_dec's
+  /// gradients as factored terms in sparse_gradients() instead of dense .grad, for the trainer's
+  /// fused update (sae/sparse_grad.h). Dense paths still fill .grad.
   void set_sparse_gradients(bool on);
   /// The recorded gradients, or nullptr when they go to .grad.
   SparseGradSinks* sparse_gradients() const { return sinks_.get(); }
+  /// standard, gated and jumprelu: the training forward keeps the code sparse (the latents above
+  /// their threshold — jumprelu: above θ − ε/2, where the threshold's pseudo-gradient reaches —
+  /// through the same sparse kernels as TopK) while no row of the batch has more than `cap` such
+  /// latents, and is dense otherwise (early in training). −1 (the default): max(16, d_sae / 32);
+  /// 0: always dense. Both give the same loss and gradients up to float summation order.
+  void set_sparse_code_cap(int64_t cap) { sparse_code_cap_ = cap; }
   /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.
   torch::Tensor& batchtopk_running_threshold() { return batchtopk_threshold_; }
   const torch::Tensor& batchtopk_running_threshold() const { return batchtopk_threshold_; }
 
  private:
   torch::Tensor centred(const torch::Tensor& x) const;
+  /// forward's sparse path for standard, gated and jumprelu; false (o untouched) when a row of the
+  /// batch has more candidate latents than the cap.
+  bool sparse_code_forward(const torch::Tensor& x, double l1, const torch::Tensor& dead, SaeOutput& o);
   /// (x − b_dec) W + b (x − b_dec only when apply_b_dec_to_input), as one GEMM on the raw x.
   torch::Tensor affine(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) const;
 
@@ -150,6 +160,7 @@ class Sae {
   std::map<std::string, torch::Tensor> p_;
   torch::Tensor batchtopk_threshold_;  // [] running estimate (batchtopk)
   std::shared_ptr<SparseGradSinks> sinks_;
+  int64_t sparse_code_cap_ = -1;
 };
 
 /// Expected tensor shapes of an architecture, by SAELens name.

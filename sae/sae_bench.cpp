@@ -76,9 +76,52 @@ nlohmann::json bench_sae_steps(const SaeBenchOptions& o) {
       {"a_encoder_gemm", [&] { torch::NoGradGuard g; torch::addmm(b_enc, x, W_enc); }},
       {"b_topk_step_sparse", [&] { sae_optimizer_step(topk, *topk_opt, topk.forward(x, 0.0).loss, lr, clip); }},
   };
+  // standard, gated and jumprelu in the regime after warm-up: codes with about k active latents
+  // per row, set by the biases / thresholds at the (1 − k / d_sae) quantile of the pre-activations.
+  struct Sparse {
+    std::string name;
+    std::unique_ptr<Sae> sae;
+    std::unique_ptr<torch::optim::Adam> opt;
+  };
+  std::vector<Sparse> sparse;
   if (!o.topk_only) {
     cases.emplace_back("c_topk_step_dense", [&] { sae_optimizer_step(*dense, *dense_opt, dense_topk_loss(*dense, x, o.k), lr, clip); });
     cases.emplace_back("d_standard_step", [&] { sae_optimizer_step(*standard, *standard_opt, standard->forward(x, 1.0).loss, lr, clip); });
+    double t = 0;
+    {
+      torch::NoGradGuard g;
+      const torch::Tensor z = torch::matmul(x.narrow(0, 0, std::min<int64_t>(o.batch, 256)), W_enc).reshape(-1);
+      const int64_t rank = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(z.numel()) * (1.0 - static_cast<double>(o.k) / o.d_sae)));
+      t = std::get<0>(z.kthvalue(rank)).item<double>();
+    }
+    auto add = [&](const std::string& name, SaeConfig c) {
+      c.d_in = o.d_in;
+      c.d_sae = o.d_sae;
+      Sparse s{name, std::make_unique<Sae>(c, 1), nullptr};
+      torch::NoGradGuard g;
+      switch (c.architecture) {
+        case Architecture::kGated: const_cast<torch::Tensor&>(s.sae->param("b_gate")).fill_(-t); break;
+        case Architecture::kJumpReLU: const_cast<torch::Tensor&>(s.sae->param("log_threshold")).fill_(std::log(t)); break;
+        default: const_cast<torch::Tensor&>(s.sae->param("b_enc")).fill_(-t); break;
+      }
+      s.sae->set_sparse_gradients(true);  // as the trainer runs it
+      s.opt = adam(*s.sae);
+      sparse.push_back(std::move(s));
+    };
+    SaeConfig c = sc;
+    add("e_standard_step_sparse", c);
+    c.architecture = Architecture::kGated;
+    add("f_gated_step_sparse", c);
+    c.architecture = Architecture::kJumpReLU;
+    c.jumprelu_sparsity = JumpReluSparsity::kStep;
+    c.jumprelu_bandwidth = default_jumprelu_bandwidth(JumpReluSparsity::kStep);
+    add("g_jumprelu_step_penalty_sparse", c);
+    c.jumprelu_sparsity = JumpReluSparsity::kTanh;
+    c.jumprelu_bandwidth = default_jumprelu_bandwidth(JumpReluSparsity::kTanh);
+    add("h_jumprelu_tanh_penalty_sparse", c);
+    for (Sparse& s : sparse) {
+      cases.emplace_back(s.name, [&s, &x, lr, clip] { sae_optimizer_step(*s.sae, *s.opt, s.sae->forward(x, 1e-3).loss, lr, clip); });
+    }
   }
   std::map<std::string, std::vector<double>> times;
   for (auto& [name, f] : cases) f();  // warm-up
@@ -90,12 +133,24 @@ nlohmann::json bench_sae_steps(const SaeBenchOptions& o) {
   const double a = t["a_encoder_gemm"], b = t["b_topk_step_sparse"];
   const double gemm_flops = 2.0 * o.batch * o.d_in * o.d_sae;
   nlohmann::json ratios = {{"b_over_a", b / a}}, targets = {{"b_over_a_at_most_1.3", b / a <= 1.3}};
+  nlohmann::json codes = nlohmann::json::object();
   if (!o.topk_only) {
     const double c = t["c_topk_step_dense"], d = t["d_standard_step"];
     ratios["c_over_b"] = c / b;
     ratios["d_over_a"] = d / a;
     targets["c_over_b_at_least_3"] = c / b >= 3.0;
     targets["d_over_a_at_most_6"] = d / a <= 6.0;
+    for (Sparse& s : sparse) {
+      const double r = t[s.name] / a;
+      ratios[s.name.substr(0, 1) + "_over_a"] = r;
+      targets[s.name.substr(0, 1) + "_over_a_at_most_2"] = r <= 2.0;
+      torch::NoGradGuard g;
+      const SaeOutput out = s.sae->forward(x, 1e-3);
+      // the code the step ran on: mean active latents, and the padded width (candidates of the fullest row)
+      codes[s.name] = {{"l0", out.l0.item<double>()},
+                       {"sparse_path", !out.features.defined()},
+                       {"code_width", out.code_values.defined() ? out.code_values.size(1) : o.d_sae}};
+    }
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -106,6 +161,7 @@ nlohmann::json bench_sae_steps(const SaeBenchOptions& o) {
           {"encoder_gemm_gflops", gemm_flops / a / 1e9},
           {"ratios", ratios},
           {"targets", targets},
+          {"sparse_codes", codes},
           {"peak_rss_bytes", static_cast<int64_t>(usage.ru_maxrss) * 1024},
           {"note", "every step is forward + backward + the trainer's update (factored W_enc / W_dec gradients and fused "
                    "Adam for the sparse TopK step; clipping; unit-norm decoder for topk); medians of interleaved "

@@ -31,10 +31,12 @@ struct SaeBenchOptions {
 };
 
 /// Measures, interleaved in one run: (a) the encoder GEMM alone, (b) a TopK training step with the
-/// sparse kernels, (c) the same step done densely, (d) a standard step; every step is forward,
-/// backward and the same Adam update. Returns the seconds, the ratios b/a, c/b, d/a, whether each
-/// meets its target (b ≤ 1.3a, c ≥ 3b, d ≤ 6a) and the process's peak RSS. With topk_only, (a)
-/// and (b) alone.
+/// sparse kernels, (c) the same step done densely, (d) a standard step at initialisation (dense
+/// codes), (e–h) standard, gated and jumprelu (step and tanh penalties) steps once their codes are
+/// sparse (about k active latents per row); every step is forward, backward and the trainer's
+/// update. Returns the seconds, the ratios to (a), whether each meets its target (b ≤ 1.3a,
+/// c ≥ 3b, d ≤ 6a, e–h ≤ 2a), the codes (e–h) ran on and the process's peak RSS. With topk_only,
+/// (a) and (b) alone.
 nlohmann::json bench_sae_steps(const SaeBenchOptions& options);
 
 }  // namespace saelab

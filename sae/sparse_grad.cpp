@@ -36,9 +36,20 @@ void SparseGrad::add_code(const torch::Tensor& values, const torch::Tensor& indi
   add(values.reshape(-1), indices.reshape(-1), rows, M);
 }
 
-torch::Tensor SparseGrad::dense(int64_t d_sae) const {
-  TORCH_CHECK(!terms_.empty(), "SparseGrad::dense: no gradient was recorded");
+void SparseGrad::add_self(const torch::Tensor& scale) {
+  TORCH_CHECK(scale.dim() == 1, "SparseGrad::add_self: scale must be [d_sae] (got ", scale.sizes(), ")");
+  const torch::Tensor s = scale.detach();
+  self_ = self_.defined() ? self_ + s : s.contiguous();
+}
+
+torch::Tensor SparseGrad::dense(int64_t d_sae, const torch::Tensor& param) const {
+  TORCH_CHECK(!empty(), "SparseGrad::dense: no gradient was recorded");
   torch::Tensor out;
+  if (self_.defined()) {
+    TORCH_CHECK(param.defined() && param.dim() == 2 && param.size(0) == d_sae && self_.size(0) == d_sae,
+                "SparseGrad::dense: a norm term needs the [d_sae, d] parameter");
+    out = self_.to(param.dtype()).unsqueeze(1) * param.detach();
+  }
   for (const Term& t : terms_) {
     const torch::Tensor S = torch::sparse_coo_tensor(torch::stack({t.latents, t.rows}), t.values.to(t.M.dtype()),
                                                      {d_sae, t.M.size(0)});
@@ -62,8 +73,16 @@ struct ByLatent {
   };
   std::vector<Part> parts;
   int64_t d = 0;
+  torch::Tensor self_scale;    // [d_sae] or undefined (SparseGrad::add_self)
+  const float* self = nullptr;
 
   ByLatent(const SparseGrad& grad, int64_t d_sae, int64_t d_) : d(d_) {
+    if (grad.self_scale().defined()) {
+      TORCH_CHECK(grad.self_scale().size(0) == d_sae, "a recorded norm gradient has ", grad.self_scale().size(0),
+                  " latents, the parameter ", d_sae);
+      self_scale = grad.self_scale().to(torch::kFloat32).contiguous();
+      self = self_scale.data_ptr<float>();
+    }
     for (const SparseGrad::Term& t : grad.terms()) {
       TORCH_CHECK(t.M.size(1) == d, "a recorded gradient term has width ", t.M.size(1), ", the parameter ", d);
       Part p;  // the term's entries are sorted by latent (SparseGrad::add)
@@ -80,8 +99,8 @@ struct ByLatent {
     }
   }
 
-  // buf[0, d) = latent i's gradient.
-  void gradient(int64_t i, float* buf) const;
+  // buf[0, d) = latent i's gradient; w is latent i's row of the parameter (for the norm term).
+  void gradient(int64_t i, float* buf, const float* w) const;
 };
 
 // buf = Σ_e v[e] · M[r[e]] over e in [begin, end).
@@ -95,8 +114,18 @@ SAELAB_VECTOR_CLONES void add_rows(float* buf, const float* v, const int64_t* r,
   }
 }
 
-void ByLatent::gradient(int64_t i, float* buf) const {
-  std::fill(buf, buf + d, 0.0f);
+SAELAB_VECTOR_CLONES void scaled_copy(float* buf, float a, const float* w, int64_t d) {
+#pragma omp simd
+  for (int64_t c = 0; c < d; ++c) buf[c] = a * w[c];
+}
+
+void ByLatent::gradient(int64_t i, float* buf, const float* w) const {
+  if (self != nullptr) {
+    TORCH_CHECK(w != nullptr, "a norm gradient term applies to latent rows only");
+    scaled_copy(buf, self[i], w, d);
+  } else {
+    std::fill(buf, buf + d, 0.0f);
+  }
   for (const Part& p : parts) add_rows(buf, p.v, p.r, p.off[i], p.off[i + 1], p.m, d);
 }
 
@@ -173,7 +202,7 @@ double sparse_grad_norm_sq(const torch::Tensor& param, const SparseGrad& grad, L
       [&](int64_t begin, int64_t end, double acc) {
         std::vector<float> buf(static_cast<size_t>(d));
         for (int64_t i = begin; i < end; ++i) {
-          by.gradient(i, buf.data());
+          by.gradient(i, buf.data(), rows ? w + i * d : nullptr);
           if (remove_parallel) remove_parallel_component(buf.data(), w + i * d, d);
           acc += squared_norm(buf.data(), d);
         }
@@ -201,7 +230,7 @@ void fused_sparse_adam(torch::Tensor& param, const SparseGrad& grad, LatentAxis 
       std::vector<float> buf(static_cast<size_t>(d));
       for (int64_t i = begin; i < end; ++i) {
         float* w = P + i * d;
-        by.gradient(i, buf.data());
+        by.gradient(i, buf.data(), w);
         if (remove_parallel) remove_parallel_component(buf.data(), w, d);
         adam_span(w, Mp + i * d, Vp + i * d, buf.data(), scale, d, adam);
         if (renormalise) {
@@ -220,7 +249,7 @@ void fused_sparse_adam(torch::Tensor& param, const SparseGrad& grad, LatentAxis 
     std::vector<float> g(static_cast<size_t>(block * d)), gt(static_cast<size_t>(block * d));
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t i0 = blk * block, width = std::min(block, d_sae - i0);
-      for (int64_t c = 0; c < width; ++c) by.gradient(i0 + c, g.data() + c * d);
+      for (int64_t c = 0; c < width; ++c) by.gradient(i0 + c, g.data() + c * d, nullptr);
       transpose_block(g.data(), width, d, gt.data(), block);
       adam_strided(P + i0, Mp + i0, Vp + i0, d_sae, gt.data(), block, width, d, scale, adam);
     }

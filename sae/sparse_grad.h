@@ -33,14 +33,24 @@ class SparseGrad {
   void add(const torch::Tensor& values, const torch::Tensor& latents, const torch::Tensor& rows, const torch::Tensor& M);
   /// The same for a [batch, k] code: entry (b, j) has latent indices[b, j] and row b.
   void add_code(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& M);
-  bool empty() const { return terms_.empty(); }
-  void clear() { terms_.clear(); }
+  /// Adds Σ_i scale[i] · e_i ⊗ W_i, W_i the parameter's own latent i (a row: for W_dec only): the
+  /// gradient of a penalty on the decoder rows' norms, ∂‖W_i‖/∂W_i = W_i / ‖W_i‖. Accumulates.
+  void add_self(const torch::Tensor& scale);
+  bool empty() const { return terms_.empty() && !self_.defined(); }
+  void clear() {
+    terms_.clear();
+    self_ = torch::Tensor();
+  }
   const std::vector<Term>& terms() const { return terms_; }
-  /// The gradient as a dense [d_sae, d] matrix (latent-major; transpose it for W_enc).
-  torch::Tensor dense(int64_t d_sae) const;
+  /// The add_self coefficients [d_sae], or undefined.
+  const torch::Tensor& self_scale() const { return self_; }
+  /// The gradient as a dense [d_sae, d] matrix (latent-major; transpose it for W_enc). `param`
+  /// (latent-major, [d_sae, d]) is needed when add_self was used.
+  torch::Tensor dense(int64_t d_sae, const torch::Tensor& param = {}) const;
 
  private:
   std::vector<Term> terms_;
+  torch::Tensor self_;
 };
 
 /// The recorded gradients of one SAE's W_enc and W_dec (shared by the copies of an Sae).

@@ -6,6 +6,7 @@
 #include "core/simd.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <tuple>
 #include <vector>
@@ -147,13 +148,14 @@ class GatheredEncodeFn : public torch::autograd::Function<GatheredEncodeFn> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W_enc,
                                const torch::Tensor& b_enc, const torch::Tensor& b_dec, const torch::Tensor& indices,
-                               const torch::Tensor& top, int64_t sink, bool centred) {
+                               const torch::Tensor& top, int64_t sink, bool centred, bool relu) {
     ctx->save_for_backward({x, W_enc, b_dec, indices, top});
     ctx->saved_data["d_sae"] = W_enc.size(1);
     ctx->saved_data["sink"] = sink;
     ctx->saved_data["centred"] = centred;
+    ctx->saved_data["relu"] = relu;
     (void)b_enc;
-    return top.clamp_min(0);
+    return relu ? top.clamp_min(0) : top.clone();
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
@@ -162,7 +164,8 @@ class GatheredEncodeFn : public torch::autograd::Function<GatheredEncodeFn> {
     const int64_t d_sae = ctx->saved_data["d_sae"].toInt();
     auto* sink = reinterpret_cast<SparseGrad*>(static_cast<intptr_t>(ctx->saved_data["sink"].toInt()));
     const bool centred = ctx->saved_data["centred"].toBool();
-    const torch::Tensor g = grads[0] * (top > 0).to(grads[0].dtype());  // ReLU'
+    const torch::Tensor g = ctx->saved_data["relu"].toBool() ? grads[0] * (top > 0).to(grads[0].dtype())  // ReLU'
+                                                             : grads[0];
     // d pre[b, i] = g at the selected (b, i), zero elsewhere: a sparse [batch, d_sae] matrix S.
     const torch::Tensor grad_b_enc = torch::zeros({d_sae}, g.options()).index_add_(0, indices.reshape(-1), g.reshape(-1));
     torch::Tensor grad_x, grad_W_enc, grad_b_dec;
@@ -185,7 +188,8 @@ class GatheredEncodeFn : public torch::autograd::Function<GatheredEncodeFn> {
       grad_x = std::get<0>(torch::embedding_bag(W_enc.t().contiguous(), indices.reshape(-1), offsets, false,
                                                 /*mode sum=*/0, false, g.reshape(-1), false));
     }
-    return {grad_x, grad_W_enc, grad_b_enc, grad_b_dec, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grad_x, grad_W_enc, grad_b_enc, grad_b_dec, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -258,9 +262,70 @@ TopKCode select_and_encode(const torch::Tensor& x, const torch::Tensor& W_enc, c
     top = top * keep.to(top.dtype());  // entries dropped (or negative) become 0: value and gradient
   }
   const torch::Tensor values = GatheredEncodeFn::apply(x, W_enc, b_enc, centre_or_empty(b_dec, x), indices, top,
-                                                       sink_handle(sink), b_dec.defined());
+                                                       sink_handle(sink), b_dec.defined(), true);
   return {values, indices};
 }
+
+// Appends row r's entries of a block above their floor to the row's list (values, latents, count);
+// returns false when the list would pass `cap`. Blocks of 16 with none above are skipped after
+// one vector comparison.
+template <class T>
+SAELAB_INLINE bool select_above_one(const T* row, const T* floor, int64_t w, int64_t offset, T* vals, int64_t* idx,
+                                    int64_t& count, int64_t cap) {
+  constexpr int64_t kBlock = 16;
+  auto take = [&](int64_t c) {
+    if (!(row[c] > floor[c])) return true;
+    if (count == cap) return false;
+    vals[count] = row[c];
+    idx[count++] = c + offset;
+    return true;
+  };
+  int64_t c = 0;
+  for (; c + kBlock <= w; c += kBlock) {
+    int hit = 0;
+#pragma omp simd reduction(| : hit)
+    for (int64_t j = 0; j < kBlock; ++j) hit |= row[c + j] > floor[c + j];
+    if (!hit) continue;
+    for (int64_t j = 0; j < kBlock; ++j) {
+      if (!take(c + j)) return false;
+    }
+  }
+  for (; c < w; ++c) {
+    if (!take(c)) return false;
+  }
+  return true;
+}
+SAELAB_VECTOR_CLONES bool select_above(const float* row, const float* floor, int64_t w, int64_t offset, float* vals,
+                                       int64_t* idx, int64_t& count, int64_t cap) {
+  return select_above_one(row, floor, w, offset, vals, idx, count, cap);
+}
+bool select_above(const double* row, const double* floor, int64_t w, int64_t offset, double* vals, int64_t* idx,
+                  int64_t& count, int64_t cap) {
+  return select_above_one(row, floor, w, offset, vals, idx, count, cap);
+}
+
+// ‖W_i‖ per row; backward: ∂/∂W_i = g_i W_i / ‖W_i‖, as a norm term of the sink when there is one.
+class RowNormFn : public torch::autograd::Function<RowNormFn> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& W, int64_t sink) {
+    const torch::Tensor n = W.norm(2, {1});
+    ctx->save_for_backward({W, n});
+    ctx->saved_data["sink"] = sink;
+    return n;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &W = saved[0], &n = saved[1];
+    auto* sink = reinterpret_cast<SparseGrad*>(static_cast<intptr_t>(ctx->saved_data["sink"].toInt()));
+    // a zero row has no direction: its subgradient is taken as 0 (torch's norm backward does the same)
+    const torch::Tensor scale = torch::where(n > 0, grads[0] / n, torch::zeros_like(n));
+    if (sink != nullptr) {
+      sink->add_self(scale);
+      return {torch::Tensor(), torch::Tensor()};
+    }
+    return {scale.unsqueeze(1) * W, torch::Tensor()};
+  }
+};
 
 class TopKDecodeFn : public torch::autograd::Function<TopKDecodeFn> {
  public:
@@ -281,9 +346,11 @@ class TopKDecodeFn : public torch::autograd::Function<TopKDecodeFn> {
     const torch::Tensor &values = saved[0], &indices = saved[1], &W_dec = saved[2];
     const torch::Tensor& g = grads[0];  // [batch, d_in]
     auto* sink = reinterpret_cast<SparseGrad*>(static_cast<intptr_t>(ctx->saved_data["sink"].toInt()));
-    const torch::Tensor grad_values = gathered_dots(g, indices, W_dec);
-    torch::Tensor grad_W_dec;
-    if (sink != nullptr) {
+    torch::Tensor grad_values, grad_W_dec;
+    if (ctx->needs_input_grad(0)) grad_values = gathered_dots(g, indices, W_dec);
+    if (!ctx->needs_input_grad(2)) {
+      // a detached decoder (gated's auxiliary reconstruction): no gradient to W_dec
+    } else if (sink != nullptr) {
       sink->add_code(values, indices, g);
     } else {
       grad_W_dec = sparse_t_mm(values, indices, g, W_dec.size(0));
@@ -312,11 +379,11 @@ TopKCode batch_topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, c
 
 torch::Tensor gathered_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
                               const torch::Tensor& indices, const torch::Tensor& pre, const torch::Tensor& b_dec,
-                              SparseGrad* W_enc_grad) {
+                              SparseGrad* W_enc_grad, bool relu) {
   TORCH_CHECK(indices.dim() == 2 && pre.sizes() == indices.sizes() && indices.size(0) == x.size(0),
               "gathered_encode: indices and pre must be [batch, k] alike");
   return GatheredEncodeFn::apply(x, W_enc, b_enc, centre_or_empty(b_dec, x), indices, pre.detach(),
-                                 sink_handle(W_enc_grad), b_dec.defined());
+                                 sink_handle(W_enc_grad), b_dec.defined(), relu);
 }
 
 torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& W_dec,
@@ -326,7 +393,56 @@ torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indi
 }
 
 torch::Tensor topk_to_dense(const TopKCode& code, int64_t d_sae) {
-  return torch::zeros({code.values.size(0), d_sae}, code.values.options()).scatter(1, code.indices, code.values);
+  // scatter_add: a threshold code's padding (value 0 at latent 0) may share a row with latent 0 itself
+  return torch::zeros({code.values.size(0), d_sae}, code.values.options()).scatter_add(1, code.indices, code.values);
+}
+
+ThresholdCode threshold_select(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b,
+                               const torch::Tensor& floor, int64_t cap, const torch::Tensor& b_dec) {
+  TORCH_CHECK(x.dim() == 2 && W_enc.dim() == 2 && x.size(1) == W_enc.size(0), "threshold_select: x [batch, d_in] and W_enc [d_in, d_sae] disagree (got ",
+              x.sizes(), " and ", W_enc.sizes(), ")");
+  TORCH_CHECK(floor.dim() == 1 && floor.size(0) == W_enc.size(1) && b.sizes() == floor.sizes(),
+              "threshold_select: b and floor must be [d_sae]");
+  TORCH_CHECK(cap > 0, "threshold_select: cap must be positive");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor xc = (b_dec.defined() ? x - b_dec : x).contiguous();
+  const int64_t B = xc.size(0), d_sae = W_enc.size(1), block = std::min(encoder_block(B), d_sae);
+  const auto opts = xc.options();
+  const torch::Tensor bias = b.detach().to(opts.dtype()), lower = floor.detach().to(opts.dtype()).contiguous();
+  torch::Tensor vals = torch::empty({B, cap}, opts), idx = torch::empty({B, cap}, opts.dtype(torch::kInt64));
+  std::vector<int64_t> count(static_cast<size_t>(B), 0);
+  torch::Tensor buffer = torch::empty({B, block}, opts);
+  std::atomic<bool> over{false};
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "threshold_select", [&] {
+    scalar_t* vp = vals.data_ptr<scalar_t>();
+    int64_t* ip = idx.data_ptr<int64_t>();
+    const scalar_t* fp = lower.data_ptr<scalar_t>();
+    for (int64_t j0 = 0; j0 < d_sae && !over.load(); j0 += block) {
+      const int64_t w = std::min(block, d_sae - j0);
+      torch::Tensor out = buffer.narrow(1, 0, w);
+      torch::addmm_out(out, bias.narrow(0, j0, w), xc, W_enc.detach().narrow(1, j0, w).to(opts.dtype()));
+      const scalar_t* op = buffer.data_ptr<scalar_t>();
+      at::parallel_for(0, B, 8, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end && !over.load(std::memory_order_relaxed); ++r) {
+          if (!select_above(op + r * block, fp + j0, w, j0, vp + r * cap, ip + r * cap, count[r], cap)) over = true;
+        }
+      });
+    }
+  });
+  if (over.load()) return {};
+  const int64_t widest = std::max<int64_t>(1, *std::max_element(count.begin(), count.end()));
+  const torch::Tensor counts = torch::tensor(count, opts.dtype(torch::kInt64));
+  const torch::Tensor valid = torch::arange(widest, counts.options()).unsqueeze(0) < counts.unsqueeze(1);
+  ThresholdCode code;
+  code.valid = valid;
+  code.pre = vals.narrow(1, 0, widest).masked_fill(valid.logical_not(), 0);
+  code.indices = idx.narrow(1, 0, widest).masked_fill(valid.logical_not(), 0);
+  return code;
+}
+
+torch::Tensor row_norms(const torch::Tensor& W_dec, SparseGrad* sink) {
+  TORCH_CHECK(W_dec.dim() == 2, "row_norms: W_dec must be [d_sae, d_in] (got ", W_dec.sizes(), ")");
+  return RowNormFn::apply(W_dec, sink_handle(sink));
 }
 
 }  // namespace saelab

@@ -33,9 +33,27 @@ TopKCode batch_topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, c
 /// ReLU(pre) [batch, k] for pre-activations `pre` = ((x − b_dec) W_enc + b_enc) at `indices`, already
 /// computed by the caller without gradient (e.g. AuxK's selection among dead latents), made
 /// differentiable as topk_encode's code is.
+/// With relu false the code is the pre-activations themselves (JumpReLU's entries below threshold
+/// carry gradient to it) and the gradient reaches every entry.
 torch::Tensor gathered_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
                               const torch::Tensor& indices, const torch::Tensor& pre, const torch::Tensor& b_dec = {},
-                              SparseGrad* W_enc_grad = nullptr);
+                              SparseGrad* W_enc_grad = nullptr, bool relu = true);
+
+/// The entries of pre = (x − b_dec) W_enc + b [batch, d_sae] strictly above floor [d_sae], per row:
+/// the code of a ReLU-type SAE once it is sparse. Computed in column blocks without the [batch,
+/// d_sae] matrix. `pre` and `indices` are [batch, k'] (k' the fullest row's count, at least 1;
+/// padding has pre 0 at latent 0 and valid false). Undefined tensors when a row has more than `cap`
+/// entries (the caller takes its dense path). No gradient (gathered_encode makes it differentiable).
+struct ThresholdCode {
+  torch::Tensor pre, indices, valid;
+  bool defined() const { return pre.defined(); }
+};
+ThresholdCode threshold_select(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b,
+                               const torch::Tensor& floor, int64_t cap, const torch::Tensor& b_dec = {});
+
+/// ‖W_dec,i‖ [d_sae], with the gradient recorded as SparseGrad::add_self in `sink` when there is
+/// one (no dense [d_sae, d_in] gradient), else to W_dec's .grad.
+torch::Tensor row_norms(const torch::Tensor& W_dec, SparseGrad* sink = nullptr);
 
 /// out[b] = sum_j values[b, j] * W_dec[indices[b, j]]  →  [batch, d_in]  (no bias).
 /// W_dec [d_sae, d_in]. Gradients flow to values and W_dec (rows that were used only).

@@ -106,7 +106,7 @@ void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Te
   // term also left a dense one (Matryoshka's dense levels) the two are added densely.
   auto merge = [](torch::Tensor& p, SparseGrad& grad, bool transposed) {
     if (grad.empty() || !p.grad().defined()) return;
-    const torch::Tensor d = grad.dense(transposed ? p.size(1) : p.size(0));
+    const torch::Tensor d = transposed ? grad.dense(p.size(1)) : grad.dense(p.size(0), p);
     p.mutable_grad() = p.grad() + (transposed ? d.t() : d);
     grad.clear();
   };
@@ -168,7 +168,7 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
     TrainedSae t;
     t.spec = std::move(specs[i]);
     t.sae = std::make_unique<Sae>(t.spec.config, seed + 7919 * i);
-    t.sae->set_sparse_gradients(true);  // topk, batchtopk, matryoshka: the fused sparse update
+    t.sae->set_sparse_gradients(true);  // the fused sparse update wherever the code is sparse
     std::vector<torch::Tensor> params;
     for (const auto& [name, p] : t.sae->parameters()) params.push_back(p);
     t.optimizer = std::make_unique<torch::optim::Adam>(

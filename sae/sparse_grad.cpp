@@ -1,11 +1,13 @@
 #include "sae/sparse_grad.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include "core/simd.h"
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace saelab {
 
@@ -14,18 +16,50 @@ void SparseGrad::add(const torch::Tensor& values, const torch::Tensor& latents, 
   TORCH_CHECK(values.dim() == 1 && latents.sizes() == values.sizes() && rows.sizes() == values.sizes(),
               "SparseGrad::add: values, latents and rows must be [n] alike");
   TORCH_CHECK(M.dim() == 2, "SparseGrad::add: M must be [rows, d] (got ", M.sizes(), ")");
-  const torch::Tensor keep = values != 0;
-  const torch::Tensor kept = values.masked_select(keep);
-  if (kept.numel() == 0) return;
-  // Sorted by latent once here (stable: rows stay in order within a latent), for both walks of the
-  // update over the latents.
-  const auto [sorted, perm] = torch::sort(latents.masked_select(keep), /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  Term t;
-  t.values = kept.index_select(0, perm);
-  t.latents = sorted;
-  t.rows = rows.masked_select(keep).index_select(0, perm);
-  t.M = M.contiguous();
-  terms_.push_back(std::move(t));
+  TORCH_CHECK(latents.scalar_type() == torch::kInt64 && rows.scalar_type() == torch::kInt64,
+              "SparseGrad::add: latents and rows must be int64");
+  const torch::Tensor v = values.detach().contiguous(), l = latents.contiguous(), r = rows.contiguous();
+  const int64_t n = v.numel();
+  const int64_t* lp = l.data_ptr<int64_t>();
+  const int64_t* rp = r.data_ptr<int64_t>();
+  // Sorted by latent once here, for both walks of the update over the latents: a counting sort
+  // (stable, so rows stay in order within a latent; linear where a comparison sort of the
+  // entries cost more than the rest of a small step). Entries with value 0 are dropped.
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "SparseGrad::add", [&] {
+    const scalar_t* vp = v.data_ptr<scalar_t>();
+    int64_t top = -1, kept = 0;
+    for (int64_t e = 0; e < n; ++e) {
+      if (vp[e] == 0) continue;
+      TORCH_CHECK(lp[e] >= 0 && rp[e] >= 0 && rp[e] < M.size(0), "SparseGrad::add: entry ", e, " has latent ", lp[e],
+                  " and row ", rp[e], " (M has ", M.size(0), " rows)");
+      top = std::max(top, lp[e]);
+      ++kept;
+    }
+    if (kept == 0) return;
+    std::vector<int64_t> offsets(static_cast<size_t>(top + 2), 0);
+    for (int64_t e = 0; e < n; ++e) {
+      if (vp[e] != 0) ++offsets[static_cast<size_t>(lp[e] + 1)];
+    }
+    for (size_t i = 1; i < offsets.size(); ++i) offsets[i] += offsets[i - 1];
+    Term t;
+    t.values = torch::empty({kept}, v.options());
+    t.latents = torch::empty({kept}, l.options());
+    t.rows = torch::empty({kept}, r.options());
+    scalar_t* tv = t.values.data_ptr<scalar_t>();
+    int64_t* tl = t.latents.data_ptr<int64_t>();
+    int64_t* tr = t.rows.data_ptr<int64_t>();
+    std::vector<int64_t> next(offsets.begin(), offsets.end() - 1);
+    for (int64_t e = 0; e < n; ++e) {
+      if (vp[e] == 0) continue;
+      const int64_t p = next[static_cast<size_t>(lp[e])]++;
+      tv[p] = vp[e];
+      tl[p] = lp[e];
+      tr[p] = rp[e];
+    }
+    t.offsets = torch::tensor(offsets, l.options());
+    t.M = M.contiguous();
+    terms_.push_back(std::move(t));
+  });
 }
 
 void SparseGrad::add_code(const torch::Tensor& values, const torch::Tensor& indices, const torch::Tensor& M) {
@@ -88,8 +122,10 @@ struct ByLatent {
       Part p;  // the term's entries are sorted by latent (SparseGrad::add)
       p.values = t.values.to(torch::kFloat32).contiguous();
       p.rows = t.rows.contiguous();
-      p.offsets = torch::cat({torch::zeros({1}, t.latents.options()), t.latents.bincount({}, d_sae).cumsum(0)}).contiguous();
-      TORCH_CHECK(p.offsets.size(0) == d_sae + 1, "a recorded gradient names a latent beyond d_sae ", d_sae);
+      const int64_t named = t.offsets.size(0) - 1;  // latents 0 … named − 1 have offsets
+      TORCH_CHECK(named <= d_sae, "a recorded gradient names latent ", named - 1, ", beyond d_sae ", d_sae);
+      p.offsets = named == d_sae ? t.offsets
+                                 : torch::cat({t.offsets, t.offsets.narrow(0, named, 1).expand({d_sae - named})}).contiguous();
       p.M = t.M.to(torch::kFloat32).contiguous();
       p.v = p.values.data_ptr<float>();
       p.r = p.rows.data_ptr<int64_t>();

@@ -26,6 +26,7 @@ class SparseGrad {
     torch::Tensor values;   // [n] coefficients
     torch::Tensor latents;  // [n] int64 latent of each entry, ascending
     torch::Tensor rows;     // [n] int64 row of M of each entry
+    torch::Tensor offsets;  // [L + 1] int64: latent i's entries are offsets[i] … offsets[i + 1] (i < L, the last latent named + 1)
     torch::Tensor M;        // [m, d] contiguous
   };
 

@@ -459,7 +459,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
 bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Tensor& dead, SaeOutput& o) {
   const Architecture a = config_.architecture;
   const int64_t d_sae = config_.d_sae;
-  const int64_t cap = sparse_code_cap_ < 0 ? std::max<int64_t>(16, d_sae / 32) : std::min(sparse_code_cap_, d_sae);
+  const int64_t cap = sparse_code_cap_ < 0 ? std::max<int64_t>(64, d_sae / 8) : std::min(sparse_code_cap_, d_sae);
   if (cap == 0) return false;
   SparseGrad* enc_grad = sinks_ ? &sinks_->W_enc : nullptr;
   SparseGrad* dec_grad = sinks_ ? &sinks_->W_dec : nullptr;
@@ -477,6 +477,12 @@ bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Te
     floor = theta.detach() - eps / 2;
   } else {
     floor = torch::zeros({d_sae}, x.options());
+  }
+  // Early in training most batches are too dense: a probe of 64 rows (a 64-row GEMM) says so before
+  // the full selection would compute most of the product and give up.
+  const int64_t probe = 64;
+  if (x.size(0) >= 4 * probe && !threshold_select(x.narrow(0, 0, probe), W_enc, b, floor, cap, centre).defined()) {
+    return false;
   }
   const ThresholdCode sel = threshold_select(x, W_enc, b, floor, cap, centre);
   if (!sel.defined()) return false;

@@ -141,7 +141,7 @@ class Sae {
   /// standard, gated and jumprelu: the training forward keeps the code sparse (the latents above
   /// their threshold — jumprelu: above θ − ε/2, where the threshold's pseudo-gradient reaches —
   /// through the same sparse kernels as TopK) while no row of the batch has more than `cap` such
-  /// latents, and is dense otherwise (early in training). −1 (the default): max(16, d_sae / 32);
+  /// latents, and is dense otherwise (early in training). −1 (the default): max(64, d_sae / 8);
   /// 0: always dense. Both give the same loss and gradients up to float summation order.
   void set_sparse_code_cap(int64_t cap) { sparse_code_cap_ = cap; }
   /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.

@@ -164,8 +164,10 @@ nlohmann::json bench_sae_steps(const SaeBenchOptions& o) {
           {"sparse_codes", codes},
           {"peak_rss_bytes", static_cast<int64_t>(usage.ru_maxrss) * 1024},
           {"note", "every step is forward + backward + the trainer's update (factored W_enc / W_dec gradients and fused "
-                   "Adam for the sparse TopK step; clipping; unit-norm decoder for topk); medians of interleaved "
-                   "repetitions; peak_rss_bytes is the whole process's (all SAEs of the run)"}};
+                   "Adam for the sparse steps b and e-h; clipping; unit-norm decoders but for standard); e-h start "
+                   "with about k active latents per row (sparse_codes: the code each ran on; sparse_path false: "
+                   "its candidates passed the cap and it ran densely); medians of interleaved repetitions; "
+                   "peak_rss_bytes is the whole process's (all SAEs of the run)"}};
 }
 
 }  // namespace saelab

@@ -222,6 +222,13 @@ TEST(TopKKernels, FusedSparseAdamEqualsTheDenseUpdate) {
   }
 }
 
+// Adam at lr 1e-2 over an SAE's parameters (the training-equivalence tests).
+std::unique_ptr<torch::optim::Adam> adam_for(const Sae& s) {
+  std::vector<torch::Tensor> params;
+  for (const auto& [name, p] : s.parameters()) params.push_back(p);
+  return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-2).betas({0.9, 0.999}));
+}
+
 // Whole training steps of topk, batchtopk and matryoshka SAEs with AuxK active: the factored path
 // (the trainer's) and dense .grad with the library's plain update give the same weights.
 TEST(TopKKernels, TrainingWithFactoredGradientsEqualsThePlainUpdate) {
@@ -237,11 +244,6 @@ TEST(TopKKernels, TrainingWithFactoredGradientsEqualsThePlainUpdate) {
     const torch::Tensor dead = torch::arange(128) % 3 == 0;  // AuxK on a third of the latents
     Sae fused(c, 5), plain(c, 5);
     fused.set_sparse_gradients(true);
-    auto adam_for = [](const Sae& s) {
-      std::vector<torch::Tensor> params;
-      for (const auto& [name, p] : s.parameters()) params.push_back(p);
-      return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-2).betas({0.9, 0.999}));
-    };
     auto fused_opt = adam_for(fused), plain_opt = adam_for(plain);
     for (int step = 0; step < 4; ++step) {
       const SaeOutput of = fused.forward(x, 0.0, dead);
@@ -448,11 +450,6 @@ TEST(SparseCodes, TrainingOnTheSparsePathEqualsTheDenseUpdate) {
     fused.set_sparse_gradients(true);
     fused.set_sparse_code_cap(64);
     plain.set_sparse_code_cap(0);
-    auto adam_for = [](const Sae& s) {
-      std::vector<torch::Tensor> params;
-      for (const auto& [name, p] : s.parameters()) params.push_back(p);
-      return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-2).betas({0.9, 0.999}));
-    };
     auto fused_opt = adam_for(fused), plain_opt = adam_for(plain);
     for (int step = 0; step < 4; ++step) {
       const SaeOutput of = fused.forward(x, 0.5, dead);

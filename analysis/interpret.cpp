@@ -56,8 +56,13 @@ std::vector<SaeInterpretation> interpret_saes(HookedModel& hooked, const std::ve
         const torch::Tensor f =
             saes[i].sae().encode(cache[saes[i].hook].to(torch::kFloat32)).narrow(1, 1, T - 1).reshape({-1, saes[i].sae().config().d_sae});
         if (pass == 0) {
-          const torch::Tensor c = (f > 0).sum(0).to(torch::kInt64);
-          counts[i] = counts[i].defined() ? counts[i] + c : c;
+          // In row chunks: a sum over the bool [tokens, d_sae] mask converts all of it to int64
+          // first (800 MB for 4 contexts × 1024 at d_sae 24,576).
+          const int64_t rows = f.size(0), chunk = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, f.size(1)));
+          for (int64_t r = 0; r < rows; r += chunk) {
+            const torch::Tensor c = (f.narrow(0, r, std::min(chunk, rows - r)) > 0).sum(0).to(torch::kInt64);
+            counts[i] = counts[i].defined() ? counts[i] + c : c;
+          }
         } else {
           acts[i].narrow(0, s * (T - 1), f.size(0)).copy_(f.index_select(1, chosen[i]));
         }

@@ -323,11 +323,8 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   const torch::Tensor& b_dec = p_.at("b_dec");
   const Architecture a = config_.architecture;
   if (!uses_k(a) && sparse_code_forward(x, l1, dead, o)) {
-    o.mse = squared_error(x, o.x_hat);
-    o.loss = o.mse + o.sparsity + o.aux + o.nested;
-    return o;
-  }
-  if (a == Architecture::kStandard) {
+    // standard, gated or jumprelu with a sparse code: done (the terms and the code are set)
+  } else if (a == Architecture::kStandard) {
     // f = ReLU((x − b_dec) W_enc + b_enc); penalty λ Σ_i f_i ‖W_dec,i‖ (Anthropic, April 2024 update).
     o.features = torch::relu(affine(x, W_enc, p_.at("b_enc")));
     o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
@@ -363,16 +360,13 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     o.code_values = code.values;
     o.code_indices = code.indices;
     o.x_hat = topk_decode(code.values, code.indices, W_dec, dec_grad) + b_dec;
-    const torch::Tensor active = code.values.detach() > 0;  // [batch, k']
-    o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
-                        .index_add_(0, code.indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
-    o.l0 = active.sum(-1).to(torch::kFloat32).mean();
     if (uses_batch_topk(a)) {
       // A running average of the smallest kept positive activation, for checkpoints and
       // monitoring; the saved inference threshold is calibrated after training
       // (calibrate_batchtopk_threshold).
       torch::NoGradGuard g;
-      const torch::Tensor positive = code.values.detach().masked_select(active);
+      const torch::Tensor values = code.values.detach();
+      const torch::Tensor positive = values.masked_select(values > 0);
       if (positive.numel() > 0) {
         const torch::Tensor smallest = positive.min();
         const double r = config_.batchtopk_threshold_rate;
@@ -452,6 +446,11 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     const torch::Tensor active = o.features.detach() != 0;
     o.fire_counts = active.sum(0).to(torch::kInt64);
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
+  } else {  // a sparse code [batch, k'], padding 0
+    const torch::Tensor active = o.code_values.detach() > 0;
+    o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
+                        .index_add_(0, o.code_indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
+    o.l0 = active.sum(-1).to(torch::kFloat32).mean();
   }
   return o;
 }
@@ -491,10 +490,6 @@ bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Te
   auto at_latents = [&](const torch::Tensor& per_latent) { return per_latent.index_select(0, flat).view_as(latents); };
   const torch::Tensor dec_norms = row_norms(W_dec, dec_grad);  // gradient as a norm term, no dense matrix
   const torch::Tensor dec_norm = at_latents(dec_norms);
-  const torch::Tensor zero = torch::zeros({}, x.options());
-  o.sparsity = zero;
-  o.aux = zero;
-  o.nested = zero;
   torch::Tensor f;
   if (a == Architecture::kStandard) {
     // the positive pre-activations (padding: 0, no gradient); penalty λ Σ_i f_i ‖W_dec,i‖
@@ -546,10 +541,6 @@ bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Te
   }
   o.code_values = f;
   o.code_indices = latents;
-  const torch::Tensor active = f.detach() > 0;
-  o.fire_counts = torch::zeros({d_sae}, torch::kInt64)
-                      .index_add_(0, latents.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
-  o.l0 = active.sum(-1).to(torch::kFloat32).mean();
   return true;
 }
 

@@ -2,6 +2,7 @@
 // for every hook of a capture), each batch of each hook read once for all SAEs on it.
 #include "apps/commands.h"
 #include "apps/common.h"
+#include "core/distributed.h"
 #include "sae/train_run.h"
 
 namespace saelab {
@@ -15,7 +16,7 @@ void register_train(CLI::App& app) {
   static OptionFlags<SaeRunOptions> run_flags(cmd, &options);
   static OptionFlags<SaeGridOptions> grid_flags(cmd, &grid);
   cmd->callback([cmd] {
-    start_command();
+    start_command(true, true);
     if (!config.empty()) read_sae_run_options(load_json_file(config, "training config"), config, options);
     run_flags.apply();
     grid_flags.apply();
@@ -23,6 +24,7 @@ void register_train(CLI::App& app) {
                                 cmd->count("--expansion") > 0;
     if (config.empty() || grid_given) options.saes = grid.specs();
     const SaeRunResult r = run_sae_training(options);
+    if (world_communicator()->rank() != 0) return;  // rank 0 speaks for the run
     if (!r.complete) {
       std::printf("stopped at step %lld of %lld; rerun the same command to resume\n",
                   static_cast<long long>(r.steps_done), static_cast<long long>(options.train.steps));

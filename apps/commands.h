@@ -14,6 +14,7 @@ void register_hooks(CLI::App& app);
 void register_capture(CLI::App& app);
 void register_train(CLI::App& app);
 void register_bench_sae(CLI::App& app);
+void register_bench_dist(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_top(CLI::App& app);
 void register_graph(CLI::App& app);

@@ -29,7 +29,7 @@ GlobalOptions& global_options();
 
 /// Applies the global flags (threads, denormals); every subcommand calls this first. Analysis
 /// commands pass keep_freed_memory false (RuntimeOptions::keep_freed_memory).
-void start_command(bool keep_freed_memory = true);
+void start_command(bool keep_freed_memory = true, bool distributed = false);
 
 /// "a,b,,c" → {"a", "b", "c"} (comma-separated flag values; empty items dropped).
 inline std::vector<std::string> split_list(const std::string& s) {

@@ -5,6 +5,7 @@
 
 #include "apps/commands.h"
 #include "apps/common.h"
+#include "core/distributed.h"
 #include "core/files.h"
 #include "models/model_bundle.h"
 
@@ -19,8 +20,11 @@ namespace {
 OptionFlags<GlobalOptions>* global_flags = nullptr;
 }  // namespace
 
-void start_command(bool keep_freed_memory) {
+void start_command(bool keep_freed_memory, bool distributed) {
   if (global_flags != nullptr) global_flags->apply();
+  const LaunchInfo launch = launch_info();
+  TORCH_CHECK(distributed || launch.world_size == 1, "this command runs in one process; under torchrun (WORLD_SIZE=",
+              launch.world_size, ") only 'saelab train' is distributed so far");
   init_runtime(RuntimeOptions{global_options().threads, 0, keep_freed_memory});
 }
 
@@ -54,6 +58,7 @@ int main(int argc, char** argv) {
   register_capture(app);
   register_train(app);
   register_bench_sae(app);
+  register_bench_dist(app);
   register_eval(app);
   register_top(app);
   register_graph(app);

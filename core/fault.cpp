@@ -14,6 +14,10 @@ void fault_point(const char* point, int64_t count) {
   if (colon == nullptr) return;
   if (std::string(spec, colon) != point) return;
   if (std::strtoll(colon + 1, nullptr, 10) != count) return;
+  // Under torchrun every process sees the same environment: SAELAB_FAULT_RANK picks one.
+  const char* only = std::getenv("SAELAB_FAULT_RANK");
+  const char* rank = std::getenv("RANK");
+  if (only != nullptr && (rank == nullptr || std::string(only) != rank)) return;
   std::raise(SIGKILL);
 }
 

@@ -1,7 +1,8 @@
 // Fault injection for tests: the environment variable SAELAB_FAULT=<point>:<n> makes the process
 // kill itself with SIGKILL when it reaches the named point for the n-th time, so a test can stop a
 // run at an exact place (for example right after a shard is listed) instead of racing a timer.
-// Without the variable a fault point costs one getenv per call.
+// With SAELAB_FAULT_RANK=<r> only the process whose RANK is r does (torchrun gives every process
+// the same environment). Without the variable a fault point costs one getenv per call.
 #pragma once
 #include <cstdint>
 

@@ -79,7 +79,18 @@ void init_runtime(const RuntimeOptions& options) {
   TORCH_CHECK(options.threads >= 0, "--threads must be >= 0 (got ", options.threads, ")");
   TORCH_CHECK(options.threads <= max_threads(), "--threads ", options.threads, " is more than 4 x the ",
               hardware_threads(), " cores here (at most ", max_threads(), ")");
-  torch::set_num_threads(options.threads == 0 ? hardware_threads() : options.threads);
+  int threads = options.threads;
+  if (threads == 0 && std::getenv("OMP_NUM_THREADS") != nullptr && *std::getenv("OMP_NUM_THREADS") != 0) {
+    // torchrun sets OMP_NUM_THREADS (1 by default) so that its processes share the cores; a value
+    // set by hand means the same.
+    const std::string v = std::getenv("OMP_NUM_THREADS");
+    char* end = nullptr;
+    const long n = std::strtol(v.c_str(), &end, 10);
+    TORCH_CHECK(end != v.c_str() && *end == 0 && n >= 1 && n <= max_threads(), "OMP_NUM_THREADS='", v,
+                "' must be a whole number in 1..", max_threads());
+    threads = static_cast<int>(n);
+  }
+  torch::set_num_threads(threads == 0 ? hardware_threads() : threads);
   at::globalContext().setFlushDenormal(true);
   // glibc serves allocations above 32 MiB with fresh mmaps whose pages fault in on first touch:
   // ~80 ms per [4096, 16384] float tensor here, more than an elementwise pass over it. SAE steps

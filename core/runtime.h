@@ -6,7 +6,8 @@
 namespace saelab {
 
 struct RuntimeOptions {
-  /// Intra-op threads for LibTorch; 0 means one per hardware core.
+  /// Intra-op threads for LibTorch; 0 means OMP_NUM_THREADS when set (torchrun sets 1), else one
+  /// per hardware core.
   int threads = 0;
   /// Seed for LibTorch's global generator.
   uint64_t seed = 0;

@@ -414,7 +414,18 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       }
       const torch::Tensor values = gathered_encode(x, W_enc, b_enc, latents, top, centre, enc_grad);
       const torch::Tensor e_hat = topk_decode(values, latents, W_dec, dec_grad);
-      const torch::Tensor var = (e - e.mean(0)).pow(2).sum(-1).mean();
+      torch::Tensor var;
+      if (replica_sum_) {
+        // Σ‖e − ē‖² = Σ‖e‖² − ‖Σe‖² / n over every replica's rows, in float64.
+        const torch::Tensor ed = e.to(torch::kFloat64);
+        torch::Tensor m = torch::cat({ed.sum(0), ed.pow(2).sum().reshape({1}),
+                                      torch::full({1}, static_cast<double>(e.size(0)), torch::kFloat64)});
+        replica_sum_(m);
+        const torch::Tensor n = m[config_.d_in + 1];
+        var = ((m[config_.d_in] - m.narrow(0, 0, config_.d_in).pow(2).sum() / n) / n).to(e.scalar_type());
+      } else {
+        var = (e - e.mean(0)).pow(2).sum(-1).mean();
+      }
       o.aux = config_.aux_k_coefficient * squared_error(e, e_hat) / var.clamp_min(1e-12);
     }
   } else {

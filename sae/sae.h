@@ -9,6 +9,7 @@
 
 #include "sae/sparse_grad.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -144,6 +145,10 @@ class Sae {
   /// latents, and is dense otherwise (early in training). −1 (the default): max(64, d_sae / 8);
   /// 0: always dense. Both give the same loss and gradients up to float summation order.
   void set_sparse_code_cap(int64_t cap) { sparse_code_cap_ = cap; }
+  /// Data-parallel training: `sum` adds a float64 tensor over the replicas in place. AuxK's
+  /// normaliser ‖e − mean e‖² is then the whole global batch's, as in one process; every other
+  /// loss term is a mean over rows, which the trainer weights by the replica's share of the rows.
+  void set_replica_sum(std::function<void(torch::Tensor&)> sum) { replica_sum_ = std::move(sum); }
   /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.
   torch::Tensor& batchtopk_running_threshold() { return batchtopk_threshold_; }
   const torch::Tensor& batchtopk_running_threshold() const { return batchtopk_threshold_; }
@@ -161,6 +166,7 @@ class Sae {
   torch::Tensor batchtopk_threshold_;  // [] running estimate (batchtopk)
   std::shared_ptr<SparseGradSinks> sinks_;
   int64_t sparse_code_cap_ = -1;
+  std::function<void(torch::Tensor&)> replica_sum_;
 };
 
 /// Expected tensor shapes of an architecture, by SAELens name.

@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "core/activation_store.h"
+#include "core/distributed.h"
+#include "core/fault.h"
 #include "core/files.h"
 #include "core/json_options.h"
 #include "core/options.h"
@@ -22,9 +26,12 @@ namespace {
 
 using nlohmann::json;
 
-// One hook of the run: its store, batches and trainer.
+// One hook of the run as this process trains it: its store, batches and trainer, over this
+// process's SAEs of the hook (all of them in one process).
 struct HookGroup {
   std::string hook;
+  int64_t hook_index = 0;      // position among the run's hooks
+  std::vector<int64_t> units;  // global unit index (hook_index × saes + i) of each trainer SAE
   std::unique_ptr<ActivationStore> store;
   std::unique_ptr<ShuffledBatches> batches;
   std::unique_ptr<SaeTrainer> trainer;
@@ -44,19 +51,58 @@ std::vector<std::string> hooks_of(const SaeRunOptions& o) {
   return hooks;
 }
 
-void save_run_checkpoint(const fs::path& path, const std::string& config, int64_t step,
-                         const std::vector<HookGroup>& groups) {
-  torch::serialize::OutputArchive archive;
-  archive.write("config", c10::IValue(config));
-  archive.write("step", torch::tensor(step));
-  for (size_t g = 0; g < groups.size(); ++g) {
-    torch::serialize::OutputArchive one;
-    groups[g].trainer->save_state(one);
-    one.write("fired", groups[g].fired);
-    one.write("counted", torch::tensor(groups[g].counted));
-    archive.write("hook" + std::to_string(g), one);
+std::string archive_bytes(torch::serialize::OutputArchive& archive) {
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+torch::Tensor bytes_tensor(const std::string& bytes) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  if (!bytes.empty()) std::memcpy(t.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  return t;
+}
+
+// This process's SAEs, one archive each under "unit<u>" (u the global unit index): only the
+// replica that leads its group sends them.
+std::string pack_units(const std::vector<HookGroup>& groups) {
+  torch::serialize::OutputArchive pack;
+  for (const auto& g : groups) {
+    for (size_t i = 0; i < g.units.size(); ++i) {
+      torch::serialize::OutputArchive one;
+      g.trainer->save_sae_state(i, one);
+      one.write("fired", g.fired[static_cast<int64_t>(i)].clone());
+      one.write("counted", torch::tensor(g.counted));
+      pack.write("unit" + std::to_string(g.units[i]), bytes_tensor(archive_bytes(one)));
+    }
   }
-  write_atomic_stream(path, [&](const ByteSink& sink) { archive.save_to(sink); });
+  return archive_bytes(pack);
+}
+
+// The checkpoint holds every SAE of the run apart ("unit<u>"), so it does not depend on how many
+// processes wrote it or read it. Every process sends its SAEs to rank 0, which writes the file.
+void save_run_checkpoint(const fs::path& path, const std::string& config, int64_t step,
+                         const std::vector<HookGroup>& groups, bool leader, Communicator& world,
+                         const std::vector<std::vector<int64_t>>& units_of_rank) {
+  const std::vector<std::string> packs =
+      world.gather_bytes(leader ? pack_units(groups) : std::string(), 0, "sending the checkpoint of step " + std::to_string(step));
+  if (world.rank() == 0) {
+    torch::serialize::OutputArchive archive;
+    archive.write("config", c10::IValue(config));
+    archive.write("step", torch::tensor(step));
+    for (size_t r = 0; r < packs.size(); ++r) {
+      if (units_of_rank[r].empty()) continue;
+      torch::serialize::InputArchive pack;
+      pack.load_from(packs[r].data(), packs[r].size());
+      for (int64_t u : units_of_rank[r]) {
+        torch::Tensor blob;
+        pack.read("unit" + std::to_string(u), blob);
+        archive.write("unit" + std::to_string(u), blob);
+      }
+    }
+    write_atomic_stream(path, [&](const ByteSink& sink) { archive.save_to(sink); });
+  }
+  world.barrier("writing the checkpoint of step " + std::to_string(step));
 }
 
 int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std::vector<HookGroup>& groups) {
@@ -73,17 +119,52 @@ int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std
               "' holds a training run with different options or activations; use another output folder or delete it");
   torch::Tensor step;
   archive.read("step", step);
-  for (size_t g = 0; g < groups.size(); ++g) {
-    torch::serialize::InputArchive one;
-    archive.read("hook" + std::to_string(g), one);
-    groups[g].trainer->load_state(one, path.string());
-    torch::Tensor fired, counted;
-    one.read("fired", fired);
-    one.read("counted", counted);
-    groups[g].fired = fired.clone();
-    groups[g].counted = counted.item<int64_t>();
+  for (auto& g : groups) {
+    for (size_t i = 0; i < g.units.size(); ++i) {
+      torch::Tensor blob;
+      try {
+        archive.read("unit" + std::to_string(g.units[i]), blob);
+      } catch (const c10::Error&) {
+        TORCH_CHECK(false, "checkpoint '", path.string(), "' has no state for SAE ", g.units[i], " (", g.hook, "/",
+                    g.trainer->saes()[i].spec.name, "); delete it to start over");
+      }
+      torch::serialize::InputArchive one;
+      one.load_from(reinterpret_cast<const char*>(blob.data_ptr<uint8_t>()), static_cast<size_t>(blob.numel()));
+      g.trainer->load_sae_state(i, one, path.string());
+      torch::Tensor fired, counted;
+      one.read("fired", fired);
+      one.read("counted", counted);
+      g.fired[static_cast<int64_t>(i)].copy_(fired);
+      g.counted = counted.item<int64_t>();
+    }
   }
   return step.item<int64_t>();
+}
+
+// Every process runs `f`; when any of them throws, all stop: those that threw with their own
+// error, the others naming them (instead of waiting for them at the next collective).
+template <class F>
+void together(Communicator& world, const std::string& what, F&& f) {
+  std::string error;
+  try {
+    f();
+  } catch (const std::exception& e) {
+    if (world.size() == 1) throw;
+    error = e.what();
+  }
+  if (world.size() == 1) return;
+  torch::Tensor failed = torch::zeros({world.size()}, torch::kInt64);
+  failed[world.rank()] = error.empty() ? 0 : 1;
+  world.all_reduce_sum(failed, what);
+  if (!error.empty()) {
+    const size_t nl = error.find('\n');
+    TORCH_CHECK(false, error.substr(0, nl));
+  }
+  std::string who;
+  for (int r = 0; r < world.size(); ++r) {
+    if (failed[r].item<int64_t>() != 0) who += (who.empty() ? "" : ", ") + std::to_string(r);
+  }
+  TORCH_CHECK(who.empty(), "rank ", world.rank(), ": ", what, " failed on rank ", who, " (its own error says why)");
 }
 
 }  // namespace
@@ -154,11 +235,12 @@ void SaeRunOptions::validate() const {
   TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
   TORCH_CHECK(checkpoint_every > 0, "checkpoint_every must be positive (got ", checkpoint_every, ")");
   TORCH_CHECK(stop_after >= 0, "stop_after must be >= 0 (got ", stop_after, ")");
+  TORCH_CHECK(data_parallel >= 1 && data_parallel <= (1 << 20), "data_parallel must be >= 1 (got ", data_parallel, ")");
 }
 
 json SaeRunOptions::to_json() const {
   json j = options_json(*this);
-  j["format_version"] = 1;
+  j["format_version"] = 2;  // 2: the checkpoint keeps each SAE apart
   for (size_t i = 0; i < saes.size(); ++i) j["saes"][i]["name"] = saes[i].folder_name();
   return j;
 }
@@ -209,99 +291,165 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   const SaeTrainOptions& to = options.train;
   const std::vector<std::string> hooks = hooks_of(options);
   for (const auto& hook : hooks) check_path_name(hook, "hook '" + hook + "' (a folder name of the run)");
-  const RunLock lock = RunLock::folder(options.out, "training folder");
-  {
+
+  // The processes of a torchrun launch (one without it): data_parallel replicas per group, and
+  // the run's SAEs (hook-major) split into contiguous, equal-sized parts over the groups.
+  const std::shared_ptr<Communicator> world = world_communicator();
+  const int world_size = world->size(), rank = world->rank();
+  const int dp = static_cast<int>(options.data_parallel);
+  TORCH_CHECK(world_size % dp == 0, "data_parallel ", dp, " must divide the number of processes (", world_size, ")");
+  const int n_groups = world_size / dp;
+  const int64_t n_saes = static_cast<int64_t>(options.saes.size());
+  const int64_t n_units = static_cast<int64_t>(hooks.size()) * n_saes;
+  TORCH_CHECK(n_groups <= n_units, world_size, " processes with data_parallel ", dp, " make ", n_groups,
+              " module groups, but the run has only ", n_units, " SAEs (", hooks.size(), " hooks x ", n_saes,
+              "); raise data_parallel or use fewer processes");
+  auto group_of_unit = [&](int64_t u) { return static_cast<int>(u * n_groups / n_units); };
+  const int my_group = rank / dp, replica = rank % dp;
+  const bool leader = replica == 0;  // writes the group's SAEs and reports their statistics
+  std::vector<std::vector<int64_t>> units_of_rank(static_cast<size_t>(world_size));
+  for (int64_t u = 0; u < n_units; ++u) units_of_rank[static_cast<size_t>(group_of_unit(u) * dp)].push_back(u);
+  const std::shared_ptr<Communicator> replicas = world->split(my_group, "replicas");
+
+  std::optional<RunLock> lock;
+  std::vector<HookGroup> groups;
+  json fingerprint = json::array();
+  together(*world, "opening the run", [&] {
+    if (rank == 0) lock.emplace(RunLock::folder(options.out, "training folder"));
     // Refuse at once what memory cannot hold: float32 weights and two Adam moments of encoder and
     // decoder, their dense gradients where the code is not sparse (topk, batchtopk and matryoshka
-    // keep them factored: sae/sparse_grad.h), and about six [batch, d_sae] step tensors of the
-    // widest SAE (the SAEs step one after the other). The folded copies at save reuse the Adam
-    // moments' memory (released first).
-    double need = 0, step_tensors = 0;  // the step tensors of one SAE at a time: they train in turn
-    for (const auto& hook : hooks) {
-      const fs::path manifest = fs::path(options.store) / hook / "manifest.json";
+    // keep them factored: sae/sparse_grad.h; data-parallel replicas sum dense ones), and about six
+    // [batch, d_sae] step tensors of the widest SAE (the SAEs step one after the other). The
+    // folded copies at save reuse the Adam moments' memory (released first). Counted for this
+    // process's SAEs.
+    double need = 0, step_tensors = 0;
+    int64_t mine = 0;
+    for (size_t h = 0; h < hooks.size(); ++h) {
+      const fs::path manifest = fs::path(options.store) / hooks[h] / "manifest.json";
       if (!fs::exists(manifest)) continue;  // named below
       const double d = static_cast<double>(
           StoreManifest::from_json(load_json_file(manifest.string(), "activation manifest"), manifest.string()).d);
-      for (const auto& rs : options.saes) {
+      for (int64_t i = 0; i < n_saes; ++i) {
+        if (group_of_unit(static_cast<int64_t>(h) * n_saes + i) != my_group) continue;
+        const SaeRunSpec& rs = options.saes[static_cast<size_t>(i)];
         const double d_sae = static_cast<double>(rs.expansion) * d;
-        const double copies = uses_k(parse_architecture(rs.architecture)) ? 6.0 : 8.0;
+        const double copies = uses_k(parse_architecture(rs.architecture)) && dp == 1 ? 6.0 : 8.0;
         need += 4.0 * d_sae * copies * d;
-        step_tensors = std::max(step_tensors, 4.0 * d_sae * 6.0 * static_cast<double>(to.batch_size));
+        step_tensors = std::max(step_tensors, 4.0 * d_sae * 6.0 * static_cast<double>(to.batch_size / dp + 1));
+        ++mine;
       }
     }
     need += step_tensors;
-    require_memory(need, "training " + std::to_string(options.saes.size() * hooks.size()) +
-                             " SAEs (their expansion and the batch_size)");
-  }
-  std::vector<HookGroup> groups;
-  json fingerprint = json::array();
-  for (const auto& hook : hooks) {
-    HookGroup g;
-    g.hook = hook;
-    const fs::path dir = fs::path(options.store) / hook;
-    TORCH_CHECK(fs::exists(dir / "manifest.json"), "hook '", hook, "' has no activation store in '", options.store,
-                "' (expected ", (dir / "manifest.json").string(), ")");
-    g.store = std::make_unique<ActivationStore>(ActivationStore::open(dir.string()));
-    const StoreManifest& m = g.store->manifest();
-    fingerprint.push_back({{"hook", hook}, {"model_sha256", m.model_sha256}, {"rows", m.rows}, {"d", m.d}});
-    std::vector<SaeSpec> specs;
-    for (const auto& rs : options.saes) {
-      SaeSpec s;
-      s.name = rs.folder_name();
-      s.config = rs.config(g.store->d());  // validated: k, widths, bandwidth against this width
-      s.l1_coefficient = rs.l1;
-      specs.push_back(s);
+    require_memory(need, "training " + std::to_string(mine) + " SAEs (their expansion and the batch_size)");
+    for (size_t h = 0; h < hooks.size(); ++h) {
+      const std::string& hook = hooks[h];
+      const fs::path dir = fs::path(options.store) / hook;
+      TORCH_CHECK(fs::exists(dir / "manifest.json"), "hook '", hook, "' has no activation store in '", options.store,
+                  "' (expected ", (dir / "manifest.json").string(), ")");
+      // Every process fingerprints every hook (the run's identity), but opens stores only for its own.
+      const StoreManifest m = StoreManifest::from_json(load_json_file((dir / "manifest.json").string(), "activation manifest"),
+                                                       (dir / "manifest.json").string());
+      fingerprint.push_back({{"hook", hook}, {"model_sha256", m.model_sha256}, {"rows", m.rows}, {"d", m.d}});
+      HookGroup g;
+      g.hook = hook;
+      g.hook_index = static_cast<int64_t>(h);
+      std::vector<SaeSpec> specs;
+      for (int64_t i = 0; i < n_saes; ++i) {
+        const int64_t u = static_cast<int64_t>(h) * n_saes + i;
+        const SaeRunSpec& rs = options.saes[static_cast<size_t>(i)];
+        SaeSpec s;
+        s.name = rs.folder_name();
+        s.config = rs.config(m.d);  // validated: k, widths, bandwidth against this width
+        s.l1_coefficient = rs.l1;
+        s.seed_index = i;  // the same initialisation whichever process trains it
+        if (group_of_unit(u) != my_group) continue;
+        specs.push_back(s);
+        g.units.push_back(u);
+      }
+      if (specs.empty()) continue;
+      g.store = std::make_unique<ActivationStore>(ActivationStore::open(dir.string()));
+      g.trainer = std::make_unique<SaeTrainer>(specs, to, static_cast<uint64_t>(options.seed));
+      g.trainer->set_replicas(replicas);
+      g.batches = std::make_unique<ShuffledBatches>(*g.store, to.batch_size, options.buffer_shards,
+                                                    static_cast<uint64_t>(options.seed));
+      g.fired = torch::zeros({static_cast<int64_t>(specs.size()), specs.front().config.d_sae}, torch::kFloat64);
+      groups.push_back(std::move(g));
     }
-    g.trainer = std::make_unique<SaeTrainer>(specs, to, static_cast<uint64_t>(options.seed));
-    g.batches = std::make_unique<ShuffledBatches>(*g.store, to.batch_size, options.buffer_shards,
-                                                  static_cast<uint64_t>(options.seed));
-    g.fired = torch::zeros({static_cast<int64_t>(specs.size()), specs.front().config.d_sae}, torch::kFloat64);
-    groups.push_back(std::move(g));
-  }
+  });
   // Density over the last 20% of the steps (at least one): the features' settled behaviour.
   const int64_t count_from = to.steps - std::max<int64_t>(1, to.steps / 5);
   json run = options.to_json();
   run["activations"] = fingerprint;
   const std::string config_text = run.dump();
+  // How the run was launched: provenance only (a resume may use another number of processes).
+  json launch = {{"world_size", world_size}, {"data_parallel", dp}, {"module_groups", json::array()}};
+  for (int gi = 0; gi < n_groups; ++gi) {
+    json ranks = json::array(), saes = json::array();
+    for (int r = gi * dp; r < (gi + 1) * dp; ++r) ranks.push_back(r);
+    for (int64_t u : units_of_rank[static_cast<size_t>(gi * dp)]) {
+      saes.push_back(hooks[static_cast<size_t>(u / n_saes)] + "/" + options.saes[static_cast<size_t>(u % n_saes)].folder_name());
+    }
+    launch["module_groups"].push_back({{"ranks", ranks}, {"saes", saes}});
+  }
+  json run_record = run;
+  run_record["launch"] = launch;
 
-  fs::create_directories(options.out);
   const fs::path ckpt = fs::path(options.out) / "checkpoint.pt";
   const fs::path metrics_path = fs::path(options.out) / "metrics.jsonl";
   const fs::path run_path = fs::path(options.out) / "run.json";
   SaeRunResult result;
-  int64_t step = 0;
-  if (fs::exists(ckpt)) {
-    step = load_run_checkpoint(ckpt, config_text, groups);
-    for (auto& g : groups) g.batches->skip(step);
-    truncate_jsonl_steps(metrics_path, step);
-    std::printf("resuming from step %lld (%s)\n", static_cast<long long>(step), ckpt.string().c_str());
-  } else {
-    if (fs::exists(run_path)) {
-      const json old = load_json_file(run_path.string(), "training run");
-      json old_cfg = old;
-      old_cfg.erase("complete");
-      old_cfg.erase("sae_dirs");
-      TORCH_CHECK(old_cfg == run, "'", options.out,
-                  "' holds a training run with different options or activations; use another output folder or delete it");
-    }
-    for (auto& g : groups) {
-      g.trainer->initialize(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
-    }
-    fs::remove(metrics_path);
+  for (int64_t u = 0; u < n_units; ++u) {
+    result.sae_dirs.push_back((fs::path(options.out) / hooks[static_cast<size_t>(u / n_saes)] /
+                               options.saes[static_cast<size_t>(u % n_saes)].folder_name())
+                                  .string());
   }
-  write_file_atomic(run_path, run.dump(2) + "\n");
+  int64_t step = 0;
+  together(*world, "starting the run", [&] {
+    if (rank == 0) fs::create_directories(options.out);
+    if (fs::exists(ckpt)) {
+      step = load_run_checkpoint(ckpt, config_text, groups);
+      for (auto& g : groups) g.batches->skip(step);
+      if (rank == 0) {
+        truncate_jsonl_steps(metrics_path, step);
+        std::printf("resuming from step %lld (%s)\n", static_cast<long long>(step), ckpt.string().c_str());
+      }
+    } else {
+      if (rank == 0 && fs::exists(run_path)) {
+        json old_cfg = load_json_file(run_path.string(), "training run");
+        for (const char* key : {"complete", "sae_dirs", "launch"}) old_cfg.erase(key);
+        TORCH_CHECK(old_cfg == run, "'", options.out,
+                    "' holds a training run with different options or activations; use another output folder or delete it");
+      }
+      for (auto& g : groups) {
+        g.trainer->initialize(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
+      }
+      if (rank == 0) fs::remove(metrics_path);
+    }
+    if (rank == 0) write_file_atomic(run_path, run_record.dump(2) + "\n");
+  });
   result.resumed_from = step;
 
-  std::ofstream metrics(metrics_path, std::ios::app);
-  TORCH_CHECK(metrics.good(), "cannot write '", metrics_path.string(), "'");
-  Progress bar("train", to.steps, "step");
-  bar.update(step);
+  std::ofstream metrics;
+  if (rank == 0) {
+    metrics.open(metrics_path, std::ios::app);
+    TORCH_CHECK(metrics.good(), "cannot write '", metrics_path.string(), "'");
+  }
+  std::optional<Progress> bar;
+  if (rank == 0) {
+    bar.emplace("train", to.steps, "step");
+    bar->update(step);
+  }
   const int64_t stop_at = options.stop_after > 0 ? std::min(to.steps, step + options.stop_after) : to.steps;
   int64_t last_checkpoint = step;
+  // The statistics of every SAE of the run, for metrics.jsonl: loss, mse, fvu, l0, dead fraction.
+  torch::Tensor unit_stats = torch::zeros({n_units, 5}, torch::kFloat64);
   while (step < stop_at) {
     std::string status;
+    unit_stats.zero_();
     for (auto& g : groups) {
-      const torch::Tensor batch = g.batches->next();
+      torch::Tensor batch = g.batches->next();
+      const int64_t rows = batch.size(0);
+      if (dp > 1) batch = batch.narrow(0, rows * replica / dp, rows * (replica + 1) / dp - rows * replica / dp);
       std::vector<SaeStepStats> stats;
       try {
         stats = g.trainer->step(batch);
@@ -313,58 +461,81 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
         for (size_t i = 0; i < stats.size(); ++i) {
           g.fired[static_cast<int64_t>(i)] += stats[i].fire_counts.to(torch::kFloat64);
         }
-        g.counted += batch.size(0);
+        g.counted += rows;
       }
-      for (size_t i = 0; i < stats.size(); ++i) {
-        const auto& s = stats[i];
-        metrics << json{{"step", step + 1}, {"hook", g.hook}, {"sae", g.trainer->saes()[i].spec.name},
-                        {"loss", s.loss}, {"mse", s.mse}, {"fvu", s.fvu}, {"l0", s.l0},
-                        {"dead_fraction", s.dead_fraction}}
-                       .dump()
-                << "\n";
+      if (leader) {
+        for (size_t i = 0; i < stats.size(); ++i) {
+          const auto& s = stats[i];
+          auto row = unit_stats[g.units[i]];
+          row[0] = s.loss;
+          row[1] = s.mse;
+          row[2] = s.fvu;
+          row[3] = s.l0;
+          row[4] = s.dead_fraction;
+        }
       }
       const auto& s0 = stats.front();
       status = fmt::format("{} {} loss {:.3f} fvu {:.3f} L0 {:.1f} dead {:.1f}%", g.hook, g.trainer->saes()[0].spec.name,
                            s0.loss, s0.fvu, s0.l0, 100 * s0.dead_fraction);
     }
+    world->all_reduce_sum(unit_stats, "gathering the statistics of step " + std::to_string(step + 1));
+    if (rank == 0) {
+      auto st = unit_stats.accessor<double, 2>();
+      for (int64_t u = 0; u < n_units; ++u) {
+        metrics << json{{"step", step + 1}, {"hook", hooks[static_cast<size_t>(u / n_saes)]},
+                        {"sae", options.saes[static_cast<size_t>(u % n_saes)].folder_name()},
+                        {"loss", st[u][0]}, {"mse", st[u][1]}, {"fvu", st[u][2]}, {"l0", st[u][3]},
+                        {"dead_fraction", st[u][4]}}
+                       .dump()
+                << "\n";
+      }
+    }
     ++step;
-    bar.update(step, status);
+    fault_point("train_step", step);
+    if (bar) bar->update(step, status);
     if (step % options.checkpoint_every == 0 || step == stop_at) {
-      metrics.flush();
-      save_run_checkpoint(ckpt, config_text, step, groups);
+      if (rank == 0) metrics.flush();
+      save_run_checkpoint(ckpt, config_text, step, groups, leader, *world, units_of_rank);
       last_checkpoint = step;
     }
   }
-  bar.finish();
+  if (bar) bar->finish();
   result.steps_done = step;
-  if (step < to.steps) return result;
+  if (step < to.steps) {
+    result.sae_dirs.clear();
+    return result;
+  }
 
   // The last checkpoint is written: Adam's moments are no longer needed, and at GPT-3 width they
   // are the memory the folded copies below need.
   for (auto& g : groups) g.trainer->release_optimizers();
-  for (auto& g : groups) {
-    const StoreManifest& m = g.store->manifest();
-    // BatchTopK thresholds from the final weights: exactly k active latents per row on average
-    // over the calibration rows (the running average of training lags the weights).
-    g.trainer->calibrate_thresholds(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
-    for (size_t i = 0; i < g.trainer->saes().size(); ++i) {
-      SaeMetadata meta;
-      meta.model_name = m.model_name;
-      meta.hook_name = m.hook;
-      meta.context_size = m.context_length;
-      meta.prepend_bos = true;
-      meta.model_sha256 = m.model_sha256;
-      meta.density_tokens = g.counted;
-      const torch::Tensor density =
-          (g.fired[static_cast<int64_t>(i)] / std::max<int64_t>(1, g.counted)).clamp_min(1e-10).log10().to(torch::kFloat32);
-      const std::string dir = (fs::path(options.out) / g.hook / g.trainer->saes()[i].spec.name).string();
-      save_sae(dir, g.trainer->folded(i), meta, density);
-      result.sae_dirs.push_back(dir);
+  together(*world, "writing the SAE folders", [&] {
+    if (!leader) return;
+    for (auto& g : groups) {
+      const StoreManifest& m = g.store->manifest();
+      // BatchTopK thresholds from the final weights: exactly k active latents per row on average
+      // over the calibration rows (the running average of training lags the weights).
+      g.trainer->calibrate_thresholds(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
+      for (size_t i = 0; i < g.trainer->saes().size(); ++i) {
+        SaeMetadata meta;
+        meta.model_name = m.model_name;
+        meta.hook_name = m.hook;
+        meta.context_size = m.context_length;
+        meta.prepend_bos = true;
+        meta.model_sha256 = m.model_sha256;
+        meta.density_tokens = g.counted;
+        const torch::Tensor density =
+            (g.fired[static_cast<int64_t>(i)] / std::max<int64_t>(1, g.counted)).clamp_min(1e-10).log10().to(torch::kFloat32);
+        save_sae(result.sae_dirs[static_cast<size_t>(g.units[i])], g.trainer->folded(i), meta, density);
+      }
     }
+  });
+  if (rank == 0) {
+    run_record["complete"] = true;
+    run_record["sae_dirs"] = result.sae_dirs;
+    write_file_atomic(run_path, run_record.dump(2) + "\n");
   }
-  run["complete"] = true;
-  run["sae_dirs"] = result.sae_dirs;
-  write_file_atomic(run_path, run.dump(2) + "\n");
+  world->barrier("finishing the run");
   result.complete = true;
   return result;
 }

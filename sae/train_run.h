@@ -86,6 +86,7 @@ struct SaeRunOptions {
   int64_t seed = 0;
   int64_t checkpoint_every = 500;
   int64_t stop_after = 0;
+  int64_t data_parallel = 1;
 
   template <class V>
   void fields(V& v) {
@@ -98,6 +99,7 @@ struct SaeRunOptions {
     v("buffer_shards", buffer_shards, "shards in the shuffle buffer", at_least(1));
     v("seed", seed, "seed of SAE initialisation and data order", at_least(0));
     v("checkpoint_every", checkpoint_every, "steps between checkpoints", at_least(1).only(kInConfig | kOnCommandLine));
+    v("data_parallel", data_parallel, "under torchrun: processes that share each SAE, each on its own rows of every batch (the others split the SAEs)", at_least(1).only(kInConfig | kOnCommandLine));
     v("stop_after", stop_after, "stop, with a checkpoint, after this many steps of this invocation (0: run to the end)", at_least(0).only(kOnCommandLine));
   }
   void validate() const;

@@ -88,7 +88,7 @@ void fused_adam_step(torch::optim::Adam& optimizer, torch::Tensor& p, double lr)
 }  // namespace
 
 void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Tensor& loss, double lr,
-                        double grad_clip) {
+                        double grad_clip, Communicator* replicas, const std::string& what) {
   // Dropping the old gradients (instead of zeroing them) lets backward hand over its result
   // without a zero fill and an addition over every parameter.
   for (const auto& [name, p] : sae.parameters()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::Tensor();
@@ -113,6 +113,44 @@ void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Te
   if (sinks != nullptr) {
     merge(W_enc, sinks->W_enc, true);
     merge(W_dec, sinks->W_dec, false);
+  }
+  if (replicas != nullptr && replicas->size() > 1) {
+    // Dense gradients summed over the replicas in one buffer: a flag per parameter (whether it has
+    // a gradient on any replica), then every gradient.
+    auto densify = [](torch::Tensor& p, SparseGrad& grad, bool transposed) {
+      if (grad.empty()) return;
+      const torch::Tensor d = transposed ? grad.dense(p.size(1)).t() : grad.dense(p.size(0), p);
+      p.mutable_grad() = p.grad().defined() ? p.grad() + d : d.contiguous();
+      grad.clear();
+    };
+    if (sinks != nullptr) {
+      densify(W_enc, sinks->W_enc, true);
+      densify(W_dec, sinks->W_dec, false);
+    }
+    std::vector<torch::Tensor> params;
+    int64_t total = 0;
+    for (const auto& [name, p] : sae.parameters()) {
+      params.push_back(p);
+      total += p.numel();
+    }
+    const int64_t n = static_cast<int64_t>(params.size());
+    torch::Tensor flat = torch::zeros({n + total}, torch::kFloat32);
+    int64_t at = n;
+    for (int64_t i = 0; i < n; ++i) {
+      const torch::Tensor& p = params[static_cast<size_t>(i)];
+      if (p.grad().defined()) {
+        flat[i] = 1;
+        flat.narrow(0, at, p.numel()).copy_(p.grad().reshape(-1));
+      }
+      at += p.numel();
+    }
+    replicas->all_reduce_sum(flat, "the gradient all-reduce of " + what);
+    at = n;
+    for (int64_t i = 0; i < n; ++i) {
+      torch::Tensor& p = params[static_cast<size_t>(i)];
+      p.mutable_grad() = flat[i].item<float>() > 0 ? flat.narrow(0, at, p.numel()).view(p.sizes()) : torch::Tensor();
+      at += p.numel();
+    }
   }
   const bool enc_factored = sinks != nullptr && !sinks->W_enc.empty();
   const bool dec_factored = sinks != nullptr && !sinks->W_dec.empty();
@@ -167,7 +205,8 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
   for (size_t i = 0; i < specs.size(); ++i) {
     TrainedSae t;
     t.spec = std::move(specs[i]);
-    t.sae = std::make_unique<Sae>(t.spec.config, seed + 7919 * i);
+    const uint64_t index = t.spec.seed_index >= 0 ? static_cast<uint64_t>(t.spec.seed_index) : i;
+    t.sae = std::make_unique<Sae>(t.spec.config, seed + 7919 * index);
     t.sae->set_sparse_gradients(true);  // the fused sparse update wherever the code is sparse
     std::vector<torch::Tensor> params;
     for (const auto& [name, p] : t.sae->parameters()) params.push_back(p);
@@ -177,6 +216,27 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
     TORCH_CHECK(saes_.empty() || t.spec.config.d_in == saes_.front().spec.config.d_in,
                 "all SAEs trained on one input need the same d_in (", t.spec.name, " has ", t.spec.config.d_in, ")");
     saes_.push_back(std::move(t));
+  }
+}
+
+void SaeTrainer::set_replicas(std::shared_ptr<Communicator> replicas) {
+  if (replicas && replicas->size() > 1) {
+    for (const auto& t : saes_) {
+      TORCH_CHECK(!uses_batch_topk(t.spec.config.architecture), "SAE '", t.spec.name, "' (",
+                  architecture_name(t.spec.config.architecture),
+                  ") selects its latents over the whole batch and cannot train data-parallel yet; train it with "
+                  "data_parallel 1 (module-parallel ranks are fine)");
+    }
+  }
+  replicas_ = std::move(replicas);
+  for (auto& t : saes_) {
+    if (replicas_ && replicas_->size() > 1) {
+      std::shared_ptr<Communicator> r = replicas_;
+      const std::string name = t.spec.name;
+      t.sae->set_replica_sum([r, name](torch::Tensor& m) { r->all_reduce_sum(m, "AuxK's normaliser of SAE '" + name + "'"); });
+    } else {
+      t.sae->set_replica_sum(nullptr);
+    }
   }
 }
 
@@ -224,89 +284,149 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
   TORCH_CHECK(torch::isfinite(batch).all().item<bool>(), "the training batch of step ", step_ + 1,
               " holds NaN or Inf activations");
   const torch::Tensor x = batch.to(torch::kFloat32) * scale_;
-  const torch::Tensor centred_total = (x - x.mean(0)).pow(2).sum();
   const double lr = lr_at(step_);
   const double l1_scale = l1_scale_at(step_);
   std::vector<SaeStepStats> stats;
+  Communicator* replicas = replicas_ && replicas_->size() > 1 ? replicas_.get() : nullptr;
+  if (replicas == nullptr) {
+    const torch::Tensor centred_total = (x - x.mean(0)).pow(2).sum();
+    for (auto& t : saes_) {
+      Sae& sae = *t.sae;
+      const torch::Tensor dead = t.steps_since_fired >= options_.dead_window;
+      const SaeOutput o = sae.forward(x, t.spec.l1_coefficient * l1_scale, dead);
+      const double loss = o.loss.item<double>();
+      TORCH_CHECK(std::isfinite(loss), "the loss of SAE '", t.spec.name, "' became ", loss, " at step ", step_ + 1,
+                  " (lower the learning rate or the sparsity coefficient)");
+      sae_optimizer_step(sae, *t.optimizer, o.loss, lr, options_.grad_clip);
+      torch::NoGradGuard g;
+      t.steps_since_fired.add_(x.size(0)).masked_fill_(o.fire_counts > 0, 0);
+      SaeStepStats s;
+      s.loss = loss;
+      s.mse = o.mse.item<double>();
+      s.l0 = o.l0.item<double>();
+      s.dead_fraction = dead.to(torch::kFloat32).mean().item<double>();
+      s.fvu = ((x - o.x_hat.detach()).pow(2).sum() / centred_total.clamp_min(1e-12)).item<double>();
+      s.fire_counts = o.fire_counts;
+      stats.push_back(s);
+    }
+    ++step_;
+    return stats;
+  }
+  // Data parallel: the whole batch's row count and Σ‖x − x̄‖² first.
+  const std::string what = "step " + std::to_string(step_ + 1);
+  const int64_t d = x.size(1);
+  torch::Tensor moments;
+  {
+    const torch::Tensor xd = x.to(torch::kFloat64);
+    moments = torch::cat({xd.sum(0), xd.pow(2).sum().reshape({1}),
+                          torch::full({1}, static_cast<double>(x.size(0)), torch::kFloat64)});
+  }
+  replicas->all_reduce_sum(moments, "the batch statistics of " + what);
+  const double rows = moments[d + 1].item<double>();
+  const double centred_total =
+      moments[d].item<double>() - moments.narrow(0, 0, d).pow(2).sum().item<double>() / std::max(1.0, rows);
+  const double weight = static_cast<double>(x.size(0)) / std::max(1.0, rows);
   for (auto& t : saes_) {
     Sae& sae = *t.sae;
     const torch::Tensor dead = t.steps_since_fired >= options_.dead_window;
     const SaeOutput o = sae.forward(x, t.spec.l1_coefficient * l1_scale, dead);
-    const double loss = o.loss.item<double>();
+    const int64_t d_sae = t.spec.config.d_sae;
+    // loss, mse, L0 (row means: weighted by this replica's share), Σ‖x − x̂‖², then fire counts.
+    torch::Tensor summed = torch::empty({4 + d_sae}, torch::kFloat64);
+    {
+      torch::NoGradGuard g;
+      summed[0] = o.loss.detach().to(torch::kFloat64) * weight;
+      summed[1] = o.mse.detach().to(torch::kFloat64) * weight;
+      summed[2] = o.l0.detach().to(torch::kFloat64) * weight;
+      summed[3] = (x - o.x_hat.detach()).to(torch::kFloat64).pow(2).sum();
+      summed.narrow(0, 4, d_sae).copy_(o.fire_counts);
+    }
+    replicas->all_reduce_sum(summed, "the statistics of SAE '" + t.spec.name + "' at " + what);
+    const double loss = summed[0].item<double>();
     TORCH_CHECK(std::isfinite(loss), "the loss of SAE '", t.spec.name, "' became ", loss, " at step ", step_ + 1,
                 " (lower the learning rate or the sparsity coefficient)");
-    sae_optimizer_step(sae, *t.optimizer, o.loss, lr, options_.grad_clip);
+    sae_optimizer_step(sae, *t.optimizer, o.loss * weight, lr, options_.grad_clip, replicas,
+                       "SAE '" + t.spec.name + "' at " + what);
     torch::NoGradGuard g;
-    t.steps_since_fired.add_(x.size(0)).masked_fill_(o.fire_counts > 0, 0);
+    const torch::Tensor fired = summed.narrow(0, 4, d_sae).to(torch::kInt64);
+    t.steps_since_fired.add_(static_cast<int64_t>(rows)).masked_fill_(fired > 0, 0);
     SaeStepStats s;
     s.loss = loss;
-    s.mse = o.mse.item<double>();
-    s.l0 = o.l0.item<double>();
+    s.mse = summed[1].item<double>();
+    s.l0 = summed[2].item<double>();
     s.dead_fraction = dead.to(torch::kFloat32).mean().item<double>();
-    s.fvu = ((x - o.x_hat.detach()).pow(2).sum() / centred_total.clamp_min(1e-12)).item<double>();
-    s.fire_counts = o.fire_counts;
+    s.fvu = summed[3].item<double>() / std::max(1e-12, centred_total);
+    s.fire_counts = fired;
     stats.push_back(s);
   }
   ++step_;
   return stats;
 }
 
-void SaeTrainer::save_state(torch::serialize::OutputArchive& archive) const {
+void SaeTrainer::save_sae_state(size_t i, torch::serialize::OutputArchive& one) const {
   TORCH_CHECK(initialized_, "save_state: the trainer has not been initialised");
-  for (const auto& t : saes_) TORCH_CHECK(t.optimizer, "save_state: the optimizers were released");
-  archive.write("scale", torch::tensor(scale_, torch::kFloat64));
-  archive.write("step", torch::tensor(step_));
+  const TrainedSae& t = saes_.at(i);
+  TORCH_CHECK(t.optimizer, "save_state: the optimizers were released");
+  one.write("scale", torch::tensor(scale_, torch::kFloat64));
+  one.write("step", torch::tensor(step_));
+  one.write("name", c10::IValue(t.spec.name));
+  for (const auto& [name, p] : t.sae->parameters()) one.write("param." + name, p.detach());
+  if (uses_batch_topk(t.spec.config.architecture)) {
+    one.write("batchtopk_threshold", t.sae->batchtopk_running_threshold());
+  }
+  one.write("steps_since_fired", t.steps_since_fired);
+  torch::serialize::OutputArchive optim;
+  t.optimizer->save(optim);
+  one.write("optimizer", optim);
+}
+
+void SaeTrainer::load_sae_state(size_t i, torch::serialize::InputArchive& one, const std::string& where) {
+  torch::NoGradGuard g;
+  TrainedSae& t = saes_.at(i);
+  torch::Tensor scale, step;
+  one.read("scale", scale);
+  one.read("step", step);
+  scale_ = scale.item<double>();
+  step_ = step.item<int64_t>();
+  c10::IValue name;
+  one.read("name", name);
+  TORCH_CHECK(name.isString() && name.toStringRef() == t.spec.name, where, ": SAE ", i, " is '",
+              name.isString() ? name.toStringRef() : "?", "', expected '", t.spec.name, "'");
+  for (const auto& [pname, p] : t.sae->parameters()) {
+    torch::Tensor saved;
+    one.read("param." + pname, saved);
+    TORCH_CHECK(saved.sizes() == p.sizes(), where, ": ", t.spec.name, ".", pname, " has shape ", saved.sizes(),
+                ", expected ", p.sizes());
+    p.copy_(saved);
+  }
+  if (uses_batch_topk(t.spec.config.architecture)) {
+    torch::Tensor th;
+    one.read("batchtopk_threshold", th);
+    t.sae->batchtopk_running_threshold() = th.clone();
+  }
+  torch::Tensor since;
+  one.read("steps_since_fired", since);
+  t.steps_since_fired = since.clone();
+  torch::serialize::InputArchive optim;
+  one.read("optimizer", optim);
+  t.optimizer->load(optim);
+  initialized_ = true;
+}
+
+void SaeTrainer::save_state(torch::serialize::OutputArchive& archive) const {
   for (size_t i = 0; i < saes_.size(); ++i) {
-    const TrainedSae& t = saes_[i];
     torch::serialize::OutputArchive one;
-    one.write("name", c10::IValue(t.spec.name));
-    for (const auto& [name, p] : t.sae->parameters()) one.write("param." + name, p.detach());
-    if (uses_batch_topk(t.spec.config.architecture)) {
-      one.write("batchtopk_threshold", t.sae->batchtopk_running_threshold());
-    }
-    one.write("steps_since_fired", t.steps_since_fired);
-    torch::serialize::OutputArchive optim;
-    t.optimizer->save(optim);
-    one.write("optimizer", optim);
+    save_sae_state(i, one);
     archive.write("sae" + std::to_string(i), one);
   }
 }
 
 void SaeTrainer::load_state(torch::serialize::InputArchive& archive, const std::string& where) {
-  torch::NoGradGuard g;
-  torch::Tensor scale, step;
-  archive.read("scale", scale);
-  archive.read("step", step);
-  scale_ = scale.item<double>();
-  step_ = step.item<int64_t>();
   for (size_t i = 0; i < saes_.size(); ++i) {
-    TrainedSae& t = saes_[i];
     torch::serialize::InputArchive one;
     archive.read("sae" + std::to_string(i), one);
-    c10::IValue name;
-    one.read("name", name);
-    TORCH_CHECK(name.isString() && name.toStringRef() == t.spec.name, where, ": SAE ", i, " is '",
-                name.isString() ? name.toStringRef() : "?", "', expected '", t.spec.name, "'");
-    for (const auto& [pname, p] : t.sae->parameters()) {
-      torch::Tensor saved;
-      one.read("param." + pname, saved);
-      TORCH_CHECK(saved.sizes() == p.sizes(), where, ": ", t.spec.name, ".", pname, " has shape ", saved.sizes(),
-                  ", expected ", p.sizes());
-      p.copy_(saved);
-    }
-    if (uses_batch_topk(t.spec.config.architecture)) {
-      torch::Tensor th;
-      one.read("batchtopk_threshold", th);
-      t.sae->batchtopk_running_threshold() = th.clone();
-    }
-    torch::Tensor since;
-    one.read("steps_since_fired", since);
-    t.steps_since_fired = since.clone();
-    torch::serialize::InputArchive optim;
-    one.read("optimizer", optim);
-    t.optimizer->load(optim);
+    load_sae_state(i, one, where);
   }
-  initialized_ = true;
 }
 
 void SaeTrainer::release_optimizers() {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/distributed.h"
 #include "core/options.h"
 #include "sae/sae.h"
 
@@ -25,6 +26,7 @@ struct SaeSpec {
   std::string name;             ///< folder name of this SAE in the run
   SaeConfig config;
   double l1_coefficient = 0.0;  ///< λ for standard / gated (L1) and jumprelu (L0); unused by topk / batchtopk
+  int64_t seed_index = -1;      ///< initialisation seed offset (seed + 7919 × this); -1: the SAE's position
 };
 
 struct SaeTrainOptions {
@@ -79,6 +81,14 @@ class SaeTrainer {
   /// Throws, naming the step and the SAE, when the batch or a loss is NaN or Inf.
   std::vector<SaeStepStats> step(const torch::Tensor& batch);
 
+  /// Data parallelism: every member of `replicas` holds the same SAEs and steps them on its own
+  /// rows of each global batch. Losses are weighted by each replica's share of the rows, and the
+  /// gradients (densely, one all-reduce per SAE and step), fire counts, the batch statistics and
+  /// AuxK's normaliser are summed over the replicas, so every replica makes the update one process
+  /// would make on the whole batch (up to float summation order). BatchTopK and Matryoshka select
+  /// over the whole batch and are refused.
+  void set_replicas(std::shared_ptr<Communicator> replicas);
+
   int64_t steps_done() const { return step_; }
   double scaling_factor() const { return scale_; }
   const std::vector<TrainedSae>& saes() const { return saes_; }
@@ -89,6 +99,10 @@ class SaeTrainer {
   /// caller restores (the batch count is steps_done()).
   void save_state(torch::serialize::OutputArchive& archive) const;
   void load_state(torch::serialize::InputArchive& archive, const std::string& where);
+  /// The same for SAE i alone (with the scale and step): a run's checkpoint keeps each SAE apart,
+  /// so that it resumes on any number of processes.
+  void save_sae_state(size_t i, torch::serialize::OutputArchive& archive) const;
+  void load_sae_state(size_t i, torch::serialize::InputArchive& archive, const std::string& where);
 
   /// Drops every SAE's optimizer and its state after the last step (and checkpoint): no step or
   /// save_state is possible afterwards.
@@ -118,12 +132,14 @@ class SaeTrainer {
   double scale_ = 1.0;
   int64_t step_ = 0;
   bool initialized_ = false;
+  std::shared_ptr<Communicator> replicas_;  // data-parallel replicas (null or size 1: none)
 };
 
 /// The update after a forward pass: backward, parallel-gradient removal (unit-norm architectures),
-/// gradient clipping, Adam at `lr`, decoder rows renormalised.
+/// gradient clipping, Adam at `lr`, decoder rows renormalised. With `replicas`, the gradients
+/// are made dense and summed over them (`what` names the step in errors) before the rest.
 void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Tensor& loss, double lr,
-                        double grad_clip);
+                        double grad_clip, Communicator* replicas = nullptr, const std::string& what = "");
 
 /// The geometric median of the rows of `x` [n, d] by Weiszfeld's iteration.
 torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations = 100);

@@ -1,0 +1,293 @@
+#include "core/distributed.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+namespace saelab {
+
+namespace {
+
+// An integer from the environment, or `fallback` when unset; anything else is an error naming it.
+long env_int(const char* name, long fallback, long lo, long hi) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const long x = std::strtol(v, &end, 10);
+  TORCH_CHECK(errno == 0 && end != v && *end == '\0' && x >= lo && x <= hi, "environment variable ", name, "='", v,
+              "' must be an integer in ", lo, "..", hi);
+  return x;
+}
+
+std::string env_string(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? std::string() : std::string(v);
+}
+
+class SoloCommunicator : public Communicator {
+ public:
+  explicit SoloCommunicator(int world_rank = 0) { members_ = {world_rank}; }
+  void all_reduce_sum(torch::Tensor&, const std::string&) override {}
+  void broadcast(torch::Tensor&, int, const std::string&) override {}
+  void send(torch::Tensor&, int, const std::string& what) override {
+    TORCH_CHECK(false, what, ": a group of one has no other rank to send to");
+  }
+  void recv(torch::Tensor&, int, const std::string& what) override {
+    TORCH_CHECK(false, what, ": a group of one has no other rank to receive from");
+  }
+  void barrier(const std::string&) override {}
+  std::shared_ptr<Communicator> split(int, const std::string&) override { return std::make_shared<SoloCommunicator>(members_.front()); }
+};
+
+// The world's store and the heartbeat every process sends to it: when a collective fails, the
+// processes whose heartbeat stopped are the ones named.
+struct World {
+  LaunchInfo info;
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Store> beat_store;  // a client of its own: the heartbeat thread's
+  std::chrono::milliseconds timeout{600000};
+  std::atomic<bool> stop{false};
+  std::thread heartbeat;
+
+  ~World() {
+    stop = true;
+    if (heartbeat.joinable()) heartbeat.join();
+  }
+
+  std::string beat_key(int r) const { return "saelab/heartbeat/" + std::to_string(r); }
+
+  // "rank 1 stopped", or what is known when the store itself is gone.
+  std::string who_stopped() const {
+    try {
+      std::vector<int64_t> before(info.world_size), after(info.world_size);
+      for (int r = 0; r < info.world_size; ++r) before[r] = store->add(beat_key(r), 0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // three heartbeats
+      for (int r = 0; r < info.world_size; ++r) after[r] = store->add(beat_key(r), 0);
+      std::string dead;
+      for (int r = 0; r < info.world_size; ++r) {
+        if (r != info.rank && after[r] == before[r]) dead += (dead.empty() ? "" : ", ") + std::to_string(r);
+      }
+      if (dead.empty()) return "another rank failed (every rank still sends its heartbeat: see their own errors)";
+      return (dead.find(',') == std::string::npos ? "rank " : "ranks ") + dead + " stopped";
+    } catch (const std::exception&) {
+      return "the rendezvous store is gone (rank 0 or the launcher stopped)";
+    }
+  }
+};
+
+World* g_world = nullptr;
+
+[[noreturn]] void lost_peer(const std::string& what, const std::exception& e) {
+  std::string detail = e.what();
+  const size_t nl = detail.find('\n');
+  if (nl != std::string::npos) detail.resize(nl);
+  const std::string who = g_world != nullptr ? g_world->who_stopped() : "another rank failed";
+  TORCH_CHECK(false, "rank ", g_world != nullptr ? g_world->info.rank : 0, " of ",
+              g_world != nullptr ? g_world->info.world_size : 1, ": ", what, " failed: ", who, " (", detail,
+              "); rerun the same command to resume from the last checkpoint");
+}
+
+class GlooCommunicator : public Communicator {
+ public:
+  GlooCommunicator(c10::intrusive_ptr<c10d::Store> store, int rank, std::vector<int> members,
+                   std::chrono::milliseconds timeout, std::string loopback)
+      : store_(std::move(store)), timeout_(timeout), loopback_(std::move(loopback)) {
+    rank_ = rank;
+    size_ = static_cast<int>(members.size());
+    members_ = std::move(members);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    const std::string iface = env_string("GLOO_SOCKET_IFNAME");
+    // Loopback when the rendezvous is on this machine's loopback (tests, one node); otherwise the
+    // interface GLOO_SOCKET_IFNAME names, or the one the host name resolves to.
+    options->devices.push_back(!iface.empty()      ? c10d::ProcessGroupGloo::createDeviceForInterface(iface)
+                               : !loopback_.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(loopback_)
+                                                    : c10d::ProcessGroupGloo::createDefaultDevice());
+    try {
+      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, rank_, size_, options);
+    } catch (const std::exception& e) {
+      lost_peer("joining the process group", e);
+    }
+  }
+
+  void all_reduce_sum(torch::Tensor& t, const std::string& what) override {
+    std::vector<at::Tensor> v{t};
+    run([&] { return pg_->allreduce(v); }, what);
+  }
+  void broadcast(torch::Tensor& t, int root, const std::string& what) override {
+    std::vector<at::Tensor> v{t};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    run([&] { return pg_->broadcast(v, o); }, what);
+  }
+  void send(torch::Tensor& t, int dst, const std::string& what) override {
+    std::vector<at::Tensor> v{t};
+    run([&] { return pg_->send(v, dst, 0); }, what);
+  }
+  void recv(torch::Tensor& t, int src, const std::string& what) override {
+    std::vector<at::Tensor> v{t};
+    run([&] { return pg_->recv(v, src, 0); }, what);
+  }
+  void barrier(const std::string& what) override {
+    run([&] { return pg_->barrier(); }, what);
+  }
+
+  std::shared_ptr<Communicator> split(int color, const std::string& name) override {
+    // Every member learns every member's colour, then each colour gets a process group of its own
+    // under its own store prefix.
+    torch::Tensor colors = torch::zeros({size_}, torch::kInt64);
+    colors[rank_] = color;
+    all_reduce_sum(colors, "forming the groups '" + name + "'");
+    std::vector<int> members;
+    int my_rank = 0;
+    for (int r = 0; r < size_; ++r) {
+      if (colors[r].item<int64_t>() != color) continue;
+      if (r == rank_) my_rank = static_cast<int>(members.size());
+      members.push_back(members_[r]);
+    }
+    if (members.size() == 1) {
+      return std::make_shared<SoloCommunicator>(members.front());
+    }
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("group/" + name + "/" + std::to_string(color), store_);
+    return std::make_shared<GlooCommunicator>(prefixed, my_rank, members, timeout_, loopback_);
+  }
+
+ private:
+  template <class F>
+  void run(F&& start, const std::string& what) {
+    try {
+      c10::intrusive_ptr<c10d::Work> work = start();
+      work->wait(timeout_);
+    } catch (const std::exception& e) {
+      lost_peer(what, e);
+    }
+  }
+
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  std::chrono::milliseconds timeout_;
+  std::string loopback_;
+};
+
+}  // namespace
+
+LaunchInfo launch_info() {
+  LaunchInfo info;
+  const bool has_rank = std::getenv("RANK") != nullptr, has_world = std::getenv("WORLD_SIZE") != nullptr;
+  if (!has_rank && !has_world) return info;
+  TORCH_CHECK(has_rank && has_world, "environment variables RANK and WORLD_SIZE go together (torchrun sets both); ",
+              has_rank ? "WORLD_SIZE" : "RANK", " is missing");
+  info.world_size = static_cast<int>(env_int("WORLD_SIZE", 1, 1, 1 << 20));
+  info.rank = static_cast<int>(env_int("RANK", 0, 0, info.world_size - 1));
+  info.local_rank = static_cast<int>(env_int("LOCAL_RANK", 0, 0, 1 << 20));
+  info.launched = true;
+  return info;
+}
+
+std::vector<std::string> Communicator::gather_bytes(const std::string& bytes, int root, const std::string& what) {
+  std::vector<std::string> out;
+  if (size_ == 1) {
+    out.push_back(bytes);
+    return out;
+  }
+  torch::Tensor sizes = torch::zeros({size_}, torch::kInt64);
+  sizes[rank_] = static_cast<int64_t>(bytes.size());
+  all_reduce_sum(sizes, what);
+  if (rank_ == root) {
+    out.resize(size_);
+    for (int r = 0; r < size_; ++r) {
+      if (r == root) {
+        out[r] = bytes;
+        continue;
+      }
+      const int64_t n = sizes[r].item<int64_t>();
+      if (n == 0) continue;
+      torch::Tensor buf = torch::empty({n}, torch::kUInt8);
+      recv(buf, r, what);
+      out[r].assign(reinterpret_cast<const char*>(buf.data_ptr<uint8_t>()), static_cast<size_t>(n));
+    }
+  } else if (!bytes.empty()) {
+    torch::Tensor buf = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+    std::memcpy(buf.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+    send(buf, root, what);
+  }
+  return out;
+}
+
+std::shared_ptr<Communicator> world_communicator() {
+  static std::mutex mutex;
+  static std::shared_ptr<Communicator> world;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (world) return world;
+  const LaunchInfo info = launch_info();
+  if (!info.launched || info.world_size == 1) {
+    world = std::make_shared<SoloCommunicator>();
+    return world;
+  }
+  const std::string host = env_string("MASTER_ADDR");
+  TORCH_CHECK(!host.empty(), "environment variable MASTER_ADDR is not set (torchrun sets it with RANK and WORLD_SIZE)");
+  TORCH_CHECK(std::getenv("MASTER_PORT") != nullptr, "environment variable MASTER_PORT is not set (torchrun sets it)");
+  const int port = static_cast<int>(env_int("MASTER_PORT", 0, 1, 65535));
+  const bool is_loopback = host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+  const std::string loopback = is_loopback ? (host == "::1" ? "::1" : "127.0.0.1") : "";
+  static World w;  // lives until exit; its destructor stops the heartbeat
+  w.info = info;
+  w.timeout = std::chrono::seconds(env_int("SAELAB_DIST_TIMEOUT", 600, 1, 86400));
+  // As torch.distributed's env:// rendezvous: under torchrun's agent every worker is a client of
+  // the agent's store (one prefix per restart attempt); launched otherwise, rank 0 hosts it.
+  const bool agent_store = env_string("TORCHELASTIC_USE_AGENT_STORE") == "True";
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<uint16_t>(port);
+  o.isServer = !agent_store && info.rank == 0;
+  o.numWorkers = info.world_size;
+  o.waitWorkers = false;
+  o.multiTenant = true;
+  o.timeout = w.timeout;
+  c10::intrusive_ptr<c10d::Store> store;
+  try {
+    store = c10::make_intrusive<c10d::TCPStore>(host, o);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "rank ", info.rank, " of ", info.world_size, ": cannot reach the rendezvous store at ", host, ":",
+                port, " (", std::string(e.what()).substr(0, 200), ")");
+  }
+  if (agent_store) {
+    store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + env_string("TORCHELASTIC_RESTART_COUNT"), store);
+  }
+  w.store = store;
+  {
+    c10d::TCPStoreOptions client = o;
+    client.isServer = false;
+    c10::intrusive_ptr<c10d::Store> beat = c10::make_intrusive<c10d::TCPStore>(host, client);
+    if (agent_store) {
+      beat = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + env_string("TORCHELASTIC_RESTART_COUNT"), beat);
+    }
+    w.beat_store = beat;
+  }
+  g_world = &w;
+  store->add(w.beat_key(info.rank), 1);
+  w.heartbeat = std::thread([] {
+    while (!g_world->stop) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      try {
+        g_world->beat_store->add(g_world->beat_key(g_world->info.rank), 1);
+      } catch (const std::exception&) {
+        return;  // the store is gone; the next collective reports it
+      }
+    }
+  });
+  std::vector<int> members(info.world_size);
+  for (int r = 0; r < info.world_size; ++r) members[r] = r;
+  world = std::make_shared<GlooCommunicator>(c10::make_intrusive<c10d::PrefixStore>("saelab", store), info.rank, members,
+                                             w.timeout, loopback);
+  return world;
+}
+
+}  // namespace saelab

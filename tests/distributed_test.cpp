@@ -1,0 +1,215 @@
+// saelab train under torchrun (Debian's /usr/bin/torchrun, Gloo over 127.0.0.1), against
+// one-process runs of the same options at one thread.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "core/files.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+
+namespace saelab {
+namespace {
+
+using nlohmann::json;
+
+// Activations with sparse structure: rows of 16 dims from 32 random directions.
+torch::Tensor synthetic_acts(uint64_t seed, int64_t rows = 2400) {
+  torch::Generator gen = at::detail::createCPUGenerator(seed);
+  const torch::Tensor dirs = torch::randn({32, 16}, gen);
+  const torch::Tensor active = (torch::rand({rows, 32}, gen) < 0.1).to(torch::kFloat32);
+  return torch::matmul(active * (torch::rand({rows, 32}, gen) + 0.5), dirs) + 0.3;
+}
+
+// A loopback port nobody listens on now (the kernel's choice for port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// The README's launch line: torchrun with --redirects/--tee (Debian's torch 1.13 on Python 3.11
+// fails at start without them), the processes' output on the console.
+std::string torchrun(int processes, const std::string& args, const std::string& env = "") {
+  return env + " timeout 300 /usr/bin/torchrun --no_python --nproc_per_node " + std::to_string(processes) +
+         " --redirects 2 --tee 2 --master_addr 127.0.0.1 --master_port " + std::to_string(free_port()) + " " +
+         test::saelab_binary() + " " + args + " 2>&1";
+}
+
+std::string one_process(const std::string& args, const std::string& env = "") {
+  return env + " OMP_NUM_THREADS=1 " + test::saelab_binary() + " " + args + " 2>&1";
+}
+
+class Distributed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    test::write_activation_store(dir / "acts/blocks.0.input", synthetic_acts(1), "blocks.0.input", 300);
+    test::write_activation_store(dir / "acts/blocks.1.input", synthetic_acts(2) * 3, "blocks.1.input", 300);
+  }
+  // 24 steps of 128 rows; latents die within the run (dead_window 600), so AuxK and the dead
+  // counters take part.
+  std::string train(const std::string& out, const std::string& architectures, const std::string& extra = "") const {
+    return "train --store " + (dir / "acts") + " --out " + (dir / out) + " --architectures " + architectures +
+           " --k 4 --l1 0.3 --expansion 2 --steps 24 --batch-size 128 --lr-warmup-steps 4 --l1-warmup-steps 8"
+           " --dead-window 600 --init-rows 500 --buffer-shards 2 --checkpoint-every 5 " + extra;
+  }
+  std::vector<std::string> sae_files(const std::string& out) const {
+    std::vector<std::string> files;
+    for (const auto& e : fs::recursive_directory_iterator(dir / out)) {
+      if (e.is_regular_file() && e.path().parent_path().parent_path().parent_path() == fs::path(dir / out)) {
+        files.push_back(fs::relative(e.path(), dir / out).string());
+      }
+    }
+    std::sort(files.begin(), files.end());
+    return files;
+  }
+  void expect_identical(const std::string& a, const std::string& b) const {
+    const auto files = sae_files(a);
+    ASSERT_FALSE(files.empty());
+    EXPECT_EQ(files, sae_files(b));
+    for (const auto& f : files) EXPECT_EQ(sha256_file(dir / a + "/" + f), sha256_file(dir / b + "/" + f)) << f;
+    EXPECT_EQ(read_file(dir / a + "/metrics.jsonl", "metrics"), read_file(dir / b + "/metrics.jsonl", "metrics"));
+  }
+  // Weights within rtol of the reference's magnitude (summation order differs across replicas).
+  void expect_close(const std::string& a, const std::string& b, double rtol) const {
+    const auto files = sae_files(a);
+    ASSERT_FALSE(files.empty());
+    EXPECT_EQ(files, sae_files(b));
+    for (const auto& f : files) {
+      if (f.find("sae_weights.safetensors") == std::string::npos) continue;
+      const SafetensorsFile x = load_safetensors(dir / a + "/" + f), y = load_safetensors(dir / b + "/" + f);
+      for (const auto& [name, t] : x.tensors) {
+        const torch::Tensor u = t.to(torch::kFloat64), v = y.tensors.at(name).to(torch::kFloat64);
+        const double err = (u - v).abs().max().item<double>(), scale = u.abs().max().item<double>();
+        EXPECT_LE(err, rtol * scale + 1e-7) << f << " " << name;
+      }
+    }
+    std::istringstream la(read_file(dir / a + "/metrics.jsonl", "metrics")), lb(read_file(dir / b + "/metrics.jsonl", "metrics"));
+    std::string x, y;
+    int lines = 0;
+    while (std::getline(la, x)) {
+      ASSERT_TRUE(static_cast<bool>(std::getline(lb, y)));
+      const json p = json::parse(x), q = json::parse(y);
+      EXPECT_EQ(p.at("step"), q.at("step"));
+      EXPECT_EQ(p.at("sae"), q.at("sae"));
+      for (const char* key : {"loss", "mse", "fvu", "l0", "dead_fraction"}) {
+        const double u = p.at(key).get<double>(), v = q.at(key).get<double>();
+        EXPECT_LE(std::abs(u - v), rtol * std::abs(u) + 1e-6) << x << " vs " << y;
+      }
+      ++lines;
+    }
+    EXPECT_FALSE(static_cast<bool>(std::getline(lb, y)));
+    EXPECT_GT(lines, 0);
+  }
+  test::TempDir dir;
+};
+
+TEST_F(Distributed, ModuleParallelRanksWriteTheSameSaeFoldersAsOneProcess) {
+  const std::string archs = "topk batchtopk standard jumprelu";
+  const auto one = test::run_command(one_process(train("one", archs)));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const auto two = test::run_command(torchrun(2, train("two", archs)));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  expect_identical("one", "two");
+  const json run = load_json_file(dir / "two/run.json", "run");
+  EXPECT_TRUE(run.at("complete").get<bool>());
+  EXPECT_EQ(run.at("launch").at("world_size"), 2);
+  EXPECT_EQ(run.at("launch").at("data_parallel"), 1);
+  // 8 SAEs (2 hooks x 4), hook-major, split in halves: each rank reads one hook only.
+  const json groups = run.at("launch").at("module_groups");
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].at("ranks"), json::array({0}));
+  EXPECT_EQ(groups[1].at("saes")[0], "blocks.1.input/topk-k4");
+  EXPECT_EQ(groups[1].at("saes").size(), 4u);
+}
+
+TEST_F(Distributed, DataParallelReplicasEqualOneProcessOnTheWholeBatch) {
+  const std::string archs = "topk standard gated jumprelu";
+  const auto one = test::run_command(one_process(train("one", archs)));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const auto two = test::run_command(torchrun(2, train("two", archs, "--data-parallel 2")));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  expect_close("one", "two", 1e-3);
+  const json run = load_json_file(dir / "two/run.json", "run");
+  EXPECT_EQ(run.at("launch").at("module_groups").size(), 1u);
+  EXPECT_EQ(run.at("launch").at("module_groups")[0].at("ranks"), json::array({0, 1}));
+
+  // BatchTopK picks its latents over the whole batch: refused by every rank, with one line.
+  const auto refused = test::run_command(torchrun(2, train("bad", "batchtopk", "--data-parallel 2")));
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("saelab: error: SAE 'batchtopk-k4' (batchtopk) selects its latents over the whole batch and "
+                                "cannot train data-parallel yet"),
+            std::string::npos)
+      << refused.output;
+}
+
+TEST_F(Distributed, FourRanksCombineTwoModuleGroupsOfTwoReplicas) {
+  const std::string archs = "topk standard";
+  const auto one = test::run_command(one_process(train("one", archs)));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const auto four = test::run_command(torchrun(4, train("four", archs, "--data-parallel 2")));
+  ASSERT_EQ(four.exit_code, 0) << four.output;
+  expect_close("one", "four", 1e-3);
+  const json groups = load_json_file(dir / "four/run.json", "run").at("launch").at("module_groups");
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[1].at("ranks"), json::array({2, 3}));
+  EXPECT_EQ(groups[1].at("saes"), json::array({"blocks.1.input/topk-k4", "blocks.1.input/standard-l1_0.3"}));
+}
+
+TEST_F(Distributed, ARunStoppedOnTwoRanksResumesOnOneAndOnThreeWithTheSameResult) {
+  const std::string archs = "topk gated jumprelu";
+  const auto whole = test::run_command(one_process(train("whole", archs)));
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  for (const int then : {1, 3}) {
+    const std::string out = "resumed" + std::to_string(then);
+    const auto first = test::run_command(torchrun(2, train(out, archs, "--stop-after 7")));
+    ASSERT_EQ(first.exit_code, 0) << first.output;
+    EXPECT_NE(first.output.find("stopped at step 7 of 24"), std::string::npos) << first.output;
+    const auto second = then == 1 ? test::run_command(one_process(train(out, archs)))
+                                  : test::run_command(torchrun(3, train(out, archs)));
+    ASSERT_EQ(second.exit_code, 0) << second.output;
+    EXPECT_NE(second.output.find("resuming from step 7"), std::string::npos) << second.output;
+    expect_identical("whole", out);
+  }
+}
+
+TEST_F(Distributed, AKilledRankStopsTheOthersNamingItAndARerunCompletes) {
+  const std::string archs = "topk standard";
+  const auto whole = test::run_command(one_process(train("whole", archs)));
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  const auto start = std::chrono::steady_clock::now();
+  const auto killed =
+      test::run_command(torchrun(2, train("out", archs, "--data-parallel 2"), "SAELAB_FAULT=train_step:12 SAELAB_FAULT_RANK=1"));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(killed.exit_code, 0);
+  EXPECT_LT(seconds, 60) << killed.output;
+  EXPECT_NE(killed.output.find("saelab: error: "), std::string::npos) << killed.output;
+  EXPECT_NE(killed.output.find("rank 0 of 2: "), std::string::npos) << killed.output;
+  EXPECT_NE(killed.output.find("rank 1 stopped"), std::string::npos) << killed.output;
+  const auto rerun = test::run_command(torchrun(2, train("out", archs, "--data-parallel 2")));
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.output;
+  EXPECT_NE(rerun.output.find("resuming from step 10"), std::string::npos) << rerun.output;
+  expect_close("whole", "out", 1e-3);
+}
+
+TEST_F(Distributed, OtherCommandsRefuseToRunUnderTorchrun) {
+  const auto r = test::run_command(torchrun(2, "capture --model x --out " + (dir / "c")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("saelab: error: this command runs in one process; under torchrun (WORLD_SIZE=2) only "
+                          "'saelab train' is distributed so far"),
+            std::string::npos)
+      << r.output;
+}
+
+}  // namespace
+}  // namespace saelab

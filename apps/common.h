@@ -18,10 +18,12 @@ namespace saelab {
 struct GlobalOptions {
   int threads = 0;
   std::string cache_dir = SAELAB_SOURCE_DIR "/.cache";
+  std::string device = "cpu";
 
   template <class V>
   void fields(V& v) {
-    v("threads", threads, "intra-op threads (0: all cores)");
+    v("threads", threads, "intra-op threads (0: OMP_NUM_THREADS when set, else all cores)");
+    v("device", device, "where tensors live: cpu (cuda and cuda:N are refused until the GPU path is built)");
     v("cache", cache_dir, "folder with the data packages scripts/setup fetched");
   }
 };

@@ -22,6 +22,19 @@ OptionFlags<GlobalOptions>* global_flags = nullptr;
 
 void start_command(bool keep_freed_memory, bool distributed) {
   if (global_flags != nullptr) global_flags->apply();
+  {
+    const std::string& name = global_options().device;
+    c10::optional<torch::Device> device;
+    try {
+      device = torch::Device(name);
+    } catch (const c10::Error&) {
+      TORCH_CHECK(false, "--device '", name, "' is not a device (cpu, cuda or cuda:N)");
+    }
+    TORCH_CHECK(device->is_cpu() || !device->is_cuda() || torch::cuda::is_available(), "--device ", name,
+                ": this LibTorch has no CUDA (Debian's libtorch is built for the CPU); use --device cpu");
+    TORCH_CHECK(device->is_cpu(), "--device ", name,
+                ": saelab runs on the CPU only so far (the GPU path is not built yet); use --device cpu");
+  }
   const LaunchInfo launch = launch_info();
   TORCH_CHECK(distributed || launch.world_size == 1, "this command runs in one process; under torchrun (WORLD_SIZE=",
               launch.world_size, ") only 'saelab train' is distributed so far");
@@ -74,7 +87,7 @@ int main(int argc, char** argv) {
     const char* word = nullptr;
     for (int i = 1; i < argc && word == nullptr; ++i) {
       const std::string a = argv[i];
-      if (a == "--threads" || a == "--cache") {
+      if (a == "--threads" || a == "--cache" || a == "--device") {
         ++i;
       } else if (a.empty() || a[0] != '-') {
         word = argv[i];

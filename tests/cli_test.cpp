@@ -49,6 +49,21 @@ TEST(Cli, AMissingModelIsOneClearLine) {
   EXPECT_EQ(r.output.find("Exception raised from"), std::string::npos) << "no stack trace";
 }
 
+TEST(Cli, ADeviceOtherThanTheCpuIsRefusedInOneLine) {
+  const auto bad = test::run_command(saelab("--device gpu7 generate --model /nonexistent/model"));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(test::last_line(bad.output), "saelab: error: --device 'gpu7' is not a device (cpu, cuda or cuda:N)");
+  const auto cuda = test::run_command(saelab("--device cuda:1 generate --model /nonexistent/model"));
+  EXPECT_EQ(cuda.exit_code, 1);
+  const std::string expected = torch::cuda::is_available()
+                                   ? "saelab: error: --device cuda:1: saelab runs on the CPU only so far (the GPU path is not built yet); use --device cpu"
+                                   : "saelab: error: --device cuda:1: this LibTorch has no CUDA (Debian's libtorch is built for the CPU); use --device cpu";
+  EXPECT_EQ(test::last_line(cuda.output), expected);
+  // cpu is the default and passes through to the command's own check.
+  const auto cpu = test::run_command(saelab("--device cpu generate --model /nonexistent/model"));
+  EXPECT_EQ(test::last_line(cpu.output), "saelab: error: model description '/nonexistent/model' does not exist");
+}
+
 TEST(Cli, ACorruptModelFileIsNamed) {
   test::TempDir dir;
   make_model(dir.path().string());

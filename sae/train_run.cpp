@@ -298,6 +298,8 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   const int world_size = world->size(), rank = world->rank();
   const int dp = static_cast<int>(options.data_parallel);
   TORCH_CHECK(world_size % dp == 0, "data_parallel ", dp, " must divide the number of processes (", world_size, ")");
+  TORCH_CHECK(to.batch_size >= dp, "batch_size ", to.batch_size, " must be at least data_parallel (", dp,
+              "): every replica takes a share of each batch's rows");
   const int n_groups = world_size / dp;
   const int64_t n_saes = static_cast<int64_t>(options.saes.size());
   const int64_t n_units = static_cast<int64_t>(hooks.size()) * n_saes;

@@ -143,6 +143,19 @@ void Sae::set_sparse_gradients(bool on) {
   }
 }
 
+CentredSquares centred_squares(const torch::Tensor& x, const std::function<void(torch::Tensor&)>& sum) {
+  torch::NoGradGuard g;
+  const torch::Tensor xd = x.detach().to(torch::kFloat64);
+  if (!sum) return {(xd - xd.mean(0)).pow(2).sum().item<double>(), static_cast<double>(x.size(0))};
+  // Σ‖x − x̄‖² = Σ‖x‖² − ‖Σx‖² / n, from sums that add over the replicas.
+  const int64_t d = x.size(1);
+  torch::Tensor m = torch::cat({xd.sum(0), xd.pow(2).sum().reshape({1}),
+                                torch::full({1}, static_cast<double>(x.size(0)), torch::kFloat64)});
+  sum(m);
+  const double rows = m[d + 1].item<double>();
+  return {m[d].item<double>() - m.narrow(0, 0, d).pow(2).sum().item<double>() / std::max(1.0, rows), rows};
+}
+
 Sae::Sae(const SaeConfig& config, uint64_t seed) : config_(config) {
   config_.validate();
   torch::manual_seed(seed);
@@ -416,13 +429,8 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       const torch::Tensor e_hat = topk_decode(values, latents, W_dec, dec_grad);
       torch::Tensor var;
       if (replica_sum_) {
-        // Σ‖e − ē‖² = Σ‖e‖² − ‖Σe‖² / n over every replica's rows, in float64.
-        const torch::Tensor ed = e.to(torch::kFloat64);
-        torch::Tensor m = torch::cat({ed.sum(0), ed.pow(2).sum().reshape({1}),
-                                      torch::full({1}, static_cast<double>(e.size(0)), torch::kFloat64)});
-        replica_sum_(m);
-        const torch::Tensor n = m[config_.d_in + 1];
-        var = ((m[config_.d_in] - m.narrow(0, 0, config_.d_in).pow(2).sum() / n) / n).to(e.scalar_type());
+        const CentredSquares sq = centred_squares(e, replica_sum_);
+        var = torch::tensor(sq.sum / std::max(1.0, sq.rows), e.options());
       } else {
         var = (e - e.mean(0)).pow(2).sum(-1).mean();
       }

@@ -94,6 +94,15 @@ struct SaeOutput {
   torch::Tensor dense_features(int64_t d_sae) const;
 };
 
+/// Σ‖x − x̄‖² over the rows of x [rows, d] (float64), and the row count. With `sum`, the sums it
+/// is made of (Σx, Σ‖x‖², rows) are first added over the data-parallel replicas, so the result is
+/// the whole global batch's.
+struct CentredSquares {
+  double sum = 0;
+  double rows = 0;
+};
+CentredSquares centred_squares(const torch::Tensor& x, const std::function<void(torch::Tensor&)>& sum = nullptr);
+
 class Sae {
  public:
   /// A freshly initialised SAE: W_dec rows of unit norm in random directions, W_enc = W_decᵀ,

@@ -287,51 +287,20 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
   const double lr = lr_at(step_);
   const double l1_scale = l1_scale_at(step_);
   std::vector<SaeStepStats> stats;
+  // One process: local values. Data parallel: every sum below also runs over the replicas, and
+  // the row-mean terms are weighted by this replica's share of the rows.
   Communicator* replicas = replicas_ && replicas_->size() > 1 ? replicas_.get() : nullptr;
-  if (replicas == nullptr) {
-    const torch::Tensor centred_total = (x - x.mean(0)).pow(2).sum();
-    for (auto& t : saes_) {
-      Sae& sae = *t.sae;
-      const torch::Tensor dead = t.steps_since_fired >= options_.dead_window;
-      const SaeOutput o = sae.forward(x, t.spec.l1_coefficient * l1_scale, dead);
-      const double loss = o.loss.item<double>();
-      TORCH_CHECK(std::isfinite(loss), "the loss of SAE '", t.spec.name, "' became ", loss, " at step ", step_ + 1,
-                  " (lower the learning rate or the sparsity coefficient)");
-      sae_optimizer_step(sae, *t.optimizer, o.loss, lr, options_.grad_clip);
-      torch::NoGradGuard g;
-      t.steps_since_fired.add_(x.size(0)).masked_fill_(o.fire_counts > 0, 0);
-      SaeStepStats s;
-      s.loss = loss;
-      s.mse = o.mse.item<double>();
-      s.l0 = o.l0.item<double>();
-      s.dead_fraction = dead.to(torch::kFloat32).mean().item<double>();
-      s.fvu = ((x - o.x_hat.detach()).pow(2).sum() / centred_total.clamp_min(1e-12)).item<double>();
-      s.fire_counts = o.fire_counts;
-      stats.push_back(s);
-    }
-    ++step_;
-    return stats;
-  }
-  // Data parallel: the whole batch's row count and Σ‖x − x̄‖² first.
   const std::string what = "step " + std::to_string(step_ + 1);
-  const int64_t d = x.size(1);
-  torch::Tensor moments;
-  {
-    const torch::Tensor xd = x.to(torch::kFloat64);
-    moments = torch::cat({xd.sum(0), xd.pow(2).sum().reshape({1}),
-                          torch::full({1}, static_cast<double>(x.size(0)), torch::kFloat64)});
-  }
-  replicas->all_reduce_sum(moments, "the batch statistics of " + what);
-  const double rows = moments[d + 1].item<double>();
-  const double centred_total =
-      moments[d].item<double>() - moments.narrow(0, 0, d).pow(2).sum().item<double>() / std::max(1.0, rows);
-  const double weight = static_cast<double>(x.size(0)) / std::max(1.0, rows);
+  std::function<void(torch::Tensor&)> sum;
+  if (replicas != nullptr) sum = [&](torch::Tensor& t) { replicas->all_reduce_sum(t, "the batch statistics of " + what); };
+  const CentredSquares batch_sq = centred_squares(x, sum);
+  const double weight = static_cast<double>(x.size(0)) / std::max(1.0, batch_sq.rows);
   for (auto& t : saes_) {
     Sae& sae = *t.sae;
     const torch::Tensor dead = t.steps_since_fired >= options_.dead_window;
     const SaeOutput o = sae.forward(x, t.spec.l1_coefficient * l1_scale, dead);
     const int64_t d_sae = t.spec.config.d_sae;
-    // loss, mse, L0 (row means: weighted by this replica's share), Σ‖x − x̂‖², then fire counts.
+    // loss, mse, L0, Σ‖x − x̂‖², then the fire counts.
     torch::Tensor summed = torch::empty({4 + d_sae}, torch::kFloat64);
     {
       torch::NoGradGuard g;
@@ -341,21 +310,21 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
       summed[3] = (x - o.x_hat.detach()).to(torch::kFloat64).pow(2).sum();
       summed.narrow(0, 4, d_sae).copy_(o.fire_counts);
     }
-    replicas->all_reduce_sum(summed, "the statistics of SAE '" + t.spec.name + "' at " + what);
+    if (replicas != nullptr) replicas->all_reduce_sum(summed, "the statistics of SAE '" + t.spec.name + "' at " + what);
     const double loss = summed[0].item<double>();
     TORCH_CHECK(std::isfinite(loss), "the loss of SAE '", t.spec.name, "' became ", loss, " at step ", step_ + 1,
                 " (lower the learning rate or the sparsity coefficient)");
-    sae_optimizer_step(sae, *t.optimizer, o.loss * weight, lr, options_.grad_clip, replicas,
-                       "SAE '" + t.spec.name + "' at " + what);
+    sae_optimizer_step(sae, *t.optimizer, replicas != nullptr ? o.loss * weight : o.loss, lr, options_.grad_clip,
+                       replicas, "SAE '" + t.spec.name + "' at " + what);
     torch::NoGradGuard g;
     const torch::Tensor fired = summed.narrow(0, 4, d_sae).to(torch::kInt64);
-    t.steps_since_fired.add_(static_cast<int64_t>(rows)).masked_fill_(fired > 0, 0);
+    t.steps_since_fired.add_(static_cast<int64_t>(batch_sq.rows)).masked_fill_(fired > 0, 0);
     SaeStepStats s;
     s.loss = loss;
     s.mse = summed[1].item<double>();
     s.l0 = summed[2].item<double>();
     s.dead_fraction = dead.to(torch::kFloat32).mean().item<double>();
-    s.fvu = summed[3].item<double>() / std::max(1e-12, centred_total);
+    s.fvu = summed[3].item<double>() / std::max(1e-12, batch_sq.sum);
     s.fire_counts = fired;
     stats.push_back(s);
   }

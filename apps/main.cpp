@@ -37,7 +37,7 @@ void start_command(bool keep_freed_memory, bool distributed) {
   }
   const LaunchInfo launch = launch_info();
   TORCH_CHECK(distributed || launch.world_size == 1, "this command runs in one process; under torchrun (WORLD_SIZE=",
-              launch.world_size, ") only 'saelab train' is distributed so far");
+              launch.world_size, ") only 'saelab train' and 'saelab capture' are distributed so far");
   init_runtime(RuntimeOptions{global_options().threads, 0, keep_freed_memory});
 }
 

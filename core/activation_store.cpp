@@ -77,25 +77,60 @@ bool StoreManifest::same_capture(const StoreManifest& o) const {
          tokenizer == o.tokenizer;
 }
 
-ActivationWriter::ActivationWriter(const std::string& dir, StoreManifest manifest, int64_t shard_rows)
-    : dir_(dir), manifest_(std::move(manifest)), shard_rows_(shard_rows) {
-  TORCH_CHECK(shard_rows > 0, "shard_rows must be positive (got ", shard_rows, ")");
-  store_dtype(manifest_.dtype);
+namespace {
+
+std::string shard_file_name(int64_t s) { return fmt::format("shard-{:05d}.safetensors", s); }
+fs::path part_record(const std::string& dir, int64_t s) {
+  return fs::path(dir) / ".parts" / fmt::format("shard-{:05d}.json", s);
+}
+int64_t shard_count_of(int64_t target_rows, int64_t shard_rows) { return (target_rows + shard_rows - 1) / shard_rows; }
+StoreManifest read_manifest(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "manifest.json").string();
+  return StoreManifest::from_json(load_json_file(path, "activation manifest"), path);
+}
+
+}  // namespace
+
+void detail::PendingRows::add(const StoreManifest& m, int64_t first_row, int64_t offset, int64_t n,
+                              const torch::Tensor& acts_in, const torch::Tensor& context_in,
+                              const torch::Tensor& position_in, const torch::Tensor& token_in,
+                              const torch::Tensor& doc_in) {
+  auto part = [&](const torch::Tensor& t) { return t.narrow(0, offset, n); };
+  const torch::Tensor a = part(acts_in).to(torch::kFloat32);
+  TORCH_CHECK(torch::isfinite(a).all().item<bool>(), "activations at '", m.hook, "' hold NaN or Inf (rows ",
+              first_row + offset, "..", first_row + offset + n - 1, ")");
+  norms.push_back(a.norm(2, {1}));
+  acts.push_back(a.to(store_dtype(m.dtype)));
+  context.push_back(part(context_in).to(torch::kInt64));
+  position.push_back(part(position_in).to(torch::kInt32));
+  token.push_back(part(token_in).to(torch::kInt64));
+  doc.push_back(part(doc_in).to(torch::kInt32));
+}
+
+StoreManifest prepare_store(const std::string& dir, const StoreManifest& manifest) {
+  store_dtype(manifest.dtype);
   const fs::path path = fs::path(dir) / "manifest.json";
   if (fs::exists(path)) {
     const StoreManifest existing =
         StoreManifest::from_json(load_json_file(path.string(), "activation manifest"), path.string());
-    TORCH_CHECK(existing.same_capture(manifest_), "output folder '", dir,
+    TORCH_CHECK(existing.same_capture(manifest), "output folder '", dir,
                 "' holds a different capture (other model, hook, dtype, size or settings); choose another --out");
-    manifest_ = existing;
-  } else {
-    fs::create_directories(dir);
-    manifest_.rows = 0;
-    manifest_.norm_sum = 0;
-    manifest_.shards.clear();
-    manifest_.complete = false;
-    write_file_atomic(path, manifest_.to_json().dump(2) + "\n");
+    return existing;
   }
+  fs::create_directories(dir);
+  StoreManifest fresh = manifest;
+  fresh.rows = 0;
+  fresh.norm_sum = 0;
+  fresh.shards.clear();
+  fresh.complete = false;
+  write_file_atomic(path, fresh.to_json().dump(2) + "\n");
+  return fresh;
+}
+
+ActivationWriter::ActivationWriter(const std::string& dir, StoreManifest manifest, int64_t shard_rows)
+    : dir_(dir), manifest_(std::move(manifest)), shard_rows_(shard_rows) {
+  TORCH_CHECK(shard_rows > 0, "shard_rows must be positive (got ", shard_rows, ")");
+  manifest_ = prepare_store(dir, manifest_);
 }
 
 void ActivationWriter::append(int64_t first_row, const torch::Tensor& acts, const torch::Tensor& context,
@@ -109,16 +144,7 @@ void ActivationWriter::append(int64_t first_row, const torch::Tensor& acts, cons
   if (take <= 0) return;
   TORCH_CHECK(first_row + skip == rows_done(), "rows for '", manifest_.hook, "' arrived out of order (row ",
               first_row + skip, " after ", rows_done(), ")");
-  auto part = [&](const torch::Tensor& t) { return t.narrow(0, skip, take); };
-  const torch::Tensor a = part(acts).to(torch::kFloat32);
-  TORCH_CHECK(torch::isfinite(a).all().item<bool>(), "activations at '", manifest_.hook,
-              "' hold NaN or Inf (rows ", first_row + skip, "..", first_row + skip + take - 1, ")");
-  norms_.push_back(a.norm(2, {1}));
-  acts_.push_back(a.to(store_dtype(manifest_.dtype)));
-  context_.push_back(part(context).to(torch::kInt64));
-  position_.push_back(part(position).to(torch::kInt32));
-  token_.push_back(part(token).to(torch::kInt64));
-  doc_.push_back(part(doc).to(torch::kInt32));
+  pending_.add(manifest_, first_row, skip, take, acts, context, position, token, doc);
   buffered_ += take;
   while (buffered_ >= shard_rows_) flush_shard();
 }
@@ -132,14 +158,14 @@ void ActivationWriter::flush_shard() {
     if (all.size(0) > n) parts.push_back(all.narrow(0, n, all.size(0) - n).clone());
     return all.narrow(0, 0, n);
   };
-  const std::string file = fmt::format("shard-{:05d}.safetensors", manifest_.shards.size());
+  const std::string file = shard_file_name(static_cast<int64_t>(manifest_.shards.size()));
   save_safetensors((fs::path(dir_) / file).string(),
-                   {{"acts", take(acts_)}, {"context", take(context_)}, {"position", take(position_)},
-                    {"token", take(token_)}, {"doc", take(doc_)}},
+                   {{"acts", take(pending_.acts)}, {"context", take(pending_.context)},
+                    {"position", take(pending_.position)}, {"token", take(pending_.token)}, {"doc", take(pending_.doc)}},
                    {{"hook", manifest_.hook}, {"format", "saelab-activations"}});
   // The norm sum grows by whole shards in a fixed order, so a resumed capture's manifest is bitwise
   // the one an uninterrupted capture writes.
-  manifest_.norm_sum += take(norms_).to(torch::kFloat64).sum().item<double>();
+  manifest_.norm_sum += take(pending_.norms).to(torch::kFloat64).sum().item<double>();
   buffered_ -= n;
   manifest_.rows += n;
   manifest_.shards.emplace_back(file, n);
@@ -153,6 +179,119 @@ void ActivationWriter::finish() {
               manifest_.rows, " rows of ", manifest_.target_rows);
   manifest_.complete = true;
   write_file_atomic(fs::path(dir_) / "manifest.json", manifest_.to_json().dump(2) + "\n");
+}
+
+ShardWriter::ShardWriter(const std::string& dir, const StoreManifest& manifest, int64_t shard_rows,
+                         std::vector<int64_t> shards)
+    : dir_(dir), manifest_(manifest), shard_rows_(shard_rows), shards_(std::move(shards)) {
+  TORCH_CHECK(shard_rows > 0, "shard_rows must be positive (got ", shard_rows, ")");
+  const int64_t count = shard_count_of(manifest_.target_rows, shard_rows);
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    TORCH_CHECK(shards_[i] >= 0 && shards_[i] < count && (i == 0 || shards_[i] > shards_[i - 1]),
+                "the shards given to '", dir, "' must be ascending and below ", count);
+  }
+}
+
+int64_t ShardWriter::owned_rows() const {
+  int64_t n = 0;
+  for (int64_t s : shards_) n += std::min(shard_rows_, manifest_.target_rows - s * shard_rows_);
+  return n;
+}
+
+bool ShardWriter::wants(int64_t first_row, int64_t n) const {
+  for (size_t i = next_; i < shards_.size(); ++i) {
+    const int64_t lo = shards_[i] * shard_rows_ + (i == next_ ? buffered_ : 0);
+    const int64_t hi = std::min((shards_[i] + 1) * shard_rows_, manifest_.target_rows);
+    if (lo >= first_row + n) return false;
+    if (first_row < hi && lo < hi) return true;
+  }
+  return false;
+}
+
+void ShardWriter::append(int64_t first_row, const torch::Tensor& acts, const torch::Tensor& context,
+                         const torch::Tensor& position, const torch::Tensor& token, const torch::Tensor& doc) {
+  TORCH_CHECK(acts.dim() == 2 && acts.size(1) == manifest_.d, "activations for '", manifest_.hook,
+              "' must have shape [n, ", manifest_.d, "] (got ", acts.sizes(), ")");
+  const int64_t end = first_row + acts.size(0);
+  while (next_ < shards_.size()) {
+    const int64_t base = shards_[next_] * shard_rows_;
+    const int64_t lo = base + buffered_;
+    const int64_t hi = std::min(base + shard_rows_, manifest_.target_rows);
+    const int64_t from = std::max(first_row, lo), to = std::min(end, hi);
+    if (from >= to) {
+      if (end <= lo) return;  // rows before this shard's next row
+      TORCH_CHECK(false, "rows for '", manifest_.hook, "' skipped rows ", lo, "..", hi - 1, " (row ", first_row,
+                  " arrived first)");
+    }
+    TORCH_CHECK(from == lo, "rows for '", manifest_.hook, "' arrived out of order (row ", from, " while ", lo,
+                " is next)");
+    pending_.add(manifest_, first_row, from - first_row, to - from, acts, context, position, token, doc);
+    buffered_ += to - from;
+    if (base + buffered_ < hi) return;
+    write_shard();
+  }
+}
+
+void ShardWriter::write_shard() {
+  const int64_t s = shards_[next_];
+  auto all = [](std::vector<torch::Tensor>& parts) {
+    torch::Tensor t = torch::cat(parts);
+    parts.clear();
+    return t;
+  };
+  save_safetensors((fs::path(dir_) / shard_file_name(s)).string(),
+                   {{"acts", all(pending_.acts)}, {"context", all(pending_.context)},
+                    {"position", all(pending_.position)}, {"token", all(pending_.token)}, {"doc", all(pending_.doc)}},
+                   {{"hook", manifest_.hook}, {"format", "saelab-activations"}});
+  const double norm_sum = all(pending_.norms).to(torch::kFloat64).sum().item<double>();
+  fs::create_directories(fs::path(dir_) / ".parts");
+  write_file_atomic(part_record(dir_, s), nlohmann::json{{"rows", buffered_}, {"norm_sum", norm_sum}}.dump() + "\n");
+  written_rows_ += buffered_;
+  buffered_ = 0;
+  ++next_;
+  fault_point("shard_written", static_cast<int64_t>(next_));
+}
+
+void ShardWriter::finish() const {
+  TORCH_CHECK(next_ == shards_.size(), "capture of '", manifest_.hook, "' ended with ", shards_.size() - next_,
+              " of its shards unwritten");
+}
+
+bool has_store_parts(const std::string& dir) { return fs::is_directory(fs::path(dir) / ".parts"); }
+
+std::vector<int64_t> pending_shards(const std::string& dir, int64_t shard_rows) {
+  const StoreManifest m = read_manifest(dir);
+  std::vector<int64_t> pending;
+  if (m.complete) return pending;
+  for (int64_t s = static_cast<int64_t>(m.shards.size()); s < shard_count_of(m.target_rows, shard_rows); ++s) {
+    if (!fs::exists(part_record(dir, s)) || !fs::exists(fs::path(dir) / shard_file_name(s))) pending.push_back(s);
+  }
+  return pending;
+}
+
+void merge_store_parts(const std::string& dir, int64_t shard_rows) {
+  StoreManifest m = read_manifest(dir);
+  if (m.complete) return;
+  for (int64_t s = static_cast<int64_t>(m.shards.size()); s < shard_count_of(m.target_rows, shard_rows); ++s) {
+    const fs::path record = part_record(dir, s);
+    require_file(record, "record of a written shard");
+    require_file(fs::path(dir) / shard_file_name(s), "activation shard");
+    const nlohmann::json r = load_json_file(record.string(), "record of a written shard");
+    TORCH_CHECK(r.is_object() && r.contains("rows") && r["rows"].is_number_integer() && r.contains("norm_sum") &&
+                    r["norm_sum"].is_number(),
+                "'", record.string(), "' must hold rows and norm_sum");
+    const int64_t rows = r["rows"].get<int64_t>();
+    TORCH_CHECK(rows == std::min(shard_rows, m.target_rows - s * shard_rows), "'", record.string(), "' says ", rows,
+                " rows, the shard should hold ", std::min(shard_rows, m.target_rows - s * shard_rows));
+    // Shard by shard in order, as ActivationWriter adds them: the same norm sum to the last bit.
+    m.norm_sum += r["norm_sum"].get<double>();
+    m.rows += rows;
+    m.shards.emplace_back(shard_file_name(s), rows);
+  }
+  TORCH_CHECK(m.rows == m.target_rows, "capture of '", m.hook, "' holds ", m.rows, " rows of ", m.target_rows);
+  m.complete = true;
+  write_file_atomic(fs::path(dir) / "manifest.json", m.to_json().dump(2) + "\n");
+  fs::remove_all(fs::path(dir) / ".parts");
 }
 
 ActivationStore ActivationStore::open(const std::string& dir) {

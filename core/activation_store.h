@@ -45,6 +45,19 @@ struct StoreManifest {
 
 torch::Dtype store_dtype(const std::string& name);
 
+namespace detail {
+// Rows waiting to be written as a shard: activations in the store's dtype, provenance, and the
+// float32 rows' norms.
+struct PendingRows {
+  std::vector<torch::Tensor> acts, context, position, token, doc, norms;
+  /// Rows [offset, offset + n) of the given tensors, whose row 0 is global row `first_row`
+  /// (named in the NaN error).
+  void add(const StoreManifest& m, int64_t first_row, int64_t offset, int64_t n, const torch::Tensor& acts_in,
+           const torch::Tensor& context_in, const torch::Tensor& position_in, const torch::Tensor& token_in,
+           const torch::Tensor& doc_in);
+};
+}  // namespace detail
+
 /// Appends rows for one hook point. Opening a folder that already holds a manifest resumes it
 /// (it must describe the same capture, else an error says the folder holds a different one).
 class ActivationWriter {
@@ -70,9 +83,57 @@ class ActivationWriter {
   std::string dir_;
   StoreManifest manifest_;
   int64_t shard_rows_;
-  std::vector<torch::Tensor> acts_, context_, position_, token_, doc_, norms_;
+  detail::PendingRows pending_;
   int64_t buffered_ = 0;
 };
+
+/// Writes chosen shards of a store, several processes at once (saelab capture under torchrun):
+/// shard s holds rows [s·shard_rows, (s+1)·shard_rows) of the capture, byte for byte the file
+/// ActivationWriter writes. Each finished shard is recorded in DIR/.parts/shard-NNNNN.json (rows and
+/// norm sum, written after the shard, both atomic); merge_store_parts() lists them in the manifest
+/// once every shard is there. Rows of shards this writer does not own are ignored.
+class ShardWriter {
+ public:
+  /// `shards`: the shards this process writes, ascending. DIR/manifest.json must exist
+  /// (prepare_store) and describe `manifest`'s capture.
+  ShardWriter(const std::string& dir, const StoreManifest& manifest, int64_t shard_rows, std::vector<int64_t> shards);
+
+  /// Whether any row in [first_row, first_row + n) belongs to a shard this writer still has to write.
+  bool wants(int64_t first_row, int64_t n) const;
+  /// Rows with global indices [first_row, first_row + n) (as ActivationWriter::append; rows must
+  /// come in order within each shard).
+  void append(int64_t first_row, const torch::Tensor& acts, const torch::Tensor& context,
+              const torch::Tensor& position, const torch::Tensor& token, const torch::Tensor& doc);
+  /// Checks that every owned shard was written.
+  void finish() const;
+  /// Rows of the owned shards (for progress).
+  int64_t owned_rows() const;
+  int64_t written_rows() const { return written_rows_; }
+
+ private:
+  void write_shard();
+
+  std::string dir_;
+  StoreManifest manifest_;
+  int64_t shard_rows_;
+  std::vector<int64_t> shards_;
+  size_t next_ = 0;  // index into shards_ of the shard being filled
+  detail::PendingRows pending_;
+  int64_t buffered_ = 0;
+  int64_t written_rows_ = 0;
+};
+
+/// Creates DIR/manifest.json for a new capture, or checks that the one there is the same capture
+/// (else an error says the folder holds a different one). Returns the manifest on disk.
+StoreManifest prepare_store(const std::string& dir, const StoreManifest& manifest);
+/// Shards of the capture in DIR that are neither listed in its manifest nor recorded as written in
+/// DIR/.parts, ascending.
+std::vector<int64_t> pending_shards(const std::string& dir, int64_t shard_rows);
+/// Whether DIR holds shards written by ShardWriter that are not yet merged into the manifest.
+bool has_store_parts(const std::string& dir);
+/// Lists every shard in the manifest (in order, with the norm sum an uninterrupted one-process
+/// capture would have), marks it complete and removes DIR/.parts. Every shard must be there.
+void merge_store_parts(const std::string& dir, int64_t shard_rows);
 
 /// One shard's rows: activations as float32 and their provenance.
 struct StoreRows {
@@ -128,6 +189,26 @@ class ShuffledBatches {
   size_t next_shard_ = 0;
   torch::Tensor buffer_;  // [m, d] shuffled rows not yet handed out
   int64_t cursor_ = 0;
+};
+
+/// Activations made while training instead of read from a store (saelab train --model): the
+/// model runs over the corpus inside the training loop and fills a shuffle buffer. Made by
+/// open_activation_stream (models/capture.h); read by run_sae_training (sae/train_run.h).
+class ActivationStream {
+ public:
+  virtual ~ActivationStream() = default;
+  /// Each hook as a capture of the same plan would describe its store (target_rows: the rows of
+  /// one pass over the plan).
+  virtual const std::vector<StoreManifest>& manifests() const = 0;
+  /// What makes the stream what it is (model hash, plan, buffer): part of the run's identity.
+  virtual nlohmann::json fingerprint() const = 0;
+  /// The next batch of every hook: [batch_size, d] float32 each, the same token positions in each.
+  virtual std::vector<torch::Tensor> next() = 0;
+  /// The first n rows of the plan for every hook, in corpus order (initialisation, calibration).
+  virtual std::vector<torch::Tensor> first_rows(int64_t n) = 0;
+  /// The stream's position (corpus position and the buffer's rows), for checkpoints.
+  virtual void save(torch::serialize::OutputArchive& archive) const = 0;
+  virtual void load(torch::serialize::InputArchive& archive, const std::string& where) = 0;
 };
 
 }  // namespace saelab

@@ -290,4 +290,28 @@ std::shared_ptr<Communicator> world_communicator() {
   return world;
 }
 
+void run_together(Communicator& group, const std::string& what, const std::function<void()>& f) {
+  std::string error;
+  try {
+    f();
+  } catch (const std::exception& e) {
+    if (group.size() == 1) throw;
+    error = e.what();
+  }
+  if (group.size() == 1) return;
+  torch::Tensor failed = torch::zeros({group.size()}, torch::kInt64);
+  failed[group.rank()] = error.empty() ? 0 : 1;
+  group.all_reduce_sum(failed, what);
+  if (!error.empty()) {
+    const size_t nl = error.find('\n');
+    TORCH_CHECK(false, error.substr(0, nl));
+  }
+  std::string who;
+  for (int r = 0; r < group.size(); ++r) {
+    if (failed[r].item<int64_t>() != 0) who += (who.empty() ? "" : ", ") + std::to_string(group.members()[r]);
+  }
+  TORCH_CHECK(who.empty(), "rank ", group.members()[group.rank()], ": ", what, " failed on rank ", who,
+              " (its own error says why)");
+}
+
 }  // namespace saelab

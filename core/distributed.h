@@ -15,6 +15,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,5 +67,10 @@ class Communicator {
 /// The world: every process of the launch (a group of one without torchrun). The process group is
 /// created at the first call.
 std::shared_ptr<Communicator> world_communicator();
+
+/// Every member runs `f`; when any of them throws, all stop: those that threw with their own error
+/// (its first line), the others with one line naming them, instead of waiting for them at the
+/// next collective. `what` names the stage ("opening the run"). In a group of one, `f` just runs.
+void run_together(Communicator& group, const std::string& what, const std::function<void()>& f);
 
 }  // namespace saelab

@@ -4,9 +4,11 @@
 //
 // OUT/capture.json records the run (model, hooks, options, documents); OUT/<hook>/ holds each store.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/activation_store.h"
 #include "core/options.h"
 #include "models/model_bundle.h"
 
@@ -50,6 +52,16 @@ struct CaptureResult {
 /// Captures into `out_dir`, resuming a capture interrupted there.
 CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& options, const std::string& cache_dir,
                                   const std::string& out_dir);
+
+/// Activations streamed from the model for training without a store (saelab train --model): the
+/// plan of `plan` (hooks, corpus, split, context length, packing, BOS; batch_size contexts per
+/// forward pass; tokens rows per pass over the plan, passes repeating) through a shuffle buffer of
+/// `buffer_rows` rows that is refilled when half empty and shuffled with a generator seeded by
+/// `seed` and the refill's number (SAELens' mixing buffer). Batches of `batch_size` rows. The same
+/// seed gives the same batches; save()/load() restore the position exactly. `lm` must outlive it.
+std::unique_ptr<ActivationStream> open_activation_stream(LanguageModel& lm, const CaptureOptions& plan,
+                                                         const std::string& cache_dir, int64_t batch_size,
+                                                         int64_t buffer_rows, uint64_t seed);
 
 /// The folder name of a hook point's store inside a capture folder.
 std::string hook_folder(const std::string& hook);

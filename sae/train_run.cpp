@@ -32,7 +32,8 @@ struct HookGroup {
   std::string hook;
   int64_t hook_index = 0;      // position among the run's hooks
   std::vector<int64_t> units;  // global unit index (hook_index × saes + i) of each trainer SAE
-  std::unique_ptr<ActivationStore> store;
+  StoreManifest manifest;                // the store's, or the stream's description of it
+  std::unique_ptr<ActivationStore> store;  // null when streaming
   std::unique_ptr<ShuffledBatches> batches;
   std::unique_ptr<SaeTrainer> trainer;
   torch::Tensor fired;  // [n_saes, d_sae] float64 fire counts over the density window
@@ -83,13 +84,14 @@ std::string pack_units(const std::vector<HookGroup>& groups) {
 // processes wrote it or read it. Every process sends its SAEs to rank 0, which writes the file.
 void save_run_checkpoint(const fs::path& path, const std::string& config, int64_t step,
                          const std::vector<HookGroup>& groups, bool leader, Communicator& world,
-                         const std::vector<std::vector<int64_t>>& units_of_rank) {
+                         const std::vector<std::vector<int64_t>>& units_of_rank, const ActivationStream* stream) {
   const std::vector<std::string> packs =
       world.gather_bytes(leader ? pack_units(groups) : std::string(), 0, "sending the checkpoint of step " + std::to_string(step));
   if (world.rank() == 0) {
     torch::serialize::OutputArchive archive;
     archive.write("config", c10::IValue(config));
     archive.write("step", torch::tensor(step));
+    if (stream) stream->save(archive);
     for (size_t r = 0; r < packs.size(); ++r) {
       if (units_of_rank[r].empty()) continue;
       torch::serialize::InputArchive pack;
@@ -105,7 +107,8 @@ void save_run_checkpoint(const fs::path& path, const std::string& config, int64_
   world.barrier("writing the checkpoint of step " + std::to_string(step));
 }
 
-int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std::vector<HookGroup>& groups) {
+int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std::vector<HookGroup>& groups,
+                            ActivationStream* stream) {
   torch::serialize::InputArchive archive;
   verify_zip_archive(path, "checkpoint");
   try {
@@ -119,6 +122,7 @@ int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std
               "' holds a training run with different options or activations; use another output folder or delete it");
   torch::Tensor step;
   archive.read("step", step);
+  if (stream) stream->load(archive, path.string());
   for (auto& g : groups) {
     for (size_t i = 0; i < g.units.size(); ++i) {
       torch::Tensor blob;
@@ -139,32 +143,6 @@ int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std
     }
   }
   return step.item<int64_t>();
-}
-
-// Every process runs `f`; when any of them throws, all stop: those that threw with their own
-// error, the others naming them (instead of waiting for them at the next collective).
-template <class F>
-void together(Communicator& world, const std::string& what, F&& f) {
-  std::string error;
-  try {
-    f();
-  } catch (const std::exception& e) {
-    if (world.size() == 1) throw;
-    error = e.what();
-  }
-  if (world.size() == 1) return;
-  torch::Tensor failed = torch::zeros({world.size()}, torch::kInt64);
-  failed[world.rank()] = error.empty() ? 0 : 1;
-  world.all_reduce_sum(failed, what);
-  if (!error.empty()) {
-    const size_t nl = error.find('\n');
-    TORCH_CHECK(false, error.substr(0, nl));
-  }
-  std::string who;
-  for (int r = 0; r < world.size(); ++r) {
-    if (failed[r].item<int64_t>() != 0) who += (who.empty() ? "" : ", ") + std::to_string(r);
-  }
-  TORCH_CHECK(who.empty(), "rank ", world.rank(), ": ", what, " failed on rank ", who, " (its own error says why)");
 }
 
 }  // namespace
@@ -286,16 +264,35 @@ void read_sae_run_options(const json& config, const std::string& where, SaeRunOp
   }
 }
 
-SaeRunResult run_sae_training(const SaeRunOptions& options) {
+SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* stream) {
   options.validate();
   const SaeTrainOptions& to = options.train;
-  const std::vector<std::string> hooks = hooks_of(options);
+  std::vector<std::string> hooks;
+  if (stream) {
+    for (const auto& m : stream->manifests()) hooks.push_back(m.hook);
+  } else {
+    hooks = hooks_of(options);
+  }
+  // Each hook's store as its manifest describes it (read from the capture, or the stream's).
+  auto manifest_of = [&](size_t h) {
+    if (stream) return stream->manifests()[h];
+    const fs::path path = fs::path(options.store) / hooks[h] / "manifest.json";
+    TORCH_CHECK(fs::exists(path), "hook '", hooks[h], "' has no activation store in '", options.store, "' (expected ",
+                path.string(), ")");
+    return StoreManifest::from_json(load_json_file(path.string(), "activation manifest"), path.string());
+  };
   for (const auto& hook : hooks) check_path_name(hook, "hook '" + hook + "' (a folder name of the run)");
 
   // The processes of a torchrun launch (one without it): data_parallel replicas per group, and
   // the run's SAEs (hook-major) split into contiguous, equal-sized parts over the groups.
   const std::shared_ptr<Communicator> world = world_communicator();
   const int world_size = world->size(), rank = world->rank();
+  TORCH_CHECK(!stream || world_size == 1, "training from the model (--model) runs in one process; under torchrun (",
+              world_size, " processes) capture the activations first (saelab capture) and train from the store");
+  if (stream) {
+    TORCH_CHECK(options.buffer_rows >= 2 * to.batch_size, "buffer_rows ", options.buffer_rows,
+                " must be at least twice the batch_size (", to.batch_size, "): the buffer is refilled when half empty");
+  }
   const int dp = static_cast<int>(options.data_parallel);
   TORCH_CHECK(world_size % dp == 0, "data_parallel ", dp, " must divide the number of processes (", world_size, ")");
   TORCH_CHECK(to.batch_size >= dp, "batch_size ", to.batch_size, " must be at least data_parallel (", dp,
@@ -316,7 +313,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   std::optional<RunLock> lock;
   std::vector<HookGroup> groups;
   json fingerprint = json::array();
-  together(*world, "opening the run", [&] {
+  run_together(*world, "opening the run", [&] {
     if (rank == 0) lock.emplace(RunLock::folder(options.out, "training folder"));
     // Refuse at once what memory cannot hold: float32 weights and two Adam moments of encoder and
     // decoder, their dense gradients where the code is not sparse (topk, batchtopk and matryoshka
@@ -326,11 +323,10 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
     // process's SAEs.
     double need = 0, step_tensors = 0;
     int64_t mine = 0;
+    std::vector<StoreManifest> manifests;
+    for (size_t h = 0; h < hooks.size(); ++h) manifests.push_back(manifest_of(h));
     for (size_t h = 0; h < hooks.size(); ++h) {
-      const fs::path manifest = fs::path(options.store) / hooks[h] / "manifest.json";
-      if (!fs::exists(manifest)) continue;  // named below
-      const double d = static_cast<double>(
-          StoreManifest::from_json(load_json_file(manifest.string(), "activation manifest"), manifest.string()).d);
+      const double d = static_cast<double>(manifests[h].d);
       for (int64_t i = 0; i < n_saes; ++i) {
         if (group_of_unit(static_cast<int64_t>(h) * n_saes + i) != my_group) continue;
         const SaeRunSpec& rs = options.saes[static_cast<size_t>(i)];
@@ -342,15 +338,14 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
       }
     }
     need += step_tensors;
+    if (stream) need += 4.0 * static_cast<double>(options.buffer_rows) * static_cast<double>(hooks.size()) * 1.5 *
+                        static_cast<double>(manifests.front().d);  // the shuffle buffer while refilled
     require_memory(need, "training " + std::to_string(mine) + " SAEs (their expansion and the batch_size)");
     for (size_t h = 0; h < hooks.size(); ++h) {
       const std::string& hook = hooks[h];
       const fs::path dir = fs::path(options.store) / hook;
-      TORCH_CHECK(fs::exists(dir / "manifest.json"), "hook '", hook, "' has no activation store in '", options.store,
-                  "' (expected ", (dir / "manifest.json").string(), ")");
       // Every process fingerprints every hook (the run's identity), but opens stores only for its own.
-      const StoreManifest m = StoreManifest::from_json(load_json_file((dir / "manifest.json").string(), "activation manifest"),
-                                                       (dir / "manifest.json").string());
+      const StoreManifest& m = manifests[h];
       fingerprint.push_back({{"hook", hook}, {"model_sha256", m.model_sha256}, {"rows", m.rows}, {"d", m.d}});
       HookGroup g;
       g.hook = hook;
@@ -369,11 +364,14 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
         g.units.push_back(u);
       }
       if (specs.empty()) continue;
-      g.store = std::make_unique<ActivationStore>(ActivationStore::open(dir.string()));
+      g.manifest = m;
+      if (!stream) {
+        g.store = std::make_unique<ActivationStore>(ActivationStore::open(dir.string()));
+        g.batches = std::make_unique<ShuffledBatches>(*g.store, to.batch_size, options.buffer_shards,
+                                                      static_cast<uint64_t>(options.seed));
+      }
       g.trainer = std::make_unique<SaeTrainer>(specs, to, static_cast<uint64_t>(options.seed));
       g.trainer->set_replicas(replicas);
-      g.batches = std::make_unique<ShuffledBatches>(*g.store, to.batch_size, options.buffer_shards,
-                                                    static_cast<uint64_t>(options.seed));
       g.fired = torch::zeros({static_cast<int64_t>(specs.size()), specs.front().config.d_sae}, torch::kFloat64);
       groups.push_back(std::move(g));
     }
@@ -382,6 +380,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   const int64_t count_from = to.steps - std::max<int64_t>(1, to.steps / 5);
   json run = options.to_json();
   run["activations"] = fingerprint;
+  if (stream) run["stream"] = stream->fingerprint();
   const std::string config_text = run.dump();
   // How the run was launched: provenance only (a resume may use another number of processes).
   json launch = {{"world_size", world_size}, {"data_parallel", dp}, {"module_groups", json::array()}};
@@ -405,12 +404,21 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
                                options.saes[static_cast<size_t>(u % n_saes)].folder_name())
                                   .string());
   }
+  // The rows that initialise the SAEs and calibrate BatchTopK thresholds: the first init_rows.
+  std::vector<torch::Tensor> stream_rows;
+  auto first_rows = [&](const HookGroup& g) {
+    if (!stream) return g.store->rows(0, std::min(options.init_rows, g.store->rows()));
+    if (stream_rows.empty()) stream_rows = stream->first_rows(std::min(options.init_rows, stream->manifests().front().target_rows));
+    return stream_rows[static_cast<size_t>(g.hook_index)];
+  };
   int64_t step = 0;
-  together(*world, "starting the run", [&] {
+  run_together(*world, "starting the run", [&] {
     if (rank == 0) fs::create_directories(options.out);
     if (fs::exists(ckpt)) {
-      step = load_run_checkpoint(ckpt, config_text, groups);
-      for (auto& g : groups) g.batches->skip(step);
+      step = load_run_checkpoint(ckpt, config_text, groups, stream);
+      if (!stream) {
+        for (auto& g : groups) g.batches->skip(step);
+      }
       if (rank == 0) {
         truncate_jsonl_steps(metrics_path, step);
         std::printf("resuming from step %lld (%s)\n", static_cast<long long>(step), ckpt.string().c_str());
@@ -422,9 +430,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
         TORCH_CHECK(old_cfg == run, "'", options.out,
                     "' holds a training run with different options or activations; use another output folder or delete it");
       }
-      for (auto& g : groups) {
-        g.trainer->initialize(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
-      }
+      for (auto& g : groups) g.trainer->initialize(first_rows(g));
       if (rank == 0) fs::remove(metrics_path);
     }
     if (rank == 0) write_file_atomic(run_path, run_record.dump(2) + "\n");
@@ -448,8 +454,9 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   while (step < stop_at) {
     std::string status;
     unit_stats.zero_();
+    const std::vector<torch::Tensor> streamed = stream ? stream->next() : std::vector<torch::Tensor>();
     for (auto& g : groups) {
-      torch::Tensor batch = g.batches->next();
+      torch::Tensor batch = stream ? streamed[static_cast<size_t>(g.hook_index)] : g.batches->next();
       const int64_t rows = batch.size(0);
       if (dp > 1) batch = batch.narrow(0, rows * replica / dp, rows * (replica + 1) / dp - rows * replica / dp);
       std::vector<SaeStepStats> stats;
@@ -497,7 +504,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
     if (bar) bar->update(step, status);
     if (step % options.checkpoint_every == 0 || step == stop_at) {
       if (rank == 0) metrics.flush();
-      save_run_checkpoint(ckpt, config_text, step, groups, leader, *world, units_of_rank);
+      save_run_checkpoint(ckpt, config_text, step, groups, leader, *world, units_of_rank, stream);
       last_checkpoint = step;
     }
   }
@@ -511,13 +518,13 @@ SaeRunResult run_sae_training(const SaeRunOptions& options) {
   // The last checkpoint is written: Adam's moments are no longer needed, and at GPT-3 width they
   // are the memory the folded copies below need.
   for (auto& g : groups) g.trainer->release_optimizers();
-  together(*world, "writing the SAE folders", [&] {
+  run_together(*world, "writing the SAE folders", [&] {
     if (!leader) return;
     for (auto& g : groups) {
-      const StoreManifest& m = g.store->manifest();
+      const StoreManifest& m = g.manifest;
       // BatchTopK thresholds from the final weights: exactly k active latents per row on average
       // over the calibration rows (the running average of training lags the weights).
-      g.trainer->calibrate_thresholds(g.store->rows(0, std::min(options.init_rows, g.store->rows())));
+      g.trainer->calibrate_thresholds(first_rows(g));
       for (size_t i = 0; i < g.trainer->saes().size(); ++i) {
         SaeMetadata meta;
         meta.model_name = m.model_name;

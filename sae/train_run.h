@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/activation_store.h"
 #include "sae/trainer.h"
 
 namespace saelab {
@@ -87,6 +88,7 @@ struct SaeRunOptions {
   int64_t checkpoint_every = 500;
   int64_t stop_after = 0;
   int64_t data_parallel = 1;
+  int64_t buffer_rows = 65536;
 
   template <class V>
   void fields(V& v) {
@@ -100,6 +102,7 @@ struct SaeRunOptions {
     v("seed", seed, "seed of SAE initialisation and data order", at_least(0));
     v("checkpoint_every", checkpoint_every, "steps between checkpoints", at_least(1).only(kInConfig | kOnCommandLine));
     v("data_parallel", data_parallel, "under torchrun: processes that share each SAE, each on its own rows of every batch (the others split the SAEs)", at_least(1).only(kInConfig | kOnCommandLine));
+    v("buffer_rows", buffer_rows, "streaming from the model (--model): rows in the shuffle buffer, refilled when half empty", at_least(2).only(kInConfig | kOnCommandLine));
     v("stop_after", stop_after, "stop, with a checkpoint, after this many steps of this invocation (0: run to the end)", at_least(0).only(kOnCommandLine));
   }
   void validate() const;
@@ -121,7 +124,9 @@ struct SaeRunResult {
   bool complete = false;
 };
 
-/// Trains (or resumes) the run. Throws on NaN / Inf naming the step; the last checkpoint stays intact.
-SaeRunResult run_sae_training(const SaeRunOptions& options);
+/// Trains (or resumes) the run, from options.store or, when `stream` is given, from it (one
+/// process; options.hooks are then its hooks). Throws on NaN / Inf naming the step; the last
+/// checkpoint stays intact.
+SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* stream = nullptr);
 
 }  // namespace saelab

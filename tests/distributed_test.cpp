@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 
+#include "core/activation_store.h"
 #include "core/files.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
@@ -202,11 +204,55 @@ TEST_F(Distributed, AKilledRankStopsTheOthersNamingItAndARerunCompletes) {
   expect_close("whole", "out", 1e-3);
 }
 
+// Every file below `root` (the lock file aside), by relative path, with its SHA-256.
+std::map<std::string, std::string> tree_hashes(const fs::path& root) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (e.is_regular_file() && e.path().filename() != ".saelab.lock") {
+      out[fs::relative(e.path(), root).string()] = sha256_file(e.path());
+    }
+  }
+  return out;
+}
+
+// The bundled model over the bundled corpus, two hooks, seven shards per hook.
+std::string capture_args(const std::string& out) {
+  return "capture --hooks blocks.0.input,blocks.2.input --tokens 6500 --shard-rows 1000 --batch-size 4 --out " + out;
+}
+
+TEST_F(Distributed, CaptureOnTwoRanksWritesTheSameStoreAsOneProcess) {
+  const auto one = test::run_command(one_process(capture_args(dir / "c1")));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const auto two = test::run_command(torchrun(2, capture_args(dir / "c2")));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_NE(two.output.find("captured 6500 rows at 2 hook point(s)"), std::string::npos) << two.output;
+  const auto a = tree_hashes(dir / "c1"), b = tree_hashes(dir / "c2");
+  EXPECT_EQ(a.size(), 1u + 2u * 8u);  // capture.json, and per hook a manifest and seven shards
+  EXPECT_EQ(a, b);  // shards, provenance, manifests (shard list, norm sum) and capture.json
+  EXPECT_FALSE(fs::exists(dir / "c2/blocks.0.input/.parts"));
+}
+
+TEST_F(Distributed, AKilledRankOfACaptureResumesOnOneProcessWithTheSameStore) {
+  const auto one = test::run_command(one_process(capture_args(dir / "c1")));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  // Rank 1 owns shards 3..6; it dies right after writing its second.
+  const auto killed =
+      test::run_command(torchrun(2, capture_args(dir / "c2"), "SAELAB_FAULT=shard_written:2 SAELAB_FAULT_RANK=1"));
+  ASSERT_NE(killed.exit_code, 0) << killed.output;
+  const json m = json::parse(read_file(dir / "c2/blocks.2.input/manifest.json", "manifest"));
+  EXPECT_FALSE(m.at("complete").get<bool>());
+  EXPECT_TRUE(fs::exists(dir / "c2/blocks.2.input/.parts"));
+  EXPECT_THROW(ActivationStore::open(dir / "c2/blocks.2.input"), c10::Error);
+  const auto resumed = test::run_command(one_process(capture_args(dir / "c2")));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(tree_hashes(dir / "c1"), tree_hashes(dir / "c2"));
+}
+
 TEST_F(Distributed, OtherCommandsRefuseToRunUnderTorchrun) {
-  const auto r = test::run_command(torchrun(2, "capture --model x --out " + (dir / "c")));
+  const auto r = test::run_command(torchrun(2, "eval --saes x --out " + (dir / "c")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("saelab: error: this command runs in one process; under torchrun (WORLD_SIZE=2) only "
-                          "'saelab train' is distributed so far"),
+                          "'saelab train' and 'saelab capture' are distributed so far"),
             std::string::npos)
       << r.output;
 }

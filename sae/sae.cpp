@@ -3,6 +3,7 @@
 #include <ATen/ExpandUtils.h>
 
 #include <cmath>
+#include <limits>
 
 #include "sae/topk_kernels.h"
 
@@ -368,8 +369,31 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     SparseGrad* dec_grad = sinks_ ? &sinks_->W_dec : nullptr;
     const torch::Tensor centre = config_.apply_b_dec_to_input ? b_dec : torch::Tensor();
     const torch::Tensor& b_enc = p_.at("b_enc");
-    const TopKCode code = a == Architecture::kTopK ? topk_encode(x, W_enc, b_enc, config_.k, centre, enc_grad)
-                                      : batch_topk_encode(x, W_enc, b_enc, config_.k * x.size(0), centre, enc_grad);
+    const bool across_replicas = uses_batch_topk(a) && replica_gather_ && replica_sum_;
+    int64_t total = config_.k * x.size(0);  // BatchTopK keeps k per row of the (global) batch
+    if (across_replicas) {
+      torch::Tensor rows = torch::full({1}, static_cast<double>(x.size(0)), torch::kFloat64);
+      replica_sum_(rows);
+      total = config_.k * static_cast<int64_t>(rows.item<double>());
+    }
+    TopKCode code = a == Architecture::kTopK ? topk_encode(x, W_enc, b_enc, config_.k, centre, enc_grad)
+                                : batch_topk_encode(x, W_enc, b_enc, total, centre, enc_grad);
+    if (across_replicas) {
+      // Each replica's code holds its largest `total` entries: candidates that include its share
+      // of the global selection. The global threshold is the total-th largest of all candidates.
+      torch::Tensor keep;
+      {
+        torch::NoGradGuard g;
+        const torch::Tensor v = code.values.detach();
+        const torch::Tensor positive = v.masked_select(v > 0);
+        torch::Tensor candidates = torch::zeros({total}, v.options());
+        candidates.narrow(0, 0, positive.numel()).copy_(positive);
+        const torch::Tensor all = replica_gather_(candidates);
+        const torch::Tensor tau = std::get<0>(all.topk(total, 0, true, /*sorted=*/false)).min();
+        keep = (v >= tau).logical_and(v > 0).to(v.dtype());
+      }
+      code.values = code.values * keep;  // dropped entries: value and gradient 0
+    }
     o.code_values = code.values;
     o.code_indices = code.indices;
     o.x_hat = topk_decode(code.values, code.indices, W_dec, dec_grad) + b_dec;
@@ -380,8 +404,11 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       torch::NoGradGuard g;
       const torch::Tensor values = code.values.detach();
       const torch::Tensor positive = values.masked_select(values > 0);
-      if (positive.numel() > 0) {
-        const torch::Tensor smallest = positive.min();
+      torch::Tensor mine = positive.numel() > 0 ? positive.min().reshape({1})
+                                                : torch::full({1}, std::numeric_limits<float>::infinity(), values.options());
+      if (across_replicas) mine = replica_gather_(mine).min().reshape({1});  // the global batch's smallest
+      if (std::isfinite(mine.item<double>())) {
+        const torch::Tensor smallest = mine.squeeze();
         const double r = config_.batchtopk_threshold_rate;
         batchtopk_threshold_ = batchtopk_threshold_.item<double>() < 0 ? smallest : (1 - r) * batchtopk_threshold_ + r * smallest;
       }

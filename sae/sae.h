@@ -158,6 +158,12 @@ class Sae {
   /// normaliser ‖e − mean e‖² is then the whole global batch's, as in one process; every other
   /// loss term is a mean over rows, which the trainer weights by the replica's share of the rows.
   void set_replica_sum(std::function<void(torch::Tensor&)> sum) { replica_sum_ = std::move(sum); }
+  /// Data-parallel BatchTopK / Matryoshka: `gather` returns every replica's 1-D float32 tensor (the
+  /// same length everywhere), concatenated in replica order. With it (and set_replica_sum) the
+  /// code keeps the k × global-batch largest activations of the whole global batch, as one process
+  /// would: each replica keeps its own entries at or above the global threshold found from the
+  /// replicas' candidates, and the running threshold is the global smallest kept activation.
+  void set_replica_gather(std::function<torch::Tensor(const torch::Tensor&)> gather) { replica_gather_ = std::move(gather); }
   /// BatchTopK's running threshold estimate [] (−1 before the first batch); for checkpoints.
   torch::Tensor& batchtopk_running_threshold() { return batchtopk_threshold_; }
   const torch::Tensor& batchtopk_running_threshold() const { return batchtopk_threshold_; }
@@ -176,6 +182,7 @@ class Sae {
   std::shared_ptr<SparseGradSinks> sinks_;
   int64_t sparse_code_cap_ = -1;
   std::function<void(torch::Tensor&)> replica_sum_;
+  std::function<torch::Tensor(const torch::Tensor&)> replica_gather_;
 };
 
 /// Expected tensor shapes of an architecture, by SAELens name.

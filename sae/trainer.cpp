@@ -220,22 +220,22 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
 }
 
 void SaeTrainer::set_replicas(std::shared_ptr<Communicator> replicas) {
-  if (replicas && replicas->size() > 1) {
-    for (const auto& t : saes_) {
-      TORCH_CHECK(!uses_batch_topk(t.spec.config.architecture), "SAE '", t.spec.name, "' (",
-                  architecture_name(t.spec.config.architecture),
-                  ") selects its latents over the whole batch and cannot train data-parallel yet; train it with "
-                  "data_parallel 1 (module-parallel ranks are fine)");
-    }
-  }
   replicas_ = std::move(replicas);
   for (auto& t : saes_) {
     if (replicas_ && replicas_->size() > 1) {
       std::shared_ptr<Communicator> r = replicas_;
       const std::string name = t.spec.name;
-      t.sae->set_replica_sum([r, name](torch::Tensor& m) { r->all_reduce_sum(m, "AuxK's normaliser of SAE '" + name + "'"); });
+      t.sae->set_replica_sum([r, name](torch::Tensor& m) { r->all_reduce_sum(m, "the batch sums of SAE '" + name + "'"); });
+      // An all-gather as a sum of disjoint slots (exact: every other slot adds zeros).
+      t.sae->set_replica_gather([r, name](const torch::Tensor& v) {
+        torch::Tensor all = torch::zeros({r->size(), v.numel()}, v.options());
+        all[r->rank()].copy_(v.reshape(-1));
+        r->all_reduce_sum(all, "the BatchTopK selection of SAE '" + name + "'");
+        return all.reshape(-1);
+      });
     } else {
       t.sae->set_replica_sum(nullptr);
+      t.sae->set_replica_gather(nullptr);
     }
   }
 }

@@ -43,6 +43,7 @@ struct Plan {
   std::string model = SAELAB_SOURCE_DIR "/assets/brown-gpt";
   std::string out = "runs/demo";
   CaptureOptions capture;
+  bool stream = false;  // train.source "model": train on the capture's plan streamed from the model
   SaeRunOptions train;
   StudyEvalOptions eval;
   StudyTopOptions top;
@@ -81,9 +82,17 @@ Plan read_plan(const PipelineOptions& options) {
   read_options(section(cfg, "capture"), at("capture"), p.capture);
   TORCH_CHECK(!p.capture.hooks.empty(), where, ": capture.hooks must list at least one hook");
   p.capture.validate();
-  const json train = section(cfg, "train");
+  json train = section(cfg, "train");
   TORCH_CHECK(!train.contains("store") && !train.contains("out"), where,
               ": train.store and train.out are set by the pipeline; remove them");
+  if (train.is_object() && train.contains("source")) {
+    const json& source = train.at("source");
+    TORCH_CHECK(source == "store" || source == "model", where,
+                ": train.source must be \"store\" (capture to disk, then train) or \"model\" (stream the capture's plan "
+                "from the model into training), got ", source.dump());
+    p.stream = source == "model";
+    train.erase("source");
+  }
   read_sae_run_options(train, at("train"), p.train);
   p.train.validate();
   read_options(section(cfg, "eval"), at("eval"), p.eval);
@@ -153,6 +162,7 @@ void check_plan_against_model(const Plan& p, const std::string& where, LanguageM
                             std::to_string(p.capture.hooks.size()) + " hooks (0 to " +
                             std::to_string(p.capture.hooks.size() - 1) + ")");
   }
+  if (p.stream) return;  // nothing goes to disk
   const double value_bytes = static_cast<double>(c10::elementSize(store_dtype(p.capture.dtype)));
   double need = 0;
   for (int64_t d : widths) need += static_cast<double>(p.capture.tokens) * (static_cast<double>(d) * value_bytes + 24.0);
@@ -276,22 +286,34 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
                  plot = out / "tradeoff.svg", db_path = out / "features.sqlite", interp_json = out / "interp.json",
                  graph_json = out / "graph.json", steer_json = out / "steering.json", report_dir = out / "report";
 
-  // 1. capture
+  // 1. capture (streamed into training instead with train.source "model")
   {
     const std::string key = stages.key("capture", options_json(p.capture), {});
-    result.stages.push_back(stages.run("capture", key, remove_paths({acts}), [&] {
-      capture_activations(lm, p.capture, options.cache_dir, acts.string());
-    }));
+    if (!p.stream) {
+      result.stages.push_back(stages.run("capture", key, remove_paths({acts}), [&] {
+        capture_activations(lm, p.capture, options.cache_dir, acts.string());
+      }));
+    }
   }
   // 2. train
   {
-    const std::string key = stages.key("train", p.train.to_json(), {"capture"});
+    json train_key = p.train.to_json();
+    if (p.stream) train_key["source"] = {{"model", true}, {"buffer_rows", p.train.buffer_rows}};
+    const std::string key = stages.key("train", train_key, {"capture"});
     result.stages.push_back(stages.run("train", key, remove_paths({saes_dir}), [&] {
       SaeRunOptions o = p.train;
       o.store = acts.string();
       o.out = saes_dir.string();
       o.hooks.clear();
-      const SaeRunResult r = run_sae_training(o);
+      SaeRunResult r;
+      if (p.stream) {
+        o.hooks = p.capture.hooks;
+        const std::unique_ptr<ActivationStream> stream = open_activation_stream(
+            lm, p.capture, options.cache_dir, o.train.batch_size, o.buffer_rows, static_cast<uint64_t>(o.seed));
+        r = run_sae_training(o, stream.get());
+      } else {
+        r = run_sae_training(o);
+      }
       TORCH_CHECK(r.complete, "training stopped before its last step");
     }));
   }

@@ -25,7 +25,8 @@ namespace saelab {
 
 /// The config's stages, in order; each is an object read into the options struct of that stage:
 /// capture CaptureOptions, train the keys of a training config (sae/train_run.h, without store and
-/// out), eval StudyEvalOptions, top StudyTopOptions, explain InterpretOptions, graph GraphOptions,
+/// out; "source": "model" streams the capture's plan from the model into training instead of
+/// capturing it to disk first), eval StudyEvalOptions, top StudyTopOptions, explain InterpretOptions, graph GraphOptions,
 /// steer StudySteerOptions, report ReportOptions.
 inline constexpr const char* kStudyStages[] = {"capture", "train", "eval", "top", "explain", "graph", "steer", "report"};
 

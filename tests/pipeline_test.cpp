@@ -166,6 +166,32 @@ TEST(Pipeline, AKillAtEveryStageResumesToTheUninterruptedResult) {
   }
 }
 
+TEST(Pipeline, TrainSourceModelStreamsTheCapturePlanIntoTrainingWithoutAStore) {
+  test::TempDir dir;
+  json cfg = load_json_file(tiny_study(dir), "tiny");
+  cfg["train"]["source"] = "model";
+  cfg["train"]["buffer_rows"] = 1024;
+  test::write_text(dir / "stream.json", cfg.dump());
+  const auto r = test::run_command(saelab_cmd("--threads 1 demo --config " + (dir / "stream.json") + " --out " + (dir / "out")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "out/acts"));
+  EXPECT_EQ(r.output.find("[capture] running"), std::string::npos) << r.output;
+  const json run = json::parse(read_file(dir / "out/saes/run.json", "run"));
+  EXPECT_EQ(run.at("stream").at("tokens"), 4096);
+  EXPECT_EQ(run.at("stream").at("buffer_rows"), 1024);
+  EXPECT_TRUE(fs::exists(dir / "out/saes/blocks.1.input/topk-k8/sae_weights.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "out/eval.json"));
+  EXPECT_TRUE(fs::exists(dir / "out/report/index.html"));
+
+  cfg["train"]["source"] = "disk";
+  test::write_text(dir / "bad.json", cfg.dump());
+  const auto bad = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(test::last_line(bad.output).find(": train.source must be \"store\" (capture to disk, then train) or \"model\""),
+            std::string::npos)
+      << bad.output;
+}
+
 TEST(Pipeline, CheckOpensTheModelAndFindsWhatWouldFailLater) {
   test::TempDir dir;
   const json base = load_json_file(tiny_study(dir), "tiny");

@@ -18,6 +18,10 @@ void fault_point(const char* point, int64_t count) {
   const char* only = std::getenv("SAELAB_FAULT_RANK");
   const char* rank = std::getenv("RANK");
   if (only != nullptr && (rank == nullptr || std::string(only) != rank)) return;
+  // ... and SAELAB_FAULT_ATTEMPT one attempt of torchrun's --max_restarts (0: the first).
+  const char* attempt = std::getenv("SAELAB_FAULT_ATTEMPT");
+  const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
+  if (attempt != nullptr && std::string(attempt) != (restarts != nullptr ? restarts : "0")) return;
   std::raise(SIGKILL);
 }
 

@@ -1,4 +1,4 @@
-// saelab train under torchrun (Debian's /usr/bin/torchrun, Gloo over 127.0.0.1), against
+// Beyond one process (Debian's /usr/bin/torchrun, Gloo over 127.0.0.1): training and capture, against
 // one-process runs of the same options at one thread.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -42,8 +42,9 @@ int free_port() {
 
 // The README's launch line: torchrun with --redirects/--tee (Debian's torch 1.13 on Python 3.11
 // fails at start without them), the processes' output on the console.
-std::string torchrun(int processes, const std::string& args, const std::string& env = "") {
-  return env + " timeout 300 /usr/bin/torchrun --no_python --nproc_per_node " + std::to_string(processes) +
+std::string torchrun(int processes, const std::string& args, const std::string& env = "",
+                     const std::string& flags = "") {
+  return env + " timeout 300 /usr/bin/torchrun --no_python " + flags + " --nproc_per_node " + std::to_string(processes) +
          " --redirects 2 --tee 2 --master_addr 127.0.0.1 --master_port " + std::to_string(free_port()) + " " +
          test::saelab_binary() + " " + args + " 2>&1";
 }
@@ -195,6 +196,22 @@ TEST_F(Distributed, AKilledRankStopsTheOthersNamingItAndARerunCompletes) {
   const auto rerun = test::run_command(torchrun(2, train("out", archs, "--data-parallel 2")));
   ASSERT_EQ(rerun.exit_code, 0) << rerun.output;
   EXPECT_NE(rerun.output.find("resuming from step 10"), std::string::npos) << rerun.output;
+  expect_close("whole", "out", 1e-3);
+}
+
+TEST_F(Distributed, TorchrunMaxRestartsResumesAKilledRunByItself) {
+  const std::string archs = "topk standard";
+  const auto whole = test::run_command(one_process(train("whole", archs)));
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  // Rank 1 dies at step 12 of the first attempt; torchrun restarts both processes, which rejoin
+  // under the next attempt's store prefix and resume from the checkpoint of step 10.
+  const auto r = test::run_command(torchrun(2, train("out", archs, "--data-parallel 2"),
+                                            "SAELAB_FAULT=train_step:12 SAELAB_FAULT_RANK=1 SAELAB_FAULT_ATTEMPT=0",
+                                            "--max_restarts 1 --monitor_interval 1"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("failed (exitcode: -9) local_rank: 1"), std::string::npos) << r.output;  // torchrun saw it die
+  EXPECT_NE(r.output.find("resuming from step 10"), std::string::npos) << r.output;
+  EXPECT_TRUE(load_json_file(dir / "out/run.json", "run").at("complete").get<bool>());
   expect_close("whole", "out", 1e-3);
 }
 

@@ -22,5 +22,7 @@ void register_steer(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_model_init(CLI::App& app);
 void register_export_neuronpedia(CLI::App& app);
+void register_serve(CLI::App& app);
+void register_bench_serve(CLI::App& app);
 
 }  // namespace saelab

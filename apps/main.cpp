@@ -79,6 +79,8 @@ int main(int argc, char** argv) {
   register_convert(app);
   register_model_init(app);
   register_export_neuronpedia(app);
+  register_serve(app);
+  register_bench_serve(app);
   set_command_line(argc, argv);
   try {
     app.parse(argc, argv);

@@ -26,7 +26,7 @@ json load_optional(const std::string& path, const char* what) {
   return load_json_file(path, what);
 }
 
-// Per SAE: the features shown and everything the browser needs about them.
+// Per SAE: the features shown (explained first, by score, then the most frequent).
 json features_of(FeatureDb& db, const std::string& sae, long long limit, const json& graph) {
   std::vector<int64_t> ids;
   std::set<int64_t> seen;
@@ -44,82 +44,9 @@ json features_of(FeatureDb& db, const std::string& sae, long long limit, const j
       if (static_cast<long long>(ids.size()) < limit && seen.insert(f).second) ids.push_back(f);
     }
   }
-  auto feat = db.prepare("SELECT density, mean_activation, max_activation FROM features WHERE sae = ? AND feature = ?");
-  // A database written before explanations had precision, recall and scorable still renders.
-  bool has_precision = false;
-  for (const auto& c : db.query("SELECT name FROM pragma_table_info('explanations')")) {
-    has_precision = has_precision || c.value("name", std::string()) == "precision";
-  }
-  auto expl = db.prepare(has_precision
-                             ? "SELECT explanation, score, precision, recall, scorable FROM explanations WHERE sae = ? AND feature = ?"
-                             : "SELECT explanation, score FROM explanations WHERE sae = ? AND feature = ?");
-  auto exs = db.prepare(
-      "SELECT id, kind, rank, band, activation, context, position, doc FROM examples WHERE sae = ? AND feature = ? "
-      "ORDER BY kind DESC, band, rank");
-  auto toks = db.prepare("SELECT offset, token, activation FROM example_tokens WHERE example_id = ? ORDER BY offset");
-  auto logits = db.prepare(
-      "SELECT direction, token, effect FROM logit_effects WHERE sae = ? AND feature = ? ORDER BY direction, rank");
+  FeatureRecords records(db);
   json out = json::array();
-  for (int64_t f : ids) {
-    json j = {{"id", f}};
-    feat.bind(1, sae).bind(2, f);
-    if (feat.next()) {
-      j["density"] = feat.column_double(0);
-      j["mean"] = feat.column_double(1);
-      j["max"] = feat.column_double(2);
-      while (feat.next()) {
-      }
-    }
-    expl.bind(1, sae).bind(2, f);
-    if (expl.next()) {
-      j["explanation"] = expl.column_text(0);
-      j["score"] = expl.column_double(1);
-      if (has_precision) {
-        j["precision"] = expl.column_double(2);
-        j["recall"] = expl.column_double(3);
-        j["scorable"] = expl.column_int(4) != 0;
-      }
-      while (expl.next()) {
-      }
-    }
-    j["top"] = json::array();
-    j["quantiles"] = json::array();
-    exs.bind(1, sae).bind(2, f);
-    std::vector<json> examples;
-    while (exs.next()) {
-      examples.push_back({{"id", exs.column_int(0)}, {"kind", exs.column_text(1)}, {"band", exs.column_int(3)},
-                          {"act", exs.column_double(4)}, {"doc", exs.column_text(7)}});
-    }
-    for (auto& e : examples) {
-      json tokens = json::array();
-      toks.bind(1, e.at("id").get<int64_t>());
-      while (toks.next()) tokens.push_back({toks.column_int(0), toks.column_text(1), toks.column_double(2)});
-      e["tokens"] = tokens;
-      e.erase("id");
-      (e.at("kind") == "top" ? j["top"] : j["quantiles"]).push_back(e);
-    }
-    j["promoted"] = json::array();
-    j["suppressed"] = json::array();
-    logits.bind(1, sae).bind(2, f);
-    while (logits.next()) {
-      j[logits.column_text(0)].push_back({logits.column_text(1), logits.column_double(2)});
-    }
-    j["next"] = json::array();
-    j["previous"] = json::array();
-    if (graph.is_object()) {
-      for (const auto& e : graph.at("edges")) {
-        const auto& s = e.at("source");
-        const auto& t = e.at("target");
-        if (s.at("sae") == sae && s.at("feature") == f) {
-          j["next"].push_back({{"sae", t.at("sae")}, {"feature", t.at("feature")}, {"kind", e.at("kind")}, {"weight", e.at("weight")}});
-        }
-        if (t.at("sae") == sae && t.at("feature") == f) {
-          j["previous"].push_back({{"sae", s.at("sae")}, {"feature", s.at("feature")}, {"kind", e.at("kind")}, {"weight", e.at("weight")}});
-        }
-      }
-    }
-    out.push_back(j);
-  }
+  for (int64_t f : ids) out.push_back(records.get(sae, f, graph));
   return out;
 }
 
@@ -148,6 +75,84 @@ std::string assemble_page(const std::string& data_json) {
 }
 
 }  // namespace
+
+FeatureRecords::FeatureRecords(FeatureDb& db) : db_(db) {
+  // A database written before explanations had precision, recall and scorable still renders.
+  for (const auto& c : db.query("SELECT name FROM pragma_table_info('explanations')")) {
+    has_precision_ = has_precision_ || c.value("name", std::string()) == "precision";
+  }
+}
+
+json FeatureRecords::get(const std::string& sae, int64_t f, const json& graph) {
+  auto feat = db_.prepare("SELECT density, mean_activation, max_activation FROM features WHERE sae = ? AND feature = ?");
+  auto expl = db_.prepare(has_precision_
+                              ? "SELECT explanation, score, precision, recall, scorable FROM explanations WHERE sae = ? AND feature = ?"
+                              : "SELECT explanation, score FROM explanations WHERE sae = ? AND feature = ?");
+  auto exs = db_.prepare(
+      "SELECT id, kind, rank, band, activation, context, position, doc FROM examples WHERE sae = ? AND feature = ? "
+      "ORDER BY kind DESC, band, rank");
+  auto toks = db_.prepare("SELECT offset, token, activation FROM example_tokens WHERE example_id = ? ORDER BY offset");
+  auto logits = db_.prepare(
+      "SELECT direction, token, effect FROM logit_effects WHERE sae = ? AND feature = ? ORDER BY direction, rank");
+  json j = {{"id", f}};
+  feat.bind(1, sae).bind(2, f);
+  if (feat.next()) {
+    j["density"] = feat.column_double(0);
+    j["mean"] = feat.column_double(1);
+    j["max"] = feat.column_double(2);
+    while (feat.next()) {
+    }
+  }
+  expl.bind(1, sae).bind(2, f);
+  if (expl.next()) {
+    j["explanation"] = expl.column_text(0);
+    j["score"] = expl.column_double(1);
+    if (has_precision_) {
+      j["precision"] = expl.column_double(2);
+      j["recall"] = expl.column_double(3);
+      j["scorable"] = expl.column_int(4) != 0;
+    }
+    while (expl.next()) {
+    }
+  }
+  j["top"] = json::array();
+  j["quantiles"] = json::array();
+  exs.bind(1, sae).bind(2, f);
+  std::vector<json> examples;
+  while (exs.next()) {
+    examples.push_back({{"id", exs.column_int(0)}, {"kind", exs.column_text(1)}, {"band", exs.column_int(3)},
+                        {"act", exs.column_double(4)}, {"doc", exs.column_text(7)}});
+  }
+  for (auto& e : examples) {
+    json tokens = json::array();
+    toks.bind(1, e.at("id").get<int64_t>());
+    while (toks.next()) tokens.push_back({toks.column_int(0), toks.column_text(1), toks.column_double(2)});
+    e["tokens"] = tokens;
+    e.erase("id");
+    (e.at("kind") == "top" ? j["top"] : j["quantiles"]).push_back(e);
+  }
+  j["promoted"] = json::array();
+  j["suppressed"] = json::array();
+  logits.bind(1, sae).bind(2, f);
+  while (logits.next()) {
+    j[logits.column_text(0)].push_back({logits.column_text(1), logits.column_double(2)});
+  }
+  j["next"] = json::array();
+  j["previous"] = json::array();
+  if (graph.is_object()) {
+    for (const auto& e : graph.at("edges")) {
+      const auto& s = e.at("source");
+      const auto& t = e.at("target");
+      if (s.at("sae") == sae && s.at("feature") == f) {
+        j["next"].push_back({{"sae", t.at("sae")}, {"feature", t.at("feature")}, {"kind", e.at("kind")}, {"weight", e.at("weight")}});
+      }
+      if (t.at("sae") == sae && t.at("feature") == f) {
+        j["previous"].push_back({{"sae", s.at("sae")}, {"feature", s.at("feature")}, {"kind", e.at("kind")}, {"weight", e.at("weight")}});
+      }
+    }
+  }
+  return j;
+}
 
 std::string script_safe_json(const std::string& text) {
   std::string out;

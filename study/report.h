@@ -10,6 +10,8 @@
 // The page is study/assets/report.html, .css and .js, compiled into the binary at build time
 // (study/assets/report_assets.h) and inlined into index.html with the data.
 #pragma once
+#include <nlohmann/json.hpp>
+
 #include <string>
 
 #include "core/options.h"
@@ -34,6 +36,21 @@ struct ReportInputs {
 /// Writes DIR/index.html (atomically) from the stage outputs; missing optional inputs (graph,
 /// steering) leave their sections empty.
 void write_report(const ReportInputs& inputs, const std::string& dir);
+
+class FeatureDb;
+
+/// One feature as the report's browser and saelab serve show it, read from the feature database:
+/// density and activations, explanation and score, top and quantile examples with their tokens,
+/// promoted and suppressed tokens, and its edges in `graph` (graph.json, or null).
+class FeatureRecords {
+ public:
+  explicit FeatureRecords(FeatureDb& db);
+  nlohmann::json get(const std::string& sae, int64_t feature, const nlohmann::json& graph);
+
+ private:
+  FeatureDb& db_;
+  bool has_precision_ = false;
+};
 
 /// The page's data as JSON text with every "<" written as \u003c (safe inside a script element).
 std::string script_safe_json(const std::string& json_text);

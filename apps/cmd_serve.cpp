@@ -1,0 +1,96 @@
+// saelab serve: a live feature browser (study/serve.h) over a study folder or a model, SAEs and a
+// feature database, until Ctrl-C.
+#include <pthread.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "apps/analysis_args.h"
+#include "apps/commands.h"
+#include "study/serve.h"
+
+namespace saelab {
+
+namespace {
+
+struct ServeCommand {
+  std::string study;
+  std::string model = default_model_dir();
+  std::string saes;
+  std::string db;
+  bool allow_other_model = false;
+  ServeOptions serve;
+
+  template <class V>
+  void fields(V& v) {
+    v("study", study, "a study folder (saelab demo --out): its saes/, features.sqlite, eval.json, tradeoff.svg, graph.json");
+    v("model", model, "model folder with model.json");
+    v("saes", saes, "SAE folder(s), comma-separated (default: the study's saes/)");
+    v("db", db, "feature database (default: the study's features.sqlite)");
+    v("allow_other_model", allow_other_model, "use SAEs whose metadata names another model file");
+    serve.fields(v);
+  }
+};
+
+bool loopback(const std::string& host) { return host == "127.0.0.1" || host == "localhost" || host == "::1"; }
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  static ServeCommand options;
+  CLI::App* cmd = app.add_subcommand("serve", "a live feature browser: activations on any text, features, search, steering (HTTP on 127.0.0.1)");
+  static OptionFlags<ServeCommand> flags(cmd, &options);
+  cmd->callback([] {
+    start_command(/*keep_freed_memory=*/false);
+    flags.apply();
+    namespace fs = std::filesystem;
+    const fs::path study = options.study;
+    auto in_study = [&](const char* name) { return options.study.empty() ? std::string() : (study / name).string(); };
+    if (!options.study.empty()) {
+      TORCH_CHECK(fs::is_directory(study), "--study '", options.study, "' is not a folder (saelab demo --out)");
+    }
+    const std::string saes = !options.saes.empty() ? options.saes : in_study("saes");
+    TORCH_CHECK(!saes.empty(), "give --study or --saes");
+    std::vector<std::string> dirs;
+    for (const auto& item : split_list(saes)) {
+      for (auto& d : find_sae_dirs(item)) dirs.push_back(d);
+    }
+    AnalysisSession s = AnalysisSession::open(options.model, dirs, options.allow_other_model);
+    ServeInputs in;
+    in.lm = &s.lm;
+    in.hooked = s.hooked.get();
+    in.saes = s.saes;
+    in.db_path = !options.db.empty() ? options.db : in_study("features.sqlite");
+    if (!options.db.empty()) TORCH_CHECK(fs::exists(options.db), "--db '", options.db, "' does not exist");
+    in.eval_json = in_study("eval.json");
+    in.tradeoff_svg = in_study("tradeoff.svg");
+    in.graph_json = in_study("graph.json");
+    in.title = "saelab — " + (options.study.empty() ? s.lm.info().name : options.study);
+    if (!loopback(options.serve.host)) {
+      std::fprintf(stderr, "saelab: warning: serving on %s, reachable from other machines; the server has no authentication\n",
+                   options.serve.host.c_str());
+    }
+    // Ctrl-C and SIGTERM reach one thread (sigwait), which stops the server cleanly.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    FeatureServer server(std::move(in), options.serve);
+    const int port = server.bind();
+    std::printf("serving %zu SAE(s) at http://%s:%d/ (Ctrl-C stops)\n", s.saes.size(), options.serve.host.c_str(), port);
+    std::fflush(stdout);
+    std::thread waiter([&] {
+      int sig = 0;
+      sigwait(&stop_signals, &sig);
+      server.stop();
+    });
+    server.run();
+    pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter when the server stopped by itself
+    waiter.join();
+    std::printf("stopped\n");
+  });
+}
+
+}  // namespace saelab

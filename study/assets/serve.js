@@ -1,0 +1,304 @@
+// saelab serve's page (study/serve.cpp serves it): overview, a feature's page, activations on any
+// text, search and a steering playground, each a view of the location hash, all data from the JSON
+// API. Every string from the server is put on the page with textContent, never parsed as HTML.
+"use strict";
+
+let SAES = [];
+
+function el(tag, text, attrs) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (attrs) {
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+  }
+  return e;
+}
+
+function fmt(x, digits) {
+  return typeof x === "number" && Number.isFinite(x) ? x.toFixed(digits === undefined ? 3 : digits) : "–";
+}
+
+// The highlight of activation a in a feature (or token) whose largest is max.
+function shade(a, max) {
+  const t = max > 0 ? Math.max(0, Math.min(1, a / max)) : 0;
+  return "rgba(255,120,0," + (0.85 * t).toFixed(3) + ")";
+}
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method: method,
+    headers: body ? { "Content-Type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await res.json();
+  if (!res.ok) throw new Error(data.error || "HTTP " + res.status);
+  return data;
+}
+
+function params(hash) {
+  const q = hash.indexOf("?");
+  return new URLSearchParams(q < 0 ? "" : hash.slice(q + 1));
+}
+
+function featureLink(sae, id) {
+  return el("a", sae + " #" + id, { href: "#/feature/" + encodeURIComponent(sae) + "/" + id });
+}
+
+function saeSelect(selected, withHooks) {
+  const s = el("select", null, { id: "sae" });
+  const hooks = [];
+  SAES.forEach(function (x) {
+    const o = el("option", x.name, { value: x.name });
+    if (x.name === selected) o.selected = true;
+    s.appendChild(o);
+    if (hooks.indexOf(x.hook) < 0) hooks.push(x.hook);
+  });
+  if (withHooks) {
+    hooks.forEach(function (h) {
+      const o = el("option", "all SAEs at " + h, { value: h });
+      if (h === selected) o.selected = true;
+      s.appendChild(o);
+    });
+  }
+  return s;
+}
+
+function tokenSpan(text, act, max) {
+  const span = el("span", text, { class: "tok" });
+  span.style.background = shade(act, max);
+  return span;
+}
+
+async function viewOverview(main) {
+  main.appendChild(el("h2", "Overview"));
+  const rows = await api("GET", "/api/overview");
+  const table = el("table", null, { id: "overview" });
+  const head = el("tr");
+  ["SAE", "hook", "architecture", "d_sae", "L0", "FVU", "loss recovered"].forEach(function (h) {
+    head.appendChild(el("th", h));
+  });
+  table.appendChild(head);
+  ((rows && rows.saes) || []).forEach(function (r) {
+    const tr = el("tr");
+    [r.name, r.hook, r.architecture, r.d_sae, fmt(r.l0, 1), fmt(r.fvu), fmt(r.loss_recovered_vs_zero)].forEach(function (v) {
+      tr.appendChild(el("td", v));
+    });
+    table.appendChild(tr);
+  });
+  if (!rows) main.appendChild(el("p", "This study has no eval.json.", { class: "muted" }));
+  main.appendChild(table);
+  main.appendChild(el("h2", "L0 against loss recovered"));
+  const img = el("img", null, { src: "/tradeoff.svg", alt: "trade-off plot" });
+  main.appendChild(img);
+}
+
+async function viewFeature(main, sae, id) {
+  const data = await api("GET", "/api/features/" + encodeURIComponent(sae) + "/" + id);
+  main.appendChild(el("h2", data.sae + " — feature " + data.feature));
+  const r = data.record;
+  if (!r) {
+    main.appendChild(el("p", "No feature database: nothing recorded for this feature.", { class: "muted" }));
+    return;
+  }
+  main.appendChild(el("p", "density " + fmt(r.density, 5) + " · max activation " + fmt(r.max) + " · mean " + fmt(r.mean),
+    { id: "stats" }));
+  if (r.explanation) main.appendChild(el("p", "Explanation: " + r.explanation + " (score " + fmt(r.score, 2) + ")", { id: "explanation" }));
+  main.appendChild(el("h3", "Top activations"));
+  const top = el("div", null, { id: "top" });
+  (r.top || []).forEach(function (ex) {
+    const line = el("div", null, { class: "ex" });
+    line.appendChild(el("span", fmt(ex.act, 2) + "  ", { class: "muted" }));
+    ex.tokens.forEach(function (t) {
+      line.appendChild(tokenSpan(t[1], t[2], r.max));
+    });
+    top.appendChild(line);
+  });
+  main.appendChild(top);
+  const logits = el("div", null, { id: "logits" });
+  ["promoted", "suppressed"].forEach(function (kind) {
+    logits.appendChild(el("h3", kind + " tokens"));
+    const p = el("p");
+    (r[kind] || []).forEach(function (t) {
+      p.appendChild(el("span", t[0], { class: "tok" }));
+      p.appendChild(el("span", " " + fmt(t[1], 2) + "  ", { class: "muted" }));
+    });
+    logits.appendChild(p);
+  });
+  main.appendChild(logits);
+  const steer = el("a", "steer with this feature", { href: "#/steer?sae=" + encodeURIComponent(sae) + "&features=" + id });
+  main.appendChild(steer);
+}
+
+async function viewActivations(main, p) {
+  main.appendChild(el("h2", "Activations on my text"));
+  const box = el("textarea", null, { id: "text", rows: "3" });
+  box.textContent = p.get("text") || "";  // as text, never markup
+  const select = saeSelect(p.get("sae") || (SAES[0] && SAES[0].name), true);
+  const button = el("button", "Run", { id: "run" });
+  main.appendChild(box);
+  main.appendChild(el("div", "SAE "));
+  main.lastChild.appendChild(select);
+  main.lastChild.appendChild(button);
+  const out = el("div", null, { id: "result" });
+  main.appendChild(out);
+  async function run() {
+    out.textContent = "";
+    const data = await api("POST", "/api/activations", { sae: select.value, text: box.value, top: 8 });
+    data.saes.forEach(function (s) {
+      out.appendChild(el("h3", s.sae));
+      let max = 0;
+      s.features.forEach(function (fs) {
+        if (fs.length) max = Math.max(max, fs[0][1]);
+      });
+      const row = el("div", null, { class: "tokrow" });
+      const list = el("div", null, { class: "features" });
+      data.tokens.forEach(function (t, i) {
+        const fs = s.features[i];
+        const span = tokenSpan(i === 0 ? "⟨bos⟩" : t.text, fs.length ? fs[0][1] : 0, max);
+        span.addEventListener("click", function () {
+          row.querySelectorAll(".sel").forEach(function (x) { x.classList.remove("sel"); });
+          span.classList.add("sel");
+          showFeatures(list, s.sae, t.text, fs);
+        });
+        row.appendChild(span);
+      });
+      out.appendChild(row);
+      out.appendChild(list);
+      // Start on the token whose top feature fires most.
+      let best = -1, bestAct = 0;
+      s.features.forEach(function (fs, i) {
+        if (i > 0 && fs.length && fs[0][1] > bestAct) { best = i; bestAct = fs[0][1]; }
+      });
+      if (best >= 0) row.children[best].click();
+    });
+    document.body.setAttribute("data-activations", "yes");
+  }
+  button.addEventListener("click", function () { run().catch(showError); });
+  if (box.value) await run();
+}
+
+function showFeatures(list, sae, token, fs) {
+  list.textContent = "";
+  list.appendChild(el("p", "Features on “" + token + "”:"));
+  const table = el("table");
+  fs.forEach(function (f) {
+    const tr = el("tr");
+    const td = el("td");
+    td.appendChild(featureLink(sae, f[0]));
+    tr.appendChild(td);
+    tr.appendChild(el("td", fmt(f[1])));
+    table.appendChild(tr);
+  });
+  if (!fs.length) list.appendChild(el("p", "none fires here", { class: "muted" }));
+  list.appendChild(table);
+}
+
+async function viewSearch(main, p) {
+  main.appendChild(el("h2", "Search features"));
+  const q = el("input", null, { id: "q", placeholder: "token or explanation text" });
+  q.value = p.get("q") || "";
+  const lo = el("input", null, { id: "min_density", size: "6", placeholder: "min density" });
+  const hi = el("input", null, { id: "max_density", size: "6", placeholder: "max density" });
+  const score = el("input", null, { id: "min_score", size: "6", placeholder: "min score" });
+  const button = el("button", "Search", { id: "go" });
+  [q, lo, hi, score, button].forEach(function (x) { main.appendChild(x); });
+  const out = el("table", null, { id: "results" });
+  main.appendChild(out);
+  async function run() {
+    const u = new URLSearchParams({ q: q.value });
+    if (lo.value) u.set("min_density", lo.value);
+    if (hi.value) u.set("max_density", hi.value);
+    if (score.value) u.set("min_score", score.value);
+    const data = await api("GET", "/api/search?" + u.toString());
+    out.textContent = "";
+    data.results.forEach(function (r) {
+      const tr = el("tr");
+      const td = el("td");
+      td.appendChild(featureLink(r.sae, r.feature));
+      tr.appendChild(td);
+      tr.appendChild(el("td", fmt(r.density, 5)));
+      tr.appendChild(el("td", r.explanation || ""));
+      tr.appendChild(el("td", fmt(r.score, 2)));
+      out.appendChild(tr);
+    });
+    document.body.setAttribute("data-search", String(data.results.length));
+  }
+  button.addEventListener("click", function () { run().catch(showError); });
+  if (q.value) await run();
+}
+
+async function viewSteer(main, p) {
+  main.appendChild(el("h2", "Steering playground"));
+  const prompt = el("input", null, { id: "prompt", size: "50" });
+  prompt.value = p.get("prompt") || "The man said that";
+  const select = saeSelect(p.get("sae") || (SAES[0] && SAES[0].name), false);
+  const features = el("input", null, { id: "features", placeholder: "features, e.g. 3,17" });
+  features.value = p.get("features") || "";
+  const alphas = el("input", null, { id: "alphas", placeholder: "α per feature, e.g. 8" });
+  alphas.value = p.get("alphas") || "8";
+  const temperature = el("input", null, { id: "temperature", size: "4" });
+  temperature.value = p.get("temperature") || "0";
+  const seed = el("input", null, { id: "seed", size: "4" });
+  seed.value = p.get("seed") || "0";
+  const button = el("button", "Generate", { id: "generate" });
+  [el("span", "prompt "), prompt, el("span", " SAE "), select, el("span", " features "), features, el("span", " α "), alphas,
+    el("span", " temperature "), temperature, el("span", " seed "), seed, button].forEach(function (x) { main.appendChild(x); });
+  const side = el("div", null, { class: "side", id: "continuations" });
+  main.appendChild(side);
+  const nums = function (s) {
+    return s.split(",").map(function (x) { return x.trim(); }).filter(Boolean).map(Number);
+  };
+  async function run() {
+    const data = await api("POST", "/api/steer", {
+      sae: select.value, features: nums(features.value), alphas: nums(alphas.value), prompt: prompt.value,
+      max_tokens: 24, temperature: Number(temperature.value), seed: Number(seed.value),
+    });
+    side.textContent = "";
+    const a = el("div", null, { id: "unsteered" });
+    a.appendChild(el("b", "unsteered\n"));
+    a.appendChild(el("span", data.unsteered));
+    const b = el("div", null, { id: "steered" });
+    b.appendChild(el("b", "steered (" + data.features.join(", ") + " at α " + data.alphas.join(", ") + ")\n"));
+    b.appendChild(el("span", data.steered));
+    side.appendChild(a);
+    side.appendChild(b);
+    document.body.setAttribute("data-steered", "yes");
+  }
+  button.addEventListener("click", function () { run().catch(showError); });
+  if (p.get("run")) await run();
+}
+
+function showError(e) {
+  document.getElementById("error").textContent = String(e.message || e);
+  document.body.setAttribute("data-errors", String(e.message || e));
+}
+
+async function route() {
+  const main = document.getElementById("main");
+  main.textContent = "";
+  document.getElementById("error").textContent = "";
+  const hash = location.hash.slice(1) || "/";
+  const path = hash.split("?")[0];
+  const p = params(hash);
+  const feature = /^\/feature\/(.+)\/(\d+)$/.exec(path);
+  try {
+    if (feature) await viewFeature(main, decodeURIComponent(feature[1]), feature[2]);
+    else if (path === "/activations") await viewActivations(main, p);
+    else if (path === "/search") await viewSearch(main, p);
+    else if (path === "/steer") await viewSteer(main, p);
+    else await viewOverview(main);
+  } catch (e) {
+    showError(e);
+  }
+  document.body.setAttribute("data-rendered", "yes");
+}
+
+window.addEventListener("error", function (e) {
+  document.body.setAttribute("data-errors", String(e.message));
+});
+window.addEventListener("hashchange", route);
+api("GET", "/api/saes").then(function (d) {
+  SAES = d.saes;
+  document.getElementById("title").textContent = d.title;
+  return route();
+}).catch(showError);

@@ -1,0 +1,331 @@
+// saelab serve (study/serve.h): the real command on an ephemeral loopback port over a small study,
+// its JSON API and errors through a real HTTP client (cpp-httplib), its limits, and its page in
+// headless Chromium.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "analysis/attached_sae.h"
+#include "core/files.h"
+#include "tests/test_util.h"
+
+namespace saelab {
+namespace {
+
+using nlohmann::json;
+
+// A study small enough to make quickly: two hooks, a TopK and a standard SAE on each, every stage
+// run. It lives in the build folder, so the tests (separate processes under ctest, maybe at once)
+// share it: the demo caches its stages, and flock lets one process make it while the others wait.
+class Study {
+ public:
+  static Study& get() {
+    static Study s;
+    return s;
+  }
+  std::string out() const { return SAELAB_BINARY_DIR "/serve-study"; }
+
+ private:
+  Study() {
+    json cfg = load_json_file(SAELAB_SOURCE_DIR "/configs/demo.json", "demo config");
+    cfg.erase("quick");
+    cfg["capture"] = {{"hooks", {"blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"}}, {"tokens", 8192}, {"batch_size", 16}};
+    cfg["train"] = {{"steps", 30}, {"batch_size", 256}, {"checkpoint_every", 50}, {"expansion", 1},
+                    {"saes", {{{"architecture", "topk"}, {"k", 8}}, {{"architecture", "standard"}, {"l1", 3.0}}}}};
+    cfg["eval"] = {{"contexts", 4}, {"context_length", 32}};
+    cfg["top"] = {{"contexts", 16}, {"context_length", 32}, {"top_k", 4}, {"logit_tokens", 4}};
+    cfg["explain"] = {{"features", 8}};
+    cfg["graph"] = {{"name", "topk-k8"}, {"ablated_features", 2}, {"ablation_contexts", 2}};
+    cfg["steer"] = {{"features", 1}, {"layer", 1}, {"alphas", {0, 8}}, {"max_new_tokens", 4}, {"temperature", 0}};
+    cfg["report"] = {{"features_per_sae", 4}};
+    test::write_text(dir_ / "study.json", cfg.dump());
+    const auto r = test::run_command("flock " SAELAB_BINARY_DIR "/serve-study.lock " + test::saelab_binary() +
+                                     " --threads 1 demo --config " + (dir_ / "study.json") + " --out " + out() + " 2>&1");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  test::TempDir dir_;
+};
+
+// `saelab serve` in the background; its port from the line it prints.
+class Server {
+ public:
+  explicit Server(const std::string& extra = "") {
+    int fds[2];
+    EXPECT_EQ(::pipe(fds), 0);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      ::dup2(fds[1], 2);
+      ::close(fds[0]);
+      const std::string cmd = test::saelab_binary() + " --threads 1 serve --study " + Study::get().out() + " --port 0 " + extra;
+      ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out_ = ::fdopen(fds[0], "r");
+    char line[4096];
+    while (std::fgets(line, sizeof line, out_)) {
+      log_ += line;
+      const std::string l = line;
+      const size_t at = l.find("http://127.0.0.1:");
+      if (at != std::string::npos) {
+        port_ = std::stoi(l.substr(at + 17));
+        break;
+      }
+    }
+    EXPECT_GT(port_, 0) << log_;
+  }
+  ~Server() {
+    if (pid_ > 0) stop();
+  }
+  // Ctrl-C: the server stops cleanly and says so.
+  int stop() {
+    ::kill(pid_, SIGINT);
+    char line[4096];
+    while (std::fgets(line, sizeof line, out_)) log_ += line;
+    std::fclose(out_);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& log() const { return log_; }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  std::string log_;
+  int port_ = -1;
+};
+
+json body_of(const httplib::Result& r) {
+  EXPECT_TRUE(r) << "no answer";
+  if (!r) return json();
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json") << r->body;
+  return json::parse(r->body);
+}
+
+// An error answer: the status, and {"error": a sentence containing `part`} and nothing else.
+void expect_error(const httplib::Result& r, int status, const std::string& part) {
+  ASSERT_TRUE(r) << "no answer (expected " << status << ")";
+  EXPECT_EQ(r->status, status) << r->body;
+  const json j = json::parse(r->body);
+  ASSERT_TRUE(j.is_object() && j.size() == 1 && j.contains("error")) << r->body;
+  EXPECT_NE(j.at("error").get<std::string>().find(part), std::string::npos) << r->body;
+  EXPECT_EQ(j.at("error").get<std::string>().find('\n'), std::string::npos) << r->body;
+}
+
+TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
+  Server server;
+  auto c = server.client();
+  const json saes = body_of(c.Get("/api/saes"));
+  ASSERT_EQ(saes.at("saes").size(), 4u) << saes.dump();
+  EXPECT_TRUE(saes.at("has_db").get<bool>());
+  const std::string sae = "blocks.1.input/topk-k8";
+  bool found = false;
+  for (const auto& s : saes.at("saes")) found = found || (s.at("name") == sae && s.at("d_sae") == s.at("d_in"));
+  EXPECT_TRUE(found) << saes.dump();
+
+  // Activations: per token, the SAE's top features, as the SAE itself encodes the hook's activation.
+  const std::string text = "The jury said that the city was quiet.";
+  const json acts = body_of(c.Post("/api/activations", json{{"sae", sae}, {"text", text}, {"top", 5}}.dump(), "application/json"));
+  LanguageModel lm = LanguageModel::open(SAELAB_SOURCE_DIR "/assets/brown-gpt");
+  HookedModel hooked(lm.module(), lm.info().hook_aliases);
+  const auto attached = attach_saes(lm, hooked, {Study::get().out() + "/saes/blocks.1.input/topk-k8"});
+  std::vector<int64_t> ids = lm.tokenizer().encode_ids(text);
+  ids.insert(ids.begin(), lm.tokenizer().bos_id());
+  ASSERT_EQ(acts.at("tokens").size(), ids.size());
+  const torch::Tensor x = hooked.run_with_cache(torch::tensor(ids).unsqueeze(0), {"blocks.1.input"})["blocks.1.input"][0];
+  const torch::Tensor codes = attached[0].sae().encode(x);
+  const json& per_token = acts.at("saes")[0].at("features");
+  int64_t fired = 0;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    EXPECT_EQ(acts.at("tokens")[t].at("id"), ids[t]);
+    const auto [v, i] = codes[static_cast<int64_t>(t)].topk(5);
+    const json& got = per_token[t];
+    for (size_t k = 0; k < got.size(); ++k) {
+      EXPECT_EQ(got[k][0].get<int64_t>(), i[static_cast<int64_t>(k)].item<int64_t>()) << "token " << t;
+      EXPECT_NEAR(got[k][1].get<double>(), v[static_cast<int64_t>(k)].item<double>(), 1e-4 * (1 + v[0].item<double>()));
+      ++fired;
+    }
+    for (int64_t k = static_cast<int64_t>(got.size()); k < 5; ++k) EXPECT_LE(v[k].item<double>(), 0.0) << "token " << t;
+  }
+  EXPECT_GT(fired, 10);
+  // A hook name gives every SAE of the hook.
+  const json both = body_of(c.Post("/api/activations", json{{"sae", "blocks.1.hook_resid_pre"}, {"text", text}}.dump(), "application/json"));
+  EXPECT_EQ(both.at("saes").size(), 2u);
+
+  // A feature's page, from the database.
+  const int64_t f = per_token[3][0][0].get<int64_t>();
+  const json feature = body_of(c.Get("/api/features/" + sae + "/" + std::to_string(f)));
+  EXPECT_EQ(feature.at("feature"), f);
+  EXPECT_GT(feature.at("record").at("max").get<double>(), 0) << feature.dump();
+  EXPECT_FALSE(feature.at("record").at("top").empty()) << feature.dump();
+  EXPECT_EQ(feature.at("record").at("promoted").size(), 4u);
+
+  // Search: by density range, and by a token a feature fires on.
+  const json dense = body_of(c.Get("/api/search?min_density=0.01&limit=500"));
+  ASSERT_FALSE(dense.at("results").empty());
+  for (const auto& r : dense.at("results")) EXPECT_GE(r.at("density").get<double>(), 0.01) << r.dump();
+  const json db_token = body_of(c.Get("/api/search?q=the&sae=" + sae));
+  for (const auto& r : db_token.at("results")) EXPECT_EQ(r.at("sae"), sae);
+
+  // Steering: α 0 is the unsteered model; a large α changes the continuation; two features at once.
+  const json zero = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {0}}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
+  EXPECT_EQ(zero.at("steered"), zero.at("unsteered"));
+  EXPECT_EQ(zero.at("unsteered").get<std::string>().rfind("The man said that", 0), 0u) << zero.dump();
+  const json big = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f, per_token[4][0][0]}}, {"alphas", {60, 60}}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
+  EXPECT_NE(big.at("steered"), big.at("unsteered"));
+  EXPECT_EQ(big.at("unsteered"), zero.at("unsteered"));  // greedy: the same unsteered text
+
+  // The page and its assets.
+  const auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_NE(page->body.find("/assets/serve.js"), std::string::npos);
+  EXPECT_EQ(c.Get("/assets/serve.js")->status, 200);
+  EXPECT_EQ(c.Get("/tradeoff.svg")->get_header_value("Content-Type"), "image/svg+xml");
+  EXPECT_FALSE(body_of(c.Get("/api/overview")).at("saes").empty());
+
+  EXPECT_EQ(server.stop(), 0) << server.log();
+  EXPECT_NE(server.log().find("stopped"), std::string::npos) << server.log();
+}
+
+TEST(Serve, BadAndHostileRequestsGetOneSentenceAndTheServerKeepsServing) {
+  Server server("--max-body-bytes 4096");
+  auto c = server.client();
+  const std::string sae = "blocks.1.input/topk-k8";
+  auto post = [&](const std::string& path, const std::string& body) { return c.Post(path.c_str(), body, "application/json"); };
+  expect_error(post("/api/activations", json{{"sae", "nope"}, {"text", "hi"}}.dump()), 404, "unknown SAE or hook 'nope'");
+  expect_error(c.Get("/api/features/nope/3"), 404, "unknown SAE 'nope'");
+  expect_error(c.Get("/api/features/" + sae + "/99999"), 404, "feature 99999 is outside SAE 'blocks.1.input/topk-k8' (d_sae");
+  std::string long_text;
+  for (int i = 0; i < 150; ++i) long_text += " the";
+  expect_error(post("/api/activations", json{{"sae", sae}, {"text", long_text}}.dump()), 413, "the model's context holds 128");
+  expect_error(post("/api/activations", "{\"sae\": "), 400, "not valid JSON");
+  expect_error(post("/api/activations", "[1, 2]"), 400, "must be a JSON object");
+  expect_error(post("/api/activations", json{{"sae", 3}, {"text", "x"}}.dump()), 400, "'sae' has the wrong type");
+  expect_error(post("/api/activations", json{{"sae", sae}}.dump()), 400, "the request needs 'text'");
+  expect_error(post("/api/activations", std::string(8000, ' ') + "{}"), 413, "larger than the server accepts");
+  expect_error(post("/api/activations", std::string(40, '[') + std::string(40, ']')), 400, "nested deeper than 16");
+  expect_error(post("/api/activations", "{\"sae\": \"" + sae + "\", \"text\": \"caf\xC3\"}"), 400, "UTF-8");
+  expect_error(c.Get("/api/search?q=%C3%28"), 400, "not valid UTF-8");
+  expect_error(c.Get("/api/search?min_density=lots"), 400, "'min_density' must be a number (got 'lots')");
+  expect_error(post("/api/steer", json{{"sae", sae}, {"features", {1}}, {"alphas", {8}}, {"prompt", "Hi"}, {"max_tokens", 5000}}.dump()),
+               400, "'max_tokens' must be between 1 and 64");
+  expect_error(post("/api/steer", json{{"sae", sae}, {"features", {1, 2}}, {"alphas", {8, 8, 8}}, {"prompt", "Hi"}}.dump()), 400,
+               "one strength, or one per feature");
+  expect_error(post("/api/steer", json{{"sae", sae}, {"features", {-1}}, {"alphas", {8}}, {"prompt", "Hi"}}.dump()), 404, "feature -1 is outside");
+  for (const char* path : {"/../../etc/passwd", "/assets/../../../etc/passwd", "/assets/%2e%2e/%2e%2e/etc/passwd", "/nothing"}) {
+    const auto r = c.Get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_GE(r->status, 400) << path;
+    EXPECT_LT(r->status, 500) << path;
+    EXPECT_EQ(r->body.find("root:"), std::string::npos) << path;
+  }
+  // Still serving.
+  EXPECT_EQ(body_of(c.Get("/api/saes")).at("saes").size(), 4u);
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+TEST(Serve, ABusyModelAnswers503WithRetryAfterAndNothingElseFails) {
+  Server server("--max-waiting 0 --wait-seconds 5");
+  const std::string body = json{{"sae", "blocks.1.input/topk-k8"}, {"features", {1}}, {"alphas", {8}}, {"prompt", "The"},
+                                {"max_tokens", 64}, {"temperature", 1.0}}.dump();
+  std::atomic<int> ok{0}, busy{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&] {
+      auto c = server.client();
+      const auto r = c.Post("/api/steer", body, "application/json");
+      if (r && r->status == 200) {
+        ++ok;
+      } else if (r && r->status == 503 && r->get_header_value("Retry-After") == "1" &&
+                 json::parse(r->body).at("error").get<std::string>().find("the model is busy") != std::string::npos) {
+        ++busy;
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_GE(ok.load(), 1);
+  EXPECT_GE(busy.load(), 1);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+TEST(Serve, TwoHundredMixedRequestsFromEightClientsAllGetWellFormedAnswersInBoundedMemory) {
+  Server server;
+  test::TempDir dir;
+  const auto r = test::run_command(test::saelab_binary() + " bench-serve --port " + std::to_string(server.port()) +
+                                   " --pid " + std::to_string(server.pid()) + " --requests 200 --clients 8 --out " +
+                                   (dir / "load.json") + " 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json load = load_json_file(dir / "load.json", "load test");
+  int64_t answered = 0;
+  for (const auto& [name, e] : load.at("endpoints").items()) {
+    answered += e.at("count").get<int64_t>();
+    EXPECT_LE(e.at("p50_ms").get<double>(), e.at("p99_ms").get<double>()) << name;
+  }
+  EXPECT_EQ(answered, 200);
+  EXPECT_EQ(load.at("not_ok"), 0);
+  EXPECT_EQ(load.at("no_answer"), 0);
+  EXPECT_GT(load.at("endpoints").at("/api/activations").at("count").get<int64_t>(), 50);
+  // Memory: what 200 requests add to the server stays far below what it holds to start with.
+  const double before = load.at("server_rss_kb_before").get<double>(), after = load.at("server_rss_kb_after").get<double>();
+  EXPECT_GT(before, 0);
+  EXPECT_LT(after, before + 200 * 1024) << "the server grew from " << before << " kB to " << after << " kB";
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+TEST(Serve, ThePageShowsActivationsAFeatureAndSteeringInChromium) {
+  Server server;
+  const std::string sae = "blocks.1.input%2Ftopk-k8";
+  const std::string acts_url = server.url("/#/activations?sae=" + sae + "&text=The%20jury%20said%20that%20the%20city%20was%20quiet.");
+  const std::string dom = test::chromium_dom(acts_url);
+  EXPECT_NE(test::body_tag(dom).find("data-activations=\"yes\""), std::string::npos) << test::body_tag(dom);
+  EXPECT_EQ(test::body_tag(dom).find("data-errors"), std::string::npos) << test::body_tag(dom);
+  EXPECT_NE(dom.find("class=\"tok sel\""), std::string::npos);   // the strongest token selected
+  EXPECT_NE(dom.find("href=\"#/feature/blocks.1.input%2Ftopk-k8/"), std::string::npos);  // its features, linked
+  EXPECT_GE(test::count(dom, "class=\"tok"), 9);
+  test::chromium_screenshot(acts_url, SAELAB_BINARY_DIR "/serve-activations.png");
+
+  const std::string feature = test::chromium_dom(server.url("/#/feature/" + sae + "/0"));
+  EXPECT_NE(test::body_tag(feature).find("data-rendered=\"yes\""), std::string::npos);
+  EXPECT_EQ(test::body_tag(feature).find("data-errors"), std::string::npos) << test::body_tag(feature);
+  EXPECT_NE(feature.find("feature 0"), std::string::npos);
+  EXPECT_NE(feature.find("promoted tokens"), std::string::npos);
+
+  const std::string steer = test::chromium_dom(server.url("/#/steer?sae=" + sae + "&features=0,1&alphas=40&run=1"));
+  EXPECT_NE(test::body_tag(steer).find("data-steered=\"yes\""), std::string::npos) << test::body_tag(steer);
+  EXPECT_NE(steer.find("id=\"unsteered\""), std::string::npos);
+  EXPECT_NE(steer.find("id=\"steered\""), std::string::npos);
+
+  // Hostile text comes back as tokens and is shown as text.
+  const std::string hostile = test::chromium_dom(server.url(
+      "/#/activations?sae=" + sae + "&text=%3Cimg%20src%3Dx%20onerror%3D%22document.body.setAttribute('data-pwned'%2C1)%22%3E"));
+  EXPECT_NE(test::body_tag(hostile).find("data-activations=\"yes\""), std::string::npos) << test::body_tag(hostile);
+  EXPECT_EQ(test::body_tag(hostile).find("data-pwned"), std::string::npos) << "hostile text ran as code";
+  EXPECT_EQ(hostile.find("<img"), std::string::npos);
+  EXPECT_NE(hostile.find("&lt;img src=x onerror="), std::string::npos);  // in the text box
+}
+
+}  // namespace
+}  // namespace saelab

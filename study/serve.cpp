@@ -6,7 +6,6 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
-#include <regex>
 
 #include <nlohmann/json.hpp>
 

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/attached_sae.h"
+#include "analysis/steering.h"
 #include "core/files.h"
 #include "tests/test_util.h"
 
@@ -194,6 +195,19 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
   const json big = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f, per_token[4][0][0]}}, {"alphas", {60, 60}}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
   EXPECT_NE(big.at("steered"), big.at("unsteered"));
   EXPECT_EQ(big.at("unsteered"), zero.at("unsteered"));  // greedy: the same unsteered text
+  // Clamp: the feature's activation set to c times its max activation, which the server reads from
+  // the database; the continuation `steer` gives in clamp mode with the record's max.
+  const json clamp = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {12}}, {"mode", "clamp"}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
+  SteerOptions so;
+  so.mode = "clamp";
+  so.alphas = {12.0};
+  so.generate.max_new_tokens = 8;
+  so.generate.temperature = 0;
+  const SteerResult ref = steer(lm, hooked, attached[0], f, "The man said that", find_unembedding(lm), so, feature.at("record").at("max").get<double>());
+  EXPECT_EQ(clamp.at("mode"), "clamp");
+  EXPECT_EQ(clamp.at("unsteered"), ref.unsteered.text);
+  EXPECT_EQ(clamp.at("steered"), ref.samples.at(0).text);
+  EXPECT_NE(clamp.at("steered"), clamp.at("unsteered")) << clamp.dump();
 
   // The page and its assets.
   const auto page = c.Get("/");
@@ -232,6 +246,8 @@ TEST(Serve, BadAndHostileRequestsGetOneSentenceAndTheServerKeepsServing) {
   expect_error(post("/api/steer", json{{"sae", sae}, {"features", {1, 2}}, {"alphas", {8, 8, 8}}, {"prompt", "Hi"}}.dump()), 400,
                "one strength, or one per feature");
   expect_error(post("/api/steer", json{{"sae", sae}, {"features", {-1}}, {"alphas", {8}}, {"prompt", "Hi"}}.dump()), 404, "feature -1 is outside");
+  expect_error(post("/api/steer", json{{"sae", sae}, {"features", {1}}, {"alphas", {8}}, {"prompt", "Hi"}, {"mode", "push"}}.dump()), 400,
+               "'mode' must be add or clamp (got 'push')");
   for (const char* path : {"/../../etc/passwd", "/assets/../../../etc/passwd", "/assets/%2e%2e/%2e%2e/etc/passwd", "/nothing"}) {
     const auto r = c.Get(path);
     ASSERT_TRUE(r) << path;
@@ -317,6 +333,7 @@ TEST(Serve, ThePageShowsActivationsAFeatureAndSteeringInChromium) {
   EXPECT_NE(test::body_tag(steer).find("data-steered=\"yes\""), std::string::npos) << test::body_tag(steer);
   EXPECT_NE(steer.find("id=\"unsteered\""), std::string::npos);
   EXPECT_NE(steer.find("id=\"steered\""), std::string::npos);
+  EXPECT_NE(steer.find("<option value=\"clamp\">"), std::string::npos);  // the clamp mode is offered
 
   // Hostile text comes back as tokens and is shown as text.
   const std::string hostile = test::chromium_dom(server.url(

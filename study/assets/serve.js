@@ -234,14 +234,20 @@ async function viewSteer(main, p) {
   const select = saeSelect(p.get("sae") || (SAES[0] && SAES[0].name), false);
   const features = el("input", null, { id: "features", placeholder: "features, e.g. 3,17" });
   features.value = p.get("features") || "";
-  const alphas = el("input", null, { id: "alphas", placeholder: "α per feature, e.g. 8" });
+  const mode = el("select", null, { id: "mode" });
+  [["add", "add α × W_dec"], ["clamp", "clamp to c × max activation"]].forEach(function (m) {
+    const o = el("option", m[1], { value: m[0] });
+    if (m[0] === (p.get("mode") || "add")) o.selected = true;
+    mode.appendChild(o);
+  });
+  const alphas = el("input", null, { id: "alphas", placeholder: "α or c per feature, e.g. 8" });
   alphas.value = p.get("alphas") || "8";
   const temperature = el("input", null, { id: "temperature", size: "4" });
   temperature.value = p.get("temperature") || "0";
   const seed = el("input", null, { id: "seed", size: "4" });
   seed.value = p.get("seed") || "0";
   const button = el("button", "Generate", { id: "generate" });
-  [el("span", "prompt "), prompt, el("span", " SAE "), select, el("span", " features "), features, el("span", " α "), alphas,
+  [el("span", "prompt "), prompt, el("span", " SAE "), select, el("span", " features "), features, el("span", " "), mode, el("span", " α / c "), alphas,
     el("span", " temperature "), temperature, el("span", " seed "), seed, button].forEach(function (x) { main.appendChild(x); });
   const side = el("div", null, { class: "side", id: "continuations" });
   main.appendChild(side);
@@ -250,7 +256,7 @@ async function viewSteer(main, p) {
   };
   async function run() {
     const data = await api("POST", "/api/steer", {
-      sae: select.value, features: nums(features.value), alphas: nums(alphas.value), prompt: prompt.value,
+      sae: select.value, features: nums(features.value), alphas: nums(alphas.value), mode: mode.value, prompt: prompt.value,
       max_tokens: 24, temperature: Number(temperature.value), seed: Number(seed.value),
     });
     side.textContent = "";
@@ -258,7 +264,8 @@ async function viewSteer(main, p) {
     a.appendChild(el("b", "unsteered\n"));
     a.appendChild(el("span", data.unsteered));
     const b = el("div", null, { id: "steered" });
-    b.appendChild(el("b", "steered (" + data.features.join(", ") + " at α " + data.alphas.join(", ") + ")\n"));
+    const how = data.mode === "clamp" ? " clamped to c " : " at α ";
+    b.appendChild(el("b", "steered (" + data.features.join(", ") + how + data.alphas.join(", ") + ")\n"));
     b.appendChild(el("span", data.steered));
     side.appendChild(a);
     side.appendChild(b);

@@ -1,7 +1,10 @@
 // saelab serve: a live feature browser (study/serve.h) over a study folder or a model, SAEs and a
 // feature database, until Ctrl-C.
-#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <filesystem>
 #include <thread>
@@ -13,6 +16,13 @@
 namespace saelab {
 
 namespace {
+
+int stop_pipe_write = -1;
+
+void on_stop_signal(int) {
+  const char c = 's';
+  [[maybe_unused]] const ssize_t n = write(stop_pipe_write, &c, 1);  // async-signal-safe
+}
 
 struct ServeCommand {
   std::string study;
@@ -71,24 +81,32 @@ void register_serve(CLI::App& app) {
       std::fprintf(stderr, "saelab: warning: serving on %s, reachable from other machines; the server has no authentication\n",
                    options.serve.host.c_str());
     }
-    // Ctrl-C and SIGTERM reach one thread (sigwait), which stops the server cleanly.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    // Ctrl-C and SIGTERM stop the server cleanly, whichever thread the signal lands on (the model's
+    // thread pool may have started before this point): the handler writes a byte to a pipe, and a
+    // waiter thread reading it stops the server.
+    int fds[2];
+    TORCH_CHECK(pipe(fds) == 0, "serve: cannot create a pipe: ", std::strerror(errno));
+    stop_pipe_write = fds[1];
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
     FeatureServer server(std::move(in), options.serve);
     const int port = server.bind();
     std::printf("serving %zu SAE(s) at http://%s:%d/ (Ctrl-C stops)\n", s.saes.size(), options.serve.host.c_str(), port);
     std::fflush(stdout);
     std::thread waiter([&] {
-      int sig = 0;
-      sigwait(&stop_signals, &sig);
+      char c = 0;
+      while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
+      }
       server.stop();
     });
     server.run();
-    pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter when the server stopped by itself
+    on_stop_signal(0);  // wakes the waiter when the server stopped by itself
     waiter.join();
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     std::printf("stopped\n");
   });
 }

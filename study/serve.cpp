@@ -325,8 +325,16 @@ struct FeatureServer::Impl {
         "WHERE (?1 = '' OR f.sae = ?1) AND f.density >= ?2 AND f.density <= ?3 AND (?4 <= -2 OR e.score >= ?4) "
         "AND (?5 = '' OR e.explanation LIKE '%' || ?5 || '%' ESCAPE '\\' OR EXISTS (SELECT 1 FROM token_features t "
         "WHERE t.sae = f.sae AND t.feature = f.feature AND lower(trim(t.token)) = lower(trim(?6)))) "
-        "ORDER BY e.score IS NULL, e.score DESC, f.density DESC LIMIT ?7");
+        "ORDER BY CASE WHEN ?5 = '' THEN 0 "
+        "WHEN e.explanation LIKE ?8 ESCAPE '\\' OR e.explanation LIKE ?9 ESCAPE '\\' THEN 0 "
+        "WHEN EXISTS (SELECT 1 FROM token_features t WHERE t.sae = f.sae AND t.feature = f.feature "
+        "AND lower(trim(t.token)) = lower(trim(?6))) THEN 1 ELSE 2 END, "
+        "e.score IS NULL, e.score DESC, f.density DESC LIMIT ?7");
+    // Most relevant first: an explanation that names the query as one of its tokens ("the" or
+    // " the", quoted as the rules write tokens), then a feature among whose top tokens it is, then
+    // an explanation that merely contains it; within each, the best score.
     s.bind(1, sae).bind(2, lo).bind(3, hi).bind(4, min_score).bind(5, like).bind(6, q).bind(7, static_cast<int64_t>(limit));
+    s.bind(8, "%\"" + like + "\"%").bind(9, "%\" " + like + "\"%");
     json out = json::array();
     while (s.next()) {
       json r = {{"sae", s.column_text(0)}, {"feature", s.column_int(1)}, {"density", s.column_double(2)},

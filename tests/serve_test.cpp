@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -15,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/attached_sae.h"
+#include "analysis/feature_db.h"
 #include "analysis/steering.h"
 #include "core/files.h"
 #include "tests/test_util.h"
@@ -59,7 +62,7 @@ class Study {
 // `saelab serve` in the background; its port from the line it prints.
 class Server {
  public:
-  explicit Server(const std::string& extra = "") {
+  explicit Server(const std::string& extra = "", int threads = 1) {
     int fds[2];
     EXPECT_EQ(::pipe(fds), 0);
     pid_ = ::fork();
@@ -67,7 +70,7 @@ class Server {
       ::dup2(fds[1], 1);
       ::dup2(fds[1], 2);
       ::close(fds[0]);
-      const std::string cmd = test::saelab_binary() + " --threads 1 serve --study " + Study::get().out() + " --port 0 " + extra;
+      const std::string cmd = test::saelab_binary() + " --threads " + std::to_string(threads) + " serve --study " + Study::get().out() + " --port 0 " + extra;
       ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
@@ -88,9 +91,9 @@ class Server {
   ~Server() {
     if (pid_ > 0) stop();
   }
-  // Ctrl-C: the server stops cleanly and says so.
-  int stop() {
-    ::kill(pid_, SIGINT);
+  // Ctrl-C (or SIGTERM): the server stops cleanly and says so.
+  int stop(int sig = SIGINT) {
+    ::kill(pid_, sig);
     char line[4096];
     while (std::fgets(line, sizeof line, out_)) log_ += line;
     std::fclose(out_);
@@ -187,6 +190,29 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
   for (const auto& r : dense.at("results")) EXPECT_GE(r.at("density").get<double>(), 0.01) << r.dump();
   const json db_token = body_of(c.Get("/api/search?q=the&sae=" + sae));
   for (const auto& r : db_token.at("results")) EXPECT_EQ(r.at("sae"), sae);
+  // A word that explanations name as a token: the features whose explanation names it come first.
+  std::string word;
+  {
+    FeatureDb db = FeatureDb::open(Study::get().out() + "/features.sqlite");
+    auto q = db.prepare("SELECT explanation FROM explanations WHERE explanation LIKE 'token %{\" %' ORDER BY score DESC");
+    while (q.next()) {
+      const std::string e = q.column_text(0);
+      const size_t b = e.find("{\" ") + 3, end = e.find('"', b);
+      const std::string w = e.substr(b, end - b);
+      if (word.empty() && w.size() >= 2 && std::all_of(w.begin(), w.end(), [](char ch) { return std::isalpha(static_cast<unsigned char>(ch)); })) word = w;
+    }
+  }
+  ASSERT_FALSE(word.empty()) << "no explanation names a word token";
+  const json by_word = body_of(c.Get("/api/search?limit=500&q=" + word));
+  ASSERT_FALSE(by_word.at("results").empty());
+  bool naming = true;
+  for (const auto& r : by_word.at("results")) {
+    const std::string e = r.value("explanation", "");
+    const bool names = e.find("\"" + word + "\"") != std::string::npos || e.find("\" " + word + "\"") != std::string::npos;
+    EXPECT_TRUE(naming || !names) << "'" << word << "': " << r.dump() << " comes after a feature not naming it";
+    naming = naming && names;
+  }
+  EXPECT_TRUE(by_word.at("results")[0].at("explanation").get<std::string>().find(word) != std::string::npos) << by_word.dump();
 
   // Steering: α 0 is the unsteered model; a large α changes the continuation; two features at once.
   const json zero = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {0}}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
@@ -261,7 +287,8 @@ TEST(Serve, BadAndHostileRequestsGetOneSentenceAndTheServerKeepsServing) {
 }
 
 TEST(Serve, ABusyModelAnswers503WithRetryAfterAndNothingElseFails) {
-  Server server("--max-waiting 0 --wait-seconds 5");
+  // Two threads: the model's thread pool exists before the server installs its signal handling.
+  Server server("--max-waiting 0 --wait-seconds 5", 2);
   const std::string body = json{{"sae", "blocks.1.input/topk-k8"}, {"features", {1}}, {"alphas", {8}}, {"prompt", "The"},
                                 {"max_tokens", 64}, {"temperature", 1.0}}.dump();
   std::atomic<int> ok{0}, busy{0}, other{0};
@@ -284,7 +311,8 @@ TEST(Serve, ABusyModelAnswers503WithRetryAfterAndNothingElseFails) {
   EXPECT_GE(ok.load(), 1);
   EXPECT_GE(busy.load(), 1);
   EXPECT_EQ(other.load(), 0);
-  EXPECT_EQ(server.stop(), 0) << server.log();
+  EXPECT_EQ(server.stop(SIGTERM), 0) << server.log();
+  EXPECT_NE(server.log().find("stopped"), std::string::npos) << server.log();
 }
 
 TEST(Serve, TwoHundredMixedRequestsFromEightClientsAllGetWellFormedAnswersInBoundedMemory) {

@@ -66,7 +66,8 @@ void register_bench_serve(CLI::App& app) {
     probe.set_read_timeout(30, 0);
     const auto listed = probe.Get("/api/saes");
     TORCH_CHECK(listed && listed->status == 200, "no saelab serve answers on 127.0.0.1:", options.port);
-    const nlohmann::json saes = nlohmann::json::parse(listed->body).at("saes");
+    const nlohmann::json listing = nlohmann::json::parse(listed->body);
+    const nlohmann::json saes = listing.at("saes");
     TORCH_CHECK(!saes.empty(), "the server lists no SAE");
     const int64_t rss_before = options.pid > 0 ? proc_kb(options.pid, "VmRSS") : -1;
     const std::vector<std::string> texts = {"The jury said that the city was quiet.", "He walked to the store and bought bread.",
@@ -129,7 +130,7 @@ void register_bench_serve(CLI::App& app) {
     for (int64_t c = 0; c < options.clients; ++c) threads.emplace_back(client, c);
     for (auto& t : threads) t.join();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    nlohmann::json out = {{"requests", options.requests}, {"clients", options.clients}, {"seconds", seconds},
+    nlohmann::json out = {{"server", listing.value("title", "")}, {"saes", saes.size()}, {"requests", options.requests}, {"clients", options.clients}, {"seconds", seconds},
                           {"not_ok", malformed.load()}, {"busy_503", busy.load()}, {"no_answer", failed.load()},
                           {"endpoints", nlohmann::json::object()}};
     for (const auto& [name, v] : ms) {

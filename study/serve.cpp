@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -282,22 +284,43 @@ struct FeatureServer::Impl {
     json tokens = json::array();
     for (int64_t id : ids) tokens.push_back({{"id", id}, {"text", in.lm->tokenizer().token_text(id)}});
     json out = {{"tokens", tokens}, {"saes", json::array()}};
-    const auto turn = gate.enter();
-    torch::NoGradGuard no_grad;
-    const ActivationCache cache = in.hooked->run_with_cache(torch::tensor(ids, torch::kInt64).unsqueeze(0), hooks);
-    for (const auto* a : saes) {
-      const torch::Tensor codes = a->sae().encode(cache[a->hook][0].to(torch::kFloat32));  // [T, d_sae]
-      const auto [vals, idx] = codes.topk(std::min<int64_t>(top, codes.size(1)), 1);
-      json per_token = json::array();
-      for (int64_t t = 0; t < codes.size(0); ++t) {
-        json fs_ = json::array();
-        for (int64_t k = 0; k < vals.size(1); ++k) {
-          const double v = vals[t][k].item<double>();
-          if (v > 0) fs_.push_back({idx[t][k].item<int64_t>(), v});
+    {
+      const auto turn = gate.enter();
+      torch::NoGradGuard no_grad;
+      const ActivationCache cache = in.hooked->run_with_cache(torch::tensor(ids, torch::kInt64).unsqueeze(0), hooks);
+      for (const auto* a : saes) {
+        const torch::Tensor codes = a->sae().encode(cache[a->hook][0].to(torch::kFloat32));  // [T, d_sae]
+        const auto [vals, idx] = codes.topk(std::min<int64_t>(top, codes.size(1)), 1);
+        json per_token = json::array();
+        for (int64_t t = 0; t < codes.size(0); ++t) {
+          json fs_ = json::array();
+          for (int64_t k = 0; k < vals.size(1); ++k) {
+            const double v = vals[t][k].item<double>();
+            if (v > 0) fs_.push_back({idx[t][k].item<int64_t>(), v});
+          }
+          per_token.push_back(fs_);
         }
-        per_token.push_back(fs_);
+        out["saes"].push_back({{"sae", a->name}, {"hook", a->hook}, {"features", per_token}, {"explanations", json::object()}});
       }
-      out["saes"].push_back({{"sae", a->name}, {"hook", a->hook}, {"features", per_token}});
+    }
+    // The explanation of every feature listed, from the database (after the model's turn).
+    if (!in.db_path.empty() && fs::exists(in.db_path)) {
+      FeatureDb db = FeatureDb::open(in.db_path);
+      auto q = db.prepare("SELECT explanation FROM explanations WHERE sae = ? AND feature = ?");
+      for (auto& s : out["saes"]) {
+        const std::string sae = s.at("sae").get<std::string>();
+        json& ex = s["explanations"];
+        for (const auto& fs_ : s.at("features")) {
+          for (const auto& f : fs_) {
+            const std::string key = std::to_string(f[0].get<int64_t>());
+            if (ex.contains(key)) continue;
+            q.bind(1, sae).bind(2, f[0].get<int64_t>());
+            ex[key] = q.next() ? q.column_text(0) : std::string();
+            while (q.next()) {
+            }
+          }
+        }
+      }
     }
     return out;
   }
@@ -319,22 +342,38 @@ struct FeatureServer::Impl {
       like += c;
     }
     FeatureDb db = FeatureDb::open(in.db_path);
+    // The token forms a word takes: as typed, lower case, capitalised and upper case, each with and
+    // without the leading space the tokenizer keeps. Matched through token_features' index on token.
+    std::string word = q;
+    while (!word.empty() && word.front() == ' ') word.erase(word.begin());
+    while (!word.empty() && word.back() == ' ') word.pop_back();
+    std::string lower = word, upper = word, capital;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    capital = lower;
+    if (!capital.empty()) capital[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(capital[0])));
     auto s = db.prepare(
+        "WITH hit AS (SELECT DISTINCT sae, feature FROM token_features WHERE ?6 <> '' AND token IN (?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)) "
         "SELECT f.sae, f.feature, f.density, f.max_activation, e.explanation, e.score FROM features f "
         "LEFT JOIN explanations e ON e.sae = f.sae AND e.feature = f.feature "
+        "LEFT JOIN hit h ON h.sae = f.sae AND h.feature = f.feature "
         "WHERE (?1 = '' OR f.sae = ?1) AND f.density >= ?2 AND f.density <= ?3 AND (?4 <= -2 OR e.score >= ?4) "
-        "AND (?5 = '' OR e.explanation LIKE '%' || ?5 || '%' ESCAPE '\\' OR EXISTS (SELECT 1 FROM token_features t "
-        "WHERE t.sae = f.sae AND t.feature = f.feature AND lower(trim(t.token)) = lower(trim(?6)))) "
+        "AND (?5 = '' OR e.explanation LIKE '%' || ?5 || '%' ESCAPE '\\' OR h.sae IS NOT NULL) "
         "ORDER BY CASE WHEN ?5 = '' THEN 0 "
         "WHEN e.explanation LIKE ?8 ESCAPE '\\' OR e.explanation LIKE ?9 ESCAPE '\\' THEN 0 "
-        "WHEN EXISTS (SELECT 1 FROM token_features t WHERE t.sae = f.sae AND t.feature = f.feature "
-        "AND lower(trim(t.token)) = lower(trim(?6))) THEN 1 ELSE 2 END, "
+        "WHEN h.sae IS NOT NULL THEN 1 ELSE 2 END, "
         "e.score IS NULL, e.score DESC, f.density DESC LIMIT ?7");
     // Most relevant first: an explanation that names the query as one of its tokens ("the" or
     // " the", quoted as the rules write tokens), then a feature among whose top tokens it is, then
     // an explanation that merely contains it; within each, the best score.
-    s.bind(1, sae).bind(2, lo).bind(3, hi).bind(4, min_score).bind(5, like).bind(6, q).bind(7, static_cast<int64_t>(limit));
+    s.bind(1, sae).bind(2, lo).bind(3, hi).bind(4, min_score).bind(5, like).bind(6, word).bind(7, static_cast<int64_t>(limit));
     s.bind(8, "%\"" + like + "\"%").bind(9, "%\" " + like + "\"%");
+    int slot = 10;
+    for (const std::string& form : {word, lower, capital, upper}) {
+      s.bind(slot, form);
+      s.bind(slot + 1, " " + form);
+      slot += 2;
+    }
     json out = json::array();
     while (s.next()) {
       json r = {{"sae", s.column_text(0)}, {"feature", s.column_int(1)}, {"density", s.column_double(2)},

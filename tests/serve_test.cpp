@@ -172,6 +172,26 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
     for (int64_t k = static_cast<int64_t>(got.size()); k < 5; ++k) EXPECT_LE(v[k].item<double>(), 0.0) << "token " << t;
   }
   EXPECT_GT(fired, 10);
+  // Every listed feature comes with its explanation, as the database holds it ("" when it has none).
+  {
+    FeatureDb db = FeatureDb::open(Study::get().out() + "/features.sqlite");
+    auto q = db.prepare("SELECT explanation FROM explanations WHERE sae = ? AND feature = ?");
+    const json& ex = acts.at("saes")[0].at("explanations");
+    int64_t named = 0;
+    for (const auto& fs : per_token) {
+      for (const auto& f : fs) {
+        const std::string key = std::to_string(f[0].get<int64_t>());
+        ASSERT_TRUE(ex.contains(key)) << key;
+        q.bind(1, sae).bind(2, f[0].get<int64_t>());
+        const std::string want = q.next() ? q.column_text(0) : std::string();
+        while (q.next()) {
+        }
+        EXPECT_EQ(ex.at(key), want) << key;
+        named += want.empty() ? 0 : 1;
+      }
+    }
+    EXPECT_GT(named, 0);
+  }
   // A hook name gives every SAE of the hook.
   const json both = body_of(c.Post("/api/activations", json{{"sae", "blocks.1.hook_resid_pre"}, {"text", text}}.dump(), "application/json"));
   EXPECT_EQ(both.at("saes").size(), 2u);
@@ -203,6 +223,28 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
     }
   }
   ASSERT_FALSE(word.empty()) << "no explanation names a word token";
+  // A feature is found by a token it fires on (token_features), typed in upper case and without
+  // the token's leading space.
+  {
+    FeatureDb db = FeatureDb::open(Study::get().out() + "/features.sqlite");
+    auto q = db.prepare("SELECT sae, feature, token FROM token_features WHERE token LIKE ' %' AND length(token) >= 4 ORDER BY count DESC");
+    std::string t_sae, typed;
+    int64_t t_feature = -1;
+    while (q.next()) {
+      const std::string token = q.column_text(2).substr(1);
+      if (t_sae.empty() && std::all_of(token.begin(), token.end(), [](char ch) { return std::isalpha(static_cast<unsigned char>(ch)); })) {
+        t_sae = q.column_text(0);
+        t_feature = q.column_int(1);
+        typed = token;
+      }
+    }
+    ASSERT_FALSE(t_sae.empty()) << "no feature fires on a word token";
+    for (char& ch : typed) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    const json found = body_of(c.Get("/api/search?limit=500&sae=" + t_sae + "&q=" + typed));
+    bool has = false;
+    for (const auto& r : found.at("results")) has = has || r.at("feature").get<int64_t>() == t_feature;
+    EXPECT_TRUE(has) << "'" << typed << "' does not find " << t_sae << " #" << t_feature << ": " << found.dump();
+  }
   const json by_word = body_of(c.Get("/api/search?limit=500&q=" + word));
   ASSERT_FALSE(by_word.at("results").empty());
   bool naming = true;

@@ -147,8 +147,8 @@ async function viewActivations(main, p) {
     data.saes.forEach(function (s) {
       out.appendChild(el("h3", s.sae));
       let max = 0;
-      s.features.forEach(function (fs) {
-        if (fs.length) max = Math.max(max, fs[0][1]);
+      s.features.forEach(function (fs, i) {
+        if (i > 0 && fs.length) max = Math.max(max, fs[0][1]);  // BOS, often far larger, is left out of the scale
       });
       const row = el("div", null, { class: "tokrow" });
       const list = el("div", null, { class: "features" });
@@ -158,7 +158,7 @@ async function viewActivations(main, p) {
         span.addEventListener("click", function () {
           row.querySelectorAll(".sel").forEach(function (x) { x.classList.remove("sel"); });
           span.classList.add("sel");
-          showFeatures(list, s.sae, t.text, fs);
+          showFeatures(list, s.sae, t.text, fs, s.explanations || {});
         });
         row.appendChild(span);
       });
@@ -177,7 +177,7 @@ async function viewActivations(main, p) {
   if (box.value) await run();
 }
 
-function showFeatures(list, sae, token, fs) {
+function showFeatures(list, sae, token, fs, explanations) {
   list.textContent = "";
   list.appendChild(el("p", "Features on “" + token + "”:"));
   const table = el("table");
@@ -187,6 +187,7 @@ function showFeatures(list, sae, token, fs) {
     td.appendChild(featureLink(sae, f[0]));
     tr.appendChild(td);
     tr.appendChild(el("td", fmt(f[1])));
+    tr.appendChild(el("td", explanations[String(f[0])] || "", { class: "muted" }));
     table.appendChild(tr);
   });
   if (!fs.length) list.appendChild(el("p", "none fires here", { class: "muted" }));

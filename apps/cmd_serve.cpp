@@ -107,6 +107,8 @@ void register_serve(CLI::App& app) {
     waiter.join();
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    close(fds[0]);
+    close(fds[1]);
     std::printf("stopped\n");
   });
 }

@@ -1,0 +1,245 @@
+"""saelab's files against the peers' own libraries (issue 28): runs in the pinned environment of
+python/peers.lock (scripts/python-env), never under Debian's Python.
+
+  peers.py train-saelens ACTS OUT --hook H --model-name M --context-size C [--steps N]
+      Trains one SAE per architecture SAELens trains (standard, gated, jumprelu, topk, batchtopk,
+      matryoshka_batchtopk) with SAELens' own SAETrainer on the rows of ACTS, saves each with
+      save_inference_model to OUT/saelens-<arch>, loads it back with SAE.load_from_disk and encodes
+      ACTS with it.
+  peers.py train-sparsify ACTS OUT [--steps N]
+      Trains TopK sparse coders with sparsify's own Trainer on a small random-weight GPT-2 built
+      with transformers (width = ACTS' width) and saves them as sparsify does (OUT/sparsify/<run>/
+      <hookpoint>); loads each with SparseCoder.load_from_disk and encodes ACTS.
+  peers.py train-dl ACTS OUT [--steps N]
+      Trains one dictionary per dictionary_learning trainer (standard, gated, topk, batchtopk,
+      jumprelu, matryoshka_batchtopk) with its trainSAE on the rows of ACTS; loads each ae.pt with
+      the trainer's dictionary class and encodes ACTS.
+  peers.py load-saelens ACTS OUT DIR...      SAE.load_from_disk on each folder, then encode/decode.
+  peers.py load-sparsify ACTS OUT DIR...     SparseCoder.load_from_disk on each folder.
+
+Each command writes OUT/reference.safetensors ("<name>.codes" [n, d_sae] dense, "<name>.x_hat"
+[n, d_in], float32 as the library computes them) and OUT/expected.json (per name: folder,
+architecture as saelab should read it, k, and what the library itself reports).
+ACTS is a safetensors file with "acts" [n, d] (the rows to encode; training reads them too).
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+
+def acts_of(path):
+    acts = load_file(path)["acts"].float()
+    if acts.dim() != 2:
+        sys.exit(f"peers.py: {path}: 'acts' must be [n, d], got {list(acts.shape)}")
+    return acts
+
+
+def batches(acts, batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        for idx in torch.randperm(acts.shape[0], generator=g).split(batch):
+            if idx.numel() == batch:
+                yield acts[idx]
+
+
+def write(out, reference, expected):
+    os.makedirs(out, exist_ok=True)
+    save_file({k: v.contiguous().float() for k, v in reference.items()}, os.path.join(out, "reference.safetensors"))
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+
+
+# ------------------------------------------------------------------------------------- SAELens
+def saelens_codes(sae, acts):
+    with torch.no_grad():
+        codes = sae.encode(acts)
+        return codes, sae.decode(codes)
+
+
+def train_saelens(a):
+    from sae_lens import (SAE, BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, GatedTrainingSAE,
+                          GatedTrainingSAEConfig, JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig,
+                          MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig,
+                          StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig)
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    acts = acts_of(a.acts)
+    d = acts.shape[1]
+    d_sae, k, batch = 4 * d, 8, 64
+    common = dict(d_in=d, d_sae=d_sae)
+    # What SAELens saves for inference, and so what saelab must read: BatchTopK and Matryoshka
+    # BatchTopK are saved as JumpReLU with their learned threshold.
+    archs = {
+        "standard": (StandardTrainingSAE, StandardTrainingSAEConfig(**common, l1_coefficient=1.0), "standard", None),
+        "gated": (GatedTrainingSAE, GatedTrainingSAEConfig(**common, l1_coefficient=1.0), "gated", None),
+        "jumprelu": (JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig(**common, l0_coefficient=0.1), "jumprelu", None),
+        "topk": (TopKTrainingSAE, TopKTrainingSAEConfig(**common, k=k), "topk", k),
+        "batchtopk": (BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig(**common, k=k), "jumprelu", None),
+        "matryoshka_batchtopk": (MatryoshkaBatchTopKTrainingSAE,
+                                 MatryoshkaBatchTopKTrainingSAEConfig(**common, k=k, matryoshka_widths=[d, 2 * d, d_sae]),
+                                 "jumprelu", None),
+    }
+    reference, expected = {}, {}
+    for name, (cls, cfg, read_as, want_k) in archs.items():
+        cfg.metadata.hook_name = a.hook
+        cfg.metadata.model_name = a.model_name
+        cfg.metadata.context_size = a.context_size
+        sae = cls(cfg)
+        trainer_cfg = SAETrainerConfig(total_training_samples=a.steps * batch, train_batch_size_samples=batch,
+                                       lr=1e-3, lr_end=1e-3, device="cpu", feature_sampling_window=a.steps,
+                                       dead_feature_window=a.steps)
+        SAETrainer(trainer_cfg, sae, batches(acts, batch)).fit()
+        folder = f"saelens-{name}"
+        sae.save_inference_model(os.path.join(a.out, folder))
+        loaded = SAE.load_from_disk(os.path.join(a.out, folder))  # the reference is what SAELens reads back
+        codes, x_hat = saelens_codes(loaded, acts)
+        reference[f"{folder}.codes"], reference[f"{folder}.x_hat"] = codes, x_hat
+        expected[folder] = {"folder": folder, "architecture": read_as, "k": want_k, "trained_as": name,
+                            "saelens_architecture": loaded.cfg.architecture(), "l0": float((codes != 0).sum(-1).float().mean())}
+    write(a.out, reference, expected)
+
+
+def load_saelens(a):
+    from sae_lens import SAE
+    acts = acts_of(a.acts)
+    reference, expected = {}, {}
+    for i, folder in enumerate(a.dirs):
+        sae = SAE.load_from_disk(folder)
+        codes, x_hat = saelens_codes(sae, acts.to(sae.W_enc.dtype))
+        reference[f"{i}.codes"], reference[f"{i}.x_hat"] = codes, x_hat
+        meta = sae.cfg.metadata
+        expected[str(i)] = {"folder": folder, "architecture": sae.cfg.architecture(),
+                            "k": getattr(sae.cfg, "k", None), "dtype": sae.cfg.dtype,
+                            "metadata": {key: meta.get(key) for key in
+                                         ["hook_name", "model_name", "context_size", "dataset_path", "sae_lens_version"]}}
+    write(a.out, reference, expected)
+
+
+# ------------------------------------------------------------------------------------ sparsify
+def sparsify_codes(sae, acts):
+    with torch.no_grad():
+        enc = sae.encode(acts)
+        codes = torch.zeros(acts.shape[0], sae.num_latents).scatter_(-1, enc.top_indices, enc.top_acts.float())
+        return codes, sae.decode(enc.top_acts, enc.top_indices)
+
+
+def train_sparsify(a):
+    from datasets import Dataset
+    from sparsify import SaeConfig, SparseCoder, TrainConfig, Trainer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    acts = acts_of(a.acts)
+    d = acts.shape[1]
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=d, n_head=4, n_positions=64, vocab_size=512))
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 512, (a.steps * 4, 32), generator=g)
+    data = Dataset.from_dict({"input_ids": ids.tolist()}).with_format("torch")
+    save_dir = os.path.join(a.out, "sparsify")
+    cfg = TrainConfig(SaeConfig(k=8, num_latents=4 * d), batch_size=4, log_to_wandb=False, save_dir=save_dir,
+                      run_name="run", save_every=10 ** 9, optimizer="adam", lr=1e-3, lr_warmup_steps=1)
+    trainer = Trainer(cfg, data, model)
+    trainer.fit()
+    reference, expected = {}, {}
+    run = os.path.join(save_dir, "run")
+    for hookpoint in sorted(os.listdir(run)):
+        folder = os.path.join(run, hookpoint)
+        if not os.path.isfile(os.path.join(folder, "cfg.json")):
+            continue
+        sae = SparseCoder.load_from_disk(folder)
+        codes, x_hat = sparsify_codes(sae, acts)
+        name = f"sparsify-{hookpoint}"
+        reference[f"{name}.codes"], reference[f"{name}.x_hat"] = codes, x_hat
+        expected[name] = {"folder": os.path.relpath(folder, a.out), "architecture": "topk", "k": sae.cfg.k,
+                          "hookpoint": hookpoint}
+    if not expected:
+        sys.exit(f"peers.py: sparsify's Trainer saved no sparse coder under {run}")
+    write(a.out, reference, expected)
+
+
+def load_sparsify(a):
+    from sparsify import SparseCoder
+    acts = acts_of(a.acts)
+    reference, expected = {}, {}
+    for i, folder in enumerate(a.dirs):
+        sae = SparseCoder.load_from_disk(folder)
+        codes, x_hat = sparsify_codes(sae, acts)
+        reference[f"{i}.codes"], reference[f"{i}.x_hat"] = codes, x_hat
+        expected[str(i)] = {"folder": folder, "k": sae.cfg.k, "num_latents": sae.num_latents}
+    write(a.out, reference, expected)
+
+
+# --------------------------------------------------------------------------- dictionary_learning
+def train_dl(a):
+    import dictionary_learning.trainers as T
+    from dictionary_learning.dictionary import AutoEncoder, GatedAutoEncoder, JumpReluAutoEncoder
+    from dictionary_learning.trainers.batch_top_k import BatchTopKSAE
+    from dictionary_learning.trainers.matryoshka_batch_top_k import (MatryoshkaBatchTopKSAE,
+                                                                      MatryoshkaBatchTopKTrainer)
+    from dictionary_learning.trainers.top_k import AutoEncoderTopK
+    from dictionary_learning.training import trainSAE
+
+    acts = acts_of(a.acts)
+    d = acts.shape[1]
+    d_sae, k, batch = 4 * d, 8, 64
+    base = dict(steps=a.steps, activation_dim=d, dict_size=d_sae, layer=1, lm_name=a.model_name, device="cpu")
+    # (name, trainer, dictionary class, extra arguments, architecture saelab reads it as)
+    plans = [
+        ("standard", T.StandardTrainer, AutoEncoder, dict(lr=1e-3, l1_penalty=0.1, warmup_steps=1), "standard"),
+        ("gated", T.GatedSAETrainer, GatedAutoEncoder, dict(lr=1e-3, l1_penalty=0.1, warmup_steps=1), "gated"),
+        ("topk", T.TopKTrainer, AutoEncoderTopK, dict(k=k, warmup_steps=1), "topk"),
+        ("batchtopk", T.BatchTopKTrainer, BatchTopKSAE, dict(k=k, warmup_steps=1), "batchtopk"),
+        ("jumprelu", T.JumpReluTrainer, JumpReluAutoEncoder, dict(lr=1e-3, target_l0=k, warmup_steps=1), "jumprelu"),
+        ("matryoshka_batchtopk", MatryoshkaBatchTopKTrainer, MatryoshkaBatchTopKSAE,
+         dict(k=k, group_fractions=[0.25, 0.25, 0.5], warmup_steps=1), "batchtopk"),
+    ]
+    configs = []
+    for name, trainer, dict_class, extra, _ in plans:
+        configs.append({"trainer": trainer, "dict_class": dict_class, **base, **extra, "wandb_name": name})
+    save_dir = os.path.join(a.out, "dl")
+    trainSAE(data=batches(acts, batch), trainer_configs=configs, steps=a.steps, save_dir=save_dir, device="cpu")
+    reference, expected = {}, {}
+    for i, (name, _, dict_class, extra, read_as) in enumerate(plans):
+        folder = os.path.join(save_dir, f"trainer_{i}")
+        kwargs = {"k": k} if "k" in extra and dict_class is not MatryoshkaBatchTopKSAE else {}
+        ae = dict_class.from_pretrained(os.path.join(folder, "ae.pt"), device="cpu", **kwargs)
+        with torch.no_grad():
+            codes = ae.encode(acts) if read_as != "batchtopk" else ae.encode(acts, use_threshold=True)
+            x_hat = ae.decode(codes)
+        key = f"dl-{name}"
+        reference[f"{key}.codes"], reference[f"{key}.x_hat"] = codes, x_hat
+        expected[key] = {"folder": os.path.relpath(folder, a.out), "architecture": read_as,
+                         "k": k if read_as in ("topk", "batchtopk") else None, "dict_class": dict_class.__name__}
+    write(a.out, reference, expected)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for cmd in ["train-saelens", "train-sparsify", "train-dl"]:
+        s = sub.add_parser(cmd)
+        s.add_argument("acts")
+        s.add_argument("out")
+        s.add_argument("--steps", type=int, default=30)
+        s.add_argument("--hook", default="blocks.1.hook_resid_pre")
+        s.add_argument("--model-name", default="brown-gpt")
+        s.add_argument("--context-size", type=int, default=24)
+    for cmd in ["load-saelens", "load-sparsify"]:
+        s = sub.add_parser(cmd)
+        s.add_argument("acts")
+        s.add_argument("out")
+        s.add_argument("dirs", nargs="+")
+    a = p.parse_args()
+    {"train-saelens": train_saelens, "train-sparsify": train_sparsify, "train-dl": train_dl,
+     "load-saelens": load_saelens, "load-sparsify": load_sparsify}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

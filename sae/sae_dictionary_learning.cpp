@@ -105,6 +105,20 @@ LoadedSae load_dictionary_learning(const std::string& dir) {
     const bool centred = dict_class == "AutoEncoder";
     take(centred ? "bias" : "decoder.bias", "b_dec", {c.d_in});
     c.apply_b_dec_to_input = centred;
+    if (centred) {
+      // AutoEncoder.from_pretrained (normalize_decoder=True, its default) divides each decoder
+      // column by its norm and multiplies that latent's encoder row and bias by it, unless every
+      // norm is within torch.allclose's default tolerance of 1: the same reconstructions, codes
+      // scaled by the norms. saelab reads the codes its users see.
+      const torch::Tensor norms = decoder_row_norms(p["W_dec"], ae_path + " (decoder.weight)");
+      if (((norms - 1).abs() > 1e-8 + 1e-5).any().item<bool>()) {
+        p["W_dec"] = p["W_dec"] / norms.unsqueeze(1);
+        p["W_enc"] = p["W_enc"] * norms.unsqueeze(0);
+        p["b_enc"] = p["b_enc"] * norms;
+        notes.push_back("decoder columns normalised to unit norm, their norms folded into the encoder, as "
+                        "AutoEncoder.from_pretrained does");
+      }
+    }
   } else if (dict_class == "GatedAutoEncoder") {
     c.architecture = Architecture::kGated;
     linear_shapes("encoder.weight");

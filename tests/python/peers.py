@@ -16,6 +16,7 @@ python/peers.lock (scripts/python-env), never under Debian's Python.
       the trainer's dictionary class and encodes ACTS.
   peers.py load-saelens ACTS OUT DIR...      SAE.load_from_disk on each folder, then encode/decode.
   peers.py load-sparsify ACTS OUT DIR...     SparseCoder.load_from_disk on each folder.
+  peers.py load-dl ACTS OUT DIR...           each DIR/ae.pt with the dictionary class DIR/config.json names.
 
 Each command writes OUT/reference.safetensors ("<name>.codes" [n, d_sae] dense, "<name>.x_hat"
 [n, d_in], float32 as the library computes them) and OUT/expected.json (per name: folder,
@@ -32,6 +33,9 @@ from safetensors.torch import load_file, save_file
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
+# sparsify decodes with a Triton kernel whenever triton imports, which fails without a GPU driver;
+# this is sparsify's own switch to its eager decoder.
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 
 
 def acts_of(path):
@@ -112,8 +116,10 @@ def load_saelens(a):
     acts = acts_of(a.acts)
     reference, expected = {}, {}
     for i, folder in enumerate(a.dirs):
-        sae = SAE.load_from_disk(folder)
-        codes, x_hat = saelens_codes(sae, acts.to(sae.W_enc.dtype))
+        # SAELens computes in the cfg's dtype; float32 (its own dtype override) for half-precision files,
+        # as saelab computes.
+        sae = SAE.load_from_disk(folder, dtype="float32")
+        codes, x_hat = saelens_codes(sae, acts)
         reference[f"{i}.codes"], reference[f"{i}.x_hat"] = codes, x_hat
         meta = sae.cfg.metadata
         expected[str(i)] = {"folder": folder, "architecture": sae.cfg.architecture(),
@@ -132,7 +138,6 @@ def sparsify_codes(sae, acts):
 
 
 def train_sparsify(a):
-    from datasets import Dataset
     from sparsify import SaeConfig, SparseCoder, TrainConfig, Trainer
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -141,7 +146,9 @@ def train_sparsify(a):
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=d, n_head=4, n_positions=64, vocab_size=512))
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 512, (a.steps * 4, 32), generator=g)
-    data = Dataset.from_dict({"input_ids": ids.tolist()}).with_format("torch")
+    # A map-style dataset of {"input_ids": [32]} rows, which is what the Trainer's DataLoader reads
+    # (datasets' torch formatter is not used: with torchvision 0.26 it fails on a missing VideoReader).
+    data = [{"input_ids": row} for row in ids]
     save_dir = os.path.join(a.out, "sparsify")
     cfg = TrainConfig(SaeConfig(k=8, num_latents=4 * d), batch_size=4, log_to_wandb=False, save_dir=save_dir,
                       run_name="run", save_every=10 ** 9, optimizer="adam", lr=1e-3, lr_warmup_steps=1)
@@ -177,6 +184,35 @@ def load_sparsify(a):
 
 
 # --------------------------------------------------------------------------- dictionary_learning
+def dl_classes():
+    from dictionary_learning.dictionary import AutoEncoder, AutoEncoderNew, GatedAutoEncoder, JumpReluAutoEncoder
+    from dictionary_learning.trainers.batch_top_k import BatchTopKSAE
+    from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKSAE
+    from dictionary_learning.trainers.top_k import AutoEncoderTopK
+    return {c.__name__: c for c in [AutoEncoder, AutoEncoderNew, GatedAutoEncoder, JumpReluAutoEncoder, BatchTopKSAE,
+                                    MatryoshkaBatchTopKSAE, AutoEncoderTopK]}
+
+
+def dl_codes(folder, acts):
+    """Loads FOLDER/ae.pt with the class its config.json names, as dictionary_learning's users do."""
+    name = json.load(open(os.path.join(folder, "config.json")))["trainer"]["dict_class"]
+    cls = dl_classes()[name]
+    ae = cls.from_pretrained(os.path.join(folder, "ae.pt"), device="cpu")
+    with torch.no_grad():
+        codes = ae.encode(acts)  # BatchTopK / Matryoshka: the learned threshold (use_threshold=True)
+        return name, codes, ae.decode(codes)
+
+
+def load_dl(a):
+    acts = acts_of(a.acts)
+    reference, expected = {}, {}
+    for i, folder in enumerate(a.dirs):
+        name, codes, x_hat = dl_codes(folder, acts)
+        reference[f"{i}.codes"], reference[f"{i}.x_hat"] = codes, x_hat
+        expected[str(i)] = {"folder": folder, "dict_class": name}
+    write(a.out, reference, expected)
+
+
 def train_dl(a):
     import dictionary_learning.trainers as T
     from dictionary_learning.dictionary import AutoEncoder, GatedAutoEncoder, JumpReluAutoEncoder
@@ -192,13 +228,13 @@ def train_dl(a):
     base = dict(steps=a.steps, activation_dim=d, dict_size=d_sae, layer=1, lm_name=a.model_name, device="cpu")
     # (name, trainer, dictionary class, extra arguments, architecture saelab reads it as)
     plans = [
-        ("standard", T.StandardTrainer, AutoEncoder, dict(lr=1e-3, l1_penalty=0.1, warmup_steps=1), "standard"),
-        ("gated", T.GatedSAETrainer, GatedAutoEncoder, dict(lr=1e-3, l1_penalty=0.1, warmup_steps=1), "gated"),
-        ("topk", T.TopKTrainer, AutoEncoderTopK, dict(k=k, warmup_steps=1), "topk"),
-        ("batchtopk", T.BatchTopKTrainer, BatchTopKSAE, dict(k=k, warmup_steps=1), "batchtopk"),
-        ("jumprelu", T.JumpReluTrainer, JumpReluAutoEncoder, dict(lr=1e-3, target_l0=k, warmup_steps=1), "jumprelu"),
+        ("standard", T.StandardTrainer, AutoEncoder, dict(lr=1e-3, l1_penalty=0.1, warmup_steps=1, sparsity_warmup_steps=1), "standard"),
+        ("gated", T.GatedSAETrainer, GatedAutoEncoder, dict(lr=1e-3, l1_penalty=0.1, warmup_steps=1, sparsity_warmup_steps=1), "gated"),
+        ("topk", T.TopKTrainer, AutoEncoderTopK, dict(k=k, warmup_steps=1, threshold_start_step=1), "topk"),
+        ("batchtopk", T.BatchTopKTrainer, BatchTopKSAE, dict(k=k, warmup_steps=1, threshold_start_step=1), "batchtopk"),
+        ("jumprelu", T.JumpReluTrainer, JumpReluAutoEncoder, dict(lr=1e-3, target_l0=k, warmup_steps=1, sparsity_warmup_steps=1), "jumprelu"),
         ("matryoshka_batchtopk", MatryoshkaBatchTopKTrainer, MatryoshkaBatchTopKSAE,
-         dict(k=k, group_fractions=[0.25, 0.25, 0.5], warmup_steps=1), "batchtopk"),
+         dict(k=k, group_fractions=[0.25, 0.25, 0.5], warmup_steps=1, threshold_start_step=1), "batchtopk"),
     ]
     configs = []
     for name, trainer, dict_class, extra, _ in plans:
@@ -208,11 +244,8 @@ def train_dl(a):
     reference, expected = {}, {}
     for i, (name, _, dict_class, extra, read_as) in enumerate(plans):
         folder = os.path.join(save_dir, f"trainer_{i}")
-        kwargs = {"k": k} if "k" in extra and dict_class is not MatryoshkaBatchTopKSAE else {}
-        ae = dict_class.from_pretrained(os.path.join(folder, "ae.pt"), device="cpu", **kwargs)
-        with torch.no_grad():
-            codes = ae.encode(acts) if read_as != "batchtopk" else ae.encode(acts, use_threshold=True)
-            x_hat = ae.decode(codes)
+        saved_as, codes, x_hat = dl_codes(folder, acts)
+        assert saved_as == dict_class.__name__, (saved_as, dict_class)
         key = f"dl-{name}"
         reference[f"{key}.codes"], reference[f"{key}.x_hat"] = codes, x_hat
         expected[key] = {"folder": os.path.relpath(folder, a.out), "architecture": read_as,
@@ -231,14 +264,14 @@ def main():
         s.add_argument("--hook", default="blocks.1.hook_resid_pre")
         s.add_argument("--model-name", default="brown-gpt")
         s.add_argument("--context-size", type=int, default=24)
-    for cmd in ["load-saelens", "load-sparsify"]:
+    for cmd in ["load-saelens", "load-sparsify", "load-dl"]:
         s = sub.add_parser(cmd)
         s.add_argument("acts")
         s.add_argument("out")
         s.add_argument("dirs", nargs="+")
     a = p.parse_args()
     {"train-saelens": train_saelens, "train-sparsify": train_sparsify, "train-dl": train_dl,
-     "load-saelens": load_saelens, "load-sparsify": load_sparsify}[a.cmd](a)
+     "load-saelens": load_saelens, "load-sparsify": load_sparsify, "load-dl": load_dl}[a.cmd](a)
 
 
 if __name__ == "__main__":

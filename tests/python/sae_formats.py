@@ -318,6 +318,12 @@ def dl_encode_decode(d, x, margins=None):
     sd = {k: v for k, v in torch.load(os.path.join(d, "ae.pt")).items()}
     t = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
     chk = margins.check if margins is not None else (lambda *a: None)
+    if cls == "AutoEncoder":  # AutoEncoder.from_pretrained normalises the decoder by default
+        norms = t["decoder.weight"].norm(dim=0)
+        if not torch.allclose(norms, torch.ones_like(norms)):
+            t["decoder.weight"] = t["decoder.weight"] / norms
+            t["encoder.weight"] = t["encoder.weight"] * norms[:, None]
+            t["encoder.bias"] = t["encoder.bias"] * norms
     if cls in ("AutoEncoder", "AutoEncoderNew"):
         xin = x - t["bias"] if cls == "AutoEncoder" else x
         W = t["encoder.weight"].T

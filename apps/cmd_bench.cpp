@@ -6,6 +6,7 @@
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "core/files.h"
+#include "core/torch_version.h"
 #include "models/hooked_model.h"
 #include "models/model_bundle.h"
 
@@ -143,7 +144,8 @@ void register_bench(CLI::App& app) {
     json out = {{"matmul", {{"n", n}, {"gflops", gflops}, {"naive_gflops", flops / t_naive / 1e9},
                             {"speedup_over_naive", t_naive / t_blas}, {"max_abs_diff_vs_naive", max_diff},
                             {"fraction_of_peak", gflops / peak["peak_gflops"].get<double>()}}},
-                {"peak_estimate", peak}};
+                {"peak_estimate", peak},
+                {"libtorch", torch_version::libtorch_version()}};
     std::printf("matmul %lldx%lld: %.1f GFLOP/s = %.0f%% of an estimated %.0f GFLOP/s peak (%d threads)\n",
                 static_cast<long long>(n), static_cast<long long>(n), gflops,
                 100.0 * out["matmul"]["fraction_of_peak"].get<double>(), peak["peak_gflops"].get<double>(), threads);

@@ -3,6 +3,7 @@
 #include "apps/common.h"
 #include "core/files.h"
 #include "core/runtime.h"
+#include "core/torch_version.h"
 #include "sae/sae_bench.h"
 
 namespace saelab {
@@ -23,7 +24,8 @@ void register_bench_sae(CLI::App& app) {
     const double copies = options.topk_only ? 6.0 : 6.0 + 2 * 8.0;
     require_memory(4.0 * d_sae * (copies * d_in + 4.0 * static_cast<double>(options.batch)),
                    "bench-sae with --d-in " + std::to_string(options.d_in) + " --d-sae " + std::to_string(options.d_sae));
-    const json r = bench_sae_steps(options);
+    json r = bench_sae_steps(options);
+    r["libtorch"] = torch_version::libtorch_version();
     const std::string text = r.dump(2) + "\n";
     std::fputs(text.c_str(), stdout);
     if (!out.empty()) write_file_atomic(out, text);

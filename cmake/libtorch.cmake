@@ -10,13 +10,15 @@
 # The wheel is a CUDA build. Its own TorchConfig.cmake looks for a CUDA toolkit, so the CPU build
 # links the CPU half directly (libtorch_cpu, libc10); libtorch_cpu finds the CUDA runtime libraries
 # it names from the nvidia wheels through its own RUNPATH.
-set(SAELAB_LIBTORCH "debian" CACHE STRING "LibTorch to build against: debian (1.13, the default) or wheel (2.x)")
+set(SAELAB_LIBTORCH "wheel" CACHE STRING "LibTorch to build against: wheel (2.x, the default) or debian (1.13)")
 set_property(CACHE SAELAB_LIBTORCH PROPERTY STRINGS wheel debian)
 set(SAELAB_PEERS_PYTHON "" CACHE FILEPATH "python of the peers' environment (scripts/python-env)")
 set(SAELAB_TORCH_WHEEL_DIR "" CACHE PATH "the torch package folder of a torch wheel (found from SAELAB_PEERS_PYTHON when empty)")
 
+find_package(fmt REQUIRED)
 if(SAELAB_LIBTORCH STREQUAL "debian")
   find_package(Torch REQUIRED)
+  set(SAELAB_FMT fmt::fmt)
   if(Torch_VERSION AND NOT Torch_VERSION VERSION_LESS 2)
     message(FATAL_ERROR "SAELAB_LIBTORCH=debian found LibTorch ${Torch_VERSION} at ${Torch_DIR}, not Debian's 1.13")
   endif()
@@ -52,6 +54,9 @@ elseif(SAELAB_LIBTORCH STREQUAL "wheel")
   target_compile_definitions(saelab_libtorch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
   target_link_libraries(saelab_libtorch INTERFACE "${_dir}/lib/libtorch_cpu.so" "${_dir}/lib/libc10.so")
   set(TORCH_LIBRARIES saelab_libtorch)
+  # The wheel's include folder carries fmt 12's headers, found before Debian's (fmt 9): compile fmt
+  # from the headers that are found (header-only) instead of linking Debian's libfmt against them.
+  set(SAELAB_FMT fmt::fmt-header-only)
   set(SAELAB_TORCH_LIB_DIR "${_dir}/lib")
   message(STATUS "LibTorch ${Torch_VERSION} from the torch wheel at ${_dir}")
 else()

@@ -4,6 +4,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <csignal>
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -222,6 +225,29 @@ std::vector<std::string> Communicator::gather_bytes(const std::string& bytes, in
   return out;
 }
 
+// torchrun 2.x stops every other rank with SIGTERM as soon as one fails, before saelab's own
+// heartbeat check can name it; each stopped rank then says so in one line (the launcher's report
+// above it names the rank that failed). Only async-signal-safe calls in the handler.
+namespace {
+char g_sigterm_line[256];
+size_t g_sigterm_length = 0;
+
+void say_why_on_sigterm(const LaunchInfo& info) {
+  const int n = std::snprintf(g_sigterm_line, sizeof g_sigterm_line,
+                              "saelab: error: rank %d of %d: stopped by SIGTERM from the launcher (torchrun stops "
+                              "every rank when one fails; its report names that rank)\n",
+                              info.rank, info.world_size);
+  g_sigterm_length = n > 0 ? std::min(static_cast<size_t>(n), sizeof g_sigterm_line - 1) : 0;
+  struct sigaction action {};
+  action.sa_handler = [](int) {
+    [[maybe_unused]] const ssize_t written = ::write(2, g_sigterm_line, g_sigterm_length);
+    ::_exit(128 + SIGTERM);
+  };
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGTERM, &action, nullptr);
+}
+}  // namespace
+
 std::shared_ptr<Communicator> world_communicator() {
   static std::mutex mutex;
   static std::shared_ptr<Communicator> world;
@@ -272,6 +298,7 @@ std::shared_ptr<Communicator> world_communicator() {
     w.beat_store = beat;
   }
   g_world = &w;
+  say_why_on_sigterm(info);
   store->add(w.beat_key(info.rank), 1);
   w.heartbeat = std::thread([] {
     while (!g_world->stop) {

@@ -1,5 +1,7 @@
 #include "sae/trainer.h"
 
+#include "core/torch_version.h"
+
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -37,7 +39,7 @@ torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations) {
 namespace {
 
 torch::optim::AdamParamState& adam_state(torch::optim::Adam& optimizer, const torch::Tensor& p) {
-  const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
+  const auto key = torch_version::optimizer_state_key(p);
   auto& states = optimizer.state();
   if (states.count(key) == 0) {
     auto st = std::make_unique<torch::optim::AdamParamState>();

@@ -55,7 +55,7 @@ TEST(BundledModel, GivesTheSameLogitsInPythonAndMatchesAnIndependentReimplementa
                     std::string(static_cast<const char*>(logits.data_ptr()), logits.numel() * sizeof(float)));
   write_file_atomic(dir / "shape.json",
                     json{{"tokens", tokens.sizes().vec()}, {"logits", logits.sizes().vec()}, {"n_heads", 4}}.dump());
-  const auto r = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/check_gpt.py " +
+  const auto r = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/check_gpt.py " +
                                    dir.path().string());
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("layers 4;"), std::string::npos) << r.output;

@@ -14,7 +14,7 @@ namespace {
 struct HfModel {
   test::TempDir dir;
   HfModel() {
-    const auto r = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
+    const auto r = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
                                      dir.path().string() + " " + test::gpt2_dir());
     EXPECT_EQ(r.exit_code, 0) << r.output;
   }

@@ -133,7 +133,7 @@ TEST(Cli, AnUnknownCorpusIsRefused) {
 
 TEST(Cli, CapturesThenTrainsSaesIntoSaeLensDirectories) {
   test::TempDir dir;
-  const auto made = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
+  const auto made = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
                                       (dir / "model") + " " + test::gpt2_dir());
   ASSERT_EQ(made.exit_code, 0) << made.output;
   const auto cap = test::run_command(saelab("capture --model " + (dir / "model") +
@@ -261,7 +261,7 @@ namespace {
 // describes it, the independent truth model-init is checked against.
 TEST(ModelInit, ABareTracedModelGetsTheFolderThatDescribesIt) {
   test::TempDir dir;
-  const auto made = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
+  const auto made = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
                                       (dir / "made") + " " + test::gpt2_dir() + " 2>&1");
   ASSERT_EQ(made.exit_code, 0) << made.output;
   const std::string pt = dir / "made/model.pt";

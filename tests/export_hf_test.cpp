@@ -17,7 +17,7 @@ torch::Tensor read_bin(const std::string& path, torch::Dtype dtype, std::vector<
 
 TEST(ExportHf, WritesATracedModelAndModelJsonThatSaelabOpensHooksAndReadsLogitsFrom) {
   test::TempDir dir;
-  const auto made = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/export_tiny.py " +
+  const auto made = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/export_tiny.py " +
                                       (dir / "m") + " " + test::gpt2_dir());
   ASSERT_EQ(made.exit_code, 0) << made.output;
   LanguageModel lm = LanguageModel::open(dir / "m");

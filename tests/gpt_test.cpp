@@ -80,7 +80,7 @@ TEST(Gpt, SaveAndLoadGiveIdenticalLogitsInCppAndPython) {
   write_file_atomic(dir / "shape.json", json{{"tokens", tokens.sizes().vec()},
                                              {"logits", logits.sizes().vec()},
                                              {"n_heads", 4}}.dump());
-  const auto r = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/check_gpt.py " +
+  const auto r = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/check_gpt.py " +
                                    dir.path().string());
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("layers 2;"), std::string::npos) << r.output;

@@ -201,7 +201,7 @@ std::vector<float> read_floats(const std::string& path) {
 
 TEST(HookedModel, CapturesAHuggingFaceStyleTracedModelAsPyTorchComputesIt) {
   test::TempDir dir;
-  const auto made = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
+  const auto made = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/make_hf_gpt2.py " +
                                       dir.path().string() + " " + test::gpt2_dir());
   ASSERT_EQ(made.exit_code, 0) << made.output;
   const json shapes = load_json_file(dir / "shapes.json", "shapes");

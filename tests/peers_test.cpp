@@ -7,7 +7,6 @@
 #include "core/json_options.h"
 #include "core/safetensors.h"
 #include "tests/analysis_fixture.h"
-#include "tests/peers_python.h"  // SAELAB_PEERS_PYTHON, written by tests/CMakeLists.txt
 
 namespace saelab {
 namespace {
@@ -202,7 +201,7 @@ TEST(Peers, TheFormatFixturesReadInSaelabAsTheRealLibrariesReadThem) {
   Fixture& f = fixture();
   const std::string acts3 = dir / "acts3.safetensors";
   save_safetensors(acts3, {{"acts", R.acts.reshape({f.eval_set.tokens.size(0), -1, f.d()}).contiguous()}});
-  run_or_fail("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/sae_formats.py fixtures " + acts3 + " " +
+  run_or_fail(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/sae_formats.py fixtures " + acts3 + " " +
               (dir / "fx") + " --hook " + kHook + " --model-name m --context-size 24 --sparsify-hookpoint blocks.0 2>&1");
   const nlohmann::json layouts = load_json_file(dir / "fx/expected.json", "fixtures");
   std::map<std::string, std::vector<std::string>> by_library;  // peers.py command -> layout names

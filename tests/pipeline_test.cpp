@@ -76,7 +76,7 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
   // against the database by an independent reader (tests/python/neuronpedia_check.py).
   const auto np = test::run_command(saelab_cmd("export-neuronpedia " + out + "/features.sqlite " + (dir / "np") + " 2>&1"));
   ASSERT_EQ(np.exit_code, 0) << np.output;
-  const auto check = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/neuronpedia_check.py " +
+  const auto check = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/neuronpedia_check.py " +
                                        (dir / "np") + " " + out + "/features.sqlite 2>&1");
   EXPECT_EQ(check.exit_code, 0) << check.output;
   EXPECT_EQ(check.output.rfind("ok ", 0), 0u) << check.output;

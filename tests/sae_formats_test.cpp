@@ -17,7 +17,7 @@ using test::fixture;
 
 constexpr const char* kHook = "blocks.1.hook_resid_pre";
 
-std::string python_script() { return "/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/sae_formats.py"; }
+std::string python_script() { return SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/sae_formats.py"; }
 
 void run_or_fail(const std::string& command) {
   const test::CommandResult r = test::run_command(command);
@@ -349,7 +349,7 @@ TEST(SaeFormats, APickleThatNamesAnyOtherPythonObjectIsRefusedWithoutRunningIt) 
                    "os.makedirs('" + (dir / "legacy") + "')\n"
                    "torch.save({'W_enc': torch.zeros(2, 2)}, '" + (dir / "legacy/ae.pt") + "', "
                    "_use_new_zipfile_serialization=False)\n");
-  run_or_fail("/usr/bin/python3 " + (dir / "make.py") + " 2>&1");
+  run_or_fail(SAELAB_TEST_PYTHON " " + (dir / "make.py") + " 2>&1");
   EXPECT_THROWS_WITH(load_sae(dir / "evil"), "ae.pt", "holds a Python object of type 'posix.system'");
   EXPECT_FALSE(fs::exists(marker));
   EXPECT_THROWS_WITH(load_sae(dir / "int"), "ae.pt", "entry 'n' is the int 3, not a tensor");

@@ -47,7 +47,7 @@ TEST(Safetensors, FilesWeWriteLoadWithAPlainPythonReader) {
   const torch::Tensor bf = torch::randn({6}).to(torch::kBFloat16);
   const torch::Tensor i = torch::arange(10, torch::kInt64);
   save_safetensors(dir / "x.safetensors", {{"a", a}, {"h", h}, {"bf", bf}, {"i", i}}, {{"hook", "blocks.1.input"}});
-  const auto r = test::run_command("/usr/bin/python3 " SAELAB_SOURCE_DIR "/tests/python/read_safetensors.py " +
+  const auto r = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/read_safetensors.py " +
                                    (dir / "x.safetensors"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const json j = json::parse(r.output);

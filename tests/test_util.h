@@ -10,6 +10,7 @@
 
 #include "models/gpt.h"
 #include "models/model_bundle.h"
+#include "tests/test_config.h"  // SAELAB_PEERS_PYTHON, SAELAB_TEST_PYTHON, SAELAB_TORCHRUN (tests/CMakeLists.txt)
 
 namespace saelab::test {
 

@@ -153,10 +153,9 @@ def run(a):
                 cmd = [a.saelab, "train", "--store", store_root, "--hooks", hook, "--architectures", arch,
                        "--expansion", str(a.expansion), "--batch-size", str(a.batch), "--steps", str(a.steps),
                        "--lr", str(a.lr), "--lr-warmup-steps", "0", "--lr-decay-fraction", "0",
-                       "--l1-warmup-steps", "0", "--checkpoint-every", "1000000", "--threads", str(a.threads),
-                       "--out", out]
+                       "--l1-warmup-steps", "0", "--checkpoint-every", "1000000", "--out", out]
                 cmd += ["--k", str(a.k)] if arch == "topk" else ["--l1", str(a.l1)]
-                wall, rss = run_measured(cmd)
+                wall, rss = run_measured(cmd, env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
                 train_s = wall
                 folders = [os.path.join(out, hook, f) for f in os.listdir(os.path.join(out, hook))]
                 folder = next(f for f in folders if os.path.isfile(os.path.join(f, "cfg.json")))

@@ -37,9 +37,10 @@ os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 def read_rows(hook_dir, n):
     manifest = json.load(open(os.path.join(hook_dir, "manifest.json")))
     parts, have = [], 0
-    for name, rows in manifest["shards"]:
+    for shard in manifest["shards"]:
         if have >= n:
             break
+        name = shard["file"] if isinstance(shard, dict) else shard[0]
         parts.append(load_file(os.path.join(hook_dir, name))["acts"].float())
         have += parts[-1].shape[0]
     if have < n:
@@ -105,15 +106,17 @@ def child(a):
 
 # ------------------------------------------------------------------------------ the whole benchmark
 def run_measured(cmd, env=None):
-    """Runs cmd; returns (wall seconds, peak RSS in MB of that process)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    output = p.stdout.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        sys.exit("bench_peers: failed: " + " ".join(cmd) + "\n" + output.decode(errors="replace")[-3000:])
-    return wall, usage.ru_maxrss / 1024.0
+    """Runs cmd under GNU time; returns (wall seconds, peak RSS in MB of that process). GNU time
+    forks the command from its own small process: a child forked from this Python process would
+    count Python's resident pages in its peak."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        t0 = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file.name] + cmd, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, env=env)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            sys.exit("bench_peers: failed: " + " ".join(cmd) + "\n" + p.stdout.decode(errors="replace")[-3000:])
+        return wall, int(rss_file.read().split()[-1]) / 1024.0
 
 
 def evaluate(kind, folder, held):

@@ -117,19 +117,23 @@ TEST(Peers, EveryArchitectureSaelabWritesLoadsInSaeLensWithTheSameCodesAndMetada
   meta.hook_name = kHook;
   meta.context_size = 24;
   meta.dataset_path = "brown";
+  // Both layouts saelab writes: the default (v6 keys and v5's flat keys side by side) and --to saelens-v5.
   std::string dirs;
   for (const Sae& sae : saes) {
-    const std::string path = dir / architecture_name(sae.config().architecture);
-    save_sae(path, sae, meta, {}, SaeFormat::kSaeLens);
-    dirs += " " + path;
+    for (SaeFormat format : {SaeFormat::kSaeLens, SaeFormat::kSaeLensV5}) {
+      const std::string path = dir / (std::string(architecture_name(sae.config().architecture)) + "-" + format_name(format));
+      save_sae(path, sae, meta, {}, format);
+      dirs += " " + path;
+    }
   }
   run_or_fail(peers("load-saelens " + R.file + " " + (dir / "out") + dirs));
   const PeerOutput p(dir / "out");
   torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < saes.size(); ++i) {
-    const Sae& sae = saes[i];
-    SCOPED_TRACE(architecture_name(sae.config().architecture));
-    const nlohmann::json& e = p.expected[std::to_string(i)];
+  for (size_t j = 0; j < 2 * saes.size(); ++j) {
+    const Sae& sae = saes[j / 2];
+    const std::string i = std::to_string(j);
+    SCOPED_TRACE(p.expected[i]["folder"].get<std::string>());
+    const nlohmann::json& e = p.expected[i];
     // BatchTopK and Matryoshka BatchTopK are written as SAELens saves them for inference: JumpReLU.
     EXPECT_EQ(e["architecture"], uses_batch_topk(sae.config().architecture) ? "jumprelu"
                                                                             : architecture_name(sae.config().architecture));
@@ -142,8 +146,8 @@ TEST(Peers, EveryArchitectureSaelabWritesLoadsInSaeLensWithTheSameCodesAndMetada
     const double l0 = (want != 0).sum().item<double>() / R.acts.size(0);
     EXPECT_GT(l0, 1.0);
     EXPECT_LT(l0, 400.0);
-    expect_same_codes(p.reference.at(std::to_string(i) + ".codes"), want);
-    expect_same_values(p.reference.at(std::to_string(i) + ".x_hat"), sae.decode(want));
+    expect_same_codes(p.reference.at(i + ".codes"), want);
+    expect_same_values(p.reference.at(i + ".x_hat"), sae.decode(want));
   }
 }
 

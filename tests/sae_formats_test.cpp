@@ -154,7 +154,9 @@ SaeMetadata metadata() {
   return m;
 }
 
-TEST(SaeFormats, SaelabFoldersLoadInSaeLensV6WithTheirMetadataAndInV5) {
+// SAELens v5's loader is replayed (sae-lens 5.x does not install beside the peers' environment);
+// SAELens v6 reads the same folders for real in peers_test.cpp.
+TEST(SaeFormats, SaelabFoldersLoadInAReplayOfSaeLensV5sLoaderWithTheirMetadata) {
   test::TempDir dir;
   const int64_t d = 32;
   const std::vector<Sae> saes = one_of_each(d, 48);
@@ -178,9 +180,8 @@ TEST(SaeFormats, SaelabFoldersLoadInSaeLensV6WithTheirMetadataAndInV5) {
   for (size_t i = 0; i < written.size(); ++i) {
     SCOPED_TRACE(written[i]);
     const Sae& sae = saes[i / 2];
-    const bool combined = i % 2 == 0;
     const torch::Tensor want = sae.encode(x);
-    for (const char* version : {"v6", "v5"}) {
+    for (const char* version : {"v5"}) {
       SCOPED_TRACE(version);
       const nlohmann::json& v = seen[i][version];
       ASSERT_FALSE(v.contains("refused")) << v.dump();
@@ -192,18 +193,12 @@ TEST(SaeFormats, SaelabFoldersLoadInSaeLensV6WithTheirMetadataAndInV5) {
       const std::string key = std::to_string(i) + "." + version;
       EXPECT_TRUE(same_values(codes.at(key + ".codes"), want));
       EXPECT_TRUE(same_values(codes.at(key + ".x_hat"), sae.decode(want)));
-      // v6 reads the nested metadata of the combined file, and rebuilds it from the flat keys of a v5 one.
       const nlohmann::json& m = v["metadata"];
       EXPECT_EQ(m["hook_name"], kHook);
       EXPECT_EQ(m["model_name"], "brown-gpt");
       EXPECT_EQ(m["context_size"], 24);
       EXPECT_EQ(m["dataset_path"], "brown");
-      if (std::string(version) == "v6" && combined) {
-        EXPECT_EQ(m["sae_lens_version"], "6.18.0");
-      }
-      if (std::string(version) == "v5") {
-        EXPECT_EQ(m["hook_layer"], 1);
-      }
+      EXPECT_EQ(m["hook_layer"], 1);
     }
   }
 }

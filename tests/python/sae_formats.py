@@ -15,9 +15,9 @@ float64.
       decision of any code (a ReLU, a threshold, the k-th versus the (k+1)-th value) lies within
       float32 rounding of its boundary, so a float32 reader must give the same codes.
   sae_formats.py replay ACTS OUT DIR...
-      Loads each SAE folder as SAELens v6 and as SAELens v5 load it (a replay of their loaders:
-      version rules, required keys, strict tensors), encodes ACTS, and writes OUT.safetensors
-      ("<i>.v6.codes", "<i>.v5.codes") and OUT.json (per folder: what each version saw, or why it
+      Loads each SAE folder as SAELens v5 loads it (a replay of its loader: version rules, required
+      keys, strict tensors; v6 is checked with SAELens itself in tests/peers_test.cpp), encodes ACTS,
+      and writes OUT.safetensors ("<i>.v5.codes") and OUT.json (per folder: what v5 saw, or why it
       refused the folder).
 """
 import json
@@ -607,7 +607,7 @@ def replay(acts_path, out, dirs):
     codes, seen = {}, []
     for i, d in enumerate(dirs):
         entry = {"dir": d}
-        for version, load in (("v6", saelens_v6_load), ("v5", saelens_v5_load)):
+        for version, load in (("v5", saelens_v5_load),):
             try:
                 s = load(d)
                 f = saelens_encode(s, x)

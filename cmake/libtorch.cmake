@@ -15,7 +15,6 @@ set_property(CACHE SAELAB_LIBTORCH PROPERTY STRINGS wheel debian)
 set(SAELAB_PEERS_PYTHON "" CACHE FILEPATH "python of the peers' environment (scripts/python-env)")
 set(SAELAB_TORCH_WHEEL_DIR "" CACHE PATH "the torch package folder of a torch wheel (found from SAELAB_PEERS_PYTHON when empty)")
 
-find_package(fmt REQUIRED)
 if(SAELAB_LIBTORCH STREQUAL "debian")
   find_package(Torch REQUIRED)
   set(SAELAB_FMT fmt::fmt)
@@ -56,8 +55,7 @@ elseif(SAELAB_LIBTORCH STREQUAL "wheel")
   set(TORCH_LIBRARIES saelab_libtorch)
   # The wheel's include folder carries fmt 12's headers, found before Debian's (fmt 9): compile fmt
   # from the headers that are found (header-only) instead of linking Debian's libfmt against them.
-  set(SAELAB_FMT fmt::fmt-header-only)
-  set(SAELAB_TORCH_LIB_DIR "${_dir}/lib")
+  set(SAELAB_FMT fmt::fmt-header-only)  # the targets of find_package(fmt), in CMakeLists.txt
   message(STATUS "LibTorch ${Torch_VERSION} from the torch wheel at ${_dir}")
 else()
   message(FATAL_ERROR "SAELAB_LIBTORCH must be wheel or debian (got '${SAELAB_LIBTORCH}')")

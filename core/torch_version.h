@@ -17,7 +17,7 @@ inline void* optimizer_state_key(const torch::Tensor& p) { return p.unsafeGetTen
 inline std::string optimizer_state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 #endif
 
-/// "1.13.1" or "2.11.0": the LibTorch saelab was built against (saelab --version and benchmark files).
+/// "1.13.0" or "2.11.0", as the headers say: the LibTorch saelab was built against (bench, bench-sae).
 inline std::string libtorch_version() { return TORCH_VERSION; }
 
 }  // namespace saelab::torch_version

@@ -22,7 +22,6 @@ Trainer uses when bitsandbytes is absent).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile

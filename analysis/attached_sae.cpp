@@ -34,7 +34,7 @@ std::vector<AttachedSae> attach_saes(LanguageModel& lm, HookedModel& hooked, con
     TORCH_CHECK(!hook_name.empty(), "SAE '", dir, "' names no hook point (", a.loaded.format,
                 " files do not always record one); give it one with `saelab convert ", dir, " OUT --hook NAME`");
     try {
-      a.hook = hooked.resolve(hook_name);
+      a.hook = hooked.preferred_name(hook_name);
     } catch (const c10::Error& e) {
       // Other libraries name hooks relative to the model's base module (sparsify's h.6 for
       // transformer.h.6): a single hook point ending in ".<name>" is that one.
@@ -47,7 +47,7 @@ std::vector<AttachedSae> attach_saes(LanguageModel& lm, HookedModel& hooked, con
       }
       TORCH_CHECK(matches.size() == 1, "SAE '", dir, "' was trained at hook '", hook_name, "', which model '",
                   lm.info().name, "' does not have: ", e.msg());
-      a.hook = matches.front();
+      a.hook = hooked.preferred_name(matches.front());
     }
     const std::string& sha = a.loaded.metadata.model_sha256;
     if (!sha.empty() && !allow_other_model) {

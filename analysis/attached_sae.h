@@ -13,7 +13,7 @@ namespace saelab {
 struct AttachedSae {
   std::string name;  ///< "<parent folder>/<SAE folder>" (in a training run: "<hook>/<SAE name>")
   std::string dir;
-  std::string hook;  ///< resolved hook point of the model
+  std::string hook;  ///< the hook the SAE reads, by its preferred name (HookedModel::preferred_name)
   LoadedSae loaded;
 
   const Sae& sae() const { return loaded.sae; }

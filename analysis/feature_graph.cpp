@@ -23,7 +23,7 @@ std::vector<AttachedSae> graph_chain(const HookedModel& hooked, const std::vecto
   }
   TORCH_CHECK(!chain.empty(), "graph name '", chosen, "' names no SAE");
   std::sort(chain.begin(), chain.end(),
-            [&](const AttachedSae& a, const AttachedSae& b) { return order.at(a.hook) < order.at(b.hook); });
+            [&](const AttachedSae& a, const AttachedSae& b) { return order.at(hooked.resolve(a.hook)) < order.at(hooked.resolve(b.hook)); });
   return chain;
 }
 

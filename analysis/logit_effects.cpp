@@ -24,6 +24,7 @@ Unembedding find_unembedding(LanguageModel& lm) {
 Unembedding unembedding_from(const std::map<std::string, torch::Tensor>& params, const nlohmann::json& l,
                              int64_t vocab, const std::string& model) {
   std::string ln_name, un_name, norm;
+  double softcap = 0;
   if (!l.is_null()) {
     TORCH_CHECK(l.is_object(), "model.json logit_lens must be an object (got ", l.type_name(), ")");
     auto text = [&](const char* key) -> std::string {
@@ -40,6 +41,11 @@ Unembedding unembedding_from(const std::map<std::string, torch::Tensor>& params,
                 "', which the model has no parameter called");
     TORCH_CHECK(norm.empty() || norm == "layernorm" || norm == "rmsnorm" || norm == "rmsnorm_plus_one" || norm == "none",
                 "model.json logit_lens.norm must be layernorm, rmsnorm, rmsnorm_plus_one or none (got '", norm, "')");
+    if (l.contains("softcap") && !l.at("softcap").is_null()) {
+      TORCH_CHECK(l.at("softcap").is_number() && l.at("softcap").get<double>() > 0,
+                  "model.json logit_lens.softcap must be a positive number (got ", l.at("softcap").dump(), ")");
+      softcap = l.at("softcap").get<double>();
+    }
   }
   auto find = [&](std::initializer_list<const char*> suffixes) -> std::string {
     for (const char* suf : suffixes) {
@@ -58,6 +64,7 @@ Unembedding unembedding_from(const std::map<std::string, torch::Tensor>& params,
     ln_name = find({"ln_final.weight", "ln_f.weight", "final_layer_norm.weight", "norm.weight"});
   }
   Unembedding u;
+  u.softcap = softcap;
   u.unembed_name = un_name;
   u.ln_name = ln_name;
   torch::Tensor W = params.at(un_name).to(torch::kFloat32);
@@ -72,6 +79,8 @@ Unembedding unembedding_from(const std::map<std::string, torch::Tensor>& params,
     return u;
   }
   const torch::Tensor w = params.at(ln_name).to(torch::kFloat32);
+  const std::string bias_name = ln_name.substr(0, ln_name.size() - std::string("weight").size()) + "bias";
+  if (ends_with(ln_name, "weight") && params.count(bias_name)) u.ln_bias = params.at(bias_name).to(torch::kFloat32);
   TORCH_CHECK(w.dim() == 1 && w.size(0) == u.W_U.size(0), "final norm '", ln_name, "' of shape ", w.sizes(),
               " does not match the unembedding's d_model ", u.W_U.size(0));
   if (norm.empty()) {
@@ -87,6 +96,15 @@ Unembedding unembedding_from(const std::map<std::string, torch::Tensor>& params,
   u.centre = norm == "layernorm";
   u.ln_weight = norm == "rmsnorm_plus_one" ? w + 1.0 : w;
   return u;
+}
+
+torch::Tensor logit_lens(const Unembedding& u, const torch::Tensor& normalized) {
+  torch::Tensor h = normalized.to(torch::kFloat32);
+  if (u.ln_weight.defined()) h = h * u.ln_weight;
+  if (u.ln_bias.defined()) h = h + u.ln_bias;
+  torch::Tensor z = torch::matmul(h, u.W_U);
+  if (u.softcap > 0) z = torch::tanh(z / u.softcap) * u.softcap;
+  return z;
 }
 
 torch::Tensor feature_logit_effects(const Sae& sae, const Unembedding& u, const torch::Tensor& features) {

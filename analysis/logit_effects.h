@@ -26,12 +26,19 @@ struct Unembedding {
   torch::Tensor ln_weight;  // [d_model] the final norm's effective gain γ (w, or 1 + w for rmsnorm_plus_one; undefined without a norm)
   bool centre = true;       // LayerNorm subtracts the mean (RMSNorm does not)
   std::string norm = "none";  // "layernorm", "rmsnorm", "rmsnorm_plus_one" or "none"
+  torch::Tensor ln_bias;    // [d_model] the final norm's bias β (undefined when it has none)
   torch::Tensor W_U;        // [d_model, vocab]
+  double softcap = 0;       // final logit softcapping c: logits = c·tanh(z / c) (Gemma 2); 0: none
   std::string ln_name, unembed_name;
 };
 
+/// The model's logits from the final norm's normalised input x̂ [..., d_model] (TransformerLens'
+/// ln_final.hook_normalized): softcap((x̂ ⊙ γ + β) W_U) → [..., vocab]. At the last layer this is
+/// the model's own output, which is how the norm conventions are checked.
+torch::Tensor logit_lens(const Unembedding& u, const torch::Tensor& normalized);
+
 /// Finds the final norm and the unembedding among the model's parameters: model.json
-/// "logit_lens": {"final_norm": name, "unembed": name, "norm": type} when given, else the usual
+/// "logit_lens": {"final_norm": name, "unembed": name, "norm": type, "softcap": c} when given, else the usual
 /// names (ln_final / ln_f / final_layer_norm / norm, and unembed / lm_head / W_U / a tied
 /// embedding). The norm type is "layernorm", "rmsnorm", "rmsnorm_plus_one" (Gemma: x̂ · (1 + w)) or
 /// "none"; unnamed, it is inferred only when unambiguous: a final norm with a bias is a LayerNorm.

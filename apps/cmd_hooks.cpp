@@ -47,7 +47,8 @@ void register_hooks(CLI::App& app) {
     }
     std::map<std::string, std::string> alias_of;
     for (auto it = hooked.aliases().begin(); it != hooked.aliases().end(); ++it) {
-      alias_of[it.value().get<std::string>()] += " " + it.key();
+      const HookTarget t = hooked.target(it.key());
+      alias_of[t.point] += " " + it.key() + (t.computed() ? " (normalized: " + t.normalize + ")" : "");
     }
     std::printf("%zu hook points of %s (sample input [1, %lld]):\n", hooked.hook_points().size(), name.c_str(),
                 static_cast<long long>(T));

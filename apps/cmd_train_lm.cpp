@@ -84,7 +84,7 @@ void register_train_lm(CLI::App& app) {
     info.context_length = model.context_length;
     info.vocab_size = model.vocab_size;
     info.tokenizer = tokenizer.describe();
-    info.hook_aliases = residual_aliases("blocks.", model.n_layers);
+    info.hook_aliases = gpt_hook_aliases(model.n_layers);
     info.extra["architecture"] = model.to_json();
     info.extra["architecture"]["kind"] = "saelab-gpt (pre-LN, learned positions, tanh-GELU, tied embeddings)";
     info.extra["training"] = train.to_json();

@@ -13,6 +13,7 @@
 set(SAELAB_LIBTORCH "wheel" CACHE STRING "LibTorch to build against: wheel (2.x, the default) or debian (1.13)")
 set_property(CACHE SAELAB_LIBTORCH PROPERTY STRINGS wheel debian)
 set(SAELAB_PEERS_PYTHON "" CACHE FILEPATH "python of the peers' environment (scripts/python-env)")
+set(SAELAB_MODELS_PYTHON "" CACHE FILEPATH "python of the model families' environment (scripts/python-env models)")
 set(SAELAB_TORCH_WHEEL_DIR "" CACHE PATH "the torch package folder of a torch wheel (found from SAELAB_PEERS_PYTHON when empty)")
 
 if(SAELAB_LIBTORCH STREQUAL "debian")

@@ -30,6 +30,21 @@ void CaptureOptions::validate() const {
   parse_split(split);
 }
 
+// The names a capture records (stores, SAE folders, cfg.json hook_name): each as the user gave it,
+// or a hook point under its TransformerLens alias; two names of one activation are refused.
+static std::vector<std::string> hook_names(const HookedModel& hooked, const std::vector<std::string>& given) {
+  std::vector<std::string> names;
+  for (const auto& h : given) {
+    const std::string name = hooked.preferred_name(h);
+    for (const auto& other : names) {
+      TORCH_CHECK(!hooked.same_hook(other, name), "hooks '", other, "' and '", h, "' name the same activation (",
+                  hooked.resolve(h), "); give it once");
+    }
+    names.push_back(name);
+  }
+  return names;
+}
+
 std::string hook_folder(const std::string& hook) {
   check_path_name(hook, "hook point '" + hook + "' (its activations' folder name)");
   return hook;
@@ -164,8 +179,7 @@ CaptureResult capture_activations(LanguageModel& lm, const CaptureOptions& optio
               lm.info().context_length, ")");
   TORCH_CHECK(T >= 2, "context_length must be at least 2 (got ", T, ")");
   HookedModel hooked(lm.module(), lm.info().hook_aliases);
-  std::vector<std::string> points;
-  for (const auto& h : options.hooks) points.push_back(hooked.resolve(h));
+  const std::vector<std::string> points = hook_names(hooked, options.hooks);
 
   for (const auto& p : points) hook_folder(p);
   // Under torchrun every process runs the same plan of contexts and writes the shards of its own
@@ -359,7 +373,7 @@ class ModelStream final : public ActivationStream {
                 lm.info().context_length, ")");
     TORCH_CHECK(T_ >= 2, "context_length must be at least 2 (got ", T_, ")");
     first_ = plan_.include_bos ? 0 : 1;
-    for (const auto& h : plan_.hooks) points_.push_back(hooked_.resolve(h));
+    points_ = hook_names(hooked_, plan_.hooks);
     corpus_.emplace(open_corpus(plan_.corpus, cache_dir));
     docs_ = split_documents(*corpus_, parse_split(plan_.split));
     TORCH_CHECK(!docs_.empty(), "corpus '", plan_.corpus, "' has no documents in the ", plan_.split, " split");

@@ -33,6 +33,28 @@ GptConfig GptConfig::from_json(const nlohmann::json& j, const std::string& where
   return c;
 }
 
+nlohmann::json gpt_hook_aliases(int64_t n_layers) {
+  // Every LayerNorm here is torch.layer_norm with eps 1e-5 (layer_norm below).
+  auto normalized = [](const std::string& norm) {
+    return nlohmann::json{{"point", norm + ".input"}, {"normalize", "layernorm"}, {"eps", 1e-5}};
+  };
+  nlohmann::json a = nlohmann::json::object();
+  for (int64_t i = 0; i < n_layers; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    a[b + "hook_resid_pre"] = b + "input";
+    a[b + "hook_resid_mid"] = b + "ln2.input";
+    a[b + "hook_resid_post"] = b + "output";
+    a[b + "hook_attn_out"] = b + "attn.output";
+    a[b + "hook_mlp_out"] = b + "mlp.output";
+    a[b + "ln1.hook_normalized"] = normalized(b + "ln1");
+    a[b + "ln2.hook_normalized"] = normalized(b + "ln2");
+  }
+  a["hook_embed"] = "embed.output";
+  a["hook_pos_embed"] = "pos_embed.output";
+  a["ln_final.hook_normalized"] = normalized("ln_final");
+  return a;
+}
+
 namespace {
 
 using torch::jit::Module;

@@ -43,6 +43,12 @@ struct GptConfig {
   static GptConfig from_json(const nlohmann::json& j, const std::string& where);
 };
 
+/// The TransformerLens hook names of this model's tensors, for model.json "hook_aliases":
+/// blocks.{i}.hook_resid_pre / _mid / _post, hook_attn_out, hook_mlp_out, ln1 / ln2
+/// .hook_normalized (computed from the norms' inputs), hook_embed, hook_pos_embed and
+/// ln_final.hook_normalized.
+nlohmann::json gpt_hook_aliases(int64_t n_layers);
+
 /// Builds a freshly initialised model (GPT-2 initialisation: N(0, 0.02), residual output
 /// projections scaled by 1/sqrt(2 n_layers)). Parameters require grad.
 torch::jit::Module build_gpt(const GptConfig& config, uint64_t seed);

@@ -75,7 +75,35 @@ void hook_output(Graph& g, Value* out, const std::string& name) {
   unpack->replaceInput(0, out);
 }
 
+HookTarget parse_alias(const std::string& name, const nlohmann::json& v) {
+  if (v.is_string()) return HookTarget{v.get<std::string>(), "", 0};
+  TORCH_CHECK(v.is_object() && v.contains("point") && v["point"].is_string(), "hook alias '", name,
+              "' must name a hook point, or be {\"point\": P, \"normalize\": \"layernorm\"|\"rmsnorm\", \"eps\": E}");
+  HookTarget t{v["point"].get<std::string>(), "", 0};
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    TORCH_CHECK(it.key() == "point" || it.key() == "normalize" || it.key() == "eps", "hook alias '", name,
+                "' has an unknown field '", it.key(), "' (point, normalize, eps)");
+  }
+  TORCH_CHECK(v.contains("normalize") && v["normalize"].is_string() &&
+                  (v["normalize"] == "layernorm" || v["normalize"] == "rmsnorm"),
+              "hook alias '", name, "': normalize must be \"layernorm\" or \"rmsnorm\"");
+  TORCH_CHECK(v.contains("eps") && v["eps"].is_number() && v["eps"].get<double>() > 0 && v["eps"].get<double>() < 1,
+              "hook alias '", name, "': eps must be a number in (0, 1)");
+  t.normalize = v["normalize"].get<std::string>();
+  t.eps = v["eps"].get<double>();
+  return t;
+}
+
 }  // namespace
+
+torch::Tensor HookTarget::apply(const torch::Tensor& x) const {
+  if (!computed()) return x;
+  // In float32 at least, as the families' norms compute (HF's RMSNorm upcasts).
+  torch::Tensor h = x.dtype() == torch::kFloat64 ? x : x.to(torch::kFloat32);
+  if (normalize == "layernorm") h = h - h.mean(-1, true);
+  const torch::Tensor scale = (h.pow(2).mean(-1, true) + eps).sqrt();
+  return (h / scale).to(x.dtype());
+}
 
 HookedModel::HookedModel(torch::jit::Module module, nlohmann::json aliases)
     : module_(std::move(module)), aliases_(std::move(aliases)) {
@@ -123,22 +151,42 @@ HookedModel::HookedModel(torch::jit::Module module, nlohmann::json aliases)
   };
   collect(graph_->block());
   function_ = std::make_unique<torch::jit::GraphFunction>("saelab_hooked_forward", graph_, nullptr);
+  TORCH_CHECK(aliases_.is_object(), "hook aliases must be an object of name -> hook point");
   for (auto it = aliases_.begin(); it != aliases_.end(); ++it) {
-    TORCH_CHECK(it.value().is_string(), "hook alias '", it.key(), "' must name a hook point");
-    TORCH_CHECK(seen.count(it.value().get<std::string>()), "hook alias '", it.key(), "' names '",
-                it.value().get<std::string>(), "', which is not a hook point of this model");
+    HookTarget t = parse_alias(it.key(), it.value());
+    TORCH_CHECK(seen.count(t.point), "hook alias '", it.key(), "' names '", t.point,
+                "', which is not a hook point of this model");
+    targets_[it.key()] = std::move(t);
   }
 }
 
-std::string HookedModel::resolve(const std::string& name) const {
-  if (std::find(points_.begin(), points_.end(), name) != points_.end()) return name;
-  auto it = aliases_.find(name);
-  if (it != aliases_.end()) return it.value().get<std::string>();
+HookTarget HookedModel::target(const std::string& name) const {
+  if (std::find(points_.begin(), points_.end(), name) != points_.end()) return HookTarget{name, "", 0};
+  auto it = targets_.find(name);
+  if (it != targets_.end()) return it->second;
   std::vector<std::string> all = points_;
   for (auto a = aliases_.begin(); a != aliases_.end(); ++a) all.push_back(a.key());
   std::string hint;
   for (const auto& c : closest_names(name, all)) hint += (hint.empty() ? "" : ", ") + c;
   TORCH_CHECK(false, "unknown hook point '", name, "' (closest: ", hint, "; `saelab hooks MODEL` lists them all)");
+}
+
+std::string HookedModel::preferred_name(const std::string& name) const {
+  const HookTarget t = target(name);
+  if (targets_.count(name)) return name;
+  // The TransformerLens-style alias of a plain point: blocks.{i}.hook_* first, then any other.
+  std::string best;
+  for (const auto& [alias, at] : targets_) {
+    if (at.computed() || at.point != t.point) continue;
+    const bool tl = alias.rfind("blocks.", 0) == 0 && alias.find(".hook_") != std::string::npos;
+    if (best.empty() || (tl && !(best.rfind("blocks.", 0) == 0 && best.find(".hook_") != std::string::npos))) best = alias;
+  }
+  return best.empty() ? name : best;
+}
+
+bool HookedModel::same_hook(const std::string& a, const std::string& b) const {
+  const HookTarget x = target(a), y = target(b);
+  return x.point == y.point && x.normalize == y.normalize && x.eps == y.eps;
 }
 
 c10::IValue HookedModel::forward(const torch::Tensor& tokens) {
@@ -183,13 +231,21 @@ HookScope::HookScope(const HookedModel& model) : model_(model) {
 HookScope::~HookScope() { t_active_scope = nullptr; }
 
 void HookScope::add_hook(const std::string& point, HookFn fn) {
-  hooks_[model_.resolve(point)].push_back(std::move(fn));
+  const HookTarget t = model_.target(point);
+  TORCH_CHECK(!t.computed(), "hook '", point, "' is computed from ", t.point, " (", t.normalize,
+              " without its weight); it can be captured but not replaced or steered");
+  hooks_[t.point].push_back(std::move(fn));
+}
+
+// Captures of a computed name are kept under "<point>|<normalize>|<eps>", apart from the point's own.
+static std::string capture_key(const HookTarget& t) {
+  return t.computed() ? t.point + "|" + t.normalize + "|" + std::to_string(t.eps) : t.point;
 }
 
 void HookScope::capture(const std::string& point) {
-  const std::string resolved = model_.resolve(point);
-  hooks_[resolved].push_back([this, resolved](const torch::Tensor& x) {
-    captured_[resolved] = x.detach().clone();
+  const HookTarget t = model_.target(point);
+  hooks_[t.point].push_back([this, t](const torch::Tensor& x) {
+    captured_[capture_key(t)] = t.computed() ? t.apply(x.detach()) : x.detach().clone();
     return x;
   });
 }
@@ -205,8 +261,7 @@ void HookScope::add(const std::string& point, const torch::Tensor& vector) {
 }
 
 const torch::Tensor& HookScope::captured(const std::string& point) const {
-  const std::string resolved = model_.resolve(point);
-  auto it = captured_.find(resolved);
+  auto it = captured_.find(capture_key(model_.target(point)));
   TORCH_CHECK(it != captured_.end(), "nothing was captured at '", point, "' (capture it before the forward pass)");
   return it->second;
 }

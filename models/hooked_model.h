@@ -26,6 +26,19 @@ namespace saelab {
 /// tensor that flows on. Returning the argument leaves the model unchanged.
 using HookFn = std::function<torch::Tensor(const torch::Tensor&)>;
 
+/// Where a hook name reads. Most names are a hook point or an alias of one; an alias may also be
+/// computed at a point: TransformerLens' `ln2.hook_normalized` is the norm's input centred
+/// (LayerNorm) and divided by its scale, before the weight, which no module returns, so it is read
+/// from `<norm>.input`. A computed name can be captured but not replaced or steered.
+struct HookTarget {
+  std::string point;      ///< the hook point the activation is taken at
+  std::string normalize;  ///< "" (the activation itself), "layernorm" or "rmsnorm"
+  double eps = 0;         ///< the norm's epsilon, when normalize is set
+  bool computed() const { return !normalize.empty(); }
+  /// The activation this target names, from the tensor at `point` [..., d].
+  torch::Tensor apply(const torch::Tensor& x) const;
+};
+
 /// Activations captured in one forward pass, by the names they were asked for.
 struct ActivationCache {
   std::map<std::string, torch::Tensor> activations;  // name → [batch, pos, d] (whatever the module passes)
@@ -36,15 +49,25 @@ struct ActivationCache {
 class HookedModel {
  public:
   /// Builds the hooked graph of `module.forward`. `aliases` maps extra names to hook points
-  /// (model.json "hook_aliases", e.g. blocks.0.hook_resid_pre → blocks.0.input).
+  /// (model.json "hook_aliases", e.g. blocks.0.hook_resid_pre → blocks.0.input), or to computed
+  /// targets ({"point": "blocks.0.ln2.input", "normalize": "layernorm", "eps": 1e-5}).
   explicit HookedModel(torch::jit::Module module, nlohmann::json aliases = nlohmann::json::object());
 
   /// Hook points in the order the forward pass reaches them.
   const std::vector<std::string>& hook_points() const { return points_; }
   const nlohmann::json& aliases() const { return aliases_; }
 
-  /// Resolves an alias or point name; an unknown name is an error listing the closest valid names.
-  std::string resolve(const std::string& name) const;
+  /// Resolves an alias or point name to its hook point; an unknown name is an error listing the
+  /// closest valid names.
+  std::string resolve(const std::string& name) const { return target(name).point; }
+  /// What `name` reads (a point, or a computed alias); an unknown name is an error as in resolve.
+  HookTarget target(const std::string& name) const;
+  /// The name artifacts record for `name`: an alias as given; a hook point under its
+  /// TransformerLens-style alias when it has one (blocks.2.input → blocks.2.hook_resid_pre); else
+  /// the point. Throws on an unknown name.
+  std::string preferred_name(const std::string& name) const;
+  /// True when two names (points or aliases) read the same activation.
+  bool same_hook(const std::string& a, const std::string& b) const;
 
   /// Runs the hooked forward pass (hooks of the thread's active HookScope apply).
   c10::IValue forward(const torch::Tensor& tokens);
@@ -71,6 +94,7 @@ class HookedModel {
   std::unique_ptr<torch::jit::GraphFunction> function_;
   std::vector<std::string> points_;
   nlohmann::json aliases_;
+  std::map<std::string, HookTarget> targets_;  // alias → target
 };
 
 /// Installs hooks on the calling thread for its lifetime. Not copyable; scopes do not nest.

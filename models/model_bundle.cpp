@@ -62,7 +62,8 @@ ModelInfo ModelInfo::from_json(const nlohmann::json& j, const std::string& where
   if (f.allow("hook_aliases") != nullptr) {
     TORCH_CHECK(j["hook_aliases"].is_object(), where, ": hook_aliases must be an object of name -> hook point");
     for (auto it = j["hook_aliases"].begin(); it != j["hook_aliases"].end(); ++it) {
-      TORCH_CHECK(it.value().is_string(), where, ": hook_aliases.", it.key(), " must be a string");
+      TORCH_CHECK(it.value().is_string() || it.value().is_object(), where, ": hook_aliases.", it.key(),
+                  " must be a hook point name or a computed target object");
     }
     m.hook_aliases = j["hook_aliases"];
   }

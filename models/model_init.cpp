@@ -1,5 +1,7 @@
 #include "models/model_init.h"
 
+#include "models/tl_aliases.h"
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -9,6 +11,7 @@
 #include "core/files.h"
 #include "core/staged_folder.h"
 #include "models/hooked_model.h"
+#include "models/tl_aliases.h"
 
 namespace saelab {
 
@@ -158,10 +161,19 @@ ModelInitResult init_model_folder(const ModelInitOptions& o) {
   }
   if (most > 0) {
     info.n_layers = static_cast<int64_t>(most);
-    info.hook_aliases = residual_aliases(prefix, info.n_layers);
+    info.hook_aliases = transformer_lens_aliases(hooked.hook_points(), prefix, info.n_layers);
+    // A parallel block (GPT-NeoX) feeds its MLP norm the block's input: no resid_mid there.
+    for (int64_t i = 0; i < info.n_layers; ++i) {
+      const std::string mid = "blocks." + std::to_string(i) + ".hook_resid_mid";
+      if (!info.hook_aliases.contains(mid)) continue;
+      const torch::Tensor& x = cache[prefix + std::to_string(i) + ".input"];
+      const torch::Tensor& m = cache[info.hook_aliases[mid].get<std::string>()];
+      if (x.sizes() == m.sizes() && torch::equal(x, m)) info.hook_aliases.erase(mid);
+    }
     r.inferred.push_back("n_layers " + std::to_string(info.n_layers) + ": the blocks " + prefix + "0.." + prefix +
                          std::to_string(info.n_layers - 1) + " take and return [1, T, " + std::to_string(info.d_model) +
-                         "]; aliases blocks.{i}.hook_resid_pre/_post name their input and output");
+                         "]; " + std::to_string(info.hook_aliases.size()) +
+                         " TransformerLens aliases (blocks.{i}.hook_resid_pre, ...) from their submodules' names");
   } else {
     r.not_inferred.push_back("n_layers and the residual aliases: no numbered module list carries [1, T, d_model]; "
                              "n_layers is 0 and hook_aliases empty (name hook points as `saelab hooks` lists them)");

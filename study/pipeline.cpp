@@ -121,7 +121,7 @@ void check_plan_against_model(const Plan& p, const std::string& where, LanguageM
   for (const auto& h : p.capture.hooks) {
     std::vector<int64_t> shape;
     try {
-      shape = hooked.hook_shape(hooked.resolve(h));
+      shape = hooked.hook_shape(h);
     } catch (const c10::Error& e) {
       fail("capture.hooks", e.msg());
     }

@@ -211,13 +211,13 @@ struct FeatureServer::Impl {
     for (const auto& a : in.saes) {
       if (a.name == name) return {&a};
     }
-    std::string hook;
-    try {
-      hook = in.hooked->resolve(name);
-    } catch (const c10::Error&) {
-    }
+    // A hook by any of its names: the point, its alias, the name the SAE was trained at.
     for (const auto& a : in.saes) {
-      if (!hook.empty() && a.hook == hook) out.push_back(&a);
+      try {
+        if (in.hooked->same_hook(a.hook, name)) out.push_back(&a);
+      } catch (const c10::Error&) {
+        break;  // not a hook name of this model
+      }
     }
     if (out.empty()) fail(404, "unknown SAE or hook '" + name.substr(0, 200) + "' (GET /api/saes lists them)");
     return out;

@@ -145,10 +145,11 @@ TEST(Cli, CapturesThenTrainsSaesIntoSaeLensDirectories) {
                                               " --steps 30 --batch-size 128 --init-rows 1000 --out " + (dir / "saes")));
   ASSERT_EQ(train.exit_code, 0) << train.output;
   for (const std::string name : {"topk-k4", "topk-k8", "standard-l1_0.5"}) {
-    const LoadedSae s = load_sae(dir / ("saes/transformer.h.1.input/" + name));
+    // The hook keeps the name it was captured under (not the point it resolves to).
+    const LoadedSae s = load_sae(dir / ("saes/blocks.1.hook_resid_pre/" + name));
     EXPECT_EQ(s.sae.config().d_in, 64) << name;
     EXPECT_EQ(s.sae.config().d_sae, 128) << name;
-    EXPECT_EQ(s.metadata.hook_name, "transformer.h.1.input");
+    EXPECT_EQ(s.metadata.hook_name, "blocks.1.hook_resid_pre");
     EXPECT_EQ(s.metadata.model_name, "tiny-hf-gpt2");
     ASSERT_TRUE(s.log10_density.defined());
     EXPECT_TRUE((s.log10_density <= 0).all().item<bool>());
@@ -286,9 +287,16 @@ TEST(ModelInit, ABareTracedModelGetsTheFolderThatDescribesIt) {
       << init.output;
   const nlohmann::json got = load_json_file(dir / "folder/model.json", "model-init");
   const nlohmann::json want = load_json_file(dir / "made/model.json", "make_hf_gpt2");
-  for (const char* key : {"d_model", "n_layers", "context_length", "vocab_size", "logits", "hook_aliases"}) {
+  for (const char* key : {"d_model", "n_layers", "context_length", "vocab_size", "logits"}) {
     EXPECT_EQ(got[key], want[key]) << key;
   }
+  // The residual aliases, and TransformerLens' names of the blocks' parts from their submodules.
+  for (auto it = want["hook_aliases"].begin(); it != want["hook_aliases"].end(); ++it) {
+    EXPECT_EQ(got["hook_aliases"].value(it.key(), nlohmann::json()), it.value()) << it.key();
+  }
+  EXPECT_EQ(got["hook_aliases"]["blocks.1.hook_resid_mid"], "transformer.h.1.ln_2.input");
+  EXPECT_EQ(got["hook_aliases"]["blocks.1.hook_attn_out"], "transformer.h.1.attn.output");
+  EXPECT_EQ(got["hook_aliases"]["blocks.1.hook_mlp_out"], "transformer.h.1.mlp.output");
   // The folder works as a model: the same logits as the described one.
   LanguageModel a = LanguageModel::open(dir / "folder"), b = LanguageModel::open(dir / "made");
   const torch::Tensor tokens = torch::randint(0, 50257, {2, 12}, torch::kInt64);

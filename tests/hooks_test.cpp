@@ -56,6 +56,48 @@ TEST(HookedModel, OffersAnInputAndOutputPointPerModuleCallInOrder) {
   EXPECT_EQ(f.hooked.resolve("blocks.1.hook_resid_pre"), "blocks.1.input");
 }
 
+TEST(HookedModel, TransformerLensNamesIncludingComputedNormalizedOnesReadTheRightTensors) {
+  Fixture f;
+  HookedModel tl(f.module, gpt_hook_aliases(3));
+  torch::NoGradGuard g;
+  const ActivationCache c = tl.run_with_cache(f.tokens, {"blocks.1.ln2.input", "blocks.1.hook_resid_mid", "blocks.1.ln2.hook_normalized",
+                                                         "blocks.1.ln2.output", "blocks.1.hook_mlp_out", "blocks.1.mlp.output"});
+  EXPECT_TRUE(torch::equal(c["blocks.1.hook_resid_mid"], c["blocks.1.ln2.input"]));
+  EXPECT_TRUE(torch::equal(c["blocks.1.hook_mlp_out"], c["blocks.1.mlp.output"]));
+  // hook_normalized: the LayerNorm without its affine map, in float64 by hand.
+  const torch::Tensor x = c["blocks.1.ln2.input"].to(torch::kFloat64);
+  const torch::Tensor centred = x - x.mean(-1, true);
+  const torch::Tensor want = centred / (centred.pow(2).mean(-1, true) + 1e-5).sqrt();
+  EXPECT_TRUE(test::all_close(c["blocks.1.ln2.hook_normalized"].to(torch::kFloat64), want, 1e-5, 1e-6));
+  // Its affine map gives the norm's output back: the weight and bias are the module's own.
+  const torch::Tensor w = f.module.attr("blocks").toModule().attr("1").toModule().attr("ln2").toModule().attr("weight").toTensor();
+  const torch::Tensor b = f.module.attr("blocks").toModule().attr("1").toModule().attr("ln2").toModule().attr("bias").toTensor();
+  EXPECT_TRUE(test::all_close(c["blocks.1.ln2.hook_normalized"] * w + b, c["blocks.1.ln2.output"], 1e-5, 1e-6));
+
+  // Names: an alias is kept, a point takes its TransformerLens alias, and either reads the same.
+  EXPECT_EQ(tl.preferred_name("blocks.2.input"), "blocks.2.hook_resid_pre");
+  EXPECT_EQ(tl.preferred_name("blocks.2.hook_resid_pre"), "blocks.2.hook_resid_pre");
+  EXPECT_EQ(tl.preferred_name("blocks.2.ln1.output"), "blocks.2.ln1.output");
+  EXPECT_EQ(tl.preferred_name("blocks.1.ln2.input"), "blocks.1.hook_resid_mid");  // not the computed one
+  EXPECT_TRUE(tl.same_hook("blocks.1.hook_resid_mid", "blocks.1.ln2.input"));
+  EXPECT_FALSE(tl.same_hook("blocks.1.ln2.hook_normalized", "blocks.1.ln2.input"));
+  // A computed name is read, never written.
+  HookScope scope(tl);
+  EXPECT_THROWS_WITH(scope.replace("blocks.1.ln2.hook_normalized", [](const torch::Tensor& t) { return t; }),
+                     "hook 'blocks.1.ln2.hook_normalized' is computed from blocks.1.ln2.input (layernorm without its "
+                     "weight); it can be captured but not replaced or steered");
+}
+
+TEST(HookedModel, RefusesAComputedAliasThatIsNotUnderstood) {
+  Fixture f;
+  EXPECT_THROWS_WITH(HookedModel(f.module, nlohmann::json{{"x", {{"point", "blocks.0.input"}, {"normalize", "batchnorm"}, {"eps", 1e-5}}}}),
+                     "hook alias 'x': normalize must be \"layernorm\" or \"rmsnorm\"");
+  EXPECT_THROWS_WITH(HookedModel(f.module, nlohmann::json{{"x", {{"point", "blocks.0.input"}, {"normalize", "rmsnorm"}, {"eps", 0}}}}),
+                     "hook alias 'x': eps must be a number in (0, 1)");
+  EXPECT_THROWS_WITH(HookedModel(f.module, nlohmann::json{{"x", {{"point", "blocks.9.input"}, {"normalize", "rmsnorm"}, {"eps", 1e-6}}}}),
+                     "hook alias 'x' names 'blocks.9.input', which is not a hook point of this model");
+}
+
 TEST(HookedModel, RunWithCacheHoldsWhatAFullCapturedPassSeesAndHookShapeGivesWidths) {
   Fixture f;
   torch::Tensor full_resid, full_mlp;

@@ -154,8 +154,8 @@ TEST(Pipeline, AKillAtEveryStageResumesToTheUninterruptedResult) {
     return a == b;
   };
   for (const char* file : {"eval.json", "graph.json", "steering.json", "interp.json", "tradeoff.svg",
-                           "acts/blocks.0.input/manifest.json", "acts/blocks.1.input/shard-00000.safetensors",
-                           "saes/blocks.1.input/topk-k8/sae_weights.safetensors", "saes/run.json"}) {
+                           "acts/blocks.0.hook_resid_pre/manifest.json", "acts/blocks.1.hook_resid_pre/shard-00000.safetensors",
+                           "saes/blocks.1.hook_resid_pre/topk-k8/sae_weights.safetensors", "saes/run.json"}) {
     EXPECT_TRUE(same(file)) << file;
   }
   FeatureDb a = FeatureDb::open(out + "/features.sqlite"), b = FeatureDb::open(dir / "clean/features.sqlite");
@@ -179,7 +179,7 @@ TEST(Pipeline, TrainSourceModelStreamsTheCapturePlanIntoTrainingWithoutAStore) {
   const json run = json::parse(read_file(dir / "out/saes/run.json", "run"));
   EXPECT_EQ(run.at("stream").at("tokens"), 4096);
   EXPECT_EQ(run.at("stream").at("buffer_rows"), 1024);
-  EXPECT_TRUE(fs::exists(dir / "out/saes/blocks.1.input/topk-k8/sae_weights.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "out/saes/blocks.1.hook_resid_pre/topk-k8/sae_weights.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "out/eval.json"));
   EXPECT_TRUE(fs::exists(dir / "out/report/index.html"));
 

@@ -142,7 +142,7 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
   const json saes = body_of(c.Get("/api/saes"));
   ASSERT_EQ(saes.at("saes").size(), 4u) << saes.dump();
   EXPECT_TRUE(saes.at("has_db").get<bool>());
-  const std::string sae = "blocks.1.input/topk-k8";
+  const std::string sae = "blocks.1.hook_resid_pre/topk-k8";
   bool found = false;
   for (const auto& s : saes.at("saes")) found = found || (s.at("name") == sae && s.at("d_sae") == s.at("d_in"));
   EXPECT_TRUE(found) << saes.dump();
@@ -152,7 +152,7 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
   const json acts = body_of(c.Post("/api/activations", json{{"sae", sae}, {"text", text}, {"top", 5}}.dump(), "application/json"));
   LanguageModel lm = LanguageModel::open(SAELAB_SOURCE_DIR "/assets/brown-gpt");
   HookedModel hooked(lm.module(), lm.info().hook_aliases);
-  const auto attached = attach_saes(lm, hooked, {Study::get().out() + "/saes/blocks.1.input/topk-k8"});
+  const auto attached = attach_saes(lm, hooked, {Study::get().out() + "/saes/blocks.1.hook_resid_pre/topk-k8"});
   std::vector<int64_t> ids = lm.tokenizer().encode_ids(text);
   ids.insert(ids.begin(), lm.tokenizer().bos_id());
   ASSERT_EQ(acts.at("tokens").size(), ids.size());
@@ -195,6 +195,10 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
   // A hook name gives every SAE of the hook.
   const json both = body_of(c.Post("/api/activations", json{{"sae", "blocks.1.hook_resid_pre"}, {"text", text}}.dump(), "application/json"));
   EXPECT_EQ(both.at("saes").size(), 2u);
+  EXPECT_EQ(both.at("saes")[0].at("hook"), "blocks.1.hook_resid_pre");  // the name it was captured under
+  // ... and so does the hook point it names.
+  const json by_point = body_of(c.Post("/api/activations", json{{"sae", "blocks.1.input"}, {"text", text}}.dump(), "application/json"));
+  EXPECT_EQ(by_point.at("saes").size(), 2u);
 
   // A feature's page, from the database.
   const int64_t f = per_token[3][0][0].get<int64_t>();
@@ -292,11 +296,11 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
 TEST(Serve, BadAndHostileRequestsGetOneSentenceAndTheServerKeepsServing) {
   Server server("--max-body-bytes 4096");
   auto c = server.client();
-  const std::string sae = "blocks.1.input/topk-k8";
+  const std::string sae = "blocks.1.hook_resid_pre/topk-k8";
   auto post = [&](const std::string& path, const std::string& body) { return c.Post(path.c_str(), body, "application/json"); };
   expect_error(post("/api/activations", json{{"sae", "nope"}, {"text", "hi"}}.dump()), 404, "unknown SAE or hook 'nope'");
   expect_error(c.Get("/api/features/nope/3"), 404, "unknown SAE 'nope'");
-  expect_error(c.Get("/api/features/" + sae + "/99999"), 404, "feature 99999 is outside SAE 'blocks.1.input/topk-k8' (d_sae");
+  expect_error(c.Get("/api/features/" + sae + "/99999"), 404, "feature 99999 is outside SAE 'blocks.1.hook_resid_pre/topk-k8' (d_sae");
   std::string long_text;
   for (int i = 0; i < 150; ++i) long_text += " the";
   expect_error(post("/api/activations", json{{"sae", sae}, {"text", long_text}}.dump()), 413, "the model's context holds 128");
@@ -331,7 +335,7 @@ TEST(Serve, BadAndHostileRequestsGetOneSentenceAndTheServerKeepsServing) {
 TEST(Serve, ABusyModelAnswers503WithRetryAfterAndNothingElseFails) {
   // Two threads: the model's thread pool exists before the server installs its signal handling.
   Server server("--max-waiting 0 --wait-seconds 5", 2);
-  const std::string body = json{{"sae", "blocks.1.input/topk-k8"}, {"features", {1}}, {"alphas", {8}}, {"prompt", "The"},
+  const std::string body = json{{"sae", "blocks.1.hook_resid_pre/topk-k8"}, {"features", {1}}, {"alphas", {8}}, {"prompt", "The"},
                                 {"max_tokens", 64}, {"temperature", 1.0}}.dump();
   std::atomic<int> ok{0}, busy{0}, other{0};
   std::vector<std::thread> clients;
@@ -383,13 +387,13 @@ TEST(Serve, TwoHundredMixedRequestsFromEightClientsAllGetWellFormedAnswersInBoun
 
 TEST(Serve, ThePageShowsActivationsAFeatureAndSteeringInChromium) {
   Server server;
-  const std::string sae = "blocks.1.input%2Ftopk-k8";
+  const std::string sae = "blocks.1.hook_resid_pre%2Ftopk-k8";
   const std::string acts_url = server.url("/#/activations?sae=" + sae + "&text=The%20jury%20said%20that%20the%20city%20was%20quiet.");
   const std::string dom = test::chromium_dom(acts_url);
   EXPECT_NE(test::body_tag(dom).find("data-activations=\"yes\""), std::string::npos) << test::body_tag(dom);
   EXPECT_EQ(test::body_tag(dom).find("data-errors"), std::string::npos) << test::body_tag(dom);
   EXPECT_NE(dom.find("class=\"tok sel\""), std::string::npos);   // the strongest token selected
-  EXPECT_NE(dom.find("href=\"#/feature/blocks.1.input%2Ftopk-k8/"), std::string::npos);  // its features, linked
+  EXPECT_NE(dom.find("href=\"#/feature/blocks.1.hook_resid_pre%2Ftopk-k8/"), std::string::npos);  // its features, linked
   EXPECT_GE(test::count(dom, "class=\"tok"), 9);
   test::chromium_screenshot(acts_url, SAELAB_BINARY_DIR "/serve-activations.png");
 

@@ -17,12 +17,39 @@ std::vector<int64_t> prompt_ids(const LanguageModel& lm, const std::string& prom
   return ids;
 }
 
+std::string utf8_or_replacement(const std::string& s) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size() && !(n == 2 && c < 0xC2);
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
+    if (ok && n == 3) {
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);  // overlong, surrogates
+    }
+    if (ok && n == 4) {
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+    }
+    if (ok) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      i += 1;
+    }
+  }
+  return out;
+}
+
 std::string generated_text(const LanguageModel& lm, const std::vector<int64_t>& prompt,
                            const std::vector<int64_t>& generated) {
   std::vector<int64_t> all = prompt;
   if (lm.info().prepend_bos && !all.empty() && all.front() == lm.tokenizer().bos_id()) all.erase(all.begin());
   all.insert(all.end(), generated.begin(), generated.end());
-  return lm.tokenizer().decode(all);
+  return utf8_or_replacement(lm.tokenizer().decode(all));
 }
 
 std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& prompt, const GenerateOptions& options,
@@ -44,6 +71,10 @@ std::vector<int64_t> generate(LanguageModel& lm, const std::vector<int64_t>& pro
     }
     const torch::Tensor tokens = torch::tensor(window, torch::kInt64).unsqueeze(0);
     torch::Tensor logits = (logits_fn ? logits_fn(tokens) : lm.logits(tokens))[0][-1].to(torch::kFloat64);  // [vocab]
+    // A model's vocabulary may be wider than its tokenizer's (Pythia's and OLMo's padded embedding
+    // rows, a family model with GPT-2's tokenizer): ids no text has are never generated.
+    const int64_t pieces = lm.tokenizer().vocab_size();
+    if (logits.size(0) > pieces) logits = logits.narrow(0, 0, pieces);
     int64_t next;
     if (options.temperature == 0) {
       next = logits.argmax().item<int64_t>();

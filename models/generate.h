@@ -32,6 +32,11 @@ struct GenerateOptions {
 /// fit the context.
 std::vector<int64_t> prompt_ids(const LanguageModel& lm, const std::string& prompt);
 
+/// `s` with each byte that does not start a valid UTF-8 sequence replaced by U+FFFD (Python's
+/// errors="replace"): byte-level BPE ids decode to bytes, and a generated run may stop inside a
+/// character or hold bytes no character has; JSON, the report and the server need valid UTF-8.
+std::string utf8_or_replacement(const std::string& s);
+
 /// The prompt and its continuation as text (BOS left out). Decoding them together keeps the
 /// space a word-initial piece carries, which decoding the continuation alone would drop.
 std::string generated_text(const LanguageModel& lm, const std::vector<int64_t>& prompt,

@@ -34,7 +34,10 @@ TEST(Capture, StoresExactlyWhatTheHookedModelComputes) {
   o.split = "validation";
   const CaptureResult r = capture_activations(lm, o, test::cache_dir(), out.path().string());
   EXPECT_EQ(r.rows, 300);
-  const ActivationStore s = ActivationStore::open(out / "transformer.h.1.input");
+  // Each store is named as the hook was given: the alias, and the point without one.
+  EXPECT_TRUE(std::filesystem::exists(out / "transformer.ln_f.output/manifest.json"));
+  const ActivationStore s = ActivationStore::open(out / "blocks.1.hook_resid_pre");
+  EXPECT_EQ(s.manifest().hook, "blocks.1.hook_resid_pre");
   EXPECT_EQ(s.rows(), 300);
   EXPECT_EQ(s.d(), 64);
   EXPECT_EQ(s.manifest().model_sha256, sha256_file(model.path() + "/model.pt"));
@@ -68,13 +71,13 @@ TEST(Capture, ResumesAfterAKillWithTheSameStoreAsAnUninterruptedRun) {
   // shard, then rerun.
   const auto killed = test::run_command("SAELAB_FAULT=shard_listed:2 " + base + (out / "killed"));
   ASSERT_NE(killed.exit_code, 0) << "the capture was not killed: " << killed.output;
-  const json m = json::parse(read_file(out / "killed/transformer.h.2.output/manifest.json", "manifest"));
+  const json m = json::parse(read_file(out / "killed/blocks.2.hook_resid_post/manifest.json", "manifest"));
   EXPECT_FALSE(m["complete"].get<bool>());
   EXPECT_LE(m["rows"].get<int64_t>(), 8000);
-  EXPECT_THROW(ActivationStore::open(out / "killed/transformer.h.2.output"), c10::Error);
+  EXPECT_THROW(ActivationStore::open(out / "killed/blocks.2.hook_resid_post"), c10::Error);
   const auto resumed = test::run_command(base + (out / "killed"));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  for (const std::string hook : {"transformer.h.0.input", "transformer.h.2.output"}) {
+  for (const std::string hook : {"blocks.0.hook_resid_pre", "blocks.2.hook_resid_post"}) {
     // The manifests are byte for byte the same: row counts, shard list and the norm sum (it grows
     // by whole shards, so the resumed run adds the same numbers in the same order).
     EXPECT_EQ(read_file(out / ("killed/" + hook + "/manifest.json"), "manifest"),

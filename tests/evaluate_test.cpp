@@ -205,7 +205,7 @@ TEST(Evaluate, AbsorptionMeasuresTheFirstMaxTokensWordStartTokens) {
 TEST(Evaluate, RefusesSaesThatDoNotFitTheModel) {
   Fixture& f = fixture();
   EXPECT_THROWS_WITH(f.attach("narrow", Sae(config("topk", 16, 64, 4), 1)),
-                     "has d_in 16 but hook 'blocks.1.input' of model");
+                     "has d_in 16 but hook 'blocks.1.hook_resid_pre' of model");
   EXPECT_THROWS_WITH(f.attach("nohook", zero_sae(f.d()), "blocks.9.input"),
                      "was trained at hook 'blocks.9.input', which model");
   EXPECT_THROWS_WITH(f.attach("other", zero_sae(f.d()), "blocks.1.input", "00ff"), "was trained on another model file");

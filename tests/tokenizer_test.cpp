@@ -6,6 +6,7 @@
 #include "core/json_options.h"
 #include "models/annotations.h"
 #include "models/corpus.h"
+#include "models/generate.h"
 #include "models/gpt2_tokenizer.h"
 #include "models/sentencepiece_tokenizer.h"
 #include "tests/test_util.h"
@@ -210,6 +211,14 @@ TEST_F(SentencePieceTest, AnnotatesTokensWithTheirWordsTagsAndGenre) {
   EXPECT_EQ(base_tag("nn-tl"), "nn");
   EXPECT_EQ(base_tag("fw-in-tl"), "in");
   EXPECT_EQ(base_tag("np$"), "np$");
+}
+
+TEST(GeneratedText, InvalidUtf8BytesBecomeReplacementCharacters) {
+  EXPECT_EQ(utf8_or_replacement("caf\xC3\xA9 \xE2\x82\xAC"), "caf\xC3\xA9 \xE2\x82\xAC");  // valid: unchanged
+  EXPECT_EQ(utf8_or_replacement("a\xC3"), "a\xEF\xBF\xBD");                                 // cut inside a character
+  EXPECT_EQ(utf8_or_replacement("\xFF\x20\x80"), "\xEF\xBF\xBD \xEF\xBF\xBD");          // bytes no character has
+  EXPECT_EQ(utf8_or_replacement("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");                 // overlong '/'
+  EXPECT_EQ(utf8_or_replacement("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // a surrogate
 }
 
 }  // namespace

@@ -246,7 +246,7 @@ TEST_F(Distributed, CaptureOnTwoRanksWritesTheSameStoreAsOneProcess) {
   const auto a = tree_hashes(dir / "c1"), b = tree_hashes(dir / "c2");
   EXPECT_EQ(a.size(), 1u + 2u * 8u);  // capture.json, and per hook a manifest and seven shards
   EXPECT_EQ(a, b);  // shards, provenance, manifests (shard list, norm sum) and capture.json
-  EXPECT_FALSE(fs::exists(dir / "c2/blocks.0.input/.parts"));
+  EXPECT_FALSE(fs::exists(dir / "c2/blocks.0.hook_resid_pre/.parts"));
 }
 
 TEST_F(Distributed, AKilledRankOfACaptureResumesOnOneProcessWithTheSameStore) {
@@ -256,10 +256,10 @@ TEST_F(Distributed, AKilledRankOfACaptureResumesOnOneProcessWithTheSameStore) {
   const auto killed =
       test::run_command(torchrun(2, capture_args(dir / "c2"), "SAELAB_FAULT=shard_written:2 SAELAB_FAULT_RANK=1"));
   ASSERT_NE(killed.exit_code, 0) << killed.output;
-  const json m = json::parse(read_file(dir / "c2/blocks.2.input/manifest.json", "manifest"));
+  const json m = json::parse(read_file(dir / "c2/blocks.2.hook_resid_pre/manifest.json", "manifest"));
   EXPECT_FALSE(m.at("complete").get<bool>());
-  EXPECT_TRUE(fs::exists(dir / "c2/blocks.2.input/.parts"));
-  EXPECT_THROW(ActivationStore::open(dir / "c2/blocks.2.input"), c10::Error);
+  EXPECT_TRUE(fs::exists(dir / "c2/blocks.2.hook_resid_pre/.parts"));
+  EXPECT_THROW(ActivationStore::open(dir / "c2/blocks.2.hook_resid_pre"), c10::Error);
   const auto resumed = test::run_command(one_process(capture_args(dir / "c2")));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(tree_hashes(dir / "c1"), tree_hashes(dir / "c2"));

@@ -38,8 +38,8 @@ TEST(Streaming, BatchesAreTheCapturedRowsShuffledAcrossContextsAndTheSameForTheS
   const CaptureOptions plan = plan_of(3000);
   test::TempDir dir;
   capture_activations(lm, plan, test::cache_dir(), dir / "acts");
-  const ActivationStore s0 = ActivationStore::open(dir / "acts/blocks.0.input");
-  const ActivationStore s1 = ActivationStore::open(dir / "acts/blocks.1.input");
+  const ActivationStore s0 = ActivationStore::open(dir / "acts/blocks.0.hook_resid_pre");
+  const ActivationStore s1 = ActivationStore::open(dir / "acts/blocks.1.hook_resid_pre");
   const torch::Tensor rows0 = s0.rows(0, 3000), rows1 = s1.rows(0, 3000);
   // A position's rows at both hooks → its index in the capture (hook 0 alone repeats: the same
   // token at the same position).
@@ -49,7 +49,7 @@ TEST(Streaming, BatchesAreTheCapturedRowsShuffledAcrossContextsAndTheSameForTheS
 
   const auto stream = open_activation_stream(lm, plan, test::cache_dir(), 128, 1024, 3);
   ASSERT_EQ(stream->manifests().size(), 2u);
-  EXPECT_EQ(stream->manifests()[1].hook, "blocks.1.input");
+  EXPECT_EQ(stream->manifests()[1].hook, "blocks.1.hook_resid_pre");
   EXPECT_EQ(stream->manifests()[1].d, s1.d());
   EXPECT_EQ(stream->manifests()[0].model_sha256, s0.manifest().model_sha256);
 
@@ -126,7 +126,7 @@ TEST(Streaming, TrainingFromTheModelGivesTheSameSaesTwiceAndResumesExactly) {
   test::TempDir dir;
   const auto a = test::run_command(stream_train(dir / "a"));
   ASSERT_EQ(a.exit_code, 0) << a.output;
-  EXPECT_NE(a.output.find("wrote " + (dir / "a/blocks.1.input/standard-l1_1")), std::string::npos) << a.output;
+  EXPECT_NE(a.output.find("wrote " + (dir / "a/blocks.1.hook_resid_pre/standard-l1_1")), std::string::npos) << a.output;
   const auto b = test::run_command(stream_train(dir / "b"));
   ASSERT_EQ(b.exit_code, 0) << b.output;
   const auto files = run_files(dir / "a");
@@ -143,8 +143,8 @@ TEST(Streaming, TrainingFromTheModelGivesTheSameSaesTwiceAndResumesExactly) {
 
   const auto seeded = test::run_command(stream_train(dir / "d", "--seed 5"));
   ASSERT_EQ(seeded.exit_code, 0) << seeded.output;
-  EXPECT_NE(files.at("blocks.0.input/topk-k8/sae_weights.safetensors"),
-            run_files(dir / "d").at("blocks.0.input/topk-k8/sae_weights.safetensors"));
+  EXPECT_NE(files.at("blocks.0.hook_resid_pre/topk-k8/sae_weights.safetensors"),
+            run_files(dir / "d").at("blocks.0.hook_resid_pre/topk-k8/sae_weights.safetensors"));
 
   // The run records the stream; a resume with another stream is refused.
   const json run = json::parse(read_file(dir / "a/run.json", "run"));

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import warnings
+from importlib.metadata import version
 
 import torch
 from safetensors.torch import save_file
@@ -53,9 +54,7 @@ def main():
     save_file(ref, os.path.join(out, "reference.safetensors"))
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump({"family": family, "names": sorted(info["hook_aliases"]),
-                   "transformer_lens": __import__("transformer_lens").__version__ if hasattr(
-                       __import__("transformer_lens"), "__version__") else "4.3",
-                   "transformers": __import__("transformers").__version__}, f, indent=1)
+                   "transformer_lens": version("transformer-lens"), "transformers": version("transformers")}, f, indent=1)
     print(f"{family}: {len(info['hook_aliases'])} names checked against TransformerBridge")
 
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <filesystem>
 #include <set>
 
 #include "core/progress.h"
@@ -85,10 +86,6 @@ HookFn splice_after_bos(std::function<torch::Tensor(const torch::Tensor&)> f) {
   };
 }
 
-torch::Tensor reconstruct(const Sae& sae, const torch::Tensor& x) {
-  return sae.decode(sae.encode(x));
-}
-
 }  // namespace
 
 void EvalOptions::validate() const {
@@ -116,6 +113,7 @@ nlohmann::json SaeEvalResult::to_json() const {
           {"kl_zero_ablation", kl_zero}, {"kl_div_score", kl_div_score},
           {"ce_with_error_term", ce_with_error},
           {"density_histogram", {{"log10_edges", density_histogram_edges()}, {"counts", density_histogram}}}};
+  if (hook_out != hook) j["hook_out"] = hook_out;
   if (absorption_measured) j["absorption"] = absorption.to_json();
   if (saelens.computed) {
     j["saelens_convention"] = {{"convention", kSaelensConvention}, {"ce_spliced", saelens.ce_spliced},
@@ -128,7 +126,17 @@ nlohmann::json SaeEvalResult::to_json() const {
 nlohmann::json EvalReport::to_json() const {
   nlohmann::json s = nlohmann::json::array();
   for (const auto& r : saes) s.push_back(r.to_json());
-  return {{"format_version", 1}, {"contexts", contexts}, {"tokens", tokens}, {"saes", s}};
+  nlohmann::json j = {{"format_version", 1}, {"contexts", contexts}, {"tokens", tokens}, {"saes", s}};
+  if (!replacements.empty()) {
+    j["replacements"] = nlohmann::json::array();
+    for (const auto& r : replacements) j["replacements"].push_back(r.to_json());
+  }
+  return j;
+}
+
+nlohmann::json ReplacementResult::to_json() const {
+  return {{"name", name}, {"coders", coders}, {"convention", kSaelabConvention}, {"ce_clean", ce_clean},
+          {"ce_replaced", ce_replaced}, {"ce_increase", ce_replaced - ce_clean}, {"kl", kl}};
 }
 
 std::string EvalReport::table() const {
@@ -148,6 +156,10 @@ std::string EvalReport::table() const {
   out += fmt::format("LR0, LRmean, KL, KLscore: {}\n", kSaelabConvention);
   if (both) out += fmt::format("LR0*, KLscr*: {}\n", kSaelensConvention);
   out += "absorb: first-letter absorption rate (analysis/absorption.h; lower is better)\n";
+  for (const auto& r : replacements) {
+    out += fmt::format("replacement model '{}' ({} transcoders at once): CE {:.3f} (clean {:.3f}), KL {:.3f}\n", r.name,
+                       r.coders.size(), r.ce_replaced, r.ce_clean, r.kl);
+  }
   if (!saes.empty()) {
     const SaeEvalResult& r = saes.front();
     out += fmt::format("dead%, dense%: from {} densities{}\n", r.density_source,
@@ -162,9 +174,16 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
   TORCH_CHECK(!saes.empty(), "no SAE to evaluate");
   TORCH_CHECK(eval_set.contexts() > 0 && eval_set.length() >= 2, "the evaluation set is empty");
   torch::NoGradGuard no_grad;
-  std::set<std::string> hook_set;
-  for (const auto& a : saes) hook_set.insert(a.hook);
+  // Every hook a coder reads or writes is captured; the hooks they write are the ones spliced and
+  // ablated (an SAE's own hook; a transcoder's target).
+  std::set<std::string> hook_set, out_set;
+  for (const auto& a : saes) {
+    hook_set.insert(a.hook);
+    hook_set.insert(a.hook_out);
+    out_set.insert(a.hook_out);
+  }
   const std::vector<std::string> hooks(hook_set.begin(), hook_set.end());
+  const std::vector<std::string> out_hooks(out_set.begin(), out_set.end());
   const int64_t n = eval_set.contexts(), B = options.batch_size;
   auto batch_of = [&](int64_t s) { return eval_set.tokens.narrow(0, s, std::min(B, n - s)); };
 
@@ -187,6 +206,19 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
   }
   for (auto& [h, m] : mean) m = (m / static_cast<double>(tokens)).to(torch::kFloat32);
 
+  // Transcoders of one folder name writing two or more hooks: a replacement model each.
+  std::map<std::string, std::vector<const AttachedSae*>> by_name;
+  for (const auto& a : saes) {
+    if (a.transcoder()) by_name[std::filesystem::path(a.dir).filename().string()].push_back(&a);
+  }
+  std::vector<std::pair<std::string, std::vector<const AttachedSae*>>> replacement_sets;
+  for (auto& [name, group] : by_name) {
+    std::set<std::string> written;
+    for (const AttachedSae* a : group) written.insert(a->hook_out);
+    if (group.size() >= 2 && written.size() == group.size()) replacement_sets.emplace_back(name, group);
+  }
+  std::vector<LossSums> replaced(replacement_sets.size());
+
   // Pass 2: clean, ablated and spliced runs, batch by batch.
   std::vector<ReconSums> recon(saes.size());
   std::vector<LossSums> spliced(saes.size()), with_error(saes.size()), spliced_all(saes.size());
@@ -201,6 +233,12 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
   auto run = [&](const torch::Tensor& toks, const std::string& hook, HookFn fn, LossSums& sums) {
     HookScope scope(hooked);
     scope.replace(hook, std::move(fn));
+    add_losses(lm.logits_from_output(hooked.forward(toks)), toks, logp_clean, sums);
+  };
+  // One run with a coder spliced in.
+  auto run_spliced = [&](const torch::Tensor& toks, const AttachedSae& a, bool include_bos, bool with_error, LossSums& sums) {
+    HookScope scope(hooked);
+    splice_coders(scope, {&a}, include_bos, with_error);
     add_losses(lm.logits_from_output(hooked.forward(toks)), toks, logp_clean, sums);
   };
   int64_t absorption_rows = 0;
@@ -231,7 +269,7 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
       fit_half.push_back((context.remainder(2) == 0).reshape(-1).index_select(0, keep));
     }
     add_clean_loss(logp_clean, toks, clean);
-    for (const auto& h : hooks) {
+    for (const auto& h : out_hooks) {
       const torch::Tensor m = mean.at(h);
       run(toks, h, splice_after_bos([](const torch::Tensor& x) { return torch::zeros_like(x); }), zero[h]);
       if (all_positions) run(toks, h, [](const torch::Tensor& x) { return torch::zeros_like(x); }, zero_all[h]);
@@ -239,12 +277,14 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     }
     for (size_t i = 0; i < saes.size(); ++i) {
       const Sae& sae = saes[i].sae();
-      const torch::Tensor x3 = acts.at(saes[i].hook);
-      const torch::Tensor x = x3.narrow(1, 1, x3.size(1) - 1).reshape({-1, x3.size(-1)}).to(torch::kFloat32);
+      // x the coder's input, y what it predicts (x itself for an SAE); the statistics compare ŷ to y.
+      auto rows = [](const torch::Tensor& t3) { return t3.narrow(1, 1, t3.size(1) - 1).reshape({-1, t3.size(-1)}).to(torch::kFloat32); };
+      const torch::Tensor x = rows(acts.at(saes[i].hook));
+      const torch::Tensor y = saes[i].transcoder() ? rows(acts.at(saes[i].hook_out)) : x;
       const torch::Tensor f = sae.encode(x);
-      const torch::Tensor x_hat = sae.decode(f);
+      const torch::Tensor x_hat = sae.predict(x, f);
       ReconSums& r = recon[i];
-      const torch::Tensor xd = x.to(torch::kFloat64), hd = x_hat.to(torch::kFloat64);
+      const torch::Tensor xd = y.to(torch::kFloat64), hd = x_hat.to(torch::kFloat64);
       const torch::Tensor xn = xd.norm(2, {1}), hn = hd.norm(2, {1});
       r.sq_err += (xd - hd).pow(2).sum().item<double>();
       r.sq_norm += xd.pow(2).sum().item<double>();
@@ -258,20 +298,14 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
       const torch::Tensor fc = active.sum(0).to(torch::kInt64);
       r.fire_counts = r.fire_counts.defined() ? r.fire_counts + fc : fc;
       r.n += x.size(0);
-      run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
-        return reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
-      }), spliced[i]);
-      if (all_positions) {
-        run(toks, saes[i].hook, [&sae](const torch::Tensor& v) {
-          return reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
-        }, spliced_all[i]);
-      }
-      if (options.with_error_term) {
-        run(toks, saes[i].hook, splice_after_bos([&sae](const torch::Tensor& v) {
-          const torch::Tensor r = reconstruct(sae, v.to(torch::kFloat32)).to(v.dtype());
-          return r + (v - r);
-        }), with_error[i]);
-      }
+      run_spliced(toks, saes[i], false, false, spliced[i]);
+      if (all_positions) run_spliced(toks, saes[i], true, false, spliced_all[i]);
+      if (options.with_error_term) run_spliced(toks, saes[i], false, true, with_error[i]);
+    }
+    for (size_t r = 0; r < replacement_sets.size(); ++r) {
+      HookScope scope(hooked);
+      splice_coders(scope, replacement_sets[r].second);
+      add_losses(lm.logits_from_output(hooked.forward(toks)), toks, logp_clean, replaced[r]);
     }
     bar.update(s + toks.size(0));
   }
@@ -297,6 +331,7 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     e.name = saes[i].name;
     e.dir = saes[i].dir;
     e.hook = saes[i].hook;
+    e.hook_out = saes[i].hook_out;
     e.architecture = architecture_name(saes[i].sae().config().architecture);
     e.d_sae = saes[i].sae().config().d_sae;
     e.tokens = r.n;
@@ -337,29 +372,39 @@ EvalReport evaluate_saes(LanguageModel& lm, HookedModel& hooked, const std::vect
     e.ce_clean = ce_clean;
     e.ce_spliced = spliced[i].ce / static_cast<double>(spliced[i].n);
     e.kl = spliced[i].kl / static_cast<double>(spliced[i].n);
-    e.ce_zero = zero.at(e.hook).ce / static_cast<double>(zero.at(e.hook).n);
-    e.ce_mean = mean_abl.at(e.hook).ce / static_cast<double>(mean_abl.at(e.hook).n);
+    const std::string& w = e.hook_out;  // the hook the coder writes: ablated for the baselines
+    e.ce_zero = zero.at(w).ce / static_cast<double>(zero.at(w).n);
+    e.ce_mean = mean_abl.at(w).ce / static_cast<double>(mean_abl.at(w).n);
     e.ce_increase = e.ce_spliced - ce_clean;
     e.loss_recovered_zero = (e.ce_zero - e.ce_spliced) / (e.ce_zero - ce_clean);
     e.loss_recovered_mean = (e.ce_mean - e.ce_spliced) / (e.ce_mean - ce_clean);
-    e.kl_zero = zero.at(e.hook).kl / static_cast<double>(zero.at(e.hook).n);
+    e.kl_zero = zero.at(w).kl / static_cast<double>(zero.at(w).n);
     e.kl_div_score = (e.kl_zero - e.kl) / e.kl_zero;
     if (all_positions) {
       SaelensConventionResult& c = e.saelens;
       c.computed = true;
       c.ce_spliced = spliced_all[i].ce / static_cast<double>(spliced_all[i].n);
       c.kl = spliced_all[i].kl / static_cast<double>(spliced_all[i].n);
-      c.ce_zero = zero_all.at(e.hook).ce / static_cast<double>(zero_all.at(e.hook).n);
-      c.kl_zero = zero_all.at(e.hook).kl / static_cast<double>(zero_all.at(e.hook).n);
+      c.ce_zero = zero_all.at(w).ce / static_cast<double>(zero_all.at(w).n);
+      c.kl_zero = zero_all.at(w).kl / static_cast<double>(zero_all.at(w).n);
       c.loss_recovered_zero = (c.ce_zero - c.ce_spliced) / (c.ce_zero - ce_clean);
       c.kl_div_score = (c.kl_zero - c.kl) / c.kl_zero;
     }
     if (options.with_error_term) e.ce_with_error = with_error[i].ce / static_cast<double>(with_error[i].n);
-    if (options.absorption) {
+    if (options.absorption && !saes[i].transcoder()) {  // absorption compares an SAE's latents with probes of its own hook
       e.absorption = measure_absorption(saes[i].sae(), hook_x.at(e.hook), letter_all, fit_all, options.absorption_options);
       e.absorption_measured = true;
     }
     report.saes.push_back(std::move(e));
+  }
+  for (size_t r = 0; r < replacement_sets.size(); ++r) {
+    ReplacementResult rr;
+    rr.name = replacement_sets[r].first;
+    for (const AttachedSae* a : replacement_sets[r].second) rr.coders.push_back(a->name);
+    rr.ce_clean = ce_clean;
+    rr.ce_replaced = replaced[r].ce / static_cast<double>(replaced[r].n);
+    rr.kl = replaced[r].kl / static_cast<double>(replaced[r].n);
+    report.replacements.push_back(std::move(rr));
   }
   return report;
 }

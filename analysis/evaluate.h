@@ -1,6 +1,12 @@
 // Evaluating SAEs on held-out tokens: sparsity and reconstruction, and what happens to the model's
 // loss when the SAE's reconstruction is spliced in at its hook.
 //
+// Transcoders are evaluated the same way against what they predict: x is then the target hook's
+// activation (e.g. the MLP's output) and x̂ the transcoder's prediction from its input hook; the
+// target hook is the one spliced and ablated (zero / mean ablation of the MLP's output). Transcoders
+// of one name (a run's SAE folder name, e.g. topk-k32) at two or more target hooks are also spliced
+// in all at once: the replacement model's CE and KL (`replacements`).
+//
 // Definitions (statistics over the evaluation tokens, BOS positions excluded; n tokens, x the
 // activation, x̂ the SAE's reconstruction):
 //   L0            mean number of active latents per token
@@ -72,6 +78,7 @@ struct SaelensConventionResult {
 
 struct SaeEvalResult {
   std::string name, dir, hook, architecture;
+  std::string hook_out;  ///< the hook spliced: `hook` for an SAE, the target for a transcoder
   int64_t d_sae = 0, tokens = 0;
   double l0 = 0, mse = 0, fvu = 0, cosine = 0, norm_ratio = 0, shrinkage = 0;
   double dead_fraction = 0, dense_fraction = 0;
@@ -90,9 +97,18 @@ struct SaeEvalResult {
   nlohmann::json to_json() const;
 };
 
+/// Transcoders of one name spliced in at once (every layer's MLP replaced), saelab's convention.
+struct ReplacementResult {
+  std::string name;                  ///< the transcoders' folder name
+  std::vector<std::string> coders;   ///< their names (<group>/<name>)
+  double ce_clean = 0, ce_replaced = 0, kl = 0;
+  nlohmann::json to_json() const;
+};
+
 struct EvalReport {
   int64_t contexts = 0, tokens = 0;
   std::vector<SaeEvalResult> saes;
+  std::vector<ReplacementResult> replacements;
   nlohmann::json to_json() const;
   /// A readable table, one row per SAE.
   std::string table() const;

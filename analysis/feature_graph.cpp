@@ -44,7 +44,7 @@ std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const Att
   TORCH_CHECK(batch > 0, "ablation_effect: batch must be positive (got ", batch, ")");
   const Sae& s1 = from.sae();
   const Sae& s2 = to.sae();
-  const torch::Tensor w = s1.param("W_dec").detach()[source];  // [d_in]
+  const torch::Tensor w = s1.param("W_dec").detach()[source];  // [d_out]
   // Position 0 is BOS, which SAEs are neither trained nor evaluated on: it is not ablated, and
   // its effect is not measured. Contexts go `batch` at a time, the differences summed: memory is
   // that of one batch's codes, whatever the number of contexts.
@@ -63,9 +63,13 @@ std::pair<torch::Tensor, int64_t> ablation_effect(HookedModel& hooked, const Att
     const int64_t fired = mask.sum().item<int64_t>();
     if (fired == 0) continue;
     {
+      // The source's contribution f·w is taken out where it is written: an SAE's own hook, a
+      // transcoder's target (its code read from the input hook of the same pass).
       HookScope scope(hooked);
-      scope.replace(from.hook, [&](const torch::Tensor& x) {
-        const torch::Tensor f = s1.encode(x.narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);  // [b, T − 1]
+      if (from.transcoder()) scope.capture(from.hook);
+      scope.replace(from.hook_out, [&](const torch::Tensor& x) {
+        const torch::Tensor in = from.transcoder() ? scope.captured(from.hook) : x;
+        const torch::Tensor f = s1.encode(in.narrow(1, 1, T - 1).to(torch::kFloat32)).select(-1, source);  // [b, T − 1]
         torch::Tensor out = x.clone();
         out.narrow(1, 1, T - 1).sub_((f.unsqueeze(-1) * w).to(x.dtype()));
         return out;

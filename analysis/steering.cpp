@@ -41,29 +41,53 @@ std::string SteerResult::side_by_side() const {
 }
 
 HookFn steering_hook(const Sae& sae, int64_t feature, double strength, double max_activation,
-                     const SteerOptions& options) {
+                     const SteerOptions& options, std::function<torch::Tensor()> input_of) {
   options.validate();
   TORCH_CHECK(feature >= 0 && feature < sae.config().d_sae, "feature ", feature, " is outside the SAE (d_sae ",
               sae.config().d_sae, ")");
   const bool clamp = options.mode == "clamp";
   TORCH_CHECK(!clamp || (max_activation > 0 && std::isfinite(max_activation)), "clamp steering needs the feature's "
               "maximum activation (positive; got ", max_activation, "): give the feature database of `saelab top`");
-  const torch::Tensor direction = sae.param("W_dec").detach()[feature].to(torch::kFloat32);  // [d_in]
+  const torch::Tensor direction = sae.param("W_dec").detach()[feature].to(torch::kFloat32);  // [d_out]
   const int64_t first = options.include_bos ? 0 : 1;
   const double target = strength * max_activation;
-  return [&sae, feature, direction, first, clamp, strength, target](const torch::Tensor& x) {
+  return [&sae, feature, direction, first, clamp, strength, target, input_of](const torch::Tensor& x) {
     TORCH_CHECK(x.dim() == 3, "steering expects activations [batch, pos, d] (got ", x.sizes(), ")");
     if (x.size(1) <= first) return x;
     torch::Tensor out = x.clone();
     torch::Tensor part = out.narrow(1, first, x.size(1) - first);
     if (clamp) {
-      const torch::Tensor f = sae.encode(part.to(torch::kFloat32)).select(-1, feature);  // [b, T']
+      const torch::Tensor in = input_of ? input_of().narrow(1, first, x.size(1) - first) : part;
+      const torch::Tensor f = sae.encode(in.to(torch::kFloat32)).select(-1, feature);  // [b, T']
       part.add_(((target - f).unsqueeze(-1) * direction).to(x.dtype()));
     } else {
       part.add_((direction * strength).to(x.dtype()));
     }
     return out;
   };
+}
+
+void install_steering(HookScope& scope, const AttachedSae& a, const std::vector<int64_t>& features,
+                      const std::vector<double>& strengths, const std::vector<double>& max_activations,
+                      const SteerOptions& options) {
+  TORCH_CHECK(features.size() == strengths.size() && features.size() == max_activations.size(),
+              "install_steering: one strength and one max activation per feature");
+  std::function<torch::Tensor()> input_of;
+  if (a.transcoder()) {
+    scope.capture(a.hook);
+    const HookScope* s = &scope;
+    const std::string in = a.hook;
+    input_of = [s, in] { return s->captured(in); };
+  }
+  std::vector<HookFn> hooks;
+  for (size_t i = 0; i < features.size(); ++i) {
+    hooks.push_back(steering_hook(a.sae(), features[i], strengths[i], max_activations[i], options, input_of));
+  }
+  scope.replace(a.hook_out, [hooks](const torch::Tensor& x) {
+    torch::Tensor y = x;
+    for (const auto& h : hooks) y = h(y);
+    return y;
+  });
 }
 
 SteerResult steer(LanguageModel& lm, HookedModel& hooked, const AttachedSae& a, int64_t feature,
@@ -82,14 +106,14 @@ SteerResult steer(LanguageModel& lm, HookedModel& hooked, const AttachedSae& a, 
   for (int64_t i = 0; i < promoted.size(0); ++i) promoted_set.insert(promoted[i].item<int64_t>());
 
   // Measures on the full sequence, with the same steering applied (the activation the model sees).
-  auto measure = [&](SteerSample& s, const HookFn& hook) {
+  auto measure = [&](SteerSample& s, double alpha, bool steered) {
     s.text = generated_text(lm, ids, s.ids);
     if (s.ids.empty()) return;
     std::vector<int64_t> all = ids;
     all.insert(all.end(), s.ids.begin(), s.ids.end());
     if (static_cast<int64_t>(all.size()) > lm.info().context_length) all.resize(static_cast<size_t>(lm.info().context_length));
     HookScope scope(hooked);
-    if (hook) scope.replace(a.hook, hook);
+    if (steered) install_steering(scope, a, {feature}, {alpha}, {max_activation}, options);
     scope.capture(a.hook);
     scope.stop_after_last_hook();
     hooked.forward(torch::tensor(all, torch::kInt64).unsqueeze(0));
@@ -104,24 +128,24 @@ SteerResult steer(LanguageModel& lm, HookedModel& hooked, const AttachedSae& a, 
 
   SteerResult r;
   r.sae = a.name;
-  r.hook = a.hook;
+  r.hook = a.hook_out;
   r.prompt = prompt;
   r.feature = feature;
   r.mode = options.mode;
   r.include_bos = options.include_bos;
   r.max_activation = max_activation;
   r.unsteered.ids = generate(lm, ids, options.generate);
-  measure(r.unsteered, HookFn());
+  measure(r.unsteered, 0, false);
   for (double alpha : options.alphas) {
     SteerSample s;
     s.alpha = alpha;
-    const HookFn hook = steering_hook(sae, feature, alpha, max_activation, options);
+    steering_hook(sae, feature, alpha, max_activation, options);  // checks the options before generating
     s.ids = generate(lm, ids, options.generate, [&](const torch::Tensor& tokens) {
       HookScope scope(hooked);
-      scope.replace(a.hook, hook);
+      install_steering(scope, a, {feature}, {alpha}, {max_activation}, options);
       return lm.logits_from_output(hooked.forward(tokens));
     });
-    measure(s, hook);
+    measure(s, alpha, true);
     r.samples.push_back(std::move(s));
   }
   return r;

@@ -63,9 +63,18 @@ struct SteerResult {
 
 /// The hook that steers `feature` with `strength` (α or c) in `options.mode`; `max_activation` is
 /// the feature's maximum activation (clamp mode needs it positive). Activations are [b, T, d].
-/// The hook refers to `sae`, which must outlive it.
+/// The hook refers to `sae`, which must outlive it. A transcoder's hook goes at its output hook,
+/// and clamp mode reads the feature's activation from the input hook: `input_of` returns the
+/// input activation of the pass (e.g. HookScope::captured of the input hook).
 HookFn steering_hook(const Sae& sae, int64_t feature, double strength, double max_activation,
-                     const SteerOptions& options);
+                     const SteerOptions& options, std::function<torch::Tensor()> input_of = nullptr);
+
+/// Steers coder `a` in the passes `scope` runs: each feature with its strength (and max activation,
+/// for clamp), one after the other, at the hook the coder writes (an SAE's own hook; a
+/// transcoder's target, whose clamp mode reads the feature from the input hook).
+void install_steering(HookScope& scope, const AttachedSae& a, const std::vector<int64_t>& features,
+                      const std::vector<double>& strengths, const std::vector<double>& max_activations,
+                      const SteerOptions& options);
 
 /// `max_activation`: the feature's maximum activation, e.g. from the feature database (needed
 /// in clamp mode only).

@@ -1,5 +1,7 @@
 // saelab train: SAEs on captured activations, many per pass (architectures x sparsity settings,
 // for every hook of a capture), each batch of each hook read once for all SAEs on it.
+#include <algorithm>
+
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "core/distributed.h"
@@ -53,7 +55,7 @@ void register_train(CLI::App& app) {
     run_flags.apply();
     grid_flags.apply();
     const bool grid_given = cmd->count("--architectures") + cmd->count("--k") + cmd->count("--l1") +
-                                cmd->count("--expansion") > 0;
+                                cmd->count("--expansion") + cmd->count("--skip") > 0;
     if (config.empty() || grid_given) options.saes = grid.specs();
     stream_flags.apply();
     SaeRunResult r;
@@ -65,6 +67,9 @@ void register_train(CLI::App& app) {
       TORCH_CHECK(!options.hooks.empty(), "--model streams activations at --hooks; name at least one hook");
       CaptureOptions plan;
       plan.hooks = options.hooks;
+      for (const auto& t : options.targets) {  // transcoder targets are streamed beside their inputs
+        if (std::find(plan.hooks.begin(), plan.hooks.end(), t) == plan.hooks.end()) plan.hooks.push_back(t);
+      }
       plan.tokens = stream_options.tokens > 0 ? stream_options.tokens : options.train.steps * options.train.batch_size;
       plan.corpus = stream_options.corpus;
       plan.split = stream_options.split;

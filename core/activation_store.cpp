@@ -350,12 +350,32 @@ torch::Tensor ActivationStore::rows(int64_t begin, int64_t n) const {
 
 ShuffledBatches::ShuffledBatches(const ActivationStore& store, int64_t batch_size, int64_t buffer_shards,
                                  uint64_t seed)
-    : store_(store), batch_size_(batch_size), buffer_shards_(buffer_shards), seed_(seed) {
+    : ShuffledBatches(std::vector<const ActivationStore*>{&store}, batch_size, buffer_shards, seed) {}
+
+ShuffledBatches::ShuffledBatches(const std::vector<const ActivationStore*>& stores, int64_t batch_size,
+                                 int64_t buffer_shards, uint64_t seed)
+    : stores_(stores), batch_size_(batch_size), buffer_shards_(buffer_shards), seed_(seed) {
+  TORCH_CHECK(!stores_.empty(), "give at least one activation store to read");
   TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
   TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
-  TORCH_CHECK(store.rows() >= batch_size, "the store holds ", store.rows(), " rows, fewer than one batch of ",
+  const ActivationStore& first = *stores_.front();
+  TORCH_CHECK(first.rows() >= batch_size, "the store holds ", first.rows(), " rows, fewer than one batch of ",
               batch_size);
-  buffer_ = torch::empty({0, store.d()});
+  int64_t total = 0;
+  for (const ActivationStore* s : stores_) {
+    const StoreManifest& m = s->manifest();
+    bool same = s->rows() == first.rows() && s->shard_count() == first.shard_count() &&
+                m.model_sha256 == first.manifest().model_sha256;
+    for (int64_t i = 0; same && i < s->shard_count(); ++i) {
+      same = m.shards[static_cast<size_t>(i)].second == first.manifest().shards[static_cast<size_t>(i)].second;
+    }
+    TORCH_CHECK(same, "the activation stores of hooks '", first.manifest().hook, "' and '", m.hook,
+                "' are not one capture (rows, shards or model differ); capture both hooks in one pass "
+                "(saelab capture --hooks ", first.manifest().hook, ",", m.hook, ")");
+    widths_.push_back(s->d());
+    total += s->d();
+  }
+  buffer_ = torch::empty({0, total});
 }
 
 void ShuffledBatches::refill() {
@@ -363,13 +383,28 @@ void ShuffledBatches::refill() {
   for (int64_t k = 0; k < buffer_shards_; ++k) {
     if (next_shard_ >= order_.size()) {
       if (!order_.empty()) ++epoch_;
-      order_.resize(store_.shard_count());
+      order_.resize(static_cast<size_t>(stores_.front()->shard_count()));
       for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
       std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch_));
       std::shuffle(order_.begin(), order_.end(), rng);
       next_shard_ = 0;
     }
-    parts.push_back(store_.load_shard(order_[next_shard_++]).acts);
+    const int64_t shard = order_[next_shard_++];
+    StoreRows first = stores_.front()->load_shard(shard);
+    if (stores_.size() == 1) {
+      parts.push_back(first.acts);
+      continue;
+    }
+    std::vector<torch::Tensor> side = {first.acts};
+    for (size_t i = 1; i < stores_.size(); ++i) {
+      StoreRows other = stores_[i]->load_shard(shard);
+      TORCH_CHECK(torch::equal(other.token, first.token) && torch::equal(other.position, first.position) &&
+                      torch::equal(other.context, first.context),
+                  "shard ", shard, " of hooks '", stores_.front()->manifest().hook, "' and '", stores_[i]->manifest().hook,
+                  "' holds different token positions: they are not one capture; capture both hooks in one pass");
+      side.push_back(other.acts);
+    }
+    parts.push_back(torch::cat(side, 1));
   }
   torch::Tensor all = torch::cat(parts);
   torch::Generator gen = at::detail::createCPUGenerator(seed_ + 7919 * static_cast<uint64_t>(epoch_ * 1000003 + next_shard_));
@@ -377,12 +412,20 @@ void ShuffledBatches::refill() {
   cursor_ = 0;
 }
 
-torch::Tensor ShuffledBatches::next() {
+std::vector<torch::Tensor> ShuffledBatches::next_all() {
   while (buffer_.size(0) - cursor_ < batch_size_) refill();
-  torch::Tensor batch = buffer_.narrow(0, cursor_, batch_size_);
+  const torch::Tensor batch = buffer_.narrow(0, cursor_, batch_size_);
   cursor_ += batch_size_;
-  return batch;
+  std::vector<torch::Tensor> out;
+  int64_t at = 0;
+  for (int64_t w : widths_) {
+    out.push_back(stores_.size() == 1 ? batch : batch.narrow(1, at, w));
+    at += w;
+  }
+  return out;
 }
+
+torch::Tensor ShuffledBatches::next() { return next_all().front(); }
 
 void ShuffledBatches::skip(int64_t n) {
   for (int64_t i = 0; i < n; ++i) {

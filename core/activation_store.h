@@ -171,8 +171,16 @@ class ActivationStore {
 class ShuffledBatches {
  public:
   ShuffledBatches(const ActivationStore& store, int64_t batch_size, int64_t buffer_shards, uint64_t seed);
-  /// [batch_size, d] float32.
+  /// Several stores of one capture read in lockstep (a transcoder's input and target): each batch
+  /// holds the same token positions in every store, shuffled together; the order is the one the
+  /// first store alone would give. Their shards must hold the same rows (checked as they load:
+  /// context, position and token of every row), else an error names both hooks.
+  ShuffledBatches(const std::vector<const ActivationStore*>& stores, int64_t batch_size, int64_t buffer_shards,
+                  uint64_t seed);
+  /// [batch_size, d] float32 (the first store's).
   torch::Tensor next();
+  /// [batch_size, d_i] float32 of every store, the same rows.
+  std::vector<torch::Tensor> next_all();
   /// Draws and drops n batches: a resumed run restores its data position this way (the order is
   /// a function of the seed and the number of batches drawn).
   void skip(int64_t n);
@@ -181,13 +189,14 @@ class ShuffledBatches {
  private:
   void refill();
 
-  const ActivationStore& store_;
+  std::vector<const ActivationStore*> stores_;
+  std::vector<int64_t> widths_;  // d of each store: buffer_ holds them side by side
   int64_t batch_size_, buffer_shards_;
   uint64_t seed_;
   int64_t epoch_ = 0;
   std::vector<int64_t> order_;
   size_t next_shard_ = 0;
-  torch::Tensor buffer_;  // [m, d] shuffled rows not yet handed out
+  torch::Tensor buffer_;  // [m, Σ d] shuffled rows not yet handed out
   int64_t cursor_ = 0;
 };
 

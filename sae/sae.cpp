@@ -102,6 +102,9 @@ void SaeConfig::validate() const {
   architecture_name(architecture);
   TORCH_CHECK(d_in > 0, "d_in must be positive (got ", d_in, ")");
   TORCH_CHECK(d_sae > 0, "d_sae must be positive (got ", d_sae, ")");
+  TORCH_CHECK(d_out >= 0, "d_out must be >= 0 (got ", d_out, "; 0 means d_in)");
+  TORCH_CHECK(!apply_b_dec_to_input || out_width() == d_in, "apply_b_dec_to_input needs d_out = d_in (got d_in ", d_in,
+              ", d_out ", d_out, "); a transcoder does not subtract b_dec from its input");
   if (uses_k(architecture)) {
     TORCH_CHECK(k > 0 && k <= d_sae, "k must be in 1..d_sae (got ", k, ")");
   }
@@ -124,7 +127,8 @@ void SaeConfig::validate() const {
 
 std::map<std::string, std::vector<int64_t>> sae_shapes(const SaeConfig& c) {
   std::map<std::string, std::vector<int64_t>> s = {
-      {"W_enc", {c.d_in, c.d_sae}}, {"W_dec", {c.d_sae, c.d_in}}, {"b_dec", {c.d_in}}};
+      {"W_enc", {c.d_in, c.d_sae}}, {"W_dec", {c.d_sae, c.out_width()}}, {"b_dec", {c.out_width()}}};
+  if (c.skip) s["W_skip"] = {c.out_width(), c.d_in};
   if (c.architecture == Architecture::kGated) {
     s["b_gate"] = {c.d_sae};
     s["b_mag"] = {c.d_sae};
@@ -160,12 +164,18 @@ CentredSquares centred_squares(const torch::Tensor& x, const std::function<void(
 Sae::Sae(const SaeConfig& config, uint64_t seed) : config_(config) {
   config_.validate();
   torch::manual_seed(seed);
-  const int64_t d_in = config_.d_in, d_sae = config_.d_sae;
-  torch::Tensor W_dec = torch::randn({d_sae, d_in});
+  const int64_t d_in = config_.d_in, d_sae = config_.d_sae, d_out = config_.out_width();
+  torch::Tensor W_dec = torch::randn({d_sae, d_out});
   W_dec = W_dec / W_dec.norm(2, {1}, true);  // unit-norm rows
   p_["W_dec"] = W_dec;
-  p_["W_enc"] = W_dec.t().contiguous();
-  p_["b_dec"] = torch::zeros({d_in});
+  if (d_out == d_in) {
+    p_["W_enc"] = W_dec.t().contiguous();
+  } else {  // no transpose to tie to: unit-norm encoder columns in random directions
+    torch::Tensor W_enc = torch::randn({d_in, d_sae});
+    p_["W_enc"] = W_enc / W_enc.norm(2, {0}, true);
+  }
+  p_["b_dec"] = torch::zeros({d_out});
+  if (config_.skip) p_["W_skip"] = torch::zeros({d_out, d_in});
   if (config_.architecture == Architecture::kGated) {
     p_["b_gate"] = torch::zeros({d_sae});
     p_["b_mag"] = torch::zeros({d_sae});
@@ -194,7 +204,9 @@ Sae::Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, c
     TORCH_CHECK(it->second.is_floating_point(), where, ": tensor '", name, "' has dtype ", it->second.dtype(),
                 "; SAE weights must be floating point (float32, float16, bfloat16 or float64)");
     TORCH_CHECK(it->second.sizes().vec() == shape, where, ": tensor '", name, "' has shape ", it->second.sizes(),
-                " but cfg.json (d_in ", config_.d_in, ", d_sae ", config_.d_sae, ") needs ", c10::IntArrayRef(shape));
+                " but cfg.json (d_in ", config_.d_in, ", d_sae ", config_.d_sae,
+                config_.out_width() != config_.d_in ? ", d_out " + std::to_string(config_.out_width()) : std::string(),
+                ") needs ", c10::IntArrayRef(shape));
   }
   if (no_threshold) params["threshold"] = torch::full({config_.d_sae}, -1.0);
   for (const auto& [name, shape] : shapes) {
@@ -322,9 +334,29 @@ torch::Tensor Sae::decode(const torch::Tensor& f) const {
   return torch::matmul(f, p_.at("W_dec")) + p_.at("b_dec");
 }
 
-SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& dead) {
+torch::Tensor Sae::skip_term(const torch::Tensor& x) const {
+  if (!config_.skip) return {};
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == config_.d_in, "coder input must be [..., ", config_.d_in, "] (got ", x.sizes(), ")");
+  return torch::matmul(x, p_.at("W_skip").t());
+}
+
+torch::Tensor Sae::predict(const torch::Tensor& x, const torch::Tensor& f) const {
+  const torch::Tensor y = decode(f);
+  return config_.skip ? y + skip_term(x) : y;
+}
+
+torch::Tensor Sae::output_base(const torch::Tensor& x) const {
+  const torch::Tensor& b_dec = p_.at("b_dec");
+  if (!config_.skip) return b_dec;
+  return torch::addmm(b_dec, x, p_.at("W_skip").t());
+}
+
+SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& dead, const torch::Tensor& target) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == config_.d_in, "SAE input must be [batch, ", config_.d_in, "] (got ",
               x.sizes(), ")");
+  const torch::Tensor& y = target.defined() ? target : x;
+  TORCH_CHECK(y.dim() == 2 && y.size(0) == x.size(0) && y.size(1) == config_.out_width(), "the target must be [",
+              x.size(0), ", ", config_.out_width(), "] (got ", y.sizes(), ")");
   SaeOutput o;
   const torch::Tensor zero = torch::zeros({}, x.options());
   o.sparsity = zero;
@@ -335,13 +367,15 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   const torch::Tensor& W_enc = p_.at("W_enc");
   const torch::Tensor& W_dec = p_.at("W_dec");
   const torch::Tensor& b_dec = p_.at("b_dec");
+  // b_dec, plus the skip path x W_skipᵀ: what every prediction adds to its decoded code.
+  const torch::Tensor base = output_base(x);
   const Architecture a = config_.architecture;
-  if (!uses_k(a) && sparse_code_forward(x, l1, dead, o)) {
+  if (!uses_k(a) && sparse_code_forward(x, y, l1, dead, o)) {
     // standard, gated or jumprelu with a sparse code: done (the terms and the code are set)
   } else if (a == Architecture::kStandard) {
     // f = ReLU((x − b_dec) W_enc + b_enc); penalty λ Σ_i f_i ‖W_dec,i‖ (Anthropic, April 2024 update).
     o.features = torch::relu(affine(x, W_enc, p_.at("b_enc")));
-    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
+    o.x_hat = torch::matmul(o.features, W_dec) + base;
     o.sparsity = l1 * torch::mv(o.features, W_dec.norm(2, {1})).mean();
   } else if (a == Architecture::kGated) {
     // Rajamanoharan et al. 2024: π_gate = (x − b_dec) W_enc + b_gate,
@@ -349,13 +383,13 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     const torch::Tensor gate = affine(x, W_enc, p_.at("b_gate"));
     const torch::Tensor mag = affine(x, W_enc * p_.at("r_mag").exp(), p_.at("b_mag"));
     o.features = (gate > 0).to(mag.dtype()) * torch::relu(mag);
-    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
+    o.x_hat = torch::matmul(o.features, W_dec) + base;
     const torch::Tensor gate_relu = torch::relu(gate);
     // λ Σ ReLU(π_gate)_i ‖W_dec,i‖
     o.sparsity = l1 * torch::mv(gate_relu, W_dec.norm(2, {1})).mean();
     // Auxiliary reconstruction from ReLU(π_gate) through a detached decoder: no gradient reaches
     // W_dec or b_dec from this term.
-    o.aux = squared_error(x, torch::matmul(gate_relu, W_dec.detach()) + b_dec.detach());
+    o.aux = squared_error(y, torch::matmul(gate_relu, W_dec.detach()) + base.detach());
   } else if (uses_k(a)) {
     // topk (Gao et al. 2024): keep the k largest pre-activations of each row (after ReLU).
     // batchtopk (Bussmann et al. 2024): keep the k·batch largest ReLU pre-activations of the whole batch.
@@ -396,7 +430,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     }
     o.code_values = code.values;
     o.code_indices = code.indices;
-    o.x_hat = topk_decode(code.values, code.indices, W_dec, dec_grad) + b_dec;
+    o.x_hat = topk_decode(code.values, code.indices, W_dec, dec_grad) + base;
     if (uses_batch_topk(a)) {
       // A running average of the smallest kept positive activation, for checkpoints and
       // monitoring; the saved inference threshold is calibrated after training
@@ -420,27 +454,27 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
         // The levels partition the latents, so one dense decode, group by group and accumulated,
         // gives every level: cheaper than a sparse decode per level while [rows, d_sae] is small.
         const torch::Tensor dense = topk_to_dense(code, config_.d_sae);
-        torch::Tensor partial = b_dec.expand({rows, config_.d_in});
+        torch::Tensor partial = base.expand({rows, config_.out_width()});
         int64_t start = 0;
         for (size_t level = 0; level + 1 < widths.size(); ++level) {
           const int64_t width = widths[level];
           partial = torch::addmm(partial, dense.narrow(1, start, width - start), W_dec.narrow(0, start, width - start));
           start = width;
-          o.nested = o.nested + squared_error(x, partial);
+          o.nested = o.nested + squared_error(y, partial);
         }
       } else {
         for (size_t level = 0; level + 1 < widths.size(); ++level) {
           const torch::Tensor inner = code.values * (code.indices < widths[level]).to(code.values.dtype());
-          o.nested = o.nested + squared_error(x, topk_decode(inner, code.indices, W_dec, dec_grad) + b_dec);
+          o.nested = o.nested + squared_error(y, topk_decode(inner, code.indices, W_dec, dec_grad) + base);
         }
       }
     }
     if (any_dead()) {
-      // AuxK: model the detached residual e = x − x̂ with the top-k_aux pre-activations of dead
+      // AuxK: model the detached residual e = y − ŷ with the top-k_aux pre-activations of dead
       // latents; loss ‖e − ê‖² / ‖e − mean(e)‖² times the coefficient (1/32 by default).
       const torch::Tensor dead_idx = dead.nonzero().squeeze(1);
-      const int64_t k_aux = std::min<int64_t>(config_.aux_k > 0 ? config_.aux_k : config_.d_in / 2, dead_idx.size(0));
-      const torch::Tensor e = (x - o.x_hat).detach();
+      const int64_t k_aux = std::min<int64_t>(config_.aux_k > 0 ? config_.aux_k : config_.out_width() / 2, dead_idx.size(0));
+      const torch::Tensor e = (y - o.x_hat).detach();
       torch::Tensor top, latents;
       {
         // The selection among dead latents without gradient; the selected entries are then made
@@ -473,7 +507,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     const torch::Tensor pre = affine(x, W_enc, p_.at("b_enc"));
     const torch::Tensor theta = p_.at("log_threshold").exp();
     o.features = JumpReluFn::apply(pre, theta, config_.jumprelu_bandwidth);
-    o.x_hat = torch::matmul(o.features, W_dec) + b_dec;
+    o.x_hat = torch::matmul(o.features, W_dec) + base;
     const torch::Tensor dec_norm = W_dec.norm(2, {1});
     if (config_.jumprelu_sparsity == JumpReluSparsity::kStep) {
       o.sparsity = l1 * StepFn::apply(pre, theta, config_.jumprelu_bandwidth).sum(-1).mean();
@@ -486,7 +520,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
       o.aux = config_.pre_act_loss_coefficient * (torch::relu(theta - pre) * (mask * dec_norm)).sum(-1).mean();
     }
   }
-  o.mse = squared_error(x, o.x_hat);
+  o.mse = squared_error(y, o.x_hat);
   o.loss = o.mse + o.sparsity + o.aux + o.nested;
   if (o.features.defined()) {
     const torch::Tensor active = o.features.detach() != 0;
@@ -501,7 +535,8 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
   return o;
 }
 
-bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Tensor& dead, SaeOutput& o) {
+bool Sae::sparse_code_forward(const torch::Tensor& x, const torch::Tensor& y, double l1, const torch::Tensor& dead,
+                              SaeOutput& o) {
   const Architecture a = config_.architecture;
   const int64_t d_sae = config_.d_sae;
   const int64_t cap = sparse_code_cap_ < 0 ? std::max<int64_t>(64, d_sae / 8) : std::min(sparse_code_cap_, d_sae);
@@ -535,12 +570,13 @@ bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Te
   const torch::Tensor flat = latents.reshape(-1);
   auto at_latents = [&](const torch::Tensor& per_latent) { return per_latent.index_select(0, flat).view_as(latents); };
   const torch::Tensor dec_norms = row_norms(W_dec, dec_grad);  // gradient as a norm term, no dense matrix
+  const torch::Tensor base = output_base(x);  // b_dec (+ the skip path)
   const torch::Tensor dec_norm = at_latents(dec_norms);
   torch::Tensor f;
   if (a == Architecture::kStandard) {
     // the positive pre-activations (padding: 0, no gradient); penalty λ Σ_i f_i ‖W_dec,i‖
     f = gathered_encode(x, W_enc, b, latents, sel.pre, centre, enc_grad);
-    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + b_dec;
+    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + base;
     o.sparsity = l1 * (f * dec_norm).sum(-1).mean();
   } else if (a == Architecture::kGated) {
     // ReLU(π_gate) at the open gates; π_mag from the same (x − b_dec) W_enc column: z · exp(r_mag) + b_mag.
@@ -548,16 +584,16 @@ bool Sae::sparse_code_forward(const torch::Tensor& x, double l1, const torch::Te
     const torch::Tensor z = gate - at_latents(b);
     const torch::Tensor mag = z * at_latents(p_.at("r_mag").exp()) + at_latents(p_.at("b_mag"));
     f = sel.valid.to(mag.dtype()) * torch::relu(mag);
-    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + b_dec;
+    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + base;
     o.sparsity = l1 * (gate * dec_norm).sum(-1).mean();
-    o.aux = squared_error(x, topk_decode(gate, latents, W_dec.detach()) + b_dec.detach());
+    o.aux = squared_error(y, topk_decode(gate, latents, W_dec.detach()) + base.detach());
   } else {
     TORCH_CHECK(a == Architecture::kJumpReLU, "no sparse code path for ", architecture_name(a));
     const torch::Tensor valid = sel.valid.to(x.dtype());
     const torch::Tensor z = gathered_encode(x, W_enc, b, latents, sel.pre, centre, enc_grad, /*relu=*/false);
     const torch::Tensor th = at_latents(theta);
     f = JumpReluFn::apply(z, th, eps) * valid;
-    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + b_dec;
+    o.x_hat = topk_decode(f, latents, W_dec, dec_grad) + base;
     if (config_.jumprelu_sparsity == JumpReluSparsity::kStep) {
       o.sparsity = l1 * (StepFn::apply(z, th, eps) * valid).sum(-1).mean();
     } else {

@@ -1,4 +1,6 @@
-// Sparse autoencoders: x [batch, d_in] → code f [batch, d_sae] → x̂ = f W_dec + b_dec.
+// Sparse coders: x [batch, d_in] → code f [batch, d_sae] → ŷ = f W_dec + b_dec (+ x W_skipᵀ).
+// An SAE reconstructs its input (ŷ ≈ x, d_out = d_in); a transcoder predicts another activation y
+// [batch, d_out] from x (e.g. an MLP's output from its input), optionally with a linear skip path.
 // Six architectures (standard, gated, topk, batchtopk, matryoshka_batchtopk, jumprelu), each with
 // encode, decode and a training forward that returns its loss terms. sae/ knows nothing about
 // language models.
@@ -45,6 +47,12 @@ struct SaeConfig {
   Architecture architecture = Architecture::kTopK;
   /// Input width (the hook point's d).
   int64_t d_in = 0;
+  /// Output width (the target's d); 0: d_in. A transcoder (a target other than the input) does not
+  /// subtract b_dec from its input (apply_b_dec_to_input false), as SAELens and sparsify.
+  int64_t d_out = 0;
+  /// A linear skip path: ŷ += x W_skipᵀ, W_skip [d_out, d_in] (SAELens' orientation), initialised
+  /// to zero (sparsify, Paulo et al. 2025 "Transcoders beat sparse autoencoders").
+  bool skip = false;
   /// Dictionary size.
   int64_t d_sae = 0;
   /// Active latents per row (topk), or on average per row (batchtopk, matryoshka_batchtopk).
@@ -74,19 +82,21 @@ struct SaeConfig {
   double batchtopk_threshold_rate = 0.01;
 
   bool is_topk() const { return architecture == Architecture::kTopK; }
+  /// d_out, or d_in when it is 0.
+  int64_t out_width() const { return d_out > 0 ? d_out : d_in; }
   void validate() const;
 };
 
 /// Loss terms of one training forward pass; every term is a scalar averaged over the batch.
 struct SaeOutput {
-  torch::Tensor x_hat;     // [batch, d_in]
+  torch::Tensor x_hat;     // [batch, d_out] the prediction ŷ of the target (the input for an SAE)
   torch::Tensor features;  // [batch, d_sae] dense code; undefined where the code stays sparse (code_values)
   torch::Tensor code_values, code_indices;  // [batch, k'] the sparse code (topk, batchtopk; the others' sparse path), padding has value 0
   torch::Tensor fire_counts;  // [d_sae] rows of the batch in which each latent is active (int64)
-  torch::Tensor mse;       // mean_b ‖x − x̂‖²
+  torch::Tensor mse;       // mean_b ‖y − ŷ‖² (y the target)
   torch::Tensor sparsity;  // the sparsity penalty (already multiplied by its coefficient); 0 for topk / batchtopk
   torch::Tensor aux;       // auxiliary loss (gated's reconstruction through ReLU(π_gate), AuxK, JumpReLU's pre-activation loss); 0 otherwise
-  torch::Tensor nested;    // matryoshka_batchtopk: Σ over the inner levels of mean_b ‖x − x̂_level‖²; 0 otherwise
+  torch::Tensor nested;    // matryoshka_batchtopk: Σ over the inner levels of mean_b ‖y − ŷ_level‖²; 0 otherwise
   torch::Tensor loss;      // mse + sparsity + aux + nested
   torch::Tensor l0;        // mean active latents per row
 
@@ -115,16 +125,23 @@ class Sae {
 
   /// Inference code f [batch, d_sae] (batchtopk uses its learned threshold, as JumpReLU).
   torch::Tensor encode(const torch::Tensor& x) const;
-  /// x̂ = f W_dec + b_dec.
+  /// f W_dec + b_dec (without the skip path, which needs the input: see predict).
   torch::Tensor decode(const torch::Tensor& f) const;
+  /// The skip path x W_skipᵀ [..., d_out]; undefined without one.
+  torch::Tensor skip_term(const torch::Tensor& x) const;
+  /// ŷ = decode(f) + x W_skipᵀ: what the coder writes for input x given its code f.
+  torch::Tensor predict(const torch::Tensor& x, const torch::Tensor& f) const;
 
   /// Pre-activations (x − b_dec) W_enc + b_enc [..., d_sae] (every architecture but gated).
   torch::Tensor pre_activations(const torch::Tensor& x) const;
 
   /// The training forward pass. `l1_coefficient` is λ (standard, gated, jumprelu's penalty);
   /// `dead` [d_sae] bool marks dead latents: AuxK uses them (topk, batchtopk, matryoshka), and so
-  /// does JumpReLU's pre-activation loss (ignored when undefined or none dead).
-  SaeOutput forward(const torch::Tensor& x, double l1_coefficient, const torch::Tensor& dead = {});
+  /// does JumpReLU's pre-activation loss (ignored when undefined or none dead). `target` [batch,
+  /// d_out] is what the coder predicts (undefined: x itself, an SAE); every loss term that compares
+  /// a prediction (mse, AuxK's residual, Matryoshka's levels, gated's auxiliary) compares it to the target.
+  SaeOutput forward(const torch::Tensor& x, double l1_coefficient, const torch::Tensor& dead = {},
+                    const torch::Tensor& target = {});
 
   /// Trainable tensors by name (SAELens names; jumprelu trains log_threshold).
   std::vector<std::pair<std::string, torch::Tensor>> parameters() const;
@@ -170,9 +187,11 @@ class Sae {
 
  private:
   torch::Tensor centred(const torch::Tensor& x) const;
+  /// b_dec + x W_skipᵀ [batch, d_out] with a skip path, else b_dec [d_out]: what every prediction adds.
+  torch::Tensor output_base(const torch::Tensor& x) const;
   /// forward's sparse path for standard, gated and jumprelu; false (o untouched) when a row of the
   /// batch has more candidate latents than the cap.
-  bool sparse_code_forward(const torch::Tensor& x, double l1, const torch::Tensor& dead, SaeOutput& o);
+  bool sparse_code_forward(const torch::Tensor& x, const torch::Tensor& y, double l1, const torch::Tensor& dead, SaeOutput& o);
   /// (x − b_dec) W + b (x − b_dec only when apply_b_dec_to_input), as one GEMM on the raw x.
   torch::Tensor affine(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) const;
 

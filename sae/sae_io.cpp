@@ -30,7 +30,7 @@ SaeFormat parse_write_format(const std::string& name) {
 }
 
 nlohmann::json SaeMetadata::to_json() const {
-  return {{"model_name", model_name},
+  nlohmann::json j = {{"model_name", model_name},
           {"hook_name", hook_name},
           {"context_size", context_size},
           {"prepend_bos", prepend_bos},
@@ -38,6 +38,8 @@ nlohmann::json SaeMetadata::to_json() const {
           {"hook_layer", layer()},
           {"hook_head_index", hook_head_index < 0 ? nlohmann::json() : nlohmann::json(hook_head_index)},
           {"model_sha256", model_sha256}};
+  if (!hook_name_out.empty()) j["hook_name_out"] = hook_name_out;
+  return j;
 }
 
 int64_t SaeMetadata::layer() const {

@@ -49,6 +49,8 @@ SaeFormat parse_write_format(const std::string& name);
 struct SaeMetadata {
   std::string model_name;
   std::string hook_name;
+  /// A transcoder's output hook (SAELens metadata.hook_name_out); empty for an SAE.
+  std::string hook_name_out;
   int64_t context_size = 0;
   bool prepend_bos = true;
   std::string dataset_path;

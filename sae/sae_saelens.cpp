@@ -72,6 +72,7 @@ LoadedSae load_saelens(const std::string& dir) {
   SaeMetadata m;
   m.model_name = meta_string({"model_name"});
   m.hook_name = meta_string({"hook_name", "hook_point"});
+  m.hook_name_out = meta_string({"hook_name_out"});
   m.context_size = meta_int({"context_size"}, 0);
   m.dataset_path = meta_string({"dataset_path"});
   m.hook_layer = meta_int({"hook_layer", "hook_point_layer"}, -1);
@@ -130,10 +131,22 @@ LoadedSae load_saelens(const std::string& dir) {
     top.fail("reshape_activations", "is 'hook_z' (or hook_name ends in _z): SAEs on per-head attention outputs "
                                     "[.., n_heads, d_head] are not supported");
   }
-  if (architecture == "transcoder" || architecture == "skip_transcoder" || architecture == "jumprelu_transcoder") {
-    top.fail("architecture", "is '" + architecture + "': transcoders (which read one hook and reconstruct another) "
-                             "are not supported; saelab's SAEs reconstruct the activation they read");
+  // Transcoders (SAELens saes/transcoder.py): ReLU or JumpReLU codes of x W_enc + b_enc (no b_dec
+  // on the input), decoded to d_out, with x W_skipᵀ added by the skip variants. saelab's other
+  // architectures as transcoders carry a d_out and saelab.skip.
+  bool skip = saelab.get<bool>("skip", false);
+  if (architecture == "transcoder" || architecture == "skip_transcoder" || architecture == "jumprelu_transcoder" ||
+      architecture == "jumprelu_skip_transcoder") {
+    if (!top.has("d_out")) top.fail("d_out", "is required for a transcoder");
+    skip = architecture.find("skip") != std::string::npos;
+    architecture = architecture.rfind("jumprelu", 0) == 0 ? "jumprelu" : "standard";
+    if (top.get<bool>("apply_b_dec_to_input", false)) {
+      top.fail("apply_b_dec_to_input", "is true on a transcoder (SAELens refuses it: b_dec has the output's width)");
+    }
   }
+  c.d_out = top.get<int64_t>("d_out", 0);
+  c.skip = skip;
+  if (c.d_out == c.d_in && !skip && m.hook_name_out.empty()) c.d_out = 0;  // an SAE that states its own width
   if (architecture == "matryoshka_batchtopk") {
     top.fail("architecture", "is 'matryoshka_batchtopk', a SAELens training checkpoint; SAELens saves it for "
                              "inference as 'jumprelu', which saelab reads");
@@ -238,12 +251,20 @@ void save_saelens(const std::string& dir, const Sae& sae, const SaeMetadata& met
   const SaeConfig& c = sae.config();
   const bool topk = c.architecture == Architecture::kTopK;
   const bool batchtopk = uses_batch_topk(c.architecture);
+  // A transcoder: SAELens' names for ReLU and JumpReLU ones (BatchTopK ones are written as JumpReLU,
+  // as its SAEs are); saelab's TopK and gated transcoders keep their names with a d_out.
+  const bool transcoder = !meta.hook_name_out.empty() || c.out_width() != c.d_in || c.skip;
+  TORCH_CHECK(!(transcoder && v5_only), "SAELens v5 has no transcoders; write the SAELens v6 layout (saelens)");
   if (batchtopk) {
     TORCH_CHECK(sae.batchtopk_running_threshold().item<double>() >= 0,
                 "this batchtopk SAE has no threshold estimate yet; SAELens reads BatchTopK SAEs through it");
   }
   // SAELens has no inference BatchTopK: it writes one as JumpReLU with the threshold per latent.
-  const std::string architecture = batchtopk ? "jumprelu" : architecture_name(c.architecture);
+  std::string architecture = batchtopk ? "jumprelu" : architecture_name(c.architecture);
+  if (transcoder && (architecture == "jumprelu" || architecture == "standard")) {
+    architecture = architecture == "jumprelu" ? (c.skip ? "jumprelu_skip_transcoder" : "jumprelu_transcoder")
+                                              : (c.skip ? "skip_transcoder" : "transcoder");
+  }
   nlohmann::json saelab = {{"format_version", 2},
                            {"architecture", architecture_name(c.architecture)},
                            {"model_sha256", meta.model_sha256}};
@@ -251,6 +272,7 @@ void save_saelens(const std::string& dir, const Sae& sae, const SaeMetadata& met
   if (meta.density_tokens > 0 && log10_density.defined()) saelab["density_tokens"] = meta.density_tokens;
   if (c.architecture == Architecture::kMatryoshkaBatchTopK) saelab["matryoshka_widths"] = c.matryoshka_widths;
   if (c.architecture == Architecture::kJumpReLU) saelab["jumprelu_bandwidth"] = c.jumprelu_bandwidth;
+  if (transcoder) saelab["skip"] = c.skip;
   const nlohmann::json head = meta.hook_head_index < 0 ? nlohmann::json() : nlohmann::json(meta.hook_head_index);
   nlohmann::json cfg = {
       {"architecture", architecture},
@@ -280,6 +302,7 @@ void save_saelens(const std::string& dir, const Sae& sae, const SaeMetadata& met
     cfg["k"] = c.k;
     cfg["rescale_acts_by_decoder_norm"] = false;  // v5 cannot rescale; saelab's weights need none
   }
+  if (transcoder) cfg["d_out"] = c.out_width();
   if (v5_only) {
     cfg["saelab"] = saelab;
   } else {
@@ -297,6 +320,7 @@ void save_saelens(const std::string& dir, const Sae& sae, const SaeMetadata& met
                        {"exclude_special_tokens", false},
                        {"neuronpedia_id", nullptr},
                        {"saelab", saelab}};
+    if (!meta.hook_name_out.empty()) cfg["metadata"]["hook_name_out"] = meta.hook_name_out;
   }
   fs::create_directories(dir);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;

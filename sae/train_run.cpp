@@ -29,12 +29,17 @@ using nlohmann::json;
 // One hook of the run as this process trains it: its store, batches and trainer, over this
 // process's SAEs of the hook (all of them in one process).
 struct HookGroup {
-  std::string hook;
-  int64_t hook_index = 0;      // position among the run's hooks
+  std::string hook;            // the input hook
+  std::string target;          // the hook a transcoder predicts; empty for SAEs
+  std::string key;             // folder and name in the metrics: coder_group_name(hook, target)
+  int64_t hook_index = 0;      // position among the run's groups
+  int64_t input_slot = 0, target_slot = 0;  // the stream's hook positions of input and target
   std::vector<int64_t> units;  // global unit index (hook_index × saes + i) of each trainer SAE
   StoreManifest manifest;                // the store's, or the stream's description of it
+  StoreManifest target_manifest;         // the target's (transcoders)
   std::unique_ptr<ActivationStore> store;  // null when streaming
-  std::unique_ptr<ShuffledBatches> batches;
+  std::unique_ptr<ActivationStore> target_store;
+  std::unique_ptr<ShuffledBatches> batches;  // input and target in lockstep
   std::unique_ptr<SaeTrainer> trainer;
   torch::Tensor fired;  // [n_saes, d_sae] float64 fire counts over the density window
   int64_t counted = 0;  // rows in the density window
@@ -129,7 +134,7 @@ int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std
       try {
         archive.read("unit" + std::to_string(g.units[i]), blob);
       } catch (const c10::Error&) {
-        TORCH_CHECK(false, "checkpoint '", path.string(), "' has no state for SAE ", g.units[i], " (", g.hook, "/",
+        TORCH_CHECK(false, "checkpoint '", path.string(), "' has no state for SAE ", g.units[i], " (", g.key, "/",
                     g.trainer->saes()[i].spec.name, "); delete it to start over");
       }
       torch::serialize::InputArchive one;
@@ -149,20 +154,41 @@ int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std
 
 std::string SaeRunSpec::folder_name() const {
   if (!name.empty()) return name;
-  if (uses_k(parse_architecture(architecture))) return architecture + "-k" + std::to_string(k);
   std::ostringstream s;
-  s << architecture << "-l1_" << l1;
+  if (uses_k(parse_architecture(architecture))) {
+    s << architecture << "-k" << k;
+  } else {
+    s << architecture << "-l1_" << l1;
+  }
+  if (skip) s << "-skip";
   return s.str();
+}
+
+std::string coder_group_name(const std::string& hook, const std::string& target) {
+  return target.empty() || target == hook ? hook : hook + "__" + target;
+}
+
+std::string SaeRunOptions::target_of(size_t i) const {
+  if (targets.empty()) return "";
+  const std::string& t = targets.at(i);
+  return t == hooks.at(i) ? std::string() : t;
 }
 
 double SaeRunSpec::bandwidth() const {
   return jumprelu_bandwidth > 0 ? jumprelu_bandwidth : default_jumprelu_bandwidth(parse_jumprelu_sparsity(jumprelu_sparsity));
 }
 
-SaeConfig SaeRunSpec::config(int64_t d_in) const {
+SaeConfig SaeRunSpec::config(int64_t d_in, int64_t d_out) const {
   SaeConfig c;
   c.architecture = parse_architecture(architecture);
   c.d_in = d_in;
+  TORCH_CHECK(d_out > 0 || !skip, "SAE '", folder_name(), "': skip is for transcoders (give --targets); an SAE's skip "
+              "path would learn the identity");
+  if (d_out > 0) {
+    c.d_out = d_out;
+    c.apply_b_dec_to_input = false;
+    c.skip = skip;
+  }
   c.d_sae = expansion * d_in;
   c.k = k;
   c.jumprelu_bandwidth = bandwidth();
@@ -188,8 +214,12 @@ SaeConfig SaeRunSpec::config(int64_t d_in) const {
 void SaeRunOptions::validate() const {
   train.validate();
   TORCH_CHECK(!saes.empty(), "give at least one SAE to train (saes)");
-  std::set<std::string> names;
-  for (const auto& s : saes) {
+  std::set<std::string> names, transcoder_names;
+  std::vector<std::pair<const SaeRunSpec*, std::set<std::string>*>> all;
+  for (const auto& s : saes) all.emplace_back(&s, &names);
+  for (const auto& s : transcoders) all.emplace_back(&s, &transcoder_names);
+  for (const auto& [sp, seen] : all) {
+    const SaeRunSpec& s = *sp;
     // Checked again against each hook's width when the run starts.
     const Architecture a = parse_architecture(s.architecture);
     parse_jumprelu_sparsity(s.jumprelu_sparsity);
@@ -207,19 +237,35 @@ void SaeRunOptions::validate() const {
     TORCH_CHECK(s.expansion > 0, "SAE '", s.folder_name(), "': expansion must be positive (got ", s.expansion, ")");
     TORCH_CHECK(s.l1 >= 0 && std::isfinite(s.l1), "SAE '", s.folder_name(), "': l1 must be >= 0 (got ", s.l1, ")");
     TORCH_CHECK(s.jumprelu_init_threshold > 0, "SAE '", s.folder_name(), "': jumprelu_init_threshold must be positive");
-    TORCH_CHECK(names.insert(s.folder_name()).second, "two SAEs are named '", s.folder_name(), "'; give them distinct names");
+    TORCH_CHECK(seen->insert(s.folder_name()).second, "two SAEs are named '", s.folder_name(), "'; give them distinct names");
   }
   TORCH_CHECK(init_rows > 0, "init_rows must be positive (got ", init_rows, ")");
   TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
   TORCH_CHECK(checkpoint_every > 0, "checkpoint_every must be positive (got ", checkpoint_every, ")");
   TORCH_CHECK(stop_after >= 0, "stop_after must be >= 0 (got ", stop_after, ")");
   TORCH_CHECK(data_parallel >= 1 && data_parallel <= (1 << 20), "data_parallel must be >= 1 (got ", data_parallel, ")");
+  TORCH_CHECK(targets.empty() || !hooks.empty(), "targets pairs each of hooks with the hook it predicts: give hooks too");
+  TORCH_CHECK(targets.empty() || targets.size() == hooks.size(), "targets names the hook each of hooks predicts: give ",
+              hooks.size(), " (got ", targets.size(), ")");
+  std::set<std::string> groups;
+  for (size_t i = 0; i < hooks.size(); ++i) {
+    const std::string key = coder_group_name(hooks[i], target_of(i));
+    TORCH_CHECK(groups.insert(key).second, "hook '", key, "' is listed twice");
+  }
+  const bool any_transcoder = std::any_of(targets.begin(), targets.end(), [&](const std::string& t) {
+    return t != hooks[static_cast<size_t>(&t - targets.data())];
+  });
+  for (const auto& s : saes) {
+    TORCH_CHECK(!s.skip || (any_transcoder && transcoders.empty()), "SAE '", s.folder_name(),
+                "': skip is for transcoders (give targets, and the transcoders' own list in transcoders)");
+  }
 }
 
 json SaeRunOptions::to_json() const {
   json j = options_json(*this);
   j["format_version"] = 2;  // 2: the checkpoint keeps each SAE apart
   for (size_t i = 0; i < saes.size(); ++i) j["saes"][i]["name"] = saes[i].folder_name();
+  for (size_t i = 0; i < transcoders.size(); ++i) j["transcoders"][i]["name"] = transcoders[i].folder_name();
   return j;
 }
 
@@ -229,6 +275,7 @@ std::vector<SaeRunSpec> SaeGridOptions::specs() const {
     SaeRunSpec base;
     base.architecture = arch;
     base.expansion = expansion;
+    base.skip = skip;
     if (uses_k(parse_architecture(arch))) {
       for (int64_t one : k) {
         SaeRunSpec s = base;
@@ -262,26 +309,51 @@ void read_sae_run_options(const json& config, const std::string& where, SaeRunOp
       if (!(*saes)[i].contains("expansion")) o.saes[i].expansion = grid.expansion;
     }
   }
+  if (config.contains("transcoders")) {
+    const json& t = config.at("transcoders");
+    TORCH_CHECK(t.is_array(), where, ": 'transcoders' must be an array of objects");
+    for (size_t i = 0; i < t.size(); ++i) {
+      if (!t[i].contains("expansion")) o.transcoders[i].expansion = grid.expansion;
+    }
+  }
 }
 
 SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* stream) {
   options.validate();
   const SaeTrainOptions& to = options.train;
-  std::vector<std::string> hooks;
-  if (stream) {
-    for (const auto& m : stream->manifests()) hooks.push_back(m.hook);
+  // The run's coder groups: an input hook each, and the hook its transcoders predict ("" for SAEs).
+  std::vector<std::string> hooks, targets;
+  if (!options.hooks.empty()) {
+    hooks = options.hooks;
+    for (size_t i = 0; i < hooks.size(); ++i) targets.push_back(options.target_of(i));
   } else {
-    hooks = hooks_of(options);
+    TORCH_CHECK(options.targets.empty(), "targets pairs each of hooks with the hook it predicts: give hooks too");
+    if (stream) {
+      for (const auto& m : stream->manifests()) hooks.push_back(m.hook);
+    } else {
+      hooks = hooks_of(options);
+    }
+    targets.assign(hooks.size(), "");
   }
+  std::vector<std::string> keys;  // folder of each group
+  for (size_t h = 0; h < hooks.size(); ++h) keys.push_back(coder_group_name(hooks[h], targets[h]));
+  // The stream's position of a hook.
+  auto stream_slot = [&](const std::string& hook) {
+    const auto& ms = stream->manifests();
+    for (size_t i = 0; i < ms.size(); ++i) {
+      if (ms[i].hook == hook) return static_cast<int64_t>(i);
+    }
+    TORCH_CHECK(false, "hook '", hook, "' is not streamed from the model (stream --hooks and targets)");
+  };
   // Each hook's store as its manifest describes it (read from the capture, or the stream's).
-  auto manifest_of = [&](size_t h) {
-    if (stream) return stream->manifests()[h];
-    const fs::path path = fs::path(options.store) / hooks[h] / "manifest.json";
-    TORCH_CHECK(fs::exists(path), "hook '", hooks[h], "' has no activation store in '", options.store, "' (expected ",
+  auto manifest_of = [&](const std::string& hook) {
+    if (stream) return stream->manifests()[static_cast<size_t>(stream_slot(hook))];
+    const fs::path path = fs::path(options.store) / hook / "manifest.json";
+    TORCH_CHECK(fs::exists(path), "hook '", hook, "' has no activation store in '", options.store, "' (expected ",
                 path.string(), ")");
     return StoreManifest::from_json(load_json_file(path.string(), "activation manifest"), path.string());
   };
-  for (const auto& hook : hooks) check_path_name(hook, "hook '" + hook + "' (a folder name of the run)");
+  for (const auto& key : keys) check_path_name(key, "hook '" + key + "' (a folder name of the run)");
 
   // The processes of a torchrun launch (one without it): data_parallel replicas per group, and
   // the run's SAEs (hook-major) split into contiguous, equal-sized parts over the groups.
@@ -298,10 +370,25 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
   TORCH_CHECK(to.batch_size >= dp, "batch_size ", to.batch_size, " must be at least data_parallel (", dp,
               "): every replica takes a share of each batch's rows");
   const int n_groups = world_size / dp;
-  const int64_t n_saes = static_cast<int64_t>(options.saes.size());
-  const int64_t n_units = static_cast<int64_t>(hooks.size()) * n_saes;
+  // The run's coders ("units"), group-major: each SAE group holds options.saes, each transcoder
+  // group options.transcoders (options.saes when that is empty).
+  auto specs_of = [&](size_t h) -> const std::vector<SaeRunSpec>& {
+    return !targets[h].empty() && !options.transcoders.empty() ? options.transcoders : options.saes;
+  };
+  std::vector<std::pair<size_t, size_t>> unit_ref;  // (group, spec) of each unit
+  std::vector<int64_t> first_unit;                  // of each group
+  for (size_t h = 0; h < hooks.size(); ++h) {
+    first_unit.push_back(static_cast<int64_t>(unit_ref.size()));
+    for (size_t i = 0; i < specs_of(h).size(); ++i) unit_ref.emplace_back(h, i);
+  }
+  auto spec_of_unit = [&](int64_t u) -> const SaeRunSpec& {
+    const auto [h, i] = unit_ref[static_cast<size_t>(u)];
+    return specs_of(h)[i];
+  };
+  auto key_of_unit = [&](int64_t u) -> const std::string& { return keys[unit_ref[static_cast<size_t>(u)].first]; };
+  const int64_t n_units = static_cast<int64_t>(unit_ref.size());
   TORCH_CHECK(n_groups <= n_units, world_size, " processes with data_parallel ", dp, " make ", n_groups,
-              " module groups, but the run has only ", n_units, " SAEs (", hooks.size(), " hooks x ", n_saes,
+              " module groups, but the run has only ", n_units, " SAEs (", hooks.size(), " hooks x ", options.saes.size(),
               "); raise data_parallel or use fewer processes");
   auto group_of_unit = [&](int64_t u) { return static_cast<int>(u * n_groups / n_units); };
   const int my_group = rank / dp, replica = rank % dp;
@@ -323,13 +410,19 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
     // process's SAEs.
     double need = 0, step_tensors = 0;
     int64_t mine = 0;
-    std::vector<StoreManifest> manifests;
-    for (size_t h = 0; h < hooks.size(); ++h) manifests.push_back(manifest_of(h));
+    std::vector<StoreManifest> manifests, target_manifests;
     for (size_t h = 0; h < hooks.size(); ++h) {
-      const double d = static_cast<double>(manifests[h].d);
-      for (int64_t i = 0; i < n_saes; ++i) {
-        if (group_of_unit(static_cast<int64_t>(h) * n_saes + i) != my_group) continue;
-        const SaeRunSpec& rs = options.saes[static_cast<size_t>(i)];
+      manifests.push_back(manifest_of(hooks[h]));
+      target_manifests.push_back(targets[h].empty() ? manifests.back() : manifest_of(targets[h]));
+      const StoreManifest &in = manifests.back(), &out = target_manifests.back();
+      TORCH_CHECK(in.model_sha256 == out.model_sha256 && in.rows == out.rows, "hooks '", hooks[h], "' and '", targets[h],
+                  "' are not from one capture (model or rows differ); capture both in one pass");
+    }
+    for (size_t h = 0; h < hooks.size(); ++h) {
+      const double d = 0.5 * static_cast<double>(manifests[h].d + target_manifests[h].d);
+      for (size_t i = 0; i < specs_of(h).size(); ++i) {
+        if (group_of_unit(first_unit[h] + static_cast<int64_t>(i)) != my_group) continue;
+        const SaeRunSpec& rs = specs_of(h)[i];
         const double d_sae = static_cast<double>(rs.expansion) * d;
         const double copies = uses_k(parse_architecture(rs.architecture)) && dp == 1 ? 6.0 : 8.0;
         need += 4.0 * d_sae * copies * d;
@@ -346,33 +439,49 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
       const fs::path dir = fs::path(options.store) / hook;
       // Every process fingerprints every hook (the run's identity), but opens stores only for its own.
       const StoreManifest& m = manifests[h];
-      fingerprint.push_back({{"hook", hook}, {"model_sha256", m.model_sha256}, {"rows", m.rows}, {"d", m.d}});
+      json print = {{"hook", hook}, {"model_sha256", m.model_sha256}, {"rows", m.rows}, {"d", m.d}};
+      if (!targets[h].empty()) print["target"] = {{"hook", targets[h]}, {"d", target_manifests[h].d}};
+      fingerprint.push_back(print);
       HookGroup g;
       g.hook = hook;
+      g.target = targets[h];
+      g.key = keys[h];
       g.hook_index = static_cast<int64_t>(h);
+      if (stream) {
+        g.input_slot = stream_slot(hook);
+        g.target_slot = g.target.empty() ? g.input_slot : stream_slot(g.target);
+      }
       std::vector<SaeSpec> specs;
-      for (int64_t i = 0; i < n_saes; ++i) {
-        const int64_t u = static_cast<int64_t>(h) * n_saes + i;
-        const SaeRunSpec& rs = options.saes[static_cast<size_t>(i)];
+      for (size_t i = 0; i < specs_of(h).size(); ++i) {
+        const int64_t u = first_unit[h] + static_cast<int64_t>(i);
+        const SaeRunSpec& rs = specs_of(h)[i];
         SaeSpec s;
         s.name = rs.folder_name();
-        s.config = rs.config(m.d);  // validated: k, widths, bandwidth against this width
+        s.config = rs.config(m.d, g.target.empty() ? 0 : target_manifests[h].d);  // validated against these widths
         s.l1_coefficient = rs.l1;
-        s.seed_index = i;  // the same initialisation whichever process trains it
+        s.seed_index = static_cast<int64_t>(i);  // the same initialisation whichever process trains it
         if (group_of_unit(u) != my_group) continue;
         specs.push_back(s);
         g.units.push_back(u);
       }
       if (specs.empty()) continue;
       g.manifest = m;
+      g.target_manifest = target_manifests[h];
       if (!stream) {
         g.store = std::make_unique<ActivationStore>(ActivationStore::open(dir.string()));
-        g.batches = std::make_unique<ShuffledBatches>(*g.store, to.batch_size, options.buffer_shards,
+        std::vector<const ActivationStore*> read = {g.store.get()};
+        if (!g.target.empty()) {
+          g.target_store = std::make_unique<ActivationStore>(ActivationStore::open((fs::path(options.store) / g.target).string()));
+          read.push_back(g.target_store.get());
+        }
+        g.batches = std::make_unique<ShuffledBatches>(read, to.batch_size, options.buffer_shards,
                                                       static_cast<uint64_t>(options.seed));
       }
       g.trainer = std::make_unique<SaeTrainer>(specs, to, static_cast<uint64_t>(options.seed));
       g.trainer->set_replicas(replicas);
-      g.fired = torch::zeros({static_cast<int64_t>(specs.size()), specs.front().config.d_sae}, torch::kFloat64);
+      int64_t widest = 0;  // SAEs of a group may differ in expansion: row i uses its first d_sae entries
+      for (const auto& sp : specs) widest = std::max(widest, sp.config.d_sae);
+      g.fired = torch::zeros({static_cast<int64_t>(specs.size()), widest}, torch::kFloat64);
       groups.push_back(std::move(g));
     }
   });
@@ -388,7 +497,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
     json ranks = json::array(), saes = json::array();
     for (int r = gi * dp; r < (gi + 1) * dp; ++r) ranks.push_back(r);
     for (int64_t u : units_of_rank[static_cast<size_t>(gi * dp)]) {
-      saes.push_back(hooks[static_cast<size_t>(u / n_saes)] + "/" + options.saes[static_cast<size_t>(u % n_saes)].folder_name());
+      saes.push_back(key_of_unit(u) + "/" + spec_of_unit(u).folder_name());
     }
     launch["module_groups"].push_back({{"ranks", ranks}, {"saes", saes}});
   }
@@ -400,16 +509,19 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
   const fs::path run_path = fs::path(options.out) / "run.json";
   SaeRunResult result;
   for (int64_t u = 0; u < n_units; ++u) {
-    result.sae_dirs.push_back((fs::path(options.out) / hooks[static_cast<size_t>(u / n_saes)] /
-                               options.saes[static_cast<size_t>(u % n_saes)].folder_name())
+    result.sae_dirs.push_back((fs::path(options.out) / key_of_unit(u) / spec_of_unit(u).folder_name())
                                   .string());
   }
   // The rows that initialise the SAEs and calibrate BatchTopK thresholds: the first init_rows.
   std::vector<torch::Tensor> stream_rows;
-  auto first_rows = [&](const HookGroup& g) {
-    if (!stream) return g.store->rows(0, std::min(options.init_rows, g.store->rows()));
+  auto first_rows = [&](const HookGroup& g, bool target = false) {
+    if (target && g.target.empty()) return torch::Tensor();
+    if (!stream) {
+      const ActivationStore& store = target ? *g.target_store : *g.store;
+      return store.rows(0, std::min(options.init_rows, store.rows()));
+    }
     if (stream_rows.empty()) stream_rows = stream->first_rows(std::min(options.init_rows, stream->manifests().front().target_rows));
-    return stream_rows[static_cast<size_t>(g.hook_index)];
+    return stream_rows[static_cast<size_t>(target ? g.target_slot : g.input_slot)];
   };
   int64_t step = 0;
   run_together(*world, "starting the run", [&] {
@@ -430,7 +542,7 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
         TORCH_CHECK(old_cfg == run, "'", options.out,
                     "' holds a training run with different options or activations; use another output folder or delete it");
       }
-      for (auto& g : groups) g.trainer->initialize(first_rows(g));
+      for (auto& g : groups) g.trainer->initialize(first_rows(g), first_rows(g, true));
       if (rank == 0) fs::remove(metrics_path);
     }
     if (rank == 0) write_file_atomic(run_path, run_record.dump(2) + "\n");
@@ -456,19 +568,31 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
     unit_stats.zero_();
     const std::vector<torch::Tensor> streamed = stream ? stream->next() : std::vector<torch::Tensor>();
     for (auto& g : groups) {
-      torch::Tensor batch = stream ? streamed[static_cast<size_t>(g.hook_index)] : g.batches->next();
+      torch::Tensor batch, target;
+      if (stream) {
+        batch = streamed[static_cast<size_t>(g.input_slot)];
+        if (!g.target.empty()) target = streamed[static_cast<size_t>(g.target_slot)];
+      } else {
+        std::vector<torch::Tensor> both = g.batches->next_all();
+        batch = both[0];
+        if (!g.target.empty()) target = both[1];
+      }
       const int64_t rows = batch.size(0);
-      if (dp > 1) batch = batch.narrow(0, rows * replica / dp, rows * (replica + 1) / dp - rows * replica / dp);
+      if (dp > 1) {
+        const int64_t begin = rows * replica / dp, n = rows * (replica + 1) / dp - begin;
+        batch = batch.narrow(0, begin, n);
+        if (target.defined()) target = target.narrow(0, begin, n);
+      }
       std::vector<SaeStepStats> stats;
       try {
-        stats = g.trainer->step(batch);
+        stats = g.trainer->step(batch, target);
       } catch (const c10::Error& e) {
-        TORCH_CHECK(false, "hook ", g.hook, ": ", e.msg(), "; the last good checkpoint (step ", last_checkpoint,
+        TORCH_CHECK(false, "hook ", g.key, ": ", e.msg(), "; the last good checkpoint (step ", last_checkpoint,
                     ") in '", options.out, "' is intact");
       }
       if (step >= count_from) {
         for (size_t i = 0; i < stats.size(); ++i) {
-          g.fired[static_cast<int64_t>(i)] += stats[i].fire_counts.to(torch::kFloat64);
+          g.fired[static_cast<int64_t>(i)].narrow(0, 0, stats[i].fire_counts.size(0)) += stats[i].fire_counts.to(torch::kFloat64);
         }
         g.counted += rows;
       }
@@ -484,15 +608,14 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
         }
       }
       const auto& s0 = stats.front();
-      status = fmt::format("{} {} loss {:.3f} fvu {:.3f} L0 {:.1f} dead {:.1f}%", g.hook, g.trainer->saes()[0].spec.name,
+      status = fmt::format("{} {} loss {:.3f} fvu {:.3f} L0 {:.1f} dead {:.1f}%", g.key, g.trainer->saes()[0].spec.name,
                            s0.loss, s0.fvu, s0.l0, 100 * s0.dead_fraction);
     }
     world->all_reduce_sum(unit_stats, "gathering the statistics of step " + std::to_string(step + 1));
     if (rank == 0) {
       auto st = unit_stats.accessor<double, 2>();
       for (int64_t u = 0; u < n_units; ++u) {
-        metrics << json{{"step", step + 1}, {"hook", hooks[static_cast<size_t>(u / n_saes)]},
-                        {"sae", options.saes[static_cast<size_t>(u % n_saes)].folder_name()},
+        metrics << json{{"step", step + 1}, {"hook", key_of_unit(u)}, {"sae", spec_of_unit(u).folder_name()},
                         {"loss", st[u][0]}, {"mse", st[u][1]}, {"fvu", st[u][2]}, {"l0", st[u][3]},
                         {"dead_fraction", st[u][4]}}
                        .dump()
@@ -529,12 +652,16 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
         SaeMetadata meta;
         meta.model_name = m.model_name;
         meta.hook_name = m.hook;
+        meta.hook_name_out = g.target;
         meta.context_size = m.context_length;
         meta.prepend_bos = true;
         meta.model_sha256 = m.model_sha256;
         meta.density_tokens = g.counted;
         const torch::Tensor density =
-            (g.fired[static_cast<int64_t>(i)] / std::max<int64_t>(1, g.counted)).clamp_min(1e-10).log10().to(torch::kFloat32);
+            (g.fired[static_cast<int64_t>(i)].narrow(0, 0, g.trainer->saes()[i].spec.config.d_sae) / std::max<int64_t>(1, g.counted))
+                .clamp_min(1e-10)
+                .log10()
+                .to(torch::kFloat32);
         save_sae(result.sae_dirs[static_cast<size_t>(g.units[i])], g.trainer->folded(i), meta, density);
       }
     }

@@ -7,6 +7,7 @@
 //                          density counters; written atomically every `checkpoint_every` steps
 //   OUT/metrics.jsonl      one line per step and SAE: loss, mse, fvu, l0, dead_fraction
 //   OUT/<hook>/<name>/     SAELens directories (cfg.json, sae_weights.safetensors, sparsity.safetensors)
+//   OUT/<in>__<out>/<name>/  the same for a transcoder from hook <in> to hook <out> (`targets`)
 //
 // The data order is a function of the seed and the number of batches drawn, so a resumed run
 // (weights, optimizer, step, data position restored) ends with the same weights as one that was
@@ -35,6 +36,7 @@ struct SaeRunSpec {
   double pre_act_loss_coefficient = SaeConfig{}.pre_act_loss_coefficient;
   std::vector<int64_t> matryoshka_widths;
   int64_t matryoshka_levels = 4;
+  bool skip = false;
   std::string name;
 
   template <class V>
@@ -50,11 +52,13 @@ struct SaeRunSpec {
     v("pre_act_loss_coefficient", pre_act_loss_coefficient, "JumpReLU pre-activation loss on dead latents (0: off)", at_least(0));
     v("matryoshka_widths", matryoshka_widths, "nested widths of a matryoshka_batchtopk SAE, the last d_sae (empty: halving levels)", at_least(1));
     v("matryoshka_levels", matryoshka_levels, "levels when matryoshka_widths is empty: d_sae / 2^(L-1), …, d_sae / 2, d_sae", at_least(1));
-    v("name", name, "folder name (empty: <architecture>-k<k> or <architecture>-l1_<λ>)", path_name());
+    v("skip", skip, "transcoders: a linear skip path x W_skipᵀ beside the code, initialised to zero");
+    v("name", name, "folder name (empty: <architecture>-k<k> or <architecture>-l1_<λ>, with -skip)", path_name());
   }
   std::string folder_name() const;
-  /// The SaeConfig of this SAE on inputs of width d_in (validated).
-  SaeConfig config(int64_t d_in) const;
+  /// The SaeConfig of this SAE on inputs of width d_in (validated); a transcoder when d_out > 0
+  /// (no b_dec subtracted from the input).
+  SaeConfig config(int64_t d_in, int64_t d_out = 0) const;
   /// jumprelu_bandwidth, or the penalty's default when it is 0.
   double bandwidth() const;
 };
@@ -65,6 +69,7 @@ struct SaeGridOptions {
   std::vector<int64_t> k = {SaeRunSpec{}.k};
   std::vector<double> l1 = {SaeRunSpec{}.l1};
   int64_t expansion = SaeRunSpec{}.expansion;
+  bool skip = false;
 
   template <class V>
   void fields(V& v) {
@@ -72,6 +77,7 @@ struct SaeGridOptions {
     v("k", k, "k of the grid's topk / batchtopk / matryoshka_batchtopk SAEs (one SAE each)", at_least(1).and_non_empty());
     v("l1", l1, "λ of the grid's standard / gated / jumprelu SAEs (one SAE each)", at_least(0).and_non_empty());
     v("expansion", expansion, "d_sae = expansion × d_in", at_least(1));
+    v("skip", skip, "transcoders (--targets): a linear skip path W_skip in every coder of the grid");
   }
   std::vector<SaeRunSpec> specs() const;
 };
@@ -79,8 +85,10 @@ struct SaeGridOptions {
 struct SaeRunOptions {
   std::string store = "runs/acts";
   std::vector<std::string> hooks;
+  std::vector<std::string> targets;
   std::string out = "runs/saes";
   std::vector<SaeRunSpec> saes = {SaeRunSpec{}};
+  std::vector<SaeRunSpec> transcoders;
   SaeTrainOptions train;
   int64_t init_rows = 8192;
   int64_t buffer_shards = 4;
@@ -94,8 +102,10 @@ struct SaeRunOptions {
   void fields(V& v) {
     v("store", store, "capture folder (saelab capture --out)");
     v("hooks", hooks, "hook points of the capture (empty: all of them)", path_name().and_non_empty());
+    v("targets", targets, "transcoders: the hook each of --hooks predicts, in order (empty: SAEs, which reconstruct their hook; an entry equal to its hook: an SAE)", path_name().and_non_empty());
     v("out", out, "output folder: OUT/<hook>/<name>/ SAELens directories", kInConfig | kOnCommandLine);
     v("saes", saes, "the SAEs trained on each hook (objects with the SaeRunSpec keys)", kInConfig | kInRecord);
+    v("transcoders", transcoders, "the coders trained on each transcoder pair (a hook with a target), as saes (empty: saes)", kInConfig | kInRecord);
     train.fields(v);
     v("init_rows", init_rows, "rows used for the scaling factor and b_dec's geometric median", at_least(1));
     v("buffer_shards", buffer_shards, "shards in the shuffle buffer", at_least(1));
@@ -109,7 +119,13 @@ struct SaeRunOptions {
   /// What shapes the result (the kInRecord fields, SAE names resolved): a checkpoint must match it
   /// to resume.
   nlohmann::json to_json() const;
+  /// The target of hooks[i] ("" for an SAE).
+  std::string target_of(size_t i) const;
 };
+
+/// The folder of a coder group under the run's output: the hook for SAEs, <in>__<out> for a
+/// transcoder from hook <in> to hook <out>.
+std::string coder_group_name(const std::string& hook, const std::string& target);
 
 /// Reads a training config into `options`: the SaeRunOptions keys ("saes" a list of objects with
 /// the SaeRunSpec keys), or the SaeGridOptions keys for a cross product instead of "saes"; a

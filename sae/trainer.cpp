@@ -215,8 +215,15 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
     t.optimizer = std::make_unique<torch::optim::Adam>(
         params, torch::optim::AdamOptions(options_.lr).betas({adam_beta1(t.spec.config.architecture), 0.999}));
     t.steps_since_fired = torch::zeros({t.spec.config.d_sae}, torch::kInt64);
-    TORCH_CHECK(saes_.empty() || t.spec.config.d_in == saes_.front().spec.config.d_in,
-                "all SAEs trained on one input need the same d_in (", t.spec.name, " has ", t.spec.config.d_in, ")");
+    const SaeConfig& c = t.spec.config;
+    TORCH_CHECK(saes_.empty() || (c.d_in == saes_.front().spec.config.d_in &&
+                                  c.out_width() == saes_.front().spec.config.out_width() &&
+                                  c.apply_b_dec_to_input == saes_.front().spec.config.apply_b_dec_to_input),
+                "all coders trained on one input need the same d_in, d_out and target (", t.spec.name, " has d_in ",
+                c.d_in, ", d_out ", c.out_width(), ")");
+    // A coder that does not subtract b_dec from its input (or maps to another width) may predict a
+    // target other than its input; the trainer then needs the target with every batch.
+    transcoder_ = !c.apply_b_dec_to_input;
     saes_.push_back(std::move(t));
   }
 }
@@ -262,30 +269,75 @@ double SaeTrainer::l1_scale_at(int64_t s) const {
   return std::min(1.0, static_cast<double>(s + 1) / static_cast<double>(options_.l1_warmup_steps));
 }
 
-void SaeTrainer::initialize(const torch::Tensor& sample) {
-  TORCH_CHECK(sample.dim() == 2 && sample.size(1) == saes_.front().spec.config.d_in, "the initialisation sample must be [n, ",
-              saes_.front().spec.config.d_in, "] (got ", sample.sizes(), ")");
+namespace {
+
+// sqrt(d) / E‖x‖ over the rows of x: the factor that makes E‖x‖ = sqrt(d).
+double norm_scale(const torch::Tensor& x, const char* what) {
+  const double mean_norm = x.norm(2, {1}).mean().item<double>();
+  TORCH_CHECK(mean_norm > 0, "the initialisation sample", what, " is all zeros");
+  return std::sqrt(static_cast<double>(x.size(1))) / mean_norm;
+}
+
+}  // namespace
+
+void SaeTrainer::initialize(const torch::Tensor& sample, const torch::Tensor& target_sample) {
+  const SaeConfig& c = saes_.front().spec.config;
+  TORCH_CHECK(sample.dim() == 2 && sample.size(1) == c.d_in, "the initialisation sample must be [n, ", c.d_in, "] (got ",
+              sample.sizes(), ")");
   TORCH_CHECK(torch::isfinite(sample).all().item<bool>(), "the initialisation sample holds NaN or Inf");
+  TORCH_CHECK(target_sample.defined() == transcoder_, transcoder_ ? "transcoders need the targets of the initialisation rows"
+                                                                  : "SAEs reconstruct their input: give no target sample");
   torch::NoGradGuard g;
   const torch::Tensor x = sample.to(torch::kFloat32);
-  if (options_.normalize_activations) {
-    const double mean_norm = x.norm(2, {1}).mean().item<double>();
-    TORCH_CHECK(mean_norm > 0, "the initialisation sample is all zeros");
-    scale_ = std::sqrt(static_cast<double>(x.size(1))) / mean_norm;
+  if (options_.normalize_activations) scale_ = norm_scale(x, "");
+  target_scale_ = scale_;
+  torch::Tensor y = x;
+  if (transcoder_) {
+    TORCH_CHECK(target_sample.dim() == 2 && target_sample.size(0) == sample.size(0) && target_sample.size(1) == c.out_width(),
+                "the initialisation targets must be [", sample.size(0), ", ", c.out_width(), "] (got ", target_sample.sizes(), ")");
+    TORCH_CHECK(torch::isfinite(target_sample).all().item<bool>(), "the initialisation targets hold NaN or Inf");
+    y = target_sample.to(torch::kFloat32);
+    if (options_.normalize_activations) target_scale_ = norm_scale(y, "'s targets");
   }
-  const torch::Tensor median = geometric_median(x * scale_);
+  const torch::Tensor median = geometric_median(y * target_scale_);
   for (auto& t : saes_) t.sae->b_dec().copy_(median);
+  if (transcoder_) {
+    // A transcoder subtracts nothing from its input, so its encoder biases start at −m W_enc, m the
+    // input's geometric median: the pre-activations start centred, as an SAE's do through b_dec
+    // (sparsify starts b_enc at −mean(x) W_enc for the same reason).
+    const torch::Tensor centre = geometric_median(x * scale_);
+    for (auto& t : saes_) {
+      for (const auto& [name, p] : t.sae->parameters()) {
+        if (name == "b_enc" || name == "b_gate") const_cast<torch::Tensor&>(p).copy_(-torch::mv(t.sae->W_enc().t(), centre));
+        if (name == "b_mag") {
+          const torch::Tensor W_mag = t.sae->W_enc() * t.sae->param("r_mag").exp();
+          const_cast<torch::Tensor&>(p).copy_(-torch::mv(W_mag.t(), centre));
+        }
+      }
+    }
+  }
   initialized_ = true;
 }
 
-std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
+std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch, const torch::Tensor& target) {
   TORCH_CHECK(initialized_, "call initialize() with a sample before training");
   for (const auto& t : saes_) TORCH_CHECK(t.optimizer, "step: the optimizers were released");
-  TORCH_CHECK(batch.dim() == 2 && batch.size(1) == saes_.front().spec.config.d_in, "a training batch must be [n, ",
-              saes_.front().spec.config.d_in, "] (got ", batch.sizes(), ")");
+  const SaeConfig& c = saes_.front().spec.config;
+  TORCH_CHECK(batch.dim() == 2 && batch.size(1) == c.d_in, "a training batch must be [n, ", c.d_in, "] (got ",
+              batch.sizes(), ")");
   TORCH_CHECK(torch::isfinite(batch).all().item<bool>(), "the training batch of step ", step_ + 1,
               " holds NaN or Inf activations");
+  TORCH_CHECK(target.defined() == transcoder_, transcoder_ ? "transcoders need the target rows of every batch"
+                                                           : "SAEs reconstruct their input: give no target");
   const torch::Tensor x = batch.to(torch::kFloat32) * scale_;
+  torch::Tensor y = x;  // what the coders predict
+  if (transcoder_) {
+    TORCH_CHECK(target.dim() == 2 && target.size(0) == batch.size(0) && target.size(1) == c.out_width(),
+                "the targets of a batch must be [", batch.size(0), ", ", c.out_width(), "] (got ", target.sizes(), ")");
+    TORCH_CHECK(torch::isfinite(target).all().item<bool>(), "the target batch of step ", step_ + 1,
+                " holds NaN or Inf activations");
+    y = target.to(torch::kFloat32) * target_scale_;
+  }
   const double lr = lr_at(step_);
   const double l1_scale = l1_scale_at(step_);
   std::vector<SaeStepStats> stats;
@@ -295,12 +347,12 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
   const std::string what = "step " + std::to_string(step_ + 1);
   std::function<void(torch::Tensor&)> sum;
   if (replicas != nullptr) sum = [&](torch::Tensor& t) { replicas->all_reduce_sum(t, "the batch statistics of " + what); };
-  const CentredSquares batch_sq = centred_squares(x, sum);
+  const CentredSquares batch_sq = centred_squares(y, sum);
   const double weight = static_cast<double>(x.size(0)) / std::max(1.0, batch_sq.rows);
   for (auto& t : saes_) {
     Sae& sae = *t.sae;
     const torch::Tensor dead = t.steps_since_fired >= options_.dead_window;
-    const SaeOutput o = sae.forward(x, t.spec.l1_coefficient * l1_scale, dead);
+    const SaeOutput o = sae.forward(x, t.spec.l1_coefficient * l1_scale, dead, transcoder_ ? y : torch::Tensor());
     const int64_t d_sae = t.spec.config.d_sae;
     // loss, mse, L0, Σ‖x − x̂‖², then the fire counts.
     torch::Tensor summed = torch::empty({4 + d_sae}, torch::kFloat64);
@@ -309,7 +361,7 @@ std::vector<SaeStepStats> SaeTrainer::step(const torch::Tensor& batch) {
       summed[0] = o.loss.detach().to(torch::kFloat64) * weight;
       summed[1] = o.mse.detach().to(torch::kFloat64) * weight;
       summed[2] = o.l0.detach().to(torch::kFloat64) * weight;
-      summed[3] = (x - o.x_hat.detach()).to(torch::kFloat64).pow(2).sum();
+      summed[3] = (y - o.x_hat.detach()).to(torch::kFloat64).pow(2).sum();
       summed.narrow(0, 4, d_sae).copy_(o.fire_counts);
     }
     if (replicas != nullptr) replicas->all_reduce_sum(summed, "the statistics of SAE '" + t.spec.name + "' at " + what);
@@ -339,6 +391,7 @@ void SaeTrainer::save_sae_state(size_t i, torch::serialize::OutputArchive& one) 
   const TrainedSae& t = saes_.at(i);
   TORCH_CHECK(t.optimizer, "save_state: the optimizers were released");
   one.write("scale", torch::tensor(scale_, torch::kFloat64));
+  one.write("target_scale", torch::tensor(target_scale_, torch::kFloat64));
   one.write("step", torch::tensor(step_));
   one.write("name", c10::IValue(t.spec.name));
   for (const auto& [name, p] : t.sae->parameters()) one.write("param." + name, p.detach());
@@ -359,6 +412,9 @@ void SaeTrainer::load_sae_state(size_t i, torch::serialize::InputArchive& one, c
   one.read("step", step);
   scale_ = scale.item<double>();
   step_ = step.item<int64_t>();
+  target_scale_ = scale_;  // checkpoints of SAE runs written before transcoders have one scale
+  torch::Tensor target_scale;
+  if (one.try_read("target_scale", target_scale)) target_scale_ = target_scale.item<double>();
   c10::IValue name;
   one.read("name", name);
   TORCH_CHECK(name.isString() && name.toStringRef() == t.spec.name, where, ": SAE ", i, " is '",
@@ -427,12 +483,14 @@ Sae SaeTrainer::folded(size_t i) const {
     p["b_enc"] = p["b_enc"] * safe;
     p["W_dec"] = p["W_dec"] / safe.unsqueeze(1);
   }
-  const double s = scale_;
-  // The SAE saw x·s. On raw x: (x·s − b_dec) W_enc = (x − b_dec/s)(s W_enc), and the output
-  // x̂/s = f (W_dec/s) + b_dec/s. Pre-activations, thresholds and codes are unchanged.
+  const double s = scale_, t = target_scale_;
+  // The SAE saw x·s and predicted y·t (t = s for an SAE). On raw x: (x·s − b_dec) W_enc =
+  // (x − b_dec/s)(s W_enc), and the output ŷ/t = f (W_dec/t) + b_dec/t + x (W_skip · s/t)ᵀ.
+  // Pre-activations, thresholds and codes are unchanged.
   p["W_enc"] = p["W_enc"] * s;
-  p["W_dec"] = p["W_dec"] / s;
-  p["b_dec"] = p["b_dec"] / s;
+  p["W_dec"] = p["W_dec"] / t;
+  p["b_dec"] = p["b_dec"] / t;
+  if (p.count("W_skip")) p["W_skip"] = p["W_skip"] * (s / t);
   return Sae(sae.config(), p, "folded SAE '" + saes_.at(i).spec.name + "'");
 }
 

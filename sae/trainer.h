@@ -9,6 +9,10 @@
 // (the factor is estimated once from a sample and folded into the weights by `folded()`), and b_dec
 // starts at the geometric median of that sample (Weiszfeld). Latents that have not fired for
 // `dead_window` tokens count as dead (AuxK uses them).
+//
+// Transcoders train the same way on aligned (input, target) batches: the target has its own scale
+// (E‖y‖ = sqrt(d_out)), b_dec starts at the target's geometric median, and the loss, FVU, AuxK and
+// the dead-latent counts are all against the target.
 #pragma once
 #include <torch/torch.h>
 
@@ -57,7 +61,7 @@ struct SaeTrainOptions {
 
 struct SaeStepStats {
   double loss = 0, mse = 0, l0 = 0, dead_fraction = 0;
-  double fvu = 0;  ///< this batch's Σ‖x − x̂‖² / Σ‖x − mean x‖², on normalised inputs
+  double fvu = 0;  ///< this batch's Σ‖y − ŷ‖² / Σ‖y − mean y‖² (y the target: x for an SAE), normalised
   torch::Tensor fire_counts;  ///< [d_sae] rows of the batch in which each latent fired
 };
 
@@ -74,12 +78,15 @@ class SaeTrainer {
   SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& options, uint64_t seed);
 
   /// Estimates the input scaling factor and sets every b_dec to the geometric median of `sample`
-  /// [n, d_in] (raw activations). Call once before the first step.
-  void initialize(const torch::Tensor& sample);
+  /// [n, d_in] (raw activations). Transcoders: `target_sample` [n, d_out] holds the targets of the
+  /// same rows (its own scale, and b_dec at its median); undefined for SAEs. Call once before the
+  /// first step.
+  void initialize(const torch::Tensor& sample, const torch::Tensor& target_sample = {});
 
-  /// One optimizer step of every SAE on `batch` [batch, d_in] of raw activations.
+  /// One optimizer step of every SAE on `batch` [batch, d_in] of raw activations (and, for
+  /// transcoders, `target` [batch, d_out], the same rows' targets).
   /// Throws, naming the step and the SAE, when the batch or a loss is NaN or Inf.
-  std::vector<SaeStepStats> step(const torch::Tensor& batch);
+  std::vector<SaeStepStats> step(const torch::Tensor& batch, const torch::Tensor& target = {});
 
   /// Data parallelism: every member of `replicas` holds the same SAEs and steps them on its own
   /// rows of each global batch. Losses are weighted by each replica's share of the rows, and the
@@ -91,6 +98,10 @@ class SaeTrainer {
 
   int64_t steps_done() const { return step_; }
   double scaling_factor() const { return scale_; }
+  /// The target's scaling factor (the input's for SAEs).
+  double target_scaling_factor() const { return target_scale_; }
+  /// Whether the coders predict a target other than their input.
+  bool transcodes() const { return transcoder_; }
   const std::vector<TrainedSae>& saes() const { return saes_; }
 
   /// Everything a resumed run needs (weights, Adam state, dead-latent counters, BatchTopK threshold
@@ -113,7 +124,8 @@ class SaeTrainer {
   /// the last step.
   void calibrate_thresholds(const torch::Tensor& sample);
 
-  /// SAE i with the input scaling folded into its weights, so it works on raw activations. A
+  /// SAE i with the input and target scalings folded into its weights, so it works on raw
+  /// activations (W_enc · s_in, W_dec / s_out, b_dec / s_out, W_skip · s_in / s_out). A
   /// standard SAE also has its decoder norms folded into the encoder (SAELens fold_W_dec_norm):
   /// unit-norm decoder rows in the normalised space, codes multiplied by ‖W_dec,i‖, the same
   /// reconstruction.
@@ -130,6 +142,8 @@ class SaeTrainer {
   SaeTrainOptions options_;
   std::vector<TrainedSae> saes_;
   double scale_ = 1.0;
+  double target_scale_ = 1.0;
+  bool transcoder_ = false;
   int64_t step_ = 0;
   bool initialized_ = false;
   std::shared_ptr<Communicator> replicas_;  // data-parallel replicas (null or size 1: none)

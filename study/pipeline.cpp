@@ -42,7 +42,8 @@ std::string resolve_path(const std::string& p) {
 struct Plan {
   std::string model = SAELAB_SOURCE_DIR "/assets/brown-gpt";
   std::string out = "runs/demo";
-  CaptureOptions capture;
+  CaptureOptions capture;         // every hook the study captures: the SAEs' and the transcoders'
+  std::vector<std::string> sae_hooks;  // capture.hooks as configured: one SAE group each, the chain
   bool stream = false;  // train.source "model": train on the capture's plan streamed from the model
   SaeRunOptions train;
   StudyEvalOptions eval;
@@ -95,6 +96,16 @@ Plan read_plan(const PipelineOptions& options) {
   }
   read_sae_run_options(train, at("train"), p.train);
   p.train.validate();
+  // Transcoders: train.hooks[i] → train.targets[i], captured beside the SAEs' hooks.
+  p.sae_hooks = p.capture.hooks;
+  TORCH_CHECK(p.train.hooks.size() == p.train.targets.size(), where,
+              ": train.hooks are the transcoders' inputs and train.targets their outputs; give one target per hook (",
+              p.train.hooks.size(), " hooks, ", p.train.targets.size(), " targets)");
+  for (const auto& list : {p.train.hooks, p.train.targets}) {
+    for (const auto& h : list) {
+      if (std::find(p.capture.hooks.begin(), p.capture.hooks.end(), h) == p.capture.hooks.end()) p.capture.hooks.push_back(h);
+    }
+  }
   read_options(section(cfg, "eval"), at("eval"), p.eval);
   p.eval.set.validate();
   p.eval.eval.validate();
@@ -135,8 +146,12 @@ void check_plan_against_model(const Plan& p, const std::string& where, LanguageM
     if (ctx > n_ctx) fail(key, std::to_string(ctx) + " is longer than the model's context_length " + std::to_string(n_ctx));
   }
   std::vector<std::string> names;
-  for (const auto& s : p.train.saes) {
-    names.push_back(s.folder_name());
+  for (const auto& s : p.train.saes) names.push_back(s.folder_name());
+  std::vector<const SaeRunSpec*> specs;
+  for (const auto& s : p.train.saes) specs.push_back(&s);
+  for (const auto& s : p.train.transcoders) specs.push_back(&s);
+  for (const SaeRunSpec* sp : specs) {
+    const SaeRunSpec& s = *sp;
     if (!uses_k(parse_architecture(s.architecture))) continue;
     for (size_t i = 0; i < widths.size(); ++i) {
       const int64_t d_sae = s.expansion * widths[i];
@@ -157,10 +172,10 @@ void check_plan_against_model(const Plan& p, const std::string& where, LanguageM
     for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
     fail("graph.name", "'" + p.graph.name + "' is none of the SAEs trained (" + all + ")");
   }
-  if (p.steer.layer >= static_cast<int64_t>(p.capture.hooks.size())) {
+  if (p.steer.layer >= static_cast<int64_t>(p.sae_hooks.size())) {
     fail("steer.layer", std::to_string(p.steer.layer) + " is past the chain of " +
-                            std::to_string(p.capture.hooks.size()) + " hooks (0 to " +
-                            std::to_string(p.capture.hooks.size() - 1) + ")");
+                            std::to_string(p.sae_hooks.size()) + " hooks (0 to " +
+                            std::to_string(p.sae_hooks.size() - 1) + ")");
   }
   if (p.stream) return;  // nothing goes to disk
   const double value_bytes = static_cast<double>(c10::elementSize(store_dtype(p.capture.dtype)));
@@ -304,10 +319,16 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
       SaeRunOptions o = p.train;
       o.store = acts.string();
       o.out = saes_dir.string();
-      o.hooks.clear();
+      // One SAE group per configured capture hook, then the transcoder pairs.
+      o.hooks = p.sae_hooks;
+      o.targets.clear();
+      if (!p.train.hooks.empty()) {
+        o.targets = p.sae_hooks;
+        o.hooks.insert(o.hooks.end(), p.train.hooks.begin(), p.train.hooks.end());
+        o.targets.insert(o.targets.end(), p.train.targets.begin(), p.train.targets.end());
+      }
       SaeRunResult r;
       if (p.stream) {
-        o.hooks = p.capture.hooks;
         const std::unique_ptr<ActivationStream> stream = open_activation_stream(
             lm, p.capture, options.cache_dir, o.train.batch_size, o.buffer_rows, static_cast<uint64_t>(o.seed));
         r = run_sae_training(o, stream.get());
@@ -372,7 +393,11 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   }
   // 6. steering: the best-explained features of one SAE of the chain
   {
-    const std::string key = stages.key("steer", options_json(p.steer), {"top"});
+    // Which SAEs it steers is the chain's (graph.name): part of the key, as the options are.
+    json steer_key = options_json(p.steer);
+    steer_key["chain"] = json::array();
+    for (const auto& a : chain) steer_key["chain"].push_back(a.name);
+    const std::string key = stages.key("steer", steer_key, {"top"});
     result.stages.push_back(stages.run("steer", key, remove_paths({steer_json}), [&] {
       TORCH_CHECK(p.steer.layer < static_cast<int64_t>(chain.size()), options.config_path, ": steer.layer ",
                   p.steer.layer, " is past the graph's chain of ", chain.size(), " SAEs");

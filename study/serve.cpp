@@ -250,8 +250,10 @@ struct FeatureServer::Impl {
     json out = json::array();
     for (const auto& a : in.saes) {
       const SaeConfig& c = a.sae().config();
-      out.push_back({{"name", a.name}, {"hook", a.hook}, {"architecture", architecture_name(c.architecture)},
-                     {"d_in", c.d_in}, {"d_sae", c.d_sae}});
+      json one = {{"name", a.name}, {"hook", a.hook}, {"architecture", architecture_name(c.architecture)},
+                  {"d_in", c.d_in}, {"d_sae", c.d_sae}};
+      if (a.transcoder()) one["hook_out"] = a.hook_out, one["d_out"] = c.out_width();
+      out.push_back(one);
     }
     return out;
   }
@@ -260,6 +262,7 @@ struct FeatureServer::Impl {
     const AttachedSae& a = sae_named(sae);
     check_feature(a, f);
     json j = {{"sae", a.name}, {"hook", a.hook}, {"feature", f}};
+    if (a.transcoder()) j["hook_out"] = a.hook_out;
     if (!in.db_path.empty() && fs::exists(in.db_path)) {
       FeatureDb db = FeatureDb::open(in.db_path);
       FeatureRecords records(db);
@@ -425,13 +428,7 @@ struct FeatureServer::Impl {
         if (!(max_act[i] > 0)) fail(400, "feature " + std::to_string(features[i]) + " never fired in the database: clamp needs its max activation");
       }
     }
-    std::vector<HookFn> hooks;
-    for (size_t i = 0; i < features.size(); ++i) hooks.push_back(steering_hook(a.sae(), features[i], alphas[i], max_act[i], so));
-    const HookFn all = [hooks](const torch::Tensor& x) {
-      torch::Tensor y = x;
-      for (const auto& h : hooks) y = h(y);
-      return y;
-    };
+    for (size_t i = 0; i < features.size(); ++i) steering_hook(a.sae(), features[i], alphas[i], max_act[i], so);  // checks
     const auto turn = gate.enter();
     torch::NoGradGuard no_grad;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opt.wait_seconds);
@@ -445,7 +442,7 @@ struct FeatureServer::Impl {
     const std::vector<int64_t> steered = generate(*in.lm, ids, so.generate, [&](const torch::Tensor& tokens) {
       check_time();
       HookScope scope(*in.hooked);
-      scope.replace(a.hook, all);
+      install_steering(scope, a, features, alphas, max_act, so);
       return in.lm->logits_from_output(in.hooked->forward(tokens));
     });
     return {{"sae", a.name}, {"features", features}, {"alphas", alphas}, {"mode", so.mode}, {"prompt", prompt},

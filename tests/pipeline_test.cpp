@@ -22,11 +22,22 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
     EXPECT_NE(first.output.find(std::string("[") + stage + "] done"), std::string::npos) << stage;
   }
   EXPECT_NE(first.output.find("report: " + out + "/report/index.html"), std::string::npos) << first.output;
-  // 4 hooks x 8 SAEs, every one evaluated, under both conventions, with absorption, and dead /
-  // dense from the training densities.
+  // 4 hooks x 8 SAEs and 4 MLP transcoders, every one evaluated, under both conventions, SAEs with
+  // absorption, and dead / dense from the training densities; the 4 transcoders also at once.
   const json eval = load_json_file(out + "/eval.json", "eval");
-  EXPECT_EQ(eval.at("saes").size(), 32u);
+  EXPECT_EQ(eval.at("saes").size(), 36u);
+  ASSERT_EQ(eval.at("replacements").size(), 1u);
+  EXPECT_EQ(eval.at("replacements")[0].at("name"), "tc-topk-k32");
+  EXPECT_EQ(eval.at("replacements")[0].at("coders").size(), 4u);
+  EXPECT_GT(eval.at("replacements")[0].at("ce_replaced").get<double>(), eval.at("replacements")[0].at("ce_clean").get<double>());
+  int transcoders = 0;
   for (const auto& e : eval.at("saes")) {
+    if (e.contains("hook_out")) {
+      ++transcoders;
+      EXPECT_EQ(e.at("name").get<std::string>().find("__"), e.at("hook").get<std::string>().size()) << e.at("name");
+      EXPECT_LT(e.at("fvu").get<double>(), 1.0) << e.at("name");
+      continue;
+    }
     EXPECT_TRUE(std::isfinite(e.at("loss_recovered_vs_zero").get<double>())) << e.at("name");
     EXPECT_GT(e.at("l0").get<double>(), 0.0) << e.at("name");
     EXPECT_TRUE(std::isfinite(e.at("kl_div_score").get<double>())) << e.at("name");
@@ -34,6 +45,7 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
     EXPECT_GT(e.at("absorption").at("letters").get<int64_t>(), 0) << e.at("name");
     EXPECT_EQ(e.at("density_source"), "training") << e.at("name");
   }
+  EXPECT_EQ(transcoders, 4);
 
   // Rerun: every stage is cached.
   const auto again = test::run_command(saelab_cmd("demo --quick --out " + out));
@@ -55,7 +67,7 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
   const std::string dom = test::chromium_dom(page);
   EXPECT_NE(test::body_tag(dom).find("data-rendered=\"yes\""), std::string::npos) << test::body_tag(dom);
   EXPECT_EQ(test::body_tag(dom).find("data-errors"), std::string::npos) << test::body_tag(dom);
-  EXPECT_EQ(test::count(dom, "class=\"sae-row\""), 32);
+  EXPECT_EQ(test::count(dom, "class=\"sae-row\""), 36);
   EXPECT_NE(dom.find("saelens: hook replaced at every position"), std::string::npos);
   EXPECT_NE(dom.find("<polyline"), std::string::npos);
   EXPECT_NE(dom.find("id=\"feature-title\""), std::string::npos);
@@ -164,6 +176,20 @@ TEST(Pipeline, AKillAtEveryStageResumesToTheUninterruptedResult) {
   for (const auto& e : fs::recursive_directory_iterator(out)) {
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
   }
+}
+
+TEST(Pipeline, ChangingOnlyGraphNameRerunsTheSteeringOnTheNewChain) {
+  test::TempDir dir;
+  const std::string config = tiny_study(dir);
+  const auto first = test::run_command(saelab_cmd("--threads 1 demo --config " + config + " --out " + (dir / "out")));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_EQ(load_json_file(dir / "out/steering.json", "steering")["sae"], "blocks.1.hook_resid_pre/topk-k8");
+  json cfg = load_json_file(config, "tiny study");
+  cfg["graph"]["name"] = "standard-l1_3";
+  test::write_text(dir / "other.json", cfg.dump());
+  const auto second = test::run_command(saelab_cmd("--threads 1 demo --config " + (dir / "other.json") + " --out " + (dir / "out")));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_EQ(load_json_file(dir / "out/steering.json", "steering")["sae"], "blocks.1.hook_resid_pre/standard-l1_3");
 }
 
 TEST(Pipeline, TrainSourceModelStreamsTheCapturePlanIntoTrainingWithoutAStore) {

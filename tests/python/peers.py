@@ -14,7 +14,12 @@ python/peers.lock (scripts/python-env), never under Debian's Python.
       Trains one dictionary per dictionary_learning trainer (standard, gated, topk, batchtopk,
       jumprelu, matryoshka_batchtopk) with its trainSAE on the rows of ACTS; loads each ae.pt with
       the trainer's dictionary class and encodes ACTS.
-  peers.py load-saelens ACTS OUT DIR...      SAE.load_from_disk on each folder, then encode/decode.
+  peers.py load-saelens ACTS OUT DIR...      SAE.load_from_disk on each folder, then encode/decode
+                                             (a transcoder: encode, and its forward for the prediction).
+  peers.py make-saelens-transcoders ACTS OUT
+      One transcoder of each SAELens class (transcoder, skip_transcoder, jumprelu_transcoder,
+      jumprelu_skip_transcoder) with random weights and d_out = d_in - 8, saved with save_model to
+      OUT/<architecture>; encodes ACTS and predicts with the class's own forward.
   peers.py load-sparsify ACTS OUT DIR...     SparseCoder.load_from_disk on each folder.
   peers.py load-dl ACTS OUT DIR...           each DIR/ae.pt with the dictionary class DIR/config.json names.
 
@@ -62,9 +67,11 @@ def write(out, reference, expected):
 
 # ------------------------------------------------------------------------------------- SAELens
 def saelens_codes(sae, acts):
+    from sae_lens.saes.transcoder import Transcoder
     with torch.no_grad():
         codes = sae.encode(acts)
-        return codes, sae.decode(codes)
+        # A transcoder's prediction is its forward (decode plus, for the skip classes, x W_skipᵀ).
+        return codes, sae(acts) if isinstance(sae, Transcoder) else sae.decode(codes)
 
 
 def train_saelens(a):
@@ -125,7 +132,9 @@ def load_saelens(a):
         expected[str(i)] = {"folder": folder, "architecture": sae.cfg.architecture(),
                             "k": getattr(sae.cfg, "k", None), "dtype": sae.cfg.dtype,
                             "metadata": {key: meta.get(key) for key in
-                                         ["hook_name", "model_name", "context_size", "dataset_path", "sae_lens_version"]}}
+                                         ["hook_name", "hook_name_out", "model_name", "context_size", "dataset_path",
+                                          "sae_lens_version"]},
+                            "d_out": getattr(sae.cfg, "d_out", None)}
     write(a.out, reference, expected)
 
 
@@ -134,7 +143,10 @@ def sparsify_codes(sae, acts):
     with torch.no_grad():
         enc = sae.encode(acts)
         codes = torch.zeros(acts.shape[0], sae.num_latents).scatter_(-1, enc.top_indices, enc.top_acts.float())
-        return codes, sae.decode(enc.top_acts, enc.top_indices)
+        x_hat = sae.decode(enc.top_acts, enc.top_indices)
+        if sae.W_skip is not None:  # as SparseCoder.forward adds it
+            x_hat = x_hat + acts.to(sae.dtype) @ sae.W_skip.mT
+        return codes, x_hat
 
 
 def train_sparsify(a):
@@ -150,8 +162,11 @@ def train_sparsify(a):
     # (datasets' torch formatter is not used: with torchvision 0.26 it fails on a missing VideoReader).
     data = [{"input_ids": row} for row in ids]
     save_dir = os.path.join(a.out, "sparsify")
-    cfg = TrainConfig(SaeConfig(k=8, num_latents=4 * d), batch_size=4, log_to_wandb=False, save_dir=save_dir,
-                      run_name="run", save_every=10 ** 9, optimizer="adam", lr=1e-3, lr_warmup_steps=1)
+    # --transcode: skip transcoders of each block's MLP (its input predicts its output), as sparsify
+    # trains them with transcode=True and skip_connection=True.
+    coder = SaeConfig(k=8, num_latents=4 * d, transcode=a.transcode, skip_connection=a.transcode)
+    cfg = TrainConfig(coder, batch_size=4, log_to_wandb=False, save_dir=save_dir, run_name="run", save_every=10 ** 9,
+                      optimizer="adam", lr=1e-3, lr_warmup_steps=1, hookpoints=["h.*.mlp"] if a.transcode else [])
     trainer = Trainer(cfg, data, model)
     trainer.fit()
     reference, expected = {}, {}
@@ -165,7 +180,8 @@ def train_sparsify(a):
         name = f"sparsify-{hookpoint}"
         reference[f"{name}.codes"], reference[f"{name}.x_hat"] = codes, x_hat
         expected[name] = {"folder": os.path.relpath(folder, a.out), "architecture": "topk", "k": sae.cfg.k,
-                          "hookpoint": hookpoint}
+                          "hookpoint": hookpoint, "transcode": sae.cfg.transcode,
+                          "skip": sae.W_skip is not None}
     if not expected:
         sys.exit(f"peers.py: sparsify's Trainer saved no sparse coder under {run}")
     write(a.out, reference, expected)
@@ -179,7 +195,8 @@ def load_sparsify(a):
         sae = SparseCoder.load_from_disk(folder)
         codes, x_hat = sparsify_codes(sae, acts)
         reference[f"{i}.codes"], reference[f"{i}.x_hat"] = codes, x_hat
-        expected[str(i)] = {"folder": folder, "k": sae.cfg.k, "num_latents": sae.num_latents}
+        expected[str(i)] = {"folder": folder, "k": sae.cfg.k, "num_latents": sae.num_latents,
+                            "transcode": sae.cfg.transcode, "skip": sae.W_skip is not None}
     write(a.out, reference, expected)
 
 
@@ -253,6 +270,38 @@ def train_dl(a):
     write(a.out, reference, expected)
 
 
+def make_saelens_transcoders(a):
+    from sae_lens import (JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig, JumpReLUTranscoder,
+                          JumpReLUTranscoderConfig, SkipTranscoder, SkipTranscoderConfig, Transcoder, TranscoderConfig)
+    from sae_lens.saes.sae import SAEMetadata
+    acts = acts_of(a.acts)
+    d_in = acts.shape[1]
+    d_out, d_sae = d_in - 8, 4 * d_in
+    reference, expected = {}, {}
+    g = torch.Generator().manual_seed(5)
+    for cls, cfg_cls in [(Transcoder, TranscoderConfig), (SkipTranscoder, SkipTranscoderConfig),
+                         (JumpReLUTranscoder, JumpReLUTranscoderConfig),
+                         (JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig)]:
+        meta = SAEMetadata(hook_name="blocks.1.hook_resid_mid", hook_name_out="blocks.1.hook_mlp_out",
+                           model_name="brown-gpt", context_size=24)
+        cfg = cfg_cls(d_in=d_in, d_sae=d_sae, d_out=d_out, apply_b_dec_to_input=False, metadata=meta)
+        sae = cls(cfg)
+        with torch.no_grad():
+            for name, param in sae.named_parameters():
+                param.copy_(0.3 * torch.randn(param.shape, generator=g))
+            sae.W_enc.copy_(torch.randn(sae.W_enc.shape, generator=g) / d_in ** 0.5)
+            if hasattr(sae, "threshold"):
+                sae.threshold.copy_(0.5 * torch.rand(sae.threshold.shape, generator=g))
+        arch = cfg.architecture()
+        folder = os.path.join(a.out, arch)
+        sae.save_model(folder)
+        codes, x_hat = saelens_codes(sae, acts)
+        reference[f"{arch}.codes"], reference[f"{arch}.x_hat"] = codes, x_hat
+        expected[arch] = {"folder": arch, "architecture": "jumprelu" if "jumprelu" in arch else "standard",
+                          "skip": "skip" in arch, "d_out": d_out, "k": None}
+    write(a.out, reference, expected)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -264,14 +313,19 @@ def main():
         s.add_argument("--hook", default="blocks.1.hook_resid_pre")
         s.add_argument("--model-name", default="brown-gpt")
         s.add_argument("--context-size", type=int, default=24)
+        s.add_argument("--transcode", action="store_true")
     for cmd in ["load-saelens", "load-sparsify", "load-dl"]:
         s = sub.add_parser(cmd)
         s.add_argument("acts")
         s.add_argument("out")
         s.add_argument("dirs", nargs="+")
+    s = sub.add_parser("make-saelens-transcoders")
+    s.add_argument("acts")
+    s.add_argument("out")
     a = p.parse_args()
     {"train-saelens": train_saelens, "train-sparsify": train_sparsify, "train-dl": train_dl,
-     "load-saelens": load_saelens, "load-sparsify": load_sparsify, "load-dl": load_dl}[a.cmd](a)
+     "load-saelens": load_saelens, "load-sparsify": load_sparsify, "load-dl": load_dl,
+     "make-saelens-transcoders": make_saelens_transcoders}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,17 @@ namespace saelab {
 std::vector<std::string> find_sae_dirs(const std::string& path) {
   namespace fs = std::filesystem;
   TORCH_CHECK(fs::exists(path), "SAE folder '", path, "' does not exist");
-  if (is_sae_folder(path)) return {path};
+  if (is_sae_folder(path) || fs::is_regular_file(path)) return {path};  // a folder, or a transcoder set's layer file
+  if (auto layers = transcoder_set_layers(path); !layers.empty()) return layers;
   std::vector<std::string> dirs;
-  for (const auto& e : fs::recursive_directory_iterator(path)) {
-    if (e.is_directory() && is_sae_folder(e.path().string())) dirs.push_back(e.path().string());
+  for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator(); ++it) {
+    if (!it->is_directory()) continue;
+    const std::string dir = it->path().string();
+    if (is_sae_folder(dir)) dirs.push_back(dir);
+    if (auto layers = transcoder_set_layers(dir); !layers.empty()) {
+      dirs.insert(dirs.end(), layers.begin(), layers.end());
+      it.disable_recursion_pending();
+    }
   }
   std::sort(dirs.begin(), dirs.end());
   TORCH_CHECK(!dirs.empty(), "'", path, "' holds no SAE (no cfg.json or ae.pt in it or below it)");

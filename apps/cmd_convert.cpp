@@ -1,5 +1,6 @@
 // saelab convert: SAE folders from one library's format to another's (sae/sae_io.h).
 #include <filesystem>
+#include <map>
 
 #include "analysis/attached_sae.h"
 #include "apps/commands.h"
@@ -21,7 +22,8 @@ struct ConvertOptions {
 
   template <class V>
   void fields(V& v) {
-    v("to", to, "format to write: saelens (loads in SAELens v6 and v5), saelens-v5 (flat pre-6 keys) or sparsify",
+    v("to", to, "format to write: saelens (loads in SAELens v6 and v5), saelens-v5 (flat pre-6 keys), sparsify, or "
+      "circuit-tracer (transcoders of one name at every layer as a transcoder set: OUT, or OUT/<name> for several names)",
       non_empty());
     v("hook", hook, "hook point to record (for files that name none, e.g. dictionary_learning's)");
     v("model_name", model_name, "model name to record (empty: keep the file's)");
@@ -43,7 +45,7 @@ void register_convert(CLI::App& app) {
   static std::string in, out;
   static ConvertOptions options;
   CLI::App* cmd = app.add_subcommand(
-      "convert", "convert SAE folders between SAELens (v6, v5), sparsify and dictionary_learning formats");
+      "convert", "convert SAE folders between SAELens (v6, v5), sparsify, dictionary_learning and circuit-tracer formats");
   cmd->add_option("in", in, "SAE folder, or a folder of them (a training run, a sparsify run)")->required();
   cmd->add_option("out", out, "folder to write (must not exist)")->required();
   static OptionFlags<ConvertOptions> flags(cmd, &options);
@@ -51,7 +53,8 @@ void register_convert(CLI::App& app) {
     start_command();
     flags.apply();
     namespace fs = std::filesystem;
-    const SaeFormat format = parse_write_format(options.to);
+    const bool transcoder_set = options.to == "circuit-tracer";
+    const SaeFormat format = transcoder_set ? SaeFormat::kSaeLens : parse_write_format(options.to);
     const torch::Dtype dtype = parse_dtype(options.dtype);
     const std::vector<std::string> dirs = find_sae_dirs(in);
     TORCH_CHECK(options.hook.empty() || dirs.size() == 1, "--hook names one hook point, but '", in, "' holds ",
@@ -67,9 +70,32 @@ void register_convert(CLI::App& app) {
       if (options.context_size > 0) m.context_size = options.context_size;
     }
     const fs::path target = fs::path(out).lexically_normal();
+    if (transcoder_set) {
+      // One set per transcoder name (a run's folder name, e.g. topk-k32), its layers from the hooks.
+      std::map<std::string, std::vector<const LoadedSae*>> sets;
+      for (size_t i = 0; i < dirs.size(); ++i) {
+        const fs::path p(dirs[i]);
+        const std::string name = fs::is_regular_file(p) ? p.parent_path().filename().string() : p.filename().string();
+        sets[name].push_back(&loaded[i]);
+      }
+      write_new_folder(target, "output folder", [&](const fs::path& tmp) {
+        for (const auto& [name, members] : sets) {
+          const fs::path dir = sets.size() == 1 ? tmp : tmp / name;
+          try {
+            save_transcoder_set(dir.string(), members);
+          } catch (const c10::Error& e) {
+            TORCH_CHECK(false, "transcoders named '", name, "': ", e.msg());
+          }
+          std::printf("%zu transcoders '%s' -> %s (circuit-tracer transcoder set)\n", members.size(), name.c_str(),
+                      (sets.size() == 1 ? target : target / name).string().c_str());
+        }
+      });
+      return;
+    }
     write_new_folder(target, "output folder", [&](const fs::path& tmp) {
       for (size_t i = 0; i < dirs.size(); ++i) {
-        const fs::path rel = fs::path(dirs[i]).lexically_relative(fs::path(in));
+        fs::path rel = fs::path(dirs[i]).lexically_relative(fs::path(in));
+        if (rel.extension() == ".safetensors") rel.replace_extension();  // a transcoder set's layer_<N> file: folder layer_<N>
         const bool self = rel.empty() || rel == ".";
         const LoadedSae& s = loaded[i];
         save_sae((self ? tmp : tmp / rel).string(), s.sae, s.metadata,

@@ -52,6 +52,14 @@ void save_sparsify(const std::string& dir, const Sae& sae, const SaeMetadata& me
 
 LoadedSae load_dictionary_learning(const std::string& dir);
 
+/// circuit-tracer transcoder sets (sae_circuit_tracer.cpp): a folder with config.yaml and
+/// layer_{i}.safetensors files; each layer file is one transcoder.
+bool is_circuit_tracer_set(const std::string& dir);
+std::vector<std::string> circuit_tracer_layers(const std::string& dir);
+bool is_circuit_tracer_layer(const std::string& path);
+LoadedSae load_circuit_tracer_layer(const std::string& file);
+void save_circuit_tracer_set(const std::string& dir, const std::vector<const LoadedSae*>& layers);
+
 /// The dtype name SAELens' cfg.json uses ("float32", "float16", "bfloat16").
 std::string dtype_name(torch::Dtype dtype);
 

@@ -59,9 +59,23 @@ bool is_sae_folder(const std::string& dir) {
   return fs::exists(d / "cfg.json") || fs::exists(d / "ae.pt");
 }
 
+std::vector<std::string> transcoder_set_layers(const std::string& dir) {
+  return formats::is_circuit_tracer_set(dir) ? formats::circuit_tracer_layers(dir) : std::vector<std::string>();
+}
+
+void save_transcoder_set(const std::string& dir, const std::vector<const LoadedSae*>& transcoders) {
+  formats::save_circuit_tracer_set(dir, transcoders);
+}
+
 LoadedSae load_sae(const std::string& dir) {
   const fs::path d(dir);
+  if (formats::is_circuit_tracer_layer(dir)) return formats::load_circuit_tracer_layer(dir);
+  TORCH_CHECK(!fs::is_regular_file(d), "'", dir, "' is a file, not an SAE folder (a circuit-tracer layer file is "
+              "layer_<N>.safetensors with config.yaml beside it)");
   TORCH_CHECK(fs::is_directory(d), "SAE folder '", dir, "' does not exist");
+  TORCH_CHECK(!formats::is_circuit_tracer_set(dir), "'", dir, "' is a circuit-tracer transcoder set (one transcoder per "
+              "layer): name one layer file (", dir, "/layer_0.safetensors), or give the folder to a command that takes "
+              "every coder below a folder (eval, top, convert)");
   if (fs::exists(d / "sae_weights.safetensors")) return formats::load_saelens(dir);
   if (fs::exists(d / "sae.safetensors")) return formats::load_sparsify(dir);
   if (fs::exists(d / "ae.pt")) return formats::load_dictionary_learning(dir);

@@ -10,6 +10,8 @@
 //                reshaping are refused with the reason.
 //   sparsify     cfg.json + sae.safetensors (encoder.weight [d_sae, d_in], encoder.bias, W_dec, b_dec):
 //                TopK; skip connections, transcoders and groupmax refused with the reason.
+//   circuit-tracer  a transcoder set: config.yaml + layer_{i}.safetensors (W_enc [F, d]); load_sae
+//                takes a layer file (transcoder_set_layers lists them); ReLU and JumpReLU, skip path.
 //   dictionary_learning  ae.pt (a torch.save state dict, read without Python) + config.json:
 //                AutoEncoder, AutoEncoderNew, GatedAutoEncoder, AutoEncoderTopK, BatchTopKSAE,
 //                MatryoshkaBatchTopKSAE, JumpReluAutoEncoder.
@@ -76,6 +78,16 @@ struct LoadedSae {
 
 /// Whether `dir` holds an SAE in one of the formats load_sae reads.
 bool is_sae_folder(const std::string& dir);
+
+/// The layer files of a circuit-tracer transcoder set (config.yaml + layer_{i}.safetensors), in
+/// layer order; empty when `dir` is not one. Each file is one transcoder load_sae reads.
+std::vector<std::string> transcoder_set_layers(const std::string& dir);
+
+/// Writes transcoders as a circuit-tracer transcoder set: `dir`/config.yaml (model_kind
+/// transcoder_set, the hooks below blocks.<layer>.) and layer_{l}.safetensors, l the layer of each
+/// one's hook. Every layer from 0 up needs one, all reading and writing the same hook names; ReLU,
+/// JumpReLU and BatchTopK (as JumpReLU) transcoders, with or without skip path.
+void save_transcoder_set(const std::string& dir, const std::vector<const LoadedSae*>& transcoders);
 
 /// Reads an SAE folder in any format above. Errors name the file and the field and say what is
 /// wrong; no damaged file loads.

@@ -7,66 +7,14 @@
 #include "core/json_options.h"
 #include "core/safetensors.h"
 #include "tests/analysis_fixture.h"
+#include "tests/peers_util.h"
 
 namespace saelab {
 namespace {
 
 namespace fs = std::filesystem;
 using test::fixture;
-
-constexpr const char* kHook = "blocks.1.hook_resid_pre";
-
-std::string peers(const std::string& args) {
-  return std::string(SAELAB_PEERS_PYTHON) + " " SAELAB_SOURCE_DIR "/tests/python/peers.py " + args + " 2>&1";
-}
-
-void run_or_fail(const std::string& command) {
-  const test::CommandResult r = test::run_command(command);
-  ASSERT_EQ(r.exit_code, 0) << command << "\n" << r.output;
-}
-
-// The bundled model's activations at kHook, one row per token: [rows, d_model].
-struct Rows {
-  test::TempDir dir;
-  torch::Tensor acts;
-  std::string file;
-  Rows() {
-    Fixture& f = fixture();
-    torch::NoGradGuard no_grad;
-    acts = f.hooked.run_with_cache(f.eval_set.tokens, {kHook})[kHook].reshape({-1, f.d()}).contiguous();
-    file = dir / "acts.safetensors";
-    save_safetensors(file, {{"acts", acts}});
-  }
-};
-
-Rows& rows() {
-  static Rows r;
-  return r;
-}
-
-// What a peer command wrote: expected.json and reference.safetensors under `out`.
-struct PeerOutput {
-  nlohmann::json expected;
-  std::map<std::string, torch::Tensor> reference;
-  explicit PeerOutput(const std::string& out) {
-    expected = load_json_file(out + "/expected.json", "peer expectations");
-    reference = load_safetensors(out + "/reference.safetensors").tensors;
-  }
-};
-
-// L0 exact, values within 1e-5 of the magnitude compared.
-void expect_same_codes(const torch::Tensor& got, const torch::Tensor& want) {
-  ASSERT_EQ(got.sizes(), want.sizes());
-  EXPECT_EQ((got != 0).sum().item<int64_t>(), (want != 0).sum().item<int64_t>());
-  EXPECT_TRUE(torch::equal(got != 0, want != 0));
-  EXPECT_TRUE(test::all_close(got.to(torch::kFloat64), want.to(torch::kFloat64), 1e-5,
-                              1e-6 * want.abs().max().item<double>()));
-}
-
-void expect_same_values(const torch::Tensor& got, const torch::Tensor& want) {
-  EXPECT_TRUE(test::all_close(got.to(torch::kFloat64), want.to(torch::kFloat64), 1e-5,
-                              1e-6 * want.abs().max().item<double>()));
-}
+using namespace test::peer;
 
 // Each folder a peer trained and saved loads in saelab as the architecture it is, and encodes the
 // rows as the peer's own code does.
@@ -149,125 +97,6 @@ TEST(Peers, EveryArchitectureSaelabWritesLoadsInSaeLensWithTheSameCodesAndMetada
     expect_same_codes(p.reference.at(i + ".codes"), want);
     expect_same_values(p.reference.at(i + ".x_hat"), sae.decode(want));
   }
-}
-
-// Transcoders both ways (issue 30): saelab's ReLU, JumpReLU and BatchTopK transcoders, with and
-// without a skip path, load in SAELens as its transcoder classes; SAELens' four classes load in
-// saelab. Codes L0-exact and within 1e-5; predictions include the skip path.
-TEST(Peers, TranscodersSaelabWritesLoadInSaeLensAsItsTranscoderClassesWithTheSamePredictions) {
-  Rows& R = rows();
-  test::TempDir dir;
-  const int64_t d = R.acts.size(1), d_out = d - 8, d_sae = 256;
-  SaeMetadata meta;
-  meta.model_name = fixture().lm.info().name;
-  meta.hook_name = "blocks.1.hook_resid_mid";
-  meta.hook_name_out = "blocks.1.hook_mlp_out";
-  meta.context_size = 24;
-  std::vector<Sae> saes;
-  std::vector<std::string> want_arch;
-  std::string dirs;
-  torch::manual_seed(12);
-  for (const char* arch : {"standard", "jumprelu", "batchtopk"}) {
-    for (bool skip : {false, true}) {
-      SaeConfig c = test::config(arch, d, d_sae, 6);
-      c.d_out = d_out;
-      c.apply_b_dec_to_input = false;
-      c.skip = skip;
-      std::map<std::string, torch::Tensor> p;
-      for (const auto& [key, shape] : sae_shapes(c)) p[key] = 0.1 * torch::randn(shape);
-      p["W_enc"] = torch::randn({d, d_sae}) / std::sqrt(static_cast<double>(d));
-      if (p.count("threshold")) p["threshold"] = uses_batch_topk(c.architecture) ? torch::full({d_sae}, 0.5) : torch::rand({d_sae});
-      saes.emplace_back(c, p, arch);
-      const std::string base = std::string(arch) == "standard" ? "transcoder" : "jumprelu_transcoder";
-      want_arch.push_back(skip ? (base == "transcoder" ? "skip_transcoder" : "jumprelu_skip_transcoder") : base);
-      const std::string path = dir / (std::string(arch) + (skip ? "-skip" : ""));
-      save_sae(path, saes.back(), meta);
-      dirs += " " + path;
-    }
-  }
-  EXPECT_THROWS_WITH(save_sae(dir / "v5", saes.front(), meta, {}, SaeFormat::kSaeLensV5), "SAELens v5 has no transcoders");
-  run_or_fail(peers("load-saelens " + R.file + " " + (dir / "out") + dirs));
-  const PeerOutput p(dir / "out");
-  torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < saes.size(); ++i) {
-    const nlohmann::json& e = p.expected[std::to_string(i)];
-    SCOPED_TRACE(e["folder"].get<std::string>());
-    EXPECT_EQ(e["architecture"], want_arch[i]);
-    EXPECT_EQ(e["d_out"], d_out);
-    EXPECT_EQ(e["metadata"]["hook_name"], meta.hook_name);
-    EXPECT_EQ(e["metadata"]["hook_name_out"], meta.hook_name_out);
-    const torch::Tensor codes = saes[i].encode(R.acts);
-    EXPECT_GT((codes != 0).sum().item<double>() / R.acts.size(0), 1.0);
-    expect_same_codes(p.reference.at(std::to_string(i) + ".codes"), codes);
-    expect_same_values(p.reference.at(std::to_string(i) + ".x_hat"), saes[i].predict(R.acts, codes));
-  }
-}
-
-TEST(Peers, TranscodersMadeBySaeLensLoadInSaelabWithTheirCodesAndPredictions) {
-  Rows& R = rows();
-  test::TempDir dir;
-  run_or_fail(peers("make-saelens-transcoders " + R.file + " " + (dir / "out")));
-  const PeerOutput p(dir / "out");
-  ASSERT_EQ(p.expected.size(), 4u);
-  torch::NoGradGuard no_grad;
-  for (const auto& [name, e] : p.expected.items()) {
-    SCOPED_TRACE(name);
-    const LoadedSae s = load_sae((dir / "out") + "/" + e["folder"].get<std::string>());
-    EXPECT_EQ(architecture_name(s.sae.config().architecture), e["architecture"].get<std::string>());
-    EXPECT_EQ(s.sae.config().skip, e["skip"].get<bool>());
-    EXPECT_EQ(s.sae.config().out_width(), e["d_out"].get<int64_t>());
-    EXPECT_EQ(s.metadata.hook_name_out, "blocks.1.hook_mlp_out");
-    const torch::Tensor codes = s.sae.encode(R.acts);
-    expect_same_codes(codes, p.reference.at(name + ".codes"));
-    expect_same_values(s.sae.predict(R.acts, codes), p.reference.at(name + ".x_hat"));
-  }
-}
-
-// sparsify's transcoders: the skip transcoders its own Trainer trains on each block's MLP
-// (transcode=True) load in saelab reading <hookpoint>.input and writing <hookpoint>.output, with
-// sparsify's codes and predictions; saelab's TopK skip transcoder loads in sparsify.
-TEST(Peers, SparsifyTranscodersLoadInSaelabAndSaelabsLoadInSparsify) {
-  Rows& R = rows();
-  test::TempDir dir;
-  run_or_fail(peers("train-sparsify " + R.file + " " + (dir / "out") + " --transcode"));
-  const PeerOutput p(dir / "out");
-  ASSERT_EQ(p.expected.size(), 2u);  // h.0.mlp and h.1.mlp
-  torch::NoGradGuard no_grad;
-  for (const auto& [name, e] : p.expected.items()) {
-    SCOPED_TRACE(name);
-    EXPECT_TRUE(e["transcode"].get<bool>());
-    const LoadedSae s = load_sae((dir / "out") + "/" + e["folder"].get<std::string>());
-    const std::string hookpoint = e["hookpoint"].get<std::string>();
-    EXPECT_EQ(s.metadata.hook_name, hookpoint + ".input");
-    EXPECT_EQ(s.metadata.hook_name_out, hookpoint + ".output");
-    EXPECT_TRUE(s.sae.config().skip);
-    EXPECT_FALSE(s.sae.config().apply_b_dec_to_input);
-    const torch::Tensor codes = s.sae.encode(R.acts);
-    expect_same_codes(codes, p.reference.at(name + ".codes"));
-    expect_same_values(s.sae.predict(R.acts, codes), p.reference.at(name + ".x_hat"));
-  }
-  const int64_t d = R.acts.size(1), d_sae = 256;
-  SaeConfig c = test::config("topk", d, d_sae, 8);
-  c.apply_b_dec_to_input = false;
-  c.d_out = d;
-  c.skip = true;
-  torch::manual_seed(4);
-  std::map<std::string, torch::Tensor> w;
-  for (const auto& [key, shape] : sae_shapes(c)) w[key] = 0.1 * torch::randn(shape);
-  w["W_enc"] = torch::randn({d, d_sae}) / std::sqrt(static_cast<double>(d));
-  const Sae mine(c, w, "skip transcoder");
-  SaeMetadata meta;
-  meta.hook_name = "blocks.1.mlp.input";
-  meta.hook_name_out = "blocks.1.mlp.output";
-  save_sae(dir / "mine", mine, meta, {}, SaeFormat::kSparsify);
-  EXPECT_EQ(load_sae(dir / "mine").metadata.hook_name_out, meta.hook_name_out);
-  run_or_fail(peers("load-sparsify " + R.file + " " + (dir / "back") + " " + (dir / "mine")));
-  const PeerOutput back(dir / "back");
-  EXPECT_TRUE(back.expected["0"]["transcode"].get<bool>());
-  EXPECT_TRUE(back.expected["0"]["skip"].get<bool>());
-  const torch::Tensor codes = mine.encode(R.acts);
-  expect_same_codes(back.reference.at("0.codes"), codes);
-  expect_same_values(back.reference.at("0.x_hat"), mine.predict(R.acts, codes));
 }
 
 TEST(Peers, SaesTrainedAndSavedBySaeLensLoadInSaelabWithTheirCodes) {

@@ -20,6 +20,14 @@ python/peers.lock (scripts/python-env), never under Debian's Python.
       One transcoder of each SAELens class (transcoder, skip_transcoder, jumprelu_transcoder,
       jumprelu_skip_transcoder) with random weights and d_out = d_in - 8, saved with save_model to
       OUT/<architecture>; encodes ACTS and predicts with the class's own forward.
+  peers.py load-circuit-tracer ACTS OUT DIR...
+      Each DIR a circuit-tracer transcoder set: config.yaml read with yaml.safe_load, its layer files
+      loaded with circuit_tracer's load_transcoder_set; every layer encodes ACTS and predicts with
+      its forward (reference "<i>.<layer>.codes" / ".x_hat").
+  peers.py make-circuit-tracer ACTS OUT
+      Two sets of two layers with random weights, built as circuit_tracer's SingleLayerTranscoder /
+      TranscoderSet and written with its to_safetensors plus a config.yaml as its hub repositories
+      carry: OUT/relu-skip (ReLU, W_skip) and OUT/jumprelu (JumpReLU thresholds).
   peers.py load-sparsify ACTS OUT DIR...     SparseCoder.load_from_disk on each folder.
   peers.py load-dl ACTS OUT DIR...           each DIR/ae.pt with the dictionary class DIR/config.json names.
 
@@ -302,6 +310,73 @@ def make_saelens_transcoders(a):
     write(a.out, reference, expected)
 
 
+# ------------------------------------------------------------------------------ circuit-tracer
+def circuit_tracer_reference(tset, acts, key, reference):
+    with torch.no_grad():
+        for layer, tc in enumerate(tset.transcoders):
+            reference[f"{key}.{layer}.codes"] = tc.encode(acts)
+            reference[f"{key}.{layer}.x_hat"] = tc.forward(acts)
+
+
+def load_circuit_tracer(a):
+    import yaml
+    from circuit_tracer.transcoder.activation_functions import JumpReLU
+    from circuit_tracer.transcoder.single_layer_transcoder import load_transcoder_set
+    acts = acts_of(a.acts)
+    reference, expected = {}, {}
+    for i, folder in enumerate(a.dirs):
+        with open(os.path.join(folder, "config.yaml")) as f:
+            cfg = yaml.safe_load(f)
+        if cfg["model_kind"] != "transcoder_set":
+            sys.exit(f"peers.py: {folder}: model_kind is {cfg['model_kind']}")
+        n = len([x for x in os.listdir(folder) if x.startswith("layer_") and x.endswith(".safetensors")])
+        paths = {layer: os.path.join(folder, f"layer_{layer}.safetensors") for layer in range(n)}
+        tset = load_transcoder_set(paths, scan="saelab", feature_input_hook=cfg["feature_input_hook"],
+                                   feature_output_hook=cfg["feature_output_hook"], device=torch.device("cpu"),
+                                   dtype=torch.float32, lazy_encoder=False, lazy_decoder=False)
+        circuit_tracer_reference(tset, acts, str(i), reference)
+        expected[str(i)] = {"folder": folder, "layers": n, "model_name": cfg.get("model_name"),
+                            "feature_input_hook": tset.feature_input_hook,
+                            "feature_output_hook": tset.feature_output_hook, "skip": tset.skip_connection,
+                            "activation": ["jumprelu" if isinstance(tc.activation_function, JumpReLU) else "relu"
+                                           for tc in tset.transcoders]}
+    write(a.out, reference, expected)
+
+
+def make_circuit_tracer(a):
+    import torch.nn.functional as F
+    import yaml
+    from circuit_tracer.transcoder.activation_functions import JumpReLU
+    from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
+    acts = acts_of(a.acts)
+    d, f = acts.shape[1], 4 * acts.shape[1]
+    g = torch.Generator().manual_seed(6)
+    reference, expected = {}, {}
+    for name, jump, skip in [("relu-skip", False, True), ("jumprelu", True, False)]:
+        layers = {}
+        for layer in range(2):
+            act = JumpReLU(0.5 * torch.rand(f, generator=g), 0.1) if jump else F.relu
+            tc = SingleLayerTranscoder(d, f, act, layer, skip_connection=skip, device=torch.device("cpu"),
+                                       dtype=torch.float32)
+            with torch.no_grad():
+                tc.W_enc.copy_(torch.randn(f, d, generator=g) / d ** 0.5)
+                tc.W_dec.copy_(0.3 * torch.randn(f, d, generator=g))
+                tc.b_enc.copy_(0.1 * torch.randn(f, generator=g))
+                tc.b_dec.copy_(0.1 * torch.randn(d, generator=g))
+                if skip:
+                    tc.W_skip.copy_(0.1 * torch.randn(d, d, generator=g))
+            layers[layer] = tc
+        tset = TranscoderSet(layers, feature_input_hook="hook_resid_mid", feature_output_hook="hook_mlp_out", scan=name)
+        folder = os.path.join(a.out, name)
+        tset.to_safetensors(folder)
+        with open(os.path.join(folder, "config.yaml"), "w") as out:
+            yaml.safe_dump({"model_name": "brown-gpt", "model_kind": "transcoder_set",
+                            "feature_input_hook": "hook_resid_mid", "feature_output_hook": "hook_mlp_out"}, out)
+        circuit_tracer_reference(tset, acts, name, reference)
+        expected[name] = {"folder": name, "layers": 2, "architecture": "jumprelu" if jump else "standard", "skip": skip}
+    write(a.out, reference, expected)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -319,13 +394,19 @@ def main():
         s.add_argument("acts")
         s.add_argument("out")
         s.add_argument("dirs", nargs="+")
-    s = sub.add_parser("make-saelens-transcoders")
+    for cmd in ["make-saelens-transcoders", "make-circuit-tracer"]:
+        s = sub.add_parser(cmd)
+        s.add_argument("acts")
+        s.add_argument("out")
+    s = sub.add_parser("load-circuit-tracer")
     s.add_argument("acts")
     s.add_argument("out")
+    s.add_argument("dirs", nargs="+")
     a = p.parse_args()
     {"train-saelens": train_saelens, "train-sparsify": train_sparsify, "train-dl": train_dl,
      "load-saelens": load_saelens, "load-sparsify": load_sparsify, "load-dl": load_dl,
-     "make-saelens-transcoders": make_saelens_transcoders}[a.cmd](a)
+     "make-saelens-transcoders": make_saelens_transcoders, "make-circuit-tracer": make_circuit_tracer,
+     "load-circuit-tracer": load_circuit_tracer}[a.cmd](a)
 
 
 if __name__ == "__main__":

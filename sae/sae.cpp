@@ -168,11 +168,15 @@ Sae::Sae(const SaeConfig& config, uint64_t seed) : config_(config) {
   torch::Tensor W_dec = torch::randn({d_sae, d_out});
   W_dec = W_dec / W_dec.norm(2, {1}, true);  // unit-norm rows
   p_["W_dec"] = W_dec;
-  if (d_out == d_in) {
-    p_["W_enc"] = W_dec.t().contiguous();
-  } else {  // no transpose to tie to: unit-norm encoder columns in random directions
+  if (config_.apply_b_dec_to_input) {
+    p_["W_enc"] = W_dec.t().contiguous();  // an SAE: the decoder's transpose, so x̂ starts near x
+  } else {
+    // A transcoder: its decoder starts unrelated to its target, and with unit-norm encoder columns
+    // the k codes of ~2–3 (in normalised units) would decode to noise as large as the target (FVU
+    // ≈ 2). Columns of norm 0.1 start the prediction at about b_dec (FVU ≈ 1), as sparsify's zero
+    // decoder does, while every decoder row keeps the unit norm the trainer maintains.
     torch::Tensor W_enc = torch::randn({d_in, d_sae});
-    p_["W_enc"] = W_enc / W_enc.norm(2, {0}, true);
+    p_["W_enc"] = 0.1 * W_enc / W_enc.norm(2, {0}, true);
   }
   p_["b_dec"] = torch::zeros({d_out});
   if (config_.skip) p_["W_skip"] = torch::zeros({d_out, d_in});

@@ -239,7 +239,7 @@ TEST(Transcoder, ARunTrainsTranscodersFromTwoHooksOfOneCaptureAndSavesThemWithTh
   o.hooks = {"blocks.0.mlp_in", "blocks.0.mlp_in"};
   o.targets = {"blocks.0.mlp_out", "blocks.0.mlp_in"};  // a transcoder group, and an SAE group
   o.saes = SaeGridOptions{{"topk", "jumprelu"}, {4}, {0.1}, 2}.specs();
-  o.train.steps = 400;
+  o.train.steps = 200;
   o.train.batch_size = 128;
   o.train.lr = 2e-3;
   o.init_rows = 500;
@@ -258,7 +258,7 @@ TEST(Transcoder, ARunTrainsTranscodersFromTwoHooksOfOneCaptureAndSavesThemWithTh
     torch::NoGradGuard no_grad;
     const torch::Tensor pred = t.sae.predict(x, t.sae.encode(x));
     const double fvu = ((pred - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum()).item<double>();
-    EXPECT_LT(fvu, 0.6);  // trained against y: far better than predicting its mean (about 0.8 after 150 steps, 0.4 after 800)
+    EXPECT_LT(fvu, 0.6);  // trained against y: far better than predicting its mean (measured: 0.49 TopK, 0.38 JumpReLU after 200 steps)
   }
   EXPECT_EQ(load_sae(r.sae_dirs[2]).metadata.hook_name_out, "");
   // Metrics name the group; the run's options record the targets.

@@ -22,6 +22,7 @@ const OVERVIEW_COLUMNS = [
   ["name", "SAE", null],
   ["architecture", "arch", null],
   ["hook", "hook", null],
+  ["hook_out", "writes", null],
   ["l0", "L0", 1],
   ["fvu", "FVU", 3],
   ["loss_recovered_vs_zero", "loss rec.", 3],

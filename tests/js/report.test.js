@@ -167,8 +167,10 @@ test("overview cells: text as it is, numbers with the column's decimals, dead fr
   assert.equal(report.overviewCell(row, column("dead_fraction")), "12.5");
   assert.equal(report.overviewCell(row, column("interp_score")), "-");
   assert.equal(report.overviewCell(row, column("hook")), undefined);
+  assert.equal(report.overviewCell(row, column("hook_out")), undefined);  // an SAE writes the hook it reads: no cell
+  assert.equal(report.overviewCell({ hook_out: "blocks.0.hook_mlp_out" }, column("hook_out")), "blocks.0.hook_mlp_out");
   assert.deepEqual(report.OVERVIEW_COLUMNS.map((c) => c[1]),
-                   ["SAE", "arch", "hook", "L0", "FVU", "loss rec.", "loss rec. (SAELens)", "KL", "KL score", "absorption", "dead %",
+                   ["SAE", "arch", "hook", "writes", "L0", "FVU", "loss rec.", "loss rec. (SAELens)", "KL", "KL score", "absorption", "dead %",
                     "align r", "rule prec.", "rule rec."]);
 });
 

@@ -16,6 +16,7 @@ namespace {
 struct ConvertOptions {
   std::string to = "saelens";
   std::string hook;
+  std::string hook_out;
   std::string model_name;
   int64_t context_size = 0;
   std::string dtype = "float32";
@@ -25,7 +26,8 @@ struct ConvertOptions {
     v("to", to, "format to write: saelens (loads in SAELens v6 and v5), saelens-v5 (flat pre-6 keys), sparsify, or "
       "circuit-tracer (transcoders of one name at every layer as a transcoder set: OUT, or OUT/<name> for several names)",
       non_empty());
-    v("hook", hook, "hook point to record (for files that name none, e.g. dictionary_learning's)");
+    v("hook", hook, "hook point to record (for files that name none, e.g. dictionary_learning's and Gemma Scope's)");
+    v("hook_out", hook_out, "the output hook to record: the coder is a transcoder from --hook to this hook (e.g. Gemma Scope's transcoders)");
     v("model_name", model_name, "model name to record (empty: keep the file's)");
     v("context_size", context_size, "context length to record (0: keep the file's)", at_least(0));
     v("dtype", dtype, "weight dtype to write: float32, float16 or bfloat16", non_empty());
@@ -57,8 +59,8 @@ void register_convert(CLI::App& app) {
     const SaeFormat format = transcoder_set ? SaeFormat::kSaeLens : parse_write_format(options.to);
     const torch::Dtype dtype = parse_dtype(options.dtype);
     const std::vector<std::string> dirs = find_sae_dirs(in);
-    TORCH_CHECK(options.hook.empty() || dirs.size() == 1, "--hook names one hook point, but '", in, "' holds ",
-                dirs.size(), " SAEs");
+    TORCH_CHECK((options.hook.empty() && options.hook_out.empty()) || dirs.size() == 1, "--hook and --hook-out name one "
+                "coder's hooks, but '", in, "' holds ", dirs.size(), " SAEs");
     // Everything is read and checked first, then written into a temporary sibling renamed at the
     // end: a failure leaves no OUT that looks complete.
     std::vector<LoadedSae> loaded;
@@ -66,6 +68,11 @@ void register_convert(CLI::App& app) {
       loaded.push_back(load_sae(dir));
       SaeMetadata& m = loaded.back().metadata;
       if (!options.hook.empty()) m.hook_name = options.hook;
+      if (!options.hook_out.empty()) {
+        TORCH_CHECK(!loaded.back().sae.config().apply_b_dec_to_input, "'", dir, "' subtracts b_dec from its input, so it "
+                    "reconstructs that input (an SAE); --hook-out is for transcoders");
+        m.hook_name_out = options.hook_out;
+      }
       if (!options.model_name.empty()) m.model_name = options.model_name;
       if (options.context_size > 0) m.context_size = options.context_size;
     }

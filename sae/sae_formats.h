@@ -60,6 +60,9 @@ bool is_circuit_tracer_layer(const std::string& path);
 LoadedSae load_circuit_tracer_layer(const std::string& file);
 void save_circuit_tracer_set(const std::string& dir, const std::vector<const LoadedSae*>& layers);
 
+/// Gemma Scope's params.npz (sae_gemma_scope.cpp).
+LoadedSae load_gemma_scope(const std::string& dir);
+
 /// The dtype name SAELens' cfg.json uses ("float32", "float16", "bfloat16").
 std::string dtype_name(torch::Dtype dtype);
 

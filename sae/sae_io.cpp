@@ -56,7 +56,7 @@ int64_t SaeMetadata::layer() const {
 
 bool is_sae_folder(const std::string& dir) {
   const fs::path d(dir);
-  return fs::exists(d / "cfg.json") || fs::exists(d / "ae.pt");
+  return fs::exists(d / "cfg.json") || fs::exists(d / "ae.pt") || fs::exists(d / "params.npz");
 }
 
 std::vector<std::string> transcoder_set_layers(const std::string& dir) {
@@ -79,6 +79,7 @@ LoadedSae load_sae(const std::string& dir) {
   if (fs::exists(d / "sae_weights.safetensors")) return formats::load_saelens(dir);
   if (fs::exists(d / "sae.safetensors")) return formats::load_sparsify(dir);
   if (fs::exists(d / "ae.pt")) return formats::load_dictionary_learning(dir);
+  if (fs::exists(d / "params.npz")) return formats::load_gemma_scope(dir);
   // A SAELens cfg.json whose weights are missing is the common damage: name that file.
   TORCH_CHECK(!fs::exists(d / "cfg.json"), "SAE folder '", dir,
               "' has a cfg.json but no weights: sae_weights.safetensors (SAELens) or sae.safetensors (sparsify) is "

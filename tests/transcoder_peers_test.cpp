@@ -219,5 +219,40 @@ TEST(Peers, SaelabTranscodersConvertToCircuitTracerSetsThatItLoads) {
   EXPECT_FALSE(std::filesystem::exists(dir / "ct2"));
 }
 
+// Gemma Scope's transcoder params.npz, read with no Python (stored and deflated archives, a
+// Fortran-order array), against circuit-tracer's load_gemma_scope_transcoder on the same files;
+// convert records its hooks and writes a SAELens jumprelu_transcoder.
+TEST(Peers, GemmaScopeTranscoderNpzFilesLoadInSaelabAsCircuitTracerReadsThem) {
+  Rows& R = rows();
+  test::TempDir dir;
+  run_or_fail(peers("make-gemma-scope " + R.file + " " + (dir / "out")));
+  const PeerOutput p(dir / "out");
+  ASSERT_EQ(p.expected.size(), 2u);
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, e] : p.expected.items()) {
+    SCOPED_TRACE(name);
+    const LoadedSae s = load_sae((dir / "out") + "/" + e["folder"].get<std::string>());
+    EXPECT_EQ(s.sae.config().architecture, Architecture::kJumpReLU);
+    EXPECT_FALSE(s.sae.config().apply_b_dec_to_input);
+    const torch::Tensor codes = s.sae.encode(R.acts);
+    EXPECT_GT((codes != 0).sum().item<double>() / R.acts.size(0), 1.0);
+    expect_same_codes(codes, p.reference.at(name + ".codes"));
+    expect_same_values(s.sae.predict(R.acts, codes), p.reference.at(name + ".x_hat"));
+  }
+  const auto r = test::run_command(test::saelab_binary() + " convert " + (dir / "out/deflated") + " " + (dir / "tc") +
+                                   " --hook blocks.0.ln2.hook_normalized --hook-out blocks.0.hook_mlp_out 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json cfg = load_json_file(dir / "tc/cfg.json", "cfg");
+  EXPECT_EQ(cfg["architecture"], "jumprelu_transcoder");
+  EXPECT_EQ(cfg["metadata"]["hook_name_out"], "blocks.0.hook_mlp_out");
+  expect_same_codes(load_sae(dir / "tc").sae.encode(R.acts), p.reference.at("deflated.codes"));
+  // A damaged archive is one line naming the file.
+  const std::string bad = dir / "bad";
+  std::filesystem::create_directories(bad);
+  std::filesystem::copy_file((dir / "out/stored/params.npz"), bad + "/params.npz");
+  std::filesystem::resize_file(bad + "/params.npz", std::filesystem::file_size(bad + "/params.npz") - 100);
+  EXPECT_THROWS_WITH(load_sae(bad), "params.npz");
+}
+
 }  // namespace
 }  // namespace saelab

@@ -28,6 +28,10 @@ python/peers.lock (scripts/python-env), never under Debian's Python.
       Two sets of two layers with random weights, built as circuit_tracer's SingleLayerTranscoder /
       TranscoderSet and written with its to_safetensors plus a config.yaml as its hub repositories
       carry: OUT/relu-skip (ReLU, W_skip) and OUT/jumprelu (JumpReLU thresholds).
+  peers.py make-gemma-scope ACTS OUT
+      Gemma Scope transcoder files with random weights: OUT/stored/params.npz (np.savez) and
+      OUT/deflated/params.npz (np.savez_compressed, W_dec in Fortran order); each read back with
+      circuit_tracer's load_gemma_scope_transcoder, which encodes ACTS and predicts.
   peers.py load-sparsify ACTS OUT DIR...     SparseCoder.load_from_disk on each folder.
   peers.py load-dl ACTS OUT DIR...           each DIR/ae.pt with the dictionary class DIR/config.json names.
 
@@ -377,6 +381,32 @@ def make_circuit_tracer(a):
     write(a.out, reference, expected)
 
 
+def make_gemma_scope(a):
+    import numpy as np
+    from circuit_tracer.transcoder.single_layer_transcoder import load_gemma_scope_transcoder
+    acts = acts_of(a.acts)
+    d, f = acts.shape[1], 4 * acts.shape[1]
+    rng = np.random.default_rng(8)
+    reference, expected = {}, {}
+    for name, save in [("stored", np.savez), ("deflated", np.savez_compressed)]:
+        params = {"W_enc": (rng.standard_normal((d, f)) / d ** 0.5).astype(np.float32),
+                  "W_dec": (0.3 * rng.standard_normal((f, d))).astype(np.float32),
+                  "b_enc": (0.1 * rng.standard_normal(f)).astype(np.float32),
+                  "b_dec": (0.1 * rng.standard_normal(d)).astype(np.float32),
+                  "threshold": (0.5 * rng.random(f)).astype(np.float32)}
+        if name == "deflated":
+            params["W_dec"] = np.asfortranarray(params["W_dec"])
+        folder = os.path.join(a.out, name)
+        os.makedirs(folder, exist_ok=True)
+        save(os.path.join(folder, "params.npz"), **params)
+        tc = load_gemma_scope_transcoder(os.path.join(folder, "params.npz"), 0, device=torch.device("cpu"))
+        with torch.no_grad():
+            reference[f"{name}.codes"] = tc.encode(acts)
+            reference[f"{name}.x_hat"] = tc.forward(acts)
+        expected[name] = {"folder": name}
+    write(a.out, reference, expected)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -394,7 +424,7 @@ def main():
         s.add_argument("acts")
         s.add_argument("out")
         s.add_argument("dirs", nargs="+")
-    for cmd in ["make-saelens-transcoders", "make-circuit-tracer"]:
+    for cmd in ["make-saelens-transcoders", "make-circuit-tracer", "make-gemma-scope"]:
         s = sub.add_parser(cmd)
         s.add_argument("acts")
         s.add_argument("out")
@@ -406,7 +436,7 @@ def main():
     {"train-saelens": train_saelens, "train-sparsify": train_sparsify, "train-dl": train_dl,
      "load-saelens": load_saelens, "load-sparsify": load_sparsify, "load-dl": load_dl,
      "make-saelens-transcoders": make_saelens_transcoders, "make-circuit-tracer": make_circuit_tracer,
-     "load-circuit-tracer": load_circuit_tracer}[a.cmd](a)
+     "load-circuit-tracer": load_circuit_tracer, "make-gemma-scope": make_gemma_scope}[a.cmd](a)
 
 
 if __name__ == "__main__":

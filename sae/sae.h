@@ -116,7 +116,8 @@ CentredSquares centred_squares(const torch::Tensor& x, const std::function<void(
 class Sae {
  public:
   /// A freshly initialised SAE: W_dec rows of unit norm in random directions, W_enc = W_decᵀ,
-  /// biases zero (gated: r_mag zero; jumprelu: threshold at its initial value).
+  /// biases zero (gated: r_mag zero; jumprelu: threshold at its initial value). A transcoder
+  /// (apply_b_dec_to_input false): W_enc columns in random directions of norm 0.1, W_skip zero.
   Sae(const SaeConfig& config, uint64_t seed);
   /// An SAE from given tensors (e.g. loaded from disk); shapes are checked against the config.
   Sae(const SaeConfig& config, std::map<std::string, torch::Tensor> params, const std::string& where);

@@ -6,12 +6,13 @@
 //   SAELens      cfg.json + sae_weights.safetensors [+ sparsity.safetensors]: v6 (metadata nested,
 //                sae_lens_version >= 6) and v5 / pre-6 (flat keys, activation_fn_str/_kwargs);
 //                standard, gated, jumprelu, topk (with rescale_acts_by_decoder_norm), and saelab's
-//                batchtopk and matryoshka_batchtopk. Transcoders, tanh-relu, per-token input normalisation and hook_z
-//                reshaping are refused with the reason.
+//                batchtopk and matryoshka_batchtopk; transcoders (d_out, W_skip, metadata.hook_name_out).
+//                tanh-relu, per-token input normalisation and hook_z reshaping are refused with the reason.
 //   sparsify     cfg.json + sae.safetensors (encoder.weight [d_sae, d_in], encoder.bias, W_dec, b_dec):
-//                TopK; skip connections, transcoders and groupmax refused with the reason.
+//                TopK, and its transcoders (transcode, skip_connection); groupmax refused with the reason.
 //   circuit-tracer  a transcoder set: config.yaml + layer_{i}.safetensors (W_enc [F, d]); load_sae
 //                takes a layer file (transcoder_set_layers lists them); ReLU and JumpReLU, skip path.
+//   Gemma Scope  params.npz (read without Python): JumpReLU, no hook recorded (convert --hook).
 //   dictionary_learning  ae.pt (a torch.save state dict, read without Python) + config.json:
 //                AutoEncoder, AutoEncoderNew, GatedAutoEncoder, AutoEncoderTopK, BatchTopKSAE,
 //                MatryoshkaBatchTopKSAE, JumpReluAutoEncoder.

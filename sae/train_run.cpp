@@ -34,7 +34,7 @@ struct HookGroup {
   std::string key;             // folder and name in the metrics: coder_group_name(hook, target)
   int64_t hook_index = 0;      // position among the run's groups
   int64_t input_slot = 0, target_slot = 0;  // the stream's hook positions of input and target
-  std::vector<int64_t> units;  // global unit index (hook_index × saes + i) of each trainer SAE
+  std::vector<int64_t> units;  // global unit index (group-major over the run's coders) of each trainer SAE
   StoreManifest manifest;                // the store's, or the stream's description of it
   StoreManifest target_manifest;         // the target's (transcoders)
   std::unique_ptr<ActivationStore> store;  // null when streaming
@@ -252,13 +252,6 @@ void SaeRunOptions::validate() const {
     const std::string key = coder_group_name(hooks[i], target_of(i));
     TORCH_CHECK(groups.insert(key).second, "hook '", key, "' is listed twice");
   }
-  const bool any_transcoder = std::any_of(targets.begin(), targets.end(), [&](const std::string& t) {
-    return t != hooks[static_cast<size_t>(&t - targets.data())];
-  });
-  for (const auto& s : saes) {
-    TORCH_CHECK(!s.skip || (any_transcoder && transcoders.empty()), "SAE '", s.folder_name(),
-                "': skip is for transcoders (give targets, and the transcoders' own list in transcoders)");
-  }
 }
 
 json SaeRunOptions::to_json() const {
@@ -388,8 +381,8 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
   auto key_of_unit = [&](int64_t u) -> const std::string& { return keys[unit_ref[static_cast<size_t>(u)].first]; };
   const int64_t n_units = static_cast<int64_t>(unit_ref.size());
   TORCH_CHECK(n_groups <= n_units, world_size, " processes with data_parallel ", dp, " make ", n_groups,
-              " module groups, but the run has only ", n_units, " SAEs (", hooks.size(), " hooks x ", options.saes.size(),
-              "); raise data_parallel or use fewer processes");
+              " module groups, but the run has only ", n_units, " coders (over ", hooks.size(),
+              " hooks); raise data_parallel or use fewer processes");
   auto group_of_unit = [&](int64_t u) { return static_cast<int>(u * n_groups / n_units); };
   const int my_group = rank / dp, replica = rank % dp;
   const bool leader = replica == 0;  // writes the group's SAEs and reports their statistics

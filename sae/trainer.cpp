@@ -307,12 +307,9 @@ void SaeTrainer::initialize(const torch::Tensor& sample, const torch::Tensor& ta
     // (sparsify starts b_enc at −mean(x) W_enc for the same reason).
     const torch::Tensor centre = geometric_median(x * scale_);
     for (auto& t : saes_) {
-      for (const auto& [name, p] : t.sae->parameters()) {
-        if (name == "b_enc" || name == "b_gate") const_cast<torch::Tensor&>(p).copy_(-torch::mv(t.sae->W_enc().t(), centre));
-        if (name == "b_mag") {
-          const torch::Tensor W_mag = t.sae->W_enc() * t.sae->param("r_mag").exp();
-          const_cast<torch::Tensor&>(p).copy_(-torch::mv(W_mag.t(), centre));
-        }
+      for (auto [name, p] : t.sae->parameters()) {  // handles sharing the parameters' storage
+        if (name == "b_enc" || name == "b_gate") p.copy_(-torch::mv(t.sae->W_enc().t(), centre));
+        if (name == "b_mag") p.copy_(-torch::mv((t.sae->W_enc() * t.sae->param("r_mag").exp()).t(), centre));
       }
     }
   }

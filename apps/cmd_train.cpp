@@ -6,6 +6,7 @@
 #include "apps/common.h"
 #include "core/distributed.h"
 #include "models/capture.h"
+#include "models/hooked_model.h"
 #include "sae/train_run.h"
 
 namespace saelab {
@@ -65,6 +66,12 @@ void register_train(CLI::App& app) {
       r = run_sae_training(options);
     } else {
       TORCH_CHECK(!options.hooks.empty(), "--model streams activations at --hooks; name at least one hook");
+      LanguageModel lm = LanguageModel::open(stream_options.model);
+      {  // the names the stream records (blocks.0.input → blocks.0.hook_resid_pre), as a capture would
+        const HookedModel hooked(lm.module(), lm.info().hook_aliases);
+        for (auto& h : options.hooks) h = hooked.preferred_name(h);
+        for (auto& t : options.targets) t = hooked.preferred_name(t);
+      }
       CaptureOptions plan;
       plan.hooks = options.hooks;
       for (const auto& t : options.targets) {  // transcoder targets are streamed beside their inputs
@@ -77,7 +84,6 @@ void register_train(CLI::App& app) {
       plan.pack_documents = stream_options.pack_documents;
       plan.include_bos = stream_options.include_bos;
       plan.batch_size = stream_options.context_batch;
-      LanguageModel lm = LanguageModel::open(stream_options.model);
       const std::unique_ptr<ActivationStream> stream =
           open_activation_stream(lm, plan, global_options().cache_dir, options.train.batch_size, options.buffer_rows,
                                  static_cast<uint64_t>(options.seed));

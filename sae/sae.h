@@ -19,8 +19,9 @@
 
 namespace saelab {
 
-/// The SAE architectures. parse_architecture and architecture_name are the one place their names
-/// are spelled; everything else switches on the enum, so the compiler checks every case is handled.
+/// The sparse-coder architectures. Each is one file, sae/arch_<name>.cpp, and one line of the table
+/// in sae/architectures.cpp, the only place their names are spelled (sae/architecture.h says how to
+/// add one); the file formats map the enum to their own names.
 enum class Architecture { kStandard, kGated, kTopK, kBatchTopK, kMatryoshkaBatchTopK, kJumpReLU };
 
 /// "standard", "gated", "topk", "batchtopk", "matryoshka_batchtopk" or "jumprelu"; throws naming
@@ -187,12 +188,10 @@ class Sae {
   const torch::Tensor& batchtopk_running_threshold() const { return batchtopk_threshold_; }
 
  private:
+  friend class ArchitectureRules;  // what each architecture's file sees (sae/architecture.h)
   torch::Tensor centred(const torch::Tensor& x) const;
   /// b_dec + x W_skipᵀ [batch, d_out] with a skip path, else b_dec [d_out]: what every prediction adds.
   torch::Tensor output_base(const torch::Tensor& x) const;
-  /// forward's sparse path for standard, gated and jumprelu; false (o untouched) when a row of the
-  /// batch has more candidate latents than the cap.
-  bool sparse_code_forward(const torch::Tensor& x, const torch::Tensor& y, double l1, const torch::Tensor& dead, SaeOutput& o);
   /// (x − b_dec) W + b (x − b_dec only when apply_b_dec_to_input), as one GEMM on the raw x.
   torch::Tensor affine(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) const;
 

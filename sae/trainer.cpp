@@ -1,6 +1,7 @@
 #include "sae/trainer.h"
 
 #include "core/torch_version.h"
+#include "sae/architecture.h"
 
 #include <ATen/Parallel.h>
 
@@ -19,8 +20,6 @@ void SaeTrainOptions::validate() const {
   TORCH_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (got ", grad_clip, ")");
   TORCH_CHECK(dead_window > 0, "dead_window must be positive (got ", dead_window, ")");
 }
-
-bool uses_unit_norm_decoder(Architecture a) { return a != Architecture::kStandard; }
 
 torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations) {
   torch::NoGradGuard g;
@@ -100,7 +99,7 @@ void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Te
     sinks->W_dec.clear();
   }
   loss.backward();
-  const bool unit_norm = uses_unit_norm_decoder(sae.config().architecture);
+  const bool unit_norm = architecture_rules(sae.config().architecture).unit_norm_decoder();
   torch::Tensor& W_enc = sae.W_enc();
   torch::Tensor& W_dec = sae.W_dec();
   torch::NoGradGuard g;
@@ -213,7 +212,7 @@ SaeTrainer::SaeTrainer(std::vector<SaeSpec> specs, const SaeTrainOptions& option
     std::vector<torch::Tensor> params;
     for (const auto& [name, p] : t.sae->parameters()) params.push_back(p);
     t.optimizer = std::make_unique<torch::optim::Adam>(
-        params, torch::optim::AdamOptions(options_.lr).betas({adam_beta1(t.spec.config.architecture), 0.999}));
+        params, torch::optim::AdamOptions(options_.lr).betas({architecture_rules(t.spec.config.architecture).adam_beta1(), 0.999}));
     t.steps_since_fired = torch::zeros({t.spec.config.d_sae}, torch::kInt64);
     const SaeConfig& c = t.spec.config;
     TORCH_CHECK(saes_.empty() || (c.d_in == saes_.front().spec.config.d_in &&
@@ -247,10 +246,6 @@ void SaeTrainer::set_replicas(std::shared_ptr<Communicator> replicas) {
       t.sae->set_replica_gather(nullptr);
     }
   }
-}
-
-double SaeTrainer::adam_beta1(Architecture a) {
-  return a == Architecture::kGated || a == Architecture::kJumpReLU ? 0.0 : 0.9;
 }
 
 double SaeTrainer::lr_at(int64_t s) const {
@@ -306,12 +301,7 @@ void SaeTrainer::initialize(const torch::Tensor& sample, const torch::Tensor& ta
     // input's geometric median: the pre-activations start centred, as an SAE's do through b_dec
     // (sparsify starts b_enc at −mean(x) W_enc for the same reason).
     const torch::Tensor centre = geometric_median(x * scale_);
-    for (auto& t : saes_) {
-      for (auto [name, p] : t.sae->parameters()) {  // handles sharing the parameters' storage
-        if (name == "b_enc" || name == "b_gate") p.copy_(-torch::mv(t.sae->W_enc().t(), centre));
-        if (name == "b_mag") p.copy_(-torch::mv((t.sae->W_enc() * t.sae->param("r_mag").exp()).t(), centre));
-      }
-    }
+    for (auto& t : saes_) architecture_rules(t.spec.config.architecture).centre_encoder_biases(*t.sae, centre);
   }
   initialized_ = true;
 }
@@ -471,15 +461,7 @@ void SaeTrainer::calibrate_thresholds(const torch::Tensor& sample) {
 Sae SaeTrainer::folded(size_t i) const {
   const Sae& sae = *saes_.at(i).sae;
   std::map<std::string, torch::Tensor> p = sae.state();
-  if (sae.config().architecture == Architecture::kStandard) {
-    // f_i ‖W_dec,i‖ with W_dec,i / ‖W_dec,i‖: a ReLU code scales with its pre-activation, so the
-    // norm moves into W_enc's column and b_enc. A zero row (a latent that decodes to nothing) stays.
-    const torch::Tensor n = p["W_dec"].norm(2, {1});
-    const torch::Tensor safe = torch::where(n > 0, n, torch::ones_like(n));
-    p["W_enc"] = p["W_enc"] * safe;
-    p["b_enc"] = p["b_enc"] * safe;
-    p["W_dec"] = p["W_dec"] / safe.unsqueeze(1);
-  }
+  architecture_rules(sae.config().architecture).fold_decoder_norms(p);
   const double s = scale_, t = target_scale_;
   // The SAE saw x·s and predicted y·t (t = s for an SAE). On raw x: (x·s − b_dec) W_enc =
   // (x − b_dec/s)(s W_enc), and the output ŷ/t = f (W_dec/t) + b_dec/t + x (W_skip · s/t)ᵀ.

@@ -131,9 +131,6 @@ class SaeTrainer {
   /// reconstruction.
   Sae folded(size_t i) const;
 
-  /// Adam's β1 for an architecture.
-  static double adam_beta1(Architecture architecture);
-
   /// The learning rate and sparsity-coefficient multipliers at a step (exposed for tests).
   double lr_at(int64_t step) const;
   double l1_scale_at(int64_t step) const;
@@ -157,8 +154,5 @@ void sae_optimizer_step(Sae& sae, torch::optim::Adam& optimizer, const torch::Te
 
 /// The geometric median of the rows of `x` [n, d] by Weiszfeld's iteration.
 torch::Tensor geometric_median(const torch::Tensor& x, int64_t iterations = 100);
-
-/// True for architectures trained with unit-norm decoder rows.
-bool uses_unit_norm_decoder(Architecture architecture);
 
 }  // namespace saelab

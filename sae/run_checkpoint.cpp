@@ -1,0 +1,110 @@
+// The run's checkpoint (sae/run_parts.h): every coder of the run apart, under "unit<u>" (u its
+// index among the run's coders), so it does not depend on how many processes wrote it or read it.
+#include <cstring>
+#include <sstream>
+
+#include "core/files.h"
+#include "sae/run_parts.h"
+
+namespace saelab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string archive_bytes(torch::serialize::OutputArchive& archive) {
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+torch::Tensor bytes_tensor(const std::string& bytes) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  if (!bytes.empty()) std::memcpy(t.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  return t;
+}
+
+// This process's SAEs, one archive each under "unit<u>" (u the global unit index): only the
+// replica that leads its group sends them.
+std::string pack_units(const std::vector<HookGroup>& groups) {
+  torch::serialize::OutputArchive pack;
+  for (const auto& g : groups) {
+    for (size_t i = 0; i < g.units.size(); ++i) {
+      torch::serialize::OutputArchive one;
+      g.trainer->save_sae_state(i, one);
+      one.write("fired", g.fired[static_cast<int64_t>(i)].clone());
+      one.write("counted", torch::tensor(g.counted));
+      pack.write("unit" + std::to_string(g.units[i]), bytes_tensor(archive_bytes(one)));
+    }
+  }
+  return archive_bytes(pack);
+}
+
+}  // namespace
+
+void save_run_checkpoint(const fs::path& path, const std::string& config, int64_t step,
+                         const std::vector<HookGroup>& groups, const RunLayout& layout, Communicator& world,
+                         const ActivationStream* stream) {
+  const bool leader = layout.leader();
+  const std::vector<std::vector<int64_t>>& units_of_rank = layout.units_of_rank;
+  const std::vector<std::string> packs =
+      world.gather_bytes(leader ? pack_units(groups) : std::string(), 0, "sending the checkpoint of step " + std::to_string(step));
+  if (world.rank() == 0) {
+    torch::serialize::OutputArchive archive;
+    archive.write("config", c10::IValue(config));
+    archive.write("step", torch::tensor(step));
+    if (stream) stream->save(archive);
+    for (size_t r = 0; r < packs.size(); ++r) {
+      if (units_of_rank[r].empty()) continue;
+      torch::serialize::InputArchive pack;
+      pack.load_from(packs[r].data(), packs[r].size());
+      for (int64_t u : units_of_rank[r]) {
+        torch::Tensor blob;
+        pack.read("unit" + std::to_string(u), blob);
+        archive.write("unit" + std::to_string(u), blob);
+      }
+    }
+    write_atomic_stream(path, [&](const ByteSink& sink) { archive.save_to(sink); });
+  }
+  world.barrier("writing the checkpoint of step " + std::to_string(step));
+}
+
+int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std::vector<HookGroup>& groups,
+                            ActivationStream* stream) {
+  torch::serialize::InputArchive archive;
+  verify_zip_archive(path, "checkpoint");
+  try {
+    archive.load_from(path.string());
+  } catch (const c10::Error&) {
+    TORCH_CHECK(false, "checkpoint '", path.string(), "' is corrupt; delete it to start over");
+  }
+  c10::IValue saved;
+  archive.read("config", saved);
+  TORCH_CHECK(saved.isString() && saved.toStringRef() == config, "'", path.parent_path().string(),
+              "' holds a training run with different options or activations; use another output folder or delete it");
+  torch::Tensor step;
+  archive.read("step", step);
+  if (stream) stream->load(archive, path.string());
+  for (auto& g : groups) {
+    for (size_t i = 0; i < g.units.size(); ++i) {
+      torch::Tensor blob;
+      try {
+        archive.read("unit" + std::to_string(g.units[i]), blob);
+      } catch (const c10::Error&) {
+        TORCH_CHECK(false, "checkpoint '", path.string(), "' has no state for SAE ", g.units[i], " (", g.key, "/",
+                    g.trainer->saes()[i].spec.name, "); delete it to start over");
+      }
+      torch::serialize::InputArchive one;
+      one.load_from(reinterpret_cast<const char*>(blob.data_ptr<uint8_t>()), static_cast<size_t>(blob.numel()));
+      g.trainer->load_sae_state(i, one, path.string());
+      torch::Tensor fired, counted;
+      one.read("fired", fired);
+      one.read("counted", counted);
+      g.fired[static_cast<int64_t>(i)].copy_(fired);
+      g.counted = counted.item<int64_t>();
+    }
+  }
+  return step.item<int64_t>();
+}
+
+}  // namespace saelab

@@ -31,7 +31,7 @@ void register_eval_lm(CLI::App& app) {
         eval_contexts(stream, lm.info().context_length, lm.tokenizer().bos_id(), args.max_contexts);
     const double loss = evaluate_lm([&lm](const torch::Tensor& t) { return lm.logits(t); }, contexts);
     const double entropy = unigram_entropy(contexts, lm.tokenizer().vocab_size());
-    std::printf("%s split: %lld tokens, cross-entropy %.4f nats/token, unigram entropy %.4f, ratio %.3f\n",
+    std::printf("%s split: %lld tokens, cross-entropy %.6f nats/token, unigram entropy %.6f, ratio %.3f\n",
                 args.split.c_str(), static_cast<long long>(contexts.size(0) * lm.info().context_length), loss,
                 entropy, loss / entropy);
   });

@@ -97,6 +97,8 @@ void register_train_lm(CLI::App& app) {
                                 {"unigram_entropy", entropy},
                                 {"ratio", r.validation_loss / entropy},
                                 {"tokens", val.size(0) * model.context_length},
+                                {"first_contexts", {{"contexts", std::min(LmTrainResult::kFirstValidationContexts, val.size(0))},
+                                                    {"validation_loss", r.first_contexts_loss}}},
                                 {"units", "nats per token"}};
     namespace fs = std::filesystem;
     save_model_folder(module, info, args.out);

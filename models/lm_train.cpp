@@ -207,7 +207,11 @@ LmTrainResult train_lm(torch::jit::Module& module, const GptConfig& config, cons
   for (double v : recent) sum += v;
   r.final_train_loss = recent.empty() ? NAN : sum / static_cast<double>(recent.size());
   r.finished = step >= options.steps;
-  if (r.finished) r.validation_loss = evaluate_lm(plain_logits, validation_contexts);
+  if (r.finished) {
+    r.validation_loss = evaluate_lm(plain_logits, validation_contexts);
+    const int64_t first = std::min(LmTrainResult::kFirstValidationContexts, validation_contexts.size(0));
+    r.first_contexts_loss = evaluate_lm(plain_logits, validation_contexts.narrow(0, 0, first));
+  }
   return r;
 }
 

@@ -52,6 +52,10 @@ struct LmTrainResult {
   bool finished = false;        ///< all `steps` are done
   double final_train_loss = 0;  ///< mean loss over the last 50 steps
   double validation_loss = 0;   ///< mean cross-entropy (nats/token) over all validation contexts (when finished)
+  /// The same over the first kFirstValidationContexts contexts alone: a check of the model file
+  /// that costs one batch (tests recompute it instead of the whole split).
+  double first_contexts_loss = 0;
+  static constexpr int64_t kFirstValidationContexts = 16;
   double seconds = 0;
   double tokens_per_second = 0;
 };

@@ -13,22 +13,46 @@ namespace {
 
 std::string saelab_cmd(const std::string& args) { return test::saelab_binary() + " " + args; }
 
+// The demo's config with a smaller --quick plan: two residual hooks with three SAEs each (the graph's
+// topk-k32 among them) and two MLP transcoders, so that every stage, the replacement model and the
+// report run their real code in about a minute. The user's --quick plan is the same code on more
+// hooks, coders and steps.
+json small_quick_config() {
+  json cfg = load_json_file(SAELAB_SOURCE_DIR "/configs/demo.json", "demo config");
+  json& q = cfg["quick"];
+  q["capture"] = {{"tokens", 20000}, {"hooks", {"blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"}}};
+  q["train"]["steps"] = 40;
+  q["train"]["saes"] = {{{"architecture", "topk"}, {"k", 32}},
+                        {{"architecture", "batchtopk"}, {"k", 32}},
+                        {{"architecture", "jumprelu"}, {"l1", 1.0}}};
+  q["train"]["hooks"] = {"blocks.1.hook_resid_mid", "blocks.2.hook_resid_mid"};
+  q["train"]["targets"] = {"blocks.1.hook_mlp_out", "blocks.2.hook_mlp_out"};
+  q["steer"]["layer"] = 1;  // the second hook of the graph's chain
+  q["top"]["contexts"] = 24;
+  q["explain"]["features"] = 6;
+  q["report"]["features_per_sae"] = 8;
+  return cfg;
+}
+
 TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
   test::TempDir dir;
   const std::string out = dir / "demo";
-  const auto first = test::run_command(saelab_cmd("demo --quick --out " + out));
+  json cfg = small_quick_config();
+  test::write_text(dir / "small.json", cfg.dump());
+  const std::string demo = "demo --quick --config " + (dir / "small.json") + " --out " + out;
+  const auto first = test::run_command(saelab_cmd(demo));
   ASSERT_EQ(first.exit_code, 0) << first.output;
   for (const char* stage : {"capture", "train", "eval", "top", "graph", "steer", "report"}) {
     EXPECT_NE(first.output.find(std::string("[") + stage + "] done"), std::string::npos) << stage;
   }
   EXPECT_NE(first.output.find("report: " + out + "/report/index.html"), std::string::npos) << first.output;
-  // 4 hooks x 8 SAEs and 4 MLP transcoders, every one evaluated, under both conventions, SAEs with
-  // absorption, and dead / dense from the training densities; the 4 transcoders also at once.
+  // 2 hooks x 3 SAEs and 2 MLP transcoders, every one evaluated, under both conventions, SAEs with
+  // absorption, and dead / dense from the training densities; the 2 transcoders also at once.
   const json eval = load_json_file(out + "/eval.json", "eval");
-  EXPECT_EQ(eval.at("saes").size(), 36u);
+  EXPECT_EQ(eval.at("saes").size(), 8u);
   ASSERT_EQ(eval.at("replacements").size(), 1u);
   EXPECT_EQ(eval.at("replacements")[0].at("name"), "tc-topk-k32");
-  EXPECT_EQ(eval.at("replacements")[0].at("coders").size(), 4u);
+  EXPECT_EQ(eval.at("replacements")[0].at("coders").size(), 2u);
   EXPECT_GT(eval.at("replacements")[0].at("ce_replaced").get<double>(), eval.at("replacements")[0].at("ce_clean").get<double>());
   int transcoders = 0;
   for (const auto& e : eval.at("saes")) {
@@ -45,15 +69,14 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
     EXPECT_GT(e.at("absorption").at("letters").get<int64_t>(), 0) << e.at("name");
     EXPECT_EQ(e.at("density_source"), "training") << e.at("name");
   }
-  EXPECT_EQ(transcoders, 4);
+  EXPECT_EQ(transcoders, 2);
 
   // Rerun: every stage is cached.
-  const auto again = test::run_command(saelab_cmd("demo --quick --out " + out));
+  const auto again = test::run_command(saelab_cmd(demo));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(test::count(again.output, "] cached"), 7) << again.output;
 
   // A changed steering option reruns steering and the report only.
-  json cfg = load_json_file(SAELAB_SOURCE_DIR "/configs/demo.json", "demo config");
   cfg["quick"]["steer"]["alphas"] = json::array({0, 24});
   test::write_text(dir / "changed.json", cfg.dump());
   const auto changed = test::run_command(saelab_cmd("demo --quick --config " + (dir / "changed.json") + " --out " + out));
@@ -67,7 +90,7 @@ TEST(Pipeline, QuickDemoRunsEndToEndCachesItsStagesAndRendersInABrowser) {
   const std::string dom = test::chromium_dom(page);
   EXPECT_NE(test::body_tag(dom).find("data-rendered=\"yes\""), std::string::npos) << test::body_tag(dom);
   EXPECT_EQ(test::body_tag(dom).find("data-errors"), std::string::npos) << test::body_tag(dom);
-  EXPECT_EQ(test::count(dom, "class=\"sae-row\""), 36);
+  EXPECT_EQ(test::count(dom, "class=\"sae-row\""), 8);
   EXPECT_NE(dom.find("saelens: hook replaced at every position"), std::string::npos);
   EXPECT_NE(dom.find("<polyline"), std::string::npos);
   EXPECT_NE(dom.find("id=\"feature-title\""), std::string::npos);

@@ -7,6 +7,7 @@
 #include "apps/common.h"
 #include "core/distributed.h"
 #include "core/files.h"
+#include "core/omp_spin.h"
 #include "models/model_bundle.h"
 
 namespace saelab {
@@ -56,6 +57,7 @@ std::string one_line(const std::string& msg) {
 
 int main(int argc, char** argv) {
   using namespace saelab;
+  bound_openmp_spinning(argv);
   CLI::App app{"saelab: sparse autoencoders and feature analysis for TorchScript language models"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();

@@ -30,8 +30,13 @@ class Gated final : public ArchitectureRules {
 
   torch::Tensor encode(const Sae& s, const torch::Tensor& x) const override {
     const torch::Tensor gate = affine(s, x, p(s, "W_enc"), p(s, "b_gate"));
-    const torch::Tensor mag = affine(s, x, p(s, "W_enc") * p(s, "r_mag").exp(), p(s, "b_mag"));
-    return (gate > 0).to(mag.dtype()) * torch::relu(mag);
+    return (gate > 0).to(gate.dtype()) * torch::relu(magnitude(s, gate));
+  }
+
+  // π_mag from π_gate: the two share the product (x − b_dec) W_enc, so one GEMM (and one GEMM
+  // of W_enc's gradient) serves both: π_mag = (π_gate − b_gate) ⊙ exp(r_mag) + b_mag.
+  static torch::Tensor magnitude(const Sae& s, const torch::Tensor& gate) {
+    return (gate - p(s, "b_gate")) * p(s, "r_mag").exp() + p(s, "b_mag");
   }
 
   void forward(Sae& s, const CoderBatch& b, SaeOutput& o) const override {
@@ -40,13 +45,14 @@ class Gated final : public ArchitectureRules {
     const torch::Tensor& b_gate = p(s, "b_gate");
     // Sparse while no row has more than the cap of open gates.
     const ThresholdCode sel = sparse_candidates(s, b.x, b_gate, torch::zeros({s.config().d_sae}, b.x.options()));
+    if (split_rows(s, b, sel, o)) return;
     if (sel.defined()) {
       const torch::Tensor& latents = sel.indices;
       const torch::Tensor dec_norm = at_latents(row_norms(W_dec, dec_grad(s)), latents);
       // ReLU(π_gate) at the open gates; π_mag from the same (x − b_dec) W_enc column: z · exp(r_mag) + b_mag.
       const torch::Tensor gate = gathered_encode(b.x, W_enc, b_gate, latents, sel.pre, centre(s), enc_grad(s));
       const torch::Tensor z = gate - at_latents(b_gate, latents);
-      const torch::Tensor mag = z * at_latents(p(s, "r_mag").exp(), latents) + at_latents(p(s, "b_mag"), latents);
+      const torch::Tensor mag = z * at_latents(p(s, "r_mag").exp(), latents) + at_latents(p(s, "b_mag"), latents);  // magnitude(), gathered
       const torch::Tensor f = sel.valid.to(mag.dtype()) * torch::relu(mag);
       o.x_hat = topk_decode(f, latents, W_dec, dec_grad(s)) + b.base;
       o.sparsity = b.l1 * (gate * dec_norm).sum(-1).mean();
@@ -56,7 +62,7 @@ class Gated final : public ArchitectureRules {
       return;
     }
     const torch::Tensor gate = affine(s, b.x, W_enc, b_gate);
-    const torch::Tensor mag = affine(s, b.x, W_enc * p(s, "r_mag").exp(), p(s, "b_mag"));
+    const torch::Tensor mag = magnitude(s, gate);
     o.features = (gate > 0).to(mag.dtype()) * torch::relu(mag);
     o.x_hat = torch::matmul(o.features, W_dec) + b.base;
     const torch::Tensor gate_relu = torch::relu(gate);

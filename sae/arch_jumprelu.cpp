@@ -57,6 +57,26 @@ class StepFn : public torch::autograd::Function<StepFn> {
   }
 };
 
+// The identity on x̂ that gives θ the gradient of the band entries θ − ε/2 < π ≤ θ (f = 0):
+// JumpReluFn's −(θ_i / ε) · ∂L/∂f_{r,i} there, with ∂L/∂f_{r,i} = ∂L/∂x̂_r · W_dec,i (the
+// reconstruction's part; the penalty's is band_slope's). band [batch, d_sae] uint8.
+class BandFn : public torch::autograd::Function<BandFn> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_hat, const torch::Tensor& theta,
+                               const torch::Tensor& W_dec, const torch::Tensor& band, double eps) {
+    ctx->save_for_backward({theta, W_dec, band});
+    ctx->saved_data["eps"] = eps;
+    return x_hat.clone();
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const torch::Tensor &theta = s[0], &W_dec = s[1], &band = s[2];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const torch::Tensor grad_theta = band_dots(grads[0], W_dec, band) * (-theta.detach() / eps);
+    return {grads[0], grad_theta, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 class JumpRelu final : public ArchitectureRules {
  public:
   Architecture id() const override { return Architecture::kJumpReLU; }
@@ -96,8 +116,13 @@ class JumpRelu final : public ArchitectureRules {
     const double eps = c.jumprelu_bandwidth;
     const torch::Tensor theta = p(s, "log_threshold").exp();
     // Sparse while no row has more than the cap of latents above θ − ε/2, where the rectangle
-    // kernel of the threshold's pseudo-gradient starts.
-    const ThresholdCode sel = sparse_candidates(s, b.x, p(s, "b_enc"), theta.detach() - eps / 2);
+    // kernel of θ's pseudo-gradient starts: the window's entries below θ (f = 0) are gathered with
+    // the code. A wide window (tanh's ε = 2) would make every code dense, so then only the active
+    // latents (above θ) are gathered and the band θ − ε/2 < π ≤ θ is marked: it gives θ its
+    // gradient through BandFn and band_slope (one more GEMM-sized product, not a dense step).
+    ThresholdCode sel = sparse_candidates(s, b.x, p(s, "b_enc"), theta.detach() - eps / 2);
+    if (!sel.defined()) sel = sparse_candidates(s, b.x, p(s, "b_enc"), theta.detach(), theta.detach() - eps / 2);
+    if (split_rows(s, b, sel, o)) return;
     if (sel.defined()) {
       sparse_forward(s, b, theta, sel, o);
       return;
@@ -133,11 +158,26 @@ class JumpRelu final : public ArchitectureRules {
     const torch::Tensor z = gathered_encode(b.x, W_enc, b_enc, latents, sel.pre, centre(s), enc_grad(s), /*relu=*/false);
     const torch::Tensor th = at_latents(theta, latents);
     const torch::Tensor f = JumpReluFn::apply(z, th, eps) * valid;
-    o.x_hat = topk_decode(f, latents, W_dec, dec_grad(s)) + b.base;
+    o.x_hat = topk_decode(f, latents, W_dec, dec_grad(s));
+    if (sel.band.defined()) o.x_hat = BandFn::apply(o.x_hat, theta, W_dec.detach(), sel.band, eps);
+    o.x_hat = o.x_hat + b.base;
     if (c.jumprelu_sparsity == JumpReluSparsity::kStep) {
       o.sparsity = b.l1 * (StepFn::apply(z, th, eps) * valid).sum(-1).mean();
     } else {
       o.sparsity = b.l1 * torch::tanh(c.jumprelu_tanh_scale * f * dec_norm).sum(-1).mean();
+    }
+    if (sel.band.defined()) {
+      // The penalty's ∂/∂f at the band's entries (f = 0): λ/B per entry for step (StepFn's
+      // kernel), λ c ‖W_dec,i‖ / B for tanh; times the pseudo-derivative −1/ε (step) or −θ_i/ε
+      // (JumpReluFn). Added as a term of value 0 exactly and gradient λ · band_slope to θ.
+      const double rows = static_cast<double>(b.x.size(0));
+      const torch::Tensor in_band = sel.band.sum(0, false, b.x.scalar_type());
+      const torch::Tensor band_slope =
+          c.jumprelu_sparsity == JumpReluSparsity::kStep
+              ? in_band * (-1.0 / (eps * rows))
+              : in_band * dec_norms.detach() * theta.detach() * (-c.jumprelu_tanh_scale / (eps * rows));
+      const torch::Tensor band_term = (theta * band_slope).sum();
+      o.sparsity = o.sparsity + b.l1 * (band_term - band_term.detach());
     }
     if (c.pre_act_loss_coefficient > 0 && b.any_dead()) {
       // λ_P Σ_{i dead} ReLU(θ_i − π_i) ‖W_dec,i‖ over every row: the dead latents' pre-activations

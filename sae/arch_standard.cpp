@@ -31,6 +31,7 @@ class Standard final : public ArchitectureRules {
     const torch::Tensor& b_enc = p(s, "b_enc");
     // Sparse while no row has more than the cap of positive pre-activations.
     const ThresholdCode sel = sparse_candidates(s, b.x, b_enc, torch::zeros({s.config().d_sae}, b.x.options()));
+    if (split_rows(s, b, sel, o)) return;
     if (sel.defined()) {
       const torch::Tensor& latents = sel.indices;
       const torch::Tensor dec_norm = at_latents(row_norms(W_dec, dec_grad(s)), latents);

@@ -101,8 +101,15 @@ class ArchitectureRules {
   /// The sparse training code's candidates of standard, gated and jumprelu: per row, the latents
   /// whose pre-activation x W + b (centred) exceeds `floor` [d_sae]; undefined when a row has more
   /// than the cap (the dense path then runs). A 64-row probe settles most dense batches early.
+  /// With `band_floor`, the code also carries the band mask (topk_kernels.h: threshold_select).
+  /// Up to 1/16 of the rows may pass the cap: the code then lists them in `overflow`, and the
+  /// caller hands it to split_rows (sae/row_split.cpp).
   static ThresholdCode sparse_candidates(const Sae& s, const torch::Tensor& x, const torch::Tensor& bias,
-                                         const torch::Tensor& floor);
+                                         const torch::Tensor& floor, const torch::Tensor& band_floor = {});
+  /// Where `sel` lists rows past the cap: runs this forward on the other rows with their code
+  /// (sparse) and on those rows densely, and joins the two into `o`, every term a row mean as if
+  /// one pass had run. Returns false (nothing done) when no row is past the cap.
+  bool split_rows(Sae& s, const CoderBatch& b, const ThresholdCode& sel, SaeOutput& o) const;
   /// AuxK (Gao et al. 2024), shared by the TopK family (sae/arch_topk.cpp): models the detached
   /// residual e = y − ŷ with the top-k_aux pre-activations of the dead latents; ‖e − ê‖² /
   /// ‖e − mean e‖² times the coefficient. Call only when b.any_dead().

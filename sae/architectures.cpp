@@ -55,24 +55,4 @@ torch::Tensor ArchitectureRules::threshold(const Sae& s) const {
   TORCH_CHECK(false, "a ", name(), " SAE has no threshold");
 }
 
-int64_t ArchitectureRules::sparse_code_cap(const Sae& s) {
-  const int64_t d_sae = s.config_.d_sae;
-  return s.sparse_code_cap_ < 0 ? std::max<int64_t>(64, d_sae / 8) : std::min(s.sparse_code_cap_, d_sae);
-}
-
-ThresholdCode ArchitectureRules::sparse_candidates(const Sae& s, const torch::Tensor& x, const torch::Tensor& bias,
-                                                   const torch::Tensor& floor) {
-  const int64_t cap = sparse_code_cap(s);
-  if (cap == 0) return {};
-  const torch::Tensor& W_enc = p(s, "W_enc");
-  const torch::Tensor c = centre(s);
-  // Early in training most batches are too dense: a probe of 64 rows (a 64-row GEMM) says so before
-  // the full selection would compute most of the product and give up.
-  const int64_t probe = 64;
-  if (x.size(0) >= 4 * probe && !threshold_select(x.narrow(0, 0, probe), W_enc, bias, floor, cap, c).defined()) {
-    return {};
-  }
-  return threshold_select(x, W_enc, bias, floor, cap, c);
-}
-
 }  // namespace saelab

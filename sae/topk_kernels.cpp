@@ -200,10 +200,7 @@ torch::Tensor centre_or_empty(const torch::Tensor& b_dec, const torch::Tensor& x
   return b_dec.defined() ? b_dec : torch::empty({0}, x.options());
 }
 
-// Columns of the pre-activations computed at once by blocked_topk: a [batch, block] float32 block
-// near 2^23 values (32 MB) stays in the last-level cache between the GEMM that writes it and the
-// selection that reads it.
-int64_t encoder_block(int64_t batch) { return std::max<int64_t>(256, (int64_t{1} << 23) / std::max<int64_t>(1, batch) / 16 * 16); }
+
 
 // Per-row top-k of pre = xc W_enc + b_enc without the [batch, d_sae] matrix: the GEMM runs block of
 // columns by block into one reused buffer, and each block is merged into the rows' running top-k
@@ -230,8 +227,9 @@ std::tuple<torch::Tensor, torch::Tensor> blocked_topk(const torch::Tensor& xc, c
   return {values, indices};
 }
 
-// k > 0: the k largest per row. k < 0: the |k| largest over the whole batch (BatchTopK), stored per
-// row padded to the fullest row's count, padding (and negative entries) masked to value 0.
+// k > 0: the k largest per row, sorted descending. k < 0: the |k| largest over the whole batch
+// (BatchTopK, batch_select), each row's in column order, padded to the fullest row's count;
+// padding (and negative entries) masked to value 0.
 TopKCode select_and_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k,
                            const torch::Tensor& b_dec, SparseGrad* sink) {
   torch::Tensor top, indices;
@@ -250,58 +248,16 @@ TopKCode select_and_encode(const torch::Tensor& x, const torch::Tensor& W_enc, c
       std::tie(top, indices) = row_topk(torch::addmm(b_enc, xc, W_enc), k);  // [batch, d_sae]: the one dense GEMM
       keep = top > 0;
     } else {
-      const torch::Tensor pre = torch::addmm(b_enc, xc, W_enc);
-      const int64_t B = pre.size(0);
-      const int64_t total = std::min<int64_t>(-k, pre.numel());
-      const torch::Tensor flat_idx = std::get<1>(pre.reshape(-1).topk(total, 0, true, /*sorted=*/false));
-      const torch::Tensor counts = torch::div(flat_idx, d_sae, "floor").bincount({}, B);  // [batch] kept per row
-      const int64_t widest = std::max<int64_t>(1, counts.max().item<int64_t>());
-      std::tie(top, indices) = row_topk(pre, widest);  // a row's kept entries are its largest
-      keep = (torch::arange(widest, counts.options()).unsqueeze(0) < counts.unsqueeze(1)).logical_and(top > 0);
+      const BatchSelection sel = batch_select(torch::addmm(b_enc, xc, W_enc), -k);
+      top = sel.values;
+      indices = sel.indices;
+      keep = sel.valid;
     }
     top = top * keep.to(top.dtype());  // entries dropped (or negative) become 0: value and gradient
   }
   const torch::Tensor values = GatheredEncodeFn::apply(x, W_enc, b_enc, centre_or_empty(b_dec, x), indices, top,
                                                        sink_handle(sink), b_dec.defined(), true);
   return {values, indices};
-}
-
-// Appends row r's entries of a block above their floor to the row's list (values, latents, count);
-// returns false when the list would pass `cap`. Blocks of 16 with none above are skipped after
-// one vector comparison.
-template <class T>
-SAELAB_INLINE bool select_above_one(const T* row, const T* floor, int64_t w, int64_t offset, T* vals, int64_t* idx,
-                                    int64_t& count, int64_t cap) {
-  constexpr int64_t kBlock = 16;
-  auto take = [&](int64_t c) {
-    if (!(row[c] > floor[c])) return true;
-    if (count == cap) return false;
-    vals[count] = row[c];
-    idx[count++] = c + offset;
-    return true;
-  };
-  int64_t c = 0;
-  for (; c + kBlock <= w; c += kBlock) {
-    int hit = 0;
-#pragma omp simd reduction(| : hit)
-    for (int64_t j = 0; j < kBlock; ++j) hit |= row[c + j] > floor[c + j];
-    if (!hit) continue;
-    for (int64_t j = 0; j < kBlock; ++j) {
-      if (!take(c + j)) return false;
-    }
-  }
-  for (; c < w; ++c) {
-    if (!take(c)) return false;
-  }
-  return true;
-}
-SAELAB_VECTOR_CLONES bool select_above(const float* row, const float* floor, int64_t w, int64_t offset, float* vals,
-                                       int64_t* idx, int64_t& count, int64_t cap) {
-  return select_above_one(row, floor, w, offset, vals, idx, count, cap);
-}
-bool select_above(const double* row, const double* floor, int64_t w, int64_t offset, double* vals, int64_t* idx,
-                  int64_t& count, int64_t cap) {
-  return select_above_one(row, floor, w, offset, vals, idx, count, cap);
 }
 
 // ‖W_i‖ per row; backward: ∂/∂W_i = g_i W_i / ‖W_i‖, as a norm term of the sink when there is one.
@@ -361,6 +317,8 @@ class TopKDecodeFn : public torch::autograd::Function<TopKDecodeFn> {
 
 }  // namespace
 
+int64_t encoder_block(int64_t batch) { return std::max<int64_t>(256, (int64_t{1} << 23) / std::max<int64_t>(1, batch) / 16 * 16); }
+
 TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc, int64_t k,
                      const torch::Tensor& b_dec, SparseGrad* W_enc_grad) {
   TORCH_CHECK(x.dim() == 2 && W_enc.dim() == 2 && x.size(1) == W_enc.size(0), "topk_encode: x [batch, d_in] and W_enc [d_in, d_sae] disagree (got ",
@@ -395,49 +353,6 @@ torch::Tensor topk_decode(const torch::Tensor& values, const torch::Tensor& indi
 torch::Tensor topk_to_dense(const TopKCode& code, int64_t d_sae) {
   // scatter_add: a threshold code's padding (value 0 at latent 0) may share a row with latent 0 itself
   return torch::zeros({code.values.size(0), d_sae}, code.values.options()).scatter_add(1, code.indices, code.values);
-}
-
-ThresholdCode threshold_select(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b,
-                               const torch::Tensor& floor, int64_t cap, const torch::Tensor& b_dec) {
-  TORCH_CHECK(x.dim() == 2 && W_enc.dim() == 2 && x.size(1) == W_enc.size(0), "threshold_select: x [batch, d_in] and W_enc [d_in, d_sae] disagree (got ",
-              x.sizes(), " and ", W_enc.sizes(), ")");
-  TORCH_CHECK(floor.dim() == 1 && floor.size(0) == W_enc.size(1) && b.sizes() == floor.sizes(),
-              "threshold_select: b and floor must be [d_sae]");
-  TORCH_CHECK(cap > 0, "threshold_select: cap must be positive");
-  torch::NoGradGuard no_grad;
-  const torch::Tensor xc = (b_dec.defined() ? x - b_dec : x).contiguous();
-  const int64_t B = xc.size(0), d_sae = W_enc.size(1), block = std::min(encoder_block(B), d_sae);
-  const auto opts = xc.options();
-  const torch::Tensor bias = b.detach().to(opts.dtype()), lower = floor.detach().to(opts.dtype()).contiguous();
-  torch::Tensor vals = torch::empty({B, cap}, opts), idx = torch::empty({B, cap}, opts.dtype(torch::kInt64));
-  std::vector<int64_t> count(static_cast<size_t>(B), 0);
-  torch::Tensor buffer = torch::empty({B, block}, opts);
-  std::atomic<bool> over{false};
-  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "threshold_select", [&] {
-    scalar_t* vp = vals.data_ptr<scalar_t>();
-    int64_t* ip = idx.data_ptr<int64_t>();
-    const scalar_t* fp = lower.data_ptr<scalar_t>();
-    for (int64_t j0 = 0; j0 < d_sae && !over.load(); j0 += block) {
-      const int64_t w = std::min(block, d_sae - j0);
-      torch::Tensor out = buffer.narrow(1, 0, w);
-      torch::addmm_out(out, bias.narrow(0, j0, w), xc, W_enc.detach().narrow(1, j0, w).to(opts.dtype()));
-      const scalar_t* op = buffer.data_ptr<scalar_t>();
-      at::parallel_for(0, B, 8, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end && !over.load(std::memory_order_relaxed); ++r) {
-          if (!select_above(op + r * block, fp + j0, w, j0, vp + r * cap, ip + r * cap, count[r], cap)) over = true;
-        }
-      });
-    }
-  });
-  if (over.load()) return {};
-  const int64_t widest = std::max<int64_t>(1, *std::max_element(count.begin(), count.end()));
-  const torch::Tensor counts = torch::tensor(count, opts.dtype(torch::kInt64));
-  const torch::Tensor valid = torch::arange(widest, counts.options()).unsqueeze(0) < counts.unsqueeze(1);
-  ThresholdCode code;
-  code.valid = valid;
-  code.pre = vals.narrow(1, 0, widest).masked_fill(valid.logical_not(), 0);
-  code.indices = idx.narrow(1, 0, widest).masked_fill(valid.logical_not(), 0);
-  return code;
 }
 
 torch::Tensor row_norms(const torch::Tensor& W_dec, SparseGrad* sink) {

@@ -30,6 +30,15 @@ TopKCode topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const t
 TopKCode batch_topk_encode(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b_enc,
                            int64_t total, const torch::Tensor& b_dec = {}, SparseGrad* W_enc_grad = nullptr);
 
+/// BatchTopK's selection (sae/batch_select.cpp): the `total` largest positive entries of pre
+/// [rows, n] (every positive one when there are fewer), each row's in column order, padded to the
+/// fullest row's count with value 0 at latent 0 (valid false). Of entries equal to the smallest
+/// kept value, the first in row-major order are kept. No gradient.
+struct BatchSelection {
+  torch::Tensor values, indices, valid;
+};
+BatchSelection batch_select(const torch::Tensor& pre, int64_t total);
+
 /// ReLU(pre) [batch, k] for pre-activations `pre` = ((x − b_dec) W_enc + b_enc) at `indices`, already
 /// computed by the caller without gradient (e.g. AuxK's selection among dead latents), made
 /// differentiable as topk_encode's code is.
@@ -39,17 +48,34 @@ torch::Tensor gathered_encode(const torch::Tensor& x, const torch::Tensor& W_enc
                               const torch::Tensor& indices, const torch::Tensor& pre, const torch::Tensor& b_dec = {},
                               SparseGrad* W_enc_grad = nullptr, bool relu = true);
 
-/// The entries of pre = (x − b_dec) W_enc + b [batch, d_sae] strictly above floor [d_sae], per row:
-/// the code of a ReLU-type SAE once it is sparse. Computed in column blocks without the [batch,
-/// d_sae] matrix. `pre` and `indices` are [batch, k'] (k' the fullest row's count, at least 1;
-/// padding has pre 0 at latent 0 and valid false). Undefined tensors when a row has more than `cap`
-/// entries (the caller takes its dense path). No gradient (gathered_encode makes it differentiable).
+/// The entries of pre = (x − b_dec) W_enc + b [batch, d_sae] strictly above floor [d_sae], per
+/// row (sae/threshold_select.cpp): the code of a ReLU-type SAE once it is sparse. Computed in
+/// column blocks without the [batch, d_sae] matrix. `pre` and `indices` are [batch, k'] (k' the
+/// fullest row's count, at least 1; padding has pre 0 at latent 0 and valid false). Undefined
+/// tensors when more than `max_overflow` rows have more than `cap` entries (the caller takes its
+/// dense path). No gradient (gathered_encode makes it differentiable).
+/// With `band_floor` [d_sae] (below floor) also `band` [batch, d_sae] uint8: 1 where band_floor <
+/// pre ≤ floor, the entries left out of the code that still carry a gradient (JumpReLU's θ).
+/// Up to `max_overflow` rows may pass the cap: they are listed in `overflow` (ascending; undefined
+/// when none) and hold an empty code (every entry invalid), for the caller to take densely.
 struct ThresholdCode {
   torch::Tensor pre, indices, valid;
+  torch::Tensor band;
+  torch::Tensor overflow;
   bool defined() const { return pre.defined(); }
 };
 ThresholdCode threshold_select(const torch::Tensor& x, const torch::Tensor& W_enc, const torch::Tensor& b,
-                               const torch::Tensor& floor, int64_t cap, const torch::Tensor& b_dec = {});
+                               const torch::Tensor& floor, int64_t cap, const torch::Tensor& b_dec = {},
+                               const torch::Tensor& band_floor = {}, int64_t max_overflow = 0);
+
+/// Σ_r band[r, i] (g_r · W[i]) for every latent i: g [batch, d], W [d_sae, d], band [batch, d_sae]
+/// uint8. One GEMM's work, done in column blocks without a [batch, d_sae] float matrix.
+torch::Tensor band_dots(const torch::Tensor& g, const torch::Tensor& W, const torch::Tensor& band);
+
+/// Columns of the pre-activations computed at once by the blocked kernels: a [batch, block] block
+/// near 2^23 values (32 MB for float32) stays in the last-level cache between the GEMM that writes
+/// it and the selection that reads it.
+int64_t encoder_block(int64_t batch);
 
 /// ‖W_dec,i‖ [d_sae], with the gradient recorded as SparseGrad::add_self in `sink` when there is
 /// one (no dense [d_sae, d_in] gradient), else to W_dec's .grad.

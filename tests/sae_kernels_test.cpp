@@ -96,6 +96,44 @@ TEST(TopKKernels, BatchTopKForwardAndGradientsEqualDenseFloat64Autograd) {
   }
 }
 
+// The radix selection of BatchTopK against a float64 sort of the whole matrix: the same entries,
+// each row's in column order; ties at the smallest kept value resolved in row-major order; fewer
+// positive entries than asked keeps them all.
+TEST(TopKKernels, BatchSelectionKeepsTheLargestPositiveEntriesOfTheBatch) {
+  torch::manual_seed(21);
+  for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
+    const torch::Tensor pre = (torch::randn({257, 700}) * torch::linspace(0.01, 4.0, 257).unsqueeze(1)).to(dtype);
+    for (int64_t total : {1, 33, 8 * 257, 50000, 200000}) {
+      const BatchSelection sel = batch_select(pre, total);
+      const torch::Tensor flat = pre.to(torch::kFloat64).reshape(-1);
+      const int64_t positives = (flat > 0).sum().item<int64_t>();
+      const int64_t want_n = std::min(total, positives);
+      const torch::Tensor want = std::get<1>(flat.topk(want_n));
+      torch::Tensor got_mask = torch::zeros({flat.numel()}, torch::kBool);
+      const torch::Tensor flat_idx = (torch::arange(257).unsqueeze(1) * 700 + sel.indices).masked_select(sel.valid);
+      got_mask.index_fill_(0, flat_idx, true);
+      torch::Tensor want_mask = torch::zeros({flat.numel()}, torch::kBool).index_fill_(0, want, true);
+      EXPECT_EQ(flat_idx.numel(), want_n) << "total " << total;
+      EXPECT_TRUE(torch::equal(got_mask, want_mask)) << "total " << total;
+      EXPECT_TRUE(torch::equal(sel.values, pre.gather(1, sel.indices) * sel.valid.to(pre.dtype())));
+      // Column order within each row.
+      const torch::Tensor later = sel.indices.narrow(1, 1, sel.indices.size(1) - 1) > sel.indices.narrow(1, 0, sel.indices.size(1) - 1);
+      EXPECT_TRUE(later.logical_or(sel.valid.narrow(1, 1, sel.valid.size(1) - 1).logical_not()).all().item<bool>());
+    }
+  }
+  // Ties: 10 entries of 1.0 in rows 3..7, two of them kept, the first two in row-major order.
+  torch::Tensor tied = torch::full({10, 6}, -1.0);
+  tied[0][0] = 5.0;
+  tied[1][2] = 4.0;
+  for (int64_t r = 3; r < 8; ++r) tied[r][1] = tied[r][4] = 1.0;
+  const BatchSelection sel = batch_select(tied, 4);
+  EXPECT_EQ(sel.valid.sum().item<int64_t>(), 4);
+  EXPECT_TRUE(sel.valid[3][0].item<bool>() && sel.valid[3][1].item<bool>());
+  EXPECT_EQ(sel.indices[3][0].item<int64_t>(), 1);
+  EXPECT_EQ(sel.indices[3][1].item<int64_t>(), 4);
+  EXPECT_FALSE(sel.valid[4].any().item<bool>());
+}
+
 // Wide float32 encoders take the blocked path (the GEMM in column blocks merged into the rows'
 // running top-k): the same selection as a float64 top-k over the whole product.
 TEST(TopKKernels, BlockedSelectionOfAWideEncoderEqualsTheFullTopK) {
@@ -297,6 +335,7 @@ struct SparseCase {
   int64_t cap = 0;
   bool with_sinks = true;
   int64_t dead_stride = 5;  // every dead_stride-th latent is dead
+  bool split = false;       // cap set below the fullest rows: those rows dense, the others sparse
 };
 
 // standard, gated and jumprelu once their codes are sparse: the sparse path (threshold_select, the
@@ -309,6 +348,14 @@ TEST(SparseCodes, ForwardAndGradientsEqualTheDenseFloat64Path) {
       {"gated", Architecture::kGated, JumpReluSparsity::kTanh, 2.0, 120, true},
       {"gated, no sinks", Architecture::kGated, JumpReluSparsity::kTanh, 2.0, 120, false},
       {"jumprelu tanh", Architecture::kJumpReLU, JumpReluSparsity::kTanh, 2.0, 300, true},  // 60 dead: gathered
+      // Rows with more entries in θ's kernel window than the cap, but fewer active ones: sparse,
+      // the window's inactive band entries reaching θ through BandFn and the band's penalty slope.
+      {"jumprelu tanh, window wider than the cap", Architecture::kJumpReLU, JumpReluSparsity::kTanh, 2.0, 100, true},
+      {"jumprelu step, window wider than the cap", Architecture::kJumpReLU, JumpReluSparsity::kStep, 2.0, 100, true},
+      // A cap that 1 to 4 of the 64 rows pass (at most 1/16 of the batch): split_rows.
+      {"standard, rows past the cap", Architecture::kStandard, JumpReluSparsity::kTanh, 2.0, 0, true, 5, true},
+      {"gated, rows past the cap", Architecture::kGated, JumpReluSparsity::kTanh, 2.0, 0, true, 5, true},
+      {"jumprelu tanh, rows past the cap", Architecture::kJumpReLU, JumpReluSparsity::kTanh, 2.0, 0, true, 5, true},
       {"jumprelu step", Architecture::kJumpReLU, JumpReluSparsity::kStep, 0.3, 120, true, 2},  // 150 dead > cap: dense
   };
   const int64_t B = 64, d = 12, d_sae = 300;
@@ -341,22 +388,43 @@ TEST(SparseCodes, ForwardAndGradientsEqualTheDenseFloat64Path) {
         const_cast<torch::Tensor&>(s->param("log_threshold")).copy_((torch::rand({d_sae}, torch::kFloat64) * 0.4 + 1.4).log());
       }
     }
-    sparse.set_sparse_code_cap(sc.cap);
     if (sc.with_sinks) sparse.set_sparse_gradients(true);
     dense.set_sparse_code_cap(0);
     torch::manual_seed(33);
     const torch::Tensor x = torch::randn({B, d}, torch::kFloat64) * torch::linspace(0.5, 1.5, B, torch::kFloat64).unsqueeze(1);
+    int64_t cap = sc.cap;
+    if (sc.split) {
+      // Each row's candidates (positive pre-activations, open gates, latents above θ), sorted.
+      torch::NoGradGuard g;
+      const bool gated = sc.architecture == Architecture::kGated;
+      const torch::Tensor pre = torch::matmul(x - dense.b_dec(), dense.W_enc()) + dense.param(gated ? "b_gate" : "b_enc");
+      const torch::Tensor counts = std::get<0>(
+          (pre > (sc.architecture == Architecture::kJumpReLU ? dense.threshold() : torch::zeros({d_sae}, torch::kFloat64)))
+              .sum(1)
+              .sort(0, true));
+      const int64_t fullest = counts[0].item<int64_t>();
+      int64_t over = 1;
+      while (over < 4 && counts[over].item<int64_t>() == fullest) ++over;
+      cap = counts[over].item<int64_t>();
+      ASSERT_LT(cap, fullest) << sc.name;
+      ASSERT_GT(cap, 0) << sc.name;
+    }
+    sparse.set_sparse_code_cap(cap);
     const torch::Tensor dead = torch::arange(d_sae) % sc.dead_stride == 0;
     const SaeOutput os = sparse.forward(x, 0.7, dead), od = dense.forward(x, 0.7, dead);
     ASSERT_FALSE(os.features.defined()) << sc.name << ": the sparse path ran";
     ASSERT_TRUE(od.features.defined()) << sc.name;
     EXPECT_GT(os.l0.item<double>(), 1.0) << sc.name;
     EXPECT_LT(os.code_values.size(1), d_sae) << sc.name << ": the code is narrower than the dictionary";
+    if (sc.split) EXPECT_GT(os.code_values.size(1), cap) << sc.name << ": the rows past the cap are in the code";
     if (sc.architecture == Architecture::kJumpReLU) {
       // entries below the threshold inside the kernel's window, which carry θ's gradient only
       torch::NoGradGuard g;
       const torch::Tensor pre = dense.pre_activations(x), th = dense.threshold();
       EXPECT_GT(((pre > th - sc.bandwidth / 2).logical_and(pre <= th)).sum().item<int64_t>(), 0) << sc.name;
+      if (std::string(sc.name).find("window") != std::string::npos) {
+        EXPECT_GT((pre > th - sc.bandwidth / 2).sum(1).max().item<int64_t>(), sc.cap) << sc.name << ": a window wider than the cap";
+      }
       EXPECT_GT(od.aux.item<double>(), 0) << sc.name;
     }
     for (const auto& [what, a, b] : {std::make_tuple("mse", os.mse, od.mse), std::make_tuple("sparsity", os.sparsity, od.sparsity),
@@ -370,10 +438,11 @@ TEST(SparseCodes, ForwardAndGradientsEqualTheDenseFloat64Path) {
     // A loss that weighs the terms unequally, so that each term's gradient is checked.
     (os.loss + 3.0 * os.sparsity + 2.0 * os.aux).backward();
     (od.loss + 3.0 * od.sparsity + 2.0 * od.aux).backward();
-    if (sc.with_sinks && sc.dead_stride == 5) {
+    // (A split batch's dense rows leave dense gradients, which the update adds to the factored ones.)
+    if (sc.with_sinks && sc.dead_stride == 5 && !sc.split) {
       EXPECT_FALSE(sparse.W_enc().grad().defined()) << sc.name << ": W_enc's gradient stayed factored";
     }
-    if (sc.with_sinks) {
+    if (sc.with_sinks && !sc.split) {
       EXPECT_FALSE(sparse.W_dec().grad().defined()) << sc.name << ": W_dec's gradient stayed factored";
     }
     for (const auto& [name, p] : dense.parameters()) {

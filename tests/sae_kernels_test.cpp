@@ -297,11 +297,7 @@ TEST(TopKKernels, TrainingWithFactoredGradientsEqualsThePlainUpdate) {
       plain_opt->step();
       plain.W_dec().div_(plain.W_dec().norm(2, {1}, true));
     }
-    for (const auto& [name, p] : plain.parameters()) {
-      const torch::Tensor f = fused.param(name).detach(), q = p.detach();
-      EXPECT_TRUE(torch::allclose(f, q, 1e-4, 1e-5)) << arch << " " << name << " max diff "
-                                                     << (f - q).abs().max().item<double>();
-    }
+    expect_same_weights(fused, plain, arch);
   }
 }
 

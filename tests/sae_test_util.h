@@ -1,5 +1,6 @@
 // Helpers of the SAE kernel tests (sae_kernels_test.cpp, sparse_codes_test.cpp).
 #pragma once
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <memory>
@@ -32,6 +33,14 @@ inline torch::Tensor full_grad(Sae& sae, const std::string& name) {
     if (name == "W_dec" && !s->W_dec.empty()) g += s->W_dec.dense(p.size(0), p);
   }
   return g;
+}
+
+// Every parameter of `a` equals `b`'s to float32 training tolerance.
+inline void expect_same_weights(const Sae& a, const Sae& b, const std::string& what) {
+  for (const auto& [name, p] : b.parameters()) {
+    const torch::Tensor f = a.param(name).detach(), q = p.detach();
+    EXPECT_TRUE(torch::allclose(f, q, 1e-4, 1e-5)) << what << " " << name << " max diff " << (f - q).abs().max().item<double>();
+  }
 }
 
 }  // namespace saelab

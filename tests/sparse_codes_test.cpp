@@ -216,11 +216,7 @@ TEST(SparseCodes, TrainingOnTheSparsePathEqualsTheDenseUpdate) {
       const SaeOutput op = plain.forward(x, 0.5, dead);
       sae_optimizer_step(plain, *plain_opt, op.loss, 1e-2, 0.05);
     }
-    for (const auto& [name, p] : plain.parameters()) {
-      const torch::Tensor f = fused.param(name).detach(), q = p.detach();
-      EXPECT_TRUE(torch::allclose(f, q, 1e-4, 1e-5)) << arch << " " << name << " max diff "
-                                                     << (f - q).abs().max().item<double>();
-    }
+    expect_same_weights(fused, plain, arch);
   }
 }
 

@@ -52,7 +52,7 @@ class Gated final : public ArchitectureRules {
       // ReLU(π_gate) at the open gates; π_mag from the same (x − b_dec) W_enc column: z · exp(r_mag) + b_mag.
       const torch::Tensor gate = gathered_encode(b.x, W_enc, b_gate, latents, sel.pre, centre(s), enc_grad(s));
       const torch::Tensor z = gate - at_latents(b_gate, latents);
-      const torch::Tensor mag = z * at_latents(p(s, "r_mag").exp(), latents) + at_latents(p(s, "b_mag"), latents);  // magnitude(), gathered
+      const torch::Tensor mag = z * at_latents(p(s, "r_mag").exp(), latents) + at_latents(p(s, "b_mag"), latents);
       const torch::Tensor f = sel.valid.to(mag.dtype()) * torch::relu(mag);
       o.x_hat = topk_decode(f, latents, W_dec, dec_grad(s)) + b.base;
       o.sparsity = b.l1 * (gate * dec_norm).sum(-1).mean();

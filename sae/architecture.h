@@ -99,11 +99,11 @@ class ArchitectureRules {
   /// The most candidate latents per row a sparse training code may have (0: always dense).
   static int64_t sparse_code_cap(const Sae& s);
   /// The sparse training code's candidates of standard, gated and jumprelu: per row, the latents
-  /// whose pre-activation x W + b (centred) exceeds `floor` [d_sae]; undefined when a row has more
-  /// than the cap (the dense path then runs). A 64-row probe settles most dense batches early.
-  /// With `band_floor`, the code also carries the band mask (topk_kernels.h: threshold_select).
-  /// Up to 1/16 of the rows may pass the cap: the code then lists them in `overflow`, and the
-  /// caller hands it to split_rows (sae/row_split.cpp).
+  /// whose pre-activation x W + b (centred) exceeds `floor` [d_sae]. Up to 1/16 of the rows may
+  /// have more than the cap: the code then lists them in `overflow`, and the caller hands it to
+  /// split_rows (sae/row_split.cpp); with more, it is undefined (the dense path then runs). A
+  /// 64-row probe settles most dense batches early. With `band_floor`, the code also carries the
+  /// band mask (topk_kernels.h: threshold_select).
   static ThresholdCode sparse_candidates(const Sae& s, const torch::Tensor& x, const torch::Tensor& bias,
                                          const torch::Tensor& floor, const torch::Tensor& band_floor = {});
   /// Where `sel` lists rows past the cap: runs this forward on the other rows with their code

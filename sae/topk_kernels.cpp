@@ -200,8 +200,6 @@ torch::Tensor centre_or_empty(const torch::Tensor& b_dec, const torch::Tensor& x
   return b_dec.defined() ? b_dec : torch::empty({0}, x.options());
 }
 
-
-
 // Per-row top-k of pre = xc W_enc + b_enc without the [batch, d_sae] matrix: the GEMM runs block of
 // columns by block into one reused buffer, and each block is merged into the rows' running top-k
 // while it is still in cache. Same result as row_topk on the full product (ties aside), and faster

@@ -18,6 +18,8 @@ class FeatureDb;
 struct InterpretOptions {
   int64_t features = 64;
   int64_t min_fires = 5;
+  /// Contexts per forward pass: not an option of its own, the caller's (top's --batch-size), so
+  /// that one flag bounds the memory of the whole command.
   int64_t batch_size = 8;
   AutoInterpOptions scoring;
   RuleExplainerOptions rules;
@@ -26,7 +28,6 @@ struct InterpretOptions {
   void fields(V& v) {
     v("features", features, "features explained per SAE: a seeded uniform sample of those firing at least min_fires times", at_least(0));
     v("min_fires", min_fires, "firings on the evaluation set a feature needs to be sampled", at_least(1));
-    v("batch_size", batch_size, "contexts per forward pass", at_least(1));
     scoring.fields(v);
     rules.fields(v);
   }

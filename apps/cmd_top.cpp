@@ -31,14 +31,16 @@ void register_top(CLI::App& app) {
     explain_flags.apply();
     AnalysisSession s = AnalysisSession::open(args, args.sae_dirs());
     const EvalSet eval_set = build_eval_set(s.lm, args.eval_set, global_options().cache_dir);
-    const auto results = find_top_activations(*s.hooked, s.saes, eval_set, options);
     FeatureDb db = FeatureDb::create(db_path);
-    write_top_activations(db, s.saes, results, eval_set, s.lm.tokenizer());
+    // The examples are written, then released before the next stages (they are most of top's memory).
+    write_top_activations(db, s.saes, find_top_activations(*s.hooked, s.saes, eval_set, options), eval_set,
+                          s.lm.tokenizer());
     const Unembedding unembedding = find_unembedding(s.lm);
     for (const auto& a : s.saes) {
       write_logit_effects(db, a.name, logit_effects(a.sae(), unembedding, logits.tokens), s.lm.tokenizer());
     }
     if (explain) {
+      interpret.batch_size = options.batch_size;  // one --batch-size for every forward pass of the command
       const auto interpretations = interpret_saes(*s.hooked, s.saes, eval_set, s.lm.tokenizer(), interpret);
       write_explanations(db, interpretations);
       for (const auto& r : interpretations) {

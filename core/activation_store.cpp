@@ -310,18 +310,37 @@ ActivationStore ActivationStore::open(const std::string& dir) {
   return s;
 }
 
-StoreRows ActivationStore::load_shard(int64_t i) const {
+StoreRows ActivationStore::load_shard(int64_t i, bool as_float32) const {
+  return read_shard(i, as_float32, torch::Tensor());
+}
+
+StoreRows ActivationStore::load_shard_into(int64_t i, const torch::Tensor& dest) const {
+  TORCH_CHECK(dest.defined(), "load_shard_into: no destination");
+  return read_shard(i, false, dest);
+}
+
+StoreRows ActivationStore::read_shard(int64_t i, bool as_float32, const torch::Tensor& dest) const {
   TORCH_CHECK(i >= 0 && i < shard_count(), "shard ", i, " is out of range (", shard_count(), " shards)");
   const auto& [file, n] = manifest_.shards[i];
   const std::string path = (fs::path(dir_) / file).string();
-  const SafetensorsFile f = load_safetensors(path);
   StoreRows r;
-  r.acts = f.at("acts");
-  TORCH_CHECK(r.acts.dim() == 2 && r.acts.size(0) == n && r.acts.size(1) == manifest_.d, "activation shard '", path,
-              "' has acts of shape ", r.acts.sizes(), ", the manifest says [", n, ", ", manifest_.d, "]");
-  TORCH_CHECK(r.acts.scalar_type() == store_dtype(manifest_.dtype), "activation shard '", path,
-              "' is not stored as ", manifest_.dtype);
-  r.acts = r.acts.to(torch::kFloat32);
+  SafetensorsFile f;
+  if (dest.defined()) {
+    TORCH_CHECK(dest.dim() == 2 && dest.size(0) == n && dest.size(1) == manifest_.d &&
+                    dest.scalar_type() == store_dtype(manifest_.dtype),
+                "load_shard_into: the destination must be ", manifest_.dtype, " [", n, ", ", manifest_.d, "], not ",
+                dest.scalar_type(), " ", dest.sizes());
+    f = load_safetensors_into(path, "acts", dest);
+    r.acts = dest;
+  } else {
+    f = load_safetensors(path);
+    r.acts = f.at("acts");
+    TORCH_CHECK(r.acts.dim() == 2 && r.acts.size(0) == n && r.acts.size(1) == manifest_.d, "activation shard '", path,
+                "' has acts of shape ", r.acts.sizes(), ", the manifest says [", n, ", ", manifest_.d, "]");
+    TORCH_CHECK(r.acts.scalar_type() == store_dtype(manifest_.dtype), "activation shard '", path,
+                "' is not stored as ", manifest_.dtype);
+    if (as_float32) r.acts = r.acts.to(torch::kFloat32);
+  }
   r.context = f.at("context");
   r.position = f.at("position");
   r.token = f.at("token");
@@ -353,15 +372,17 @@ ShuffledBatches::ShuffledBatches(const ActivationStore& store, int64_t batch_siz
     : ShuffledBatches(std::vector<const ActivationStore*>{&store}, batch_size, buffer_shards, seed) {}
 
 ShuffledBatches::ShuffledBatches(const std::vector<const ActivationStore*>& stores, int64_t batch_size,
-                                 int64_t buffer_shards, uint64_t seed)
+                                 int64_t buffer_shards, uint64_t seed, double max_buffer_bytes)
     : stores_(stores), batch_size_(batch_size), buffer_shards_(buffer_shards), seed_(seed) {
   TORCH_CHECK(!stores_.empty(), "give at least one activation store to read");
   TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
   TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
+  TORCH_CHECK(max_buffer_bytes >= 0, "max_buffer_bytes must be >= 0 (got ", max_buffer_bytes, ")");
   const ActivationStore& first = *stores_.front();
   TORCH_CHECK(first.rows() >= batch_size, "the store holds ", first.rows(), " rows, fewer than one batch of ",
               batch_size);
   int64_t total = 0;
+  dtype_ = store_dtype(first.manifest().dtype);
   for (const ActivationStore* s : stores_) {
     const StoreManifest& m = s->manifest();
     bool same = s->rows() == first.rows() && s->shard_count() == first.shard_count() &&
@@ -374,12 +395,29 @@ ShuffledBatches::ShuffledBatches(const std::vector<const ActivationStore*>& stor
                 "(saelab capture --hooks ", first.manifest().hook, ",", m.hook, ")");
     widths_.push_back(s->d());
     total += s->d();
+    if (store_dtype(m.dtype) != dtype_) dtype_ = torch::kFloat32;
   }
-  buffer_ = torch::empty({0, total});
+  for (const auto& [file, n] : first.manifest().shards) widest_shard_ = std::max(widest_shard_, n);
+  if (max_buffer_bytes > 0) {
+    const double shard_bytes = static_cast<double>(widest_shard_) * static_cast<double>(total) *
+                               static_cast<double>(c10::elementSize(dtype_));
+    const auto fit = static_cast<int64_t>(max_buffer_bytes / std::max(1.0, shard_bytes));
+    buffer_shards_ = std::max<int64_t>(1, std::min(buffer_shards_, fit));
+  }
+  width_ = total;
+  shuffled_ = torch::empty({0}, torch::kInt64);
+}
+
+double ShuffledBatches::peak_bytes() const {
+  const double row = static_cast<double>(width_) * static_cast<double>(c10::elementSize(dtype_));
+  const double held = static_cast<double>(buffer_shards_ * widest_shard_ + batch_size_) * row;
+  const double side_by_side = stores_.size() > 1 ? static_cast<double>(widest_shard_) * row : 0.0;
+  return held + side_by_side + static_cast<double>(batch_size_) * (row + static_cast<double>(width_) * 4.0);
 }
 
 void ShuffledBatches::refill() {
-  std::vector<torch::Tensor> parts = {buffer_.narrow(0, cursor_, buffer_.size(0) - cursor_)};
+  // The shards of this refill, in the epoch's order (a new epoch reshuffles the shard order).
+  std::vector<int64_t> shards;
   for (int64_t k = 0; k < buffer_shards_; ++k) {
     if (next_shard_ >= order_.size()) {
       if (!order_.empty()) ++epoch_;
@@ -389,32 +427,47 @@ void ShuffledBatches::refill() {
       std::shuffle(order_.begin(), order_.end(), rng);
       next_shard_ = 0;
     }
-    const int64_t shard = order_[next_shard_++];
-    StoreRows first = stores_.front()->load_shard(shard);
-    if (stores_.size() == 1) {
-      parts.push_back(first.acts);
-      continue;
-    }
-    std::vector<torch::Tensor> side = {first.acts};
-    for (size_t i = 1; i < stores_.size(); ++i) {
-      StoreRows other = stores_[i]->load_shard(shard);
-      TORCH_CHECK(torch::equal(other.token, first.token) && torch::equal(other.position, first.position) &&
-                      torch::equal(other.context, first.context),
-                  "shard ", shard, " of hooks '", stores_.front()->manifest().hook, "' and '", stores_[i]->manifest().hook,
-                  "' holds different token positions: they are not one capture; capture both hooks in one pass");
-      side.push_back(other.acts);
-    }
-    parts.push_back(torch::cat(side, 1));
+    shards.push_back(order_[next_shard_++]);
   }
-  torch::Tensor all = torch::cat(parts);
+  // The rows not handed out yet (fewer than a batch) move to the front, in their shuffled order;
+  // each shard is read behind them, straight into the buffer when it is one store's. The buffer
+  // is allocated once, for the most rows a refill can hold.
+  const torch::Tensor rest = buffer_.defined() ? buffer_.index_select(0, shuffled_.narrow(0, cursor_, rows_left()))
+                                               : torch::Tensor();
+  if (!buffer_.defined()) buffer_ = torch::empty({buffer_shards_ * widest_shard_ + batch_size_, width_}, dtype_);
+  int64_t at = rest.defined() ? rest.size(0) : 0;
+  if (at > 0) buffer_.narrow(0, 0, at).copy_(rest);
+  for (int64_t shard : shards) {
+    const int64_t n = stores_.front()->manifest().shards[static_cast<size_t>(shard)].second;
+    const torch::Tensor rows = buffer_.narrow(0, at, n);
+    if (stores_.size() == 1 && dtype_ == store_dtype(stores_.front()->manifest().dtype)) {
+      stores_.front()->load_shard_into(shard, rows);
+    } else {
+      StoreRows first = stores_.front()->load_shard(shard, /*as_float32=*/false);
+      rows.narrow(1, 0, widths_.front()).copy_(first.acts);
+      first.acts = torch::Tensor();
+      int64_t column = widths_.front();
+      for (size_t i = 1; i < stores_.size(); ++i) {
+        StoreRows other = stores_[i]->load_shard(shard, /*as_float32=*/false);
+        TORCH_CHECK(torch::equal(other.token, first.token) && torch::equal(other.position, first.position) &&
+                        torch::equal(other.context, first.context),
+                    "shard ", shard, " of hooks '", stores_.front()->manifest().hook, "' and '", stores_[i]->manifest().hook,
+                    "' holds different token positions: they are not one capture; capture both hooks in one pass");
+        rows.narrow(1, column, widths_[i]).copy_(other.acts);
+        column += widths_[i];
+      }
+    }
+    at += n;
+  }
+  const int64_t m = at;
   torch::Generator gen = at::detail::createCPUGenerator(seed_ + 7919 * static_cast<uint64_t>(epoch_ * 1000003 + next_shard_));
-  buffer_ = all.index_select(0, torch::randperm(all.size(0), gen, torch::kInt64));
+  shuffled_ = torch::randperm(m, gen, torch::kInt64);
   cursor_ = 0;
 }
 
 std::vector<torch::Tensor> ShuffledBatches::next_all() {
-  while (buffer_.size(0) - cursor_ < batch_size_) refill();
-  const torch::Tensor batch = buffer_.narrow(0, cursor_, batch_size_);
+  while (rows_left() < batch_size_) refill();
+  const torch::Tensor batch = buffer_.index_select(0, shuffled_.narrow(0, cursor_, batch_size_)).to(torch::kFloat32);
   cursor_ += batch_size_;
   std::vector<torch::Tensor> out;
   int64_t at = 0;
@@ -429,7 +482,7 @@ torch::Tensor ShuffledBatches::next() { return next_all().front(); }
 
 void ShuffledBatches::skip(int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    while (buffer_.size(0) - cursor_ < batch_size_) refill();
+    while (rows_left() < batch_size_) refill();
     cursor_ += batch_size_;
   }
 }

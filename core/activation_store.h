@@ -137,7 +137,7 @@ void merge_store_parts(const std::string& dir, int64_t shard_rows);
 
 /// One shard's rows: activations as float32 and their provenance.
 struct StoreRows {
-  torch::Tensor acts;      // [n, d] float32
+  torch::Tensor acts;      // [n, d] float32 (or the store's dtype, when asked)
   torch::Tensor context;   // [n] int64
   torch::Tensor position;  // [n] int32
   torch::Tensor token;     // [n] int64
@@ -154,12 +154,18 @@ class ActivationStore {
   int64_t d() const { return manifest_.d; }
   int64_t shard_count() const { return static_cast<int64_t>(manifest_.shards.size()); }
 
-  /// Loads shard i (validated against the manifest), converting activations to float32.
-  StoreRows load_shard(int64_t i) const;
+  /// Loads shard i (validated against the manifest), converting activations to float32 (or
+  /// keeping the store's dtype when as_float32 is false).
+  StoreRows load_shard(int64_t i, bool as_float32 = true) const;
+  /// Loads shard i's activations straight into `dest` (the store's dtype, [rows of the shard, d],
+  /// contiguous); the result's acts is `dest`.
+  StoreRows load_shard_into(int64_t i, const torch::Tensor& dest) const;
   /// Rows [begin, begin + n) across shards, as float32 [n, d].
   torch::Tensor rows(int64_t begin, int64_t n) const;
 
  private:
+  StoreRows read_shard(int64_t i, bool as_float32, const torch::Tensor& dest) const;
+
   std::string dir_;
   StoreManifest manifest_;
   std::vector<int64_t> shard_start_;  // global index of each shard's first row
@@ -167,7 +173,12 @@ class ActivationStore {
 
 /// Shuffled streaming batches over a store, epoch after epoch: each epoch visits the shards in a
 /// seeded random order, holds `buffer_shards` shards at a time and shuffles their rows. The
-/// sequence of batches depends only on the seed.
+/// sequence of batches depends only on the seed (and on `max_buffer_bytes`).
+///
+/// Memory: the buffer keeps rows in the store's dtype and in the order they were read; a batch
+/// gathers its rows through the shuffled order and converts them to float32. `max_buffer_bytes`
+/// (> 0) lowers the shards held at a time until they fit (at least one): at GPT-3 width one
+/// float32 shard of 32,768 rows is 1.6 GB.
 class ShuffledBatches {
  public:
   ShuffledBatches(const ActivationStore& store, int64_t batch_size, int64_t buffer_shards, uint64_t seed);
@@ -176,7 +187,7 @@ class ShuffledBatches {
   /// first store alone would give. Their shards must hold the same rows (checked as they load:
   /// context, position and token of every row), else an error names both hooks.
   ShuffledBatches(const std::vector<const ActivationStore*>& stores, int64_t batch_size, int64_t buffer_shards,
-                  uint64_t seed);
+                  uint64_t seed, double max_buffer_bytes = 0);
   /// [batch_size, d] float32 (the first store's).
   torch::Tensor next();
   /// [batch_size, d_i] float32 of every store, the same rows.
@@ -185,18 +196,29 @@ class ShuffledBatches {
   /// a function of the seed and the number of batches drawn).
   void skip(int64_t n);
   int64_t epoch() const { return epoch_; }
+  /// Shards read into the buffer at each refill (buffer_shards, lowered by max_buffer_bytes).
+  int64_t shards_per_refill() const { return buffer_shards_; }
+  /// The most the buffer holds, in bytes: its rows (the shards of one refill and a batch's left
+  /// over, allocated once), a float32 batch and, for stores read side by side, the shard being
+  /// read (a single store's shard is read straight into the buffer).
+  double peak_bytes() const;
 
  private:
   void refill();
+  int64_t rows_left() const { return shuffled_.size(0) - cursor_; }
 
   std::vector<const ActivationStore*> stores_;
   std::vector<int64_t> widths_;  // d of each store: buffer_ holds them side by side
+  int64_t widest_shard_ = 0;     // rows
+  int64_t width_ = 0;            // Σ d
   int64_t batch_size_, buffer_shards_;
   uint64_t seed_;
   int64_t epoch_ = 0;
   std::vector<int64_t> order_;
   size_t next_shard_ = 0;
-  torch::Tensor buffer_;  // [m, Σ d] shuffled rows not yet handed out
+  torch::Dtype dtype_ = torch::kFloat32;  // the buffer's: the stores' dtype when they share one
+  torch::Tensor buffer_;    // [capacity, Σ d] rows in the order they were read (the first m in use)
+  torch::Tensor shuffled_;  // [m] int64: the shuffled order of buffer_'s rows; [0, cursor_) handed out
   int64_t cursor_ = 0;
 };
 

@@ -1,5 +1,6 @@
 #include "core/runtime.h"
 
+#include <cmath>
 #include <cstdlib>
 
 #include <torch/torch.h>
@@ -22,6 +23,21 @@ int hardware_threads() {
 
 int max_threads() { return 4 * hardware_threads(); }
 
+static int64_t parse_memory_limit(const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  const std::string unit = end ? std::string(end) : std::string();
+  double scale = 0;
+  if (unit.empty()) scale = 1;
+  if (unit == "K" || unit == "KB") scale = 1e3;
+  if (unit == "M" || unit == "MB") scale = 1e6;
+  if (unit == "G" || unit == "GB") scale = 1e9;
+  if (unit == "T" || unit == "TB") scale = 1e12;
+  TORCH_CHECK(end != text.c_str() && scale > 0 && std::isfinite(value) && value > 0 && value * scale < 9e18,
+              "SAELAB_MEMORY_LIMIT='", text, "' must be a positive size in bytes, or with K, M, G or T (10^3 … 10^12), e.g. 20G");
+  return static_cast<int64_t>(value * scale);
+}
+
 int64_t available_memory_bytes() {
   int64_t avail = -1;
   std::ifstream meminfo("/proc/meminfo");
@@ -38,6 +54,10 @@ int64_t available_memory_bytes() {
     std::ifstream in(cgroup);
     int64_t limit = 0;
     if (in >> limit && limit > 0 && (avail < 0 || limit < avail)) avail = limit;
+  }
+  if (const char* cap = std::getenv("SAELAB_MEMORY_LIMIT"); cap != nullptr && *cap != 0) {
+    const int64_t limit = parse_memory_limit(cap);
+    if (avail < 0 || limit < avail) avail = limit;
   }
   return avail;
 }

@@ -31,7 +31,7 @@ int hardware_threads();
 int max_threads();
 
 /// Bytes of memory available to start new work (MemAvailable of /proc/meminfo, or the cgroup
-/// limit when lower); -1 when unknown.
+/// limit, or SAELAB_MEMORY_LIMIT (e.g. 20G, in 10^9 bytes), whichever is lowest); -1 when unknown.
 int64_t available_memory_bytes();
 
 /// Free bytes on the file system holding `path` (or its nearest existing parent); -1 when unknown.

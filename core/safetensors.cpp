@@ -4,7 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "core/files.h"
 
@@ -81,22 +84,35 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   });
 }
 
-SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& where) {
-  SafetensorsFile f;
-  f.path = where;
-  TORCH_CHECK(bytes.size() >= 8, "safetensors file '", where, "' is truncated (", bytes.size(), " bytes)");
+namespace {
+
+// One tensor of a validated header: its dtype, shape and byte range within the data section.
+struct TensorEntry {
+  std::string name;
+  const DtypeInfo* dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;
+};
+
+// The 8-byte header length of a file of `file_size` bytes whose first bytes are `prefix` (at
+// least 8), checked against the file.
+uint64_t header_length(const char* prefix, uint64_t file_size, const std::string& where) {
+  TORCH_CHECK(file_size >= 8, "safetensors file '", where, "' is truncated (", file_size, " bytes)");
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  TORCH_CHECK(n <= bytes.size() - 8, "safetensors file '", where, "': header length ", n,
-              " runs past the end of the file (", bytes.size(), " bytes)");
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(prefix[i])) << (8 * i);
+  TORCH_CHECK(n <= file_size - 8, "safetensors file '", where, "': header length ", n,
+              " runs past the end of the file (", file_size, " bytes)");
   TORCH_CHECK(n <= (100u << 20), "safetensors file '", where, "': header length ", n, " exceeds 100 MB");
-  const nlohmann::json header =
-      parse_json_text(std::string_view(bytes).substr(8, n), "safetensors file '" + where + "': header");
+  return n;
+}
+
+// Validates the JSON header against a data section of `data_size` bytes: known dtypes, shapes
+// whose size matches the byte ranges, ranges inside the section and not overlapping.
+std::vector<TensorEntry> parse_header(std::string_view text, uint64_t data_size, const std::string& where,
+                                      std::map<std::string, std::string>& metadata) {
+  const nlohmann::json header = parse_json_text(text, "safetensors file '" + where + "': header");
   TORCH_CHECK(header.is_object(), "safetensors file '", where, "': header is not a JSON object");
-  const uint64_t data_start = 8 + n;
-  const uint64_t data_size = bytes.size() - data_start;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  std::vector<std::string> names_by_range;
+  std::vector<TensorEntry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const nlohmann::json& e = it.value();
@@ -104,7 +120,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
       TORCH_CHECK(e.is_object(), "safetensors file '", where, "': __metadata__ must be an object of strings");
       for (auto m = e.begin(); m != e.end(); ++m) {
         TORCH_CHECK(m.value().is_string(), "safetensors file '", where, "': metadata '", m.key(), "' is not a string");
-        f.metadata[m.key()] = m.value().get<std::string>();
+        metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
@@ -135,27 +151,87 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
                 " needs more bytes than the file's data section of ", data_size, " holds");
     TORCH_CHECK(end - begin == numel * static_cast<uint64_t>(dt->size), entry, ": shape ", shape, " of ",
                 dt->name, " needs ", numel * dt->size, " bytes but data_offsets give ", end - begin);
-    torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dt->dtype));
-    if (end > begin) std::memcpy(t.data_ptr(), bytes.data() + data_start + begin, end - begin);
-    f.tensors[name] = t;
-    ranges.emplace_back(begin, end);
-    names_by_range.push_back(name);
+    entries.push_back({name, dt, shape, begin, end});
   }
-  std::vector<size_t> order(ranges.size());
+  std::vector<size_t> order(entries.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
+  auto range = [&](size_t i) { return std::make_pair(entries[i].begin, entries[i].end); };
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return range(a) < range(b); });
   for (size_t i = 1; i < order.size(); ++i) {
-    const auto& prev = ranges[order[i - 1]];
-    const auto& cur = ranges[order[i]];
+    const auto prev = range(order[i - 1]), cur = range(order[i]);
     TORCH_CHECK(cur.first >= prev.second || cur.first == cur.second || prev.first == prev.second,
-                "safetensors file '", where, "': tensors '", names_by_range[order[i - 1]], "' and '",
-                names_by_range[order[i]], "' overlap");
+                "safetensors file '", where, "': tensors '", entries[order[i - 1]].name, "' and '",
+                entries[order[i]].name, "' overlap");
+  }
+  return entries;
+}
+
+torch::Tensor empty_tensor(const TensorEntry& e) {
+  return torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->dtype));
+}
+
+}  // namespace
+
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& where) {
+  SafetensorsFile f;
+  f.path = where;
+  const uint64_t n = header_length(bytes.data(), bytes.size(), where);
+  const uint64_t data_start = 8 + n;
+  for (const TensorEntry& e : parse_header(std::string_view(bytes).substr(8, n), bytes.size() - data_start, where, f.metadata)) {
+    torch::Tensor t = empty_tensor(e);
+    if (e.end > e.begin) std::memcpy(t.data_ptr(), bytes.data() + data_start + e.begin, e.end - e.begin);
+    f.tensors[e.name] = t;
   }
   return f;
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
-  return parse_safetensors(read_file(path, "safetensors file"), path);
+// Read tensor by tensor from the file: the file is never held in memory beside its tensors (an
+// activation shard at GPT-3 width is 1.6 GB, an SAE's weights 4.8 GB). Tensor `into` (when given)
+// is read into `dest` instead of a tensor of its own.
+static SafetensorsFile read_safetensors(const std::string& path, const std::string* into, const torch::Tensor* dest) {
+  require_file(path, "safetensors file");
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in, "safetensors file '", path, "' cannot be opened: ", std::strerror(errno));
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<uint64_t>(std::max<std::streamoff>(0, in.tellg()));
+  in.seekg(0);
+  char prefix[8] = {};
+  if (size >= 8) in.read(prefix, 8);
+  TORCH_CHECK(size < 8 || in, "safetensors file '", path, "' could not be read: ", std::strerror(errno));
+  const uint64_t n = header_length(prefix, size, path);
+  std::string text(n, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(n));
+  TORCH_CHECK(in, "safetensors file '", path, "': its header could not be read");
+  SafetensorsFile f;
+  f.path = path;
+  const uint64_t data_start = 8 + n;
+  bool found = into == nullptr;
+  for (const TensorEntry& e : parse_header(text, size - data_start, path, f.metadata)) {
+    torch::Tensor t;
+    if (into != nullptr && e.name == *into) {
+      TORCH_CHECK(dest->sizes().vec() == e.shape && dest->scalar_type() == e.dtype->dtype && dest->is_contiguous(),
+                  "safetensors file '", path, "': tensor '", e.name, "' is ", e.dtype->name, " ", e.shape,
+                  ", expected ", safetensors_dtype_name(dest->scalar_type()), " ", dest->sizes());
+      t = *dest;
+      found = true;
+    } else {
+      t = empty_tensor(e);
+    }
+    if (e.end > e.begin) {
+      in.seekg(static_cast<std::streamoff>(data_start + e.begin));
+      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+      TORCH_CHECK(in, "safetensors file '", path, "': cannot read tensor '", e.name, "' (the file changed or is unreadable)");
+    }
+    if (into == nullptr || e.name != *into) f.tensors[e.name] = t;
+  }
+  TORCH_CHECK(found, "safetensors file '", path, "' has no tensor '", *into, "'");
+  return f;
+}
+
+SafetensorsFile load_safetensors(const std::string& path) { return read_safetensors(path, nullptr, nullptr); }
+
+SafetensorsFile load_safetensors_into(const std::string& path, const std::string& name, const torch::Tensor& dest) {
+  return read_safetensors(path, &name, &dest);
 }
 
 }  // namespace saelab

@@ -30,8 +30,13 @@ struct SafetensorsFile {
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
-/// Reads and validates a whole file.
+/// Reads and validates a whole file, tensor by tensor (never the whole file in memory at once).
 SafetensorsFile load_safetensors(const std::string& path);
+
+/// As load_safetensors, but tensor `name` is read straight into `dest` (contiguous, of its dtype
+/// and shape, else an error names the file and both) and left out of the result: a shard's rows
+/// land in a buffer without a copy.
+SafetensorsFile load_safetensors_into(const std::string& path, const std::string& name, const torch::Tensor& dest);
 
 /// Parses file contents already in memory (`where` names them in errors).
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& where);

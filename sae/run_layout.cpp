@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "core/files.h"
 #include "core/runtime.h"
 #include "sae/run_parts.h"
@@ -130,33 +132,6 @@ std::vector<HookGroup> open_hook_groups(const RunLayout& l, ActivationStream* st
     TORCH_CHECK(in.model_sha256 == out.model_sha256 && in.rows == out.rows, "hooks '", l.hooks[h], "' and '",
                 l.targets[h], "' are not from one capture (model or rows differ); capture both in one pass");
   }
-  // Refuse at once what memory cannot hold: float32 weights and two Adam moments of encoder and
-  // decoder, their dense gradients where the code is not sparse (topk, batchtopk and matryoshka
-  // keep them factored: sae/sparse_grad.h; data-parallel replicas sum dense ones), and about six
-  // [batch, d_sae] step tensors of the widest coder (the coders step one after the other). The
-  // folded copies at save reuse the Adam moments' memory (released first). Counted for this
-  // process's coders.
-  double need = 0, step_tensors = 0;
-  int64_t mine = 0;
-  for (size_t h = 0; h < l.hooks.size(); ++h) {
-    const double d = 0.5 * static_cast<double>(manifests[h].d + target_manifests[h].d);
-    for (size_t i = 0; i < l.specs_of(h).size(); ++i) {
-      if (l.group_of_unit(l.first_unit[h] + static_cast<int64_t>(i)) != l.my_group) continue;
-      const SaeRunSpec& rs = l.specs_of(h)[i];
-      const double d_sae = static_cast<double>(rs.expansion) * d;
-      const double copies = uses_k(parse_architecture(rs.architecture)) && l.dp == 1 ? 6.0 : 8.0;
-      need += 4.0 * d_sae * copies * d;
-      step_tensors = std::max(step_tensors, 4.0 * d_sae * 6.0 * static_cast<double>(to.batch_size / l.dp + 1));
-      ++mine;
-    }
-  }
-  need += step_tensors;
-  if (stream) {
-    need += 4.0 * static_cast<double>(options.buffer_rows) * static_cast<double>(l.hooks.size()) * 1.5 *
-            static_cast<double>(manifests.front().d);  // the shuffle buffer while refilled
-  }
-  require_memory(need, "training " + std::to_string(mine) + " SAEs (their expansion and the batch_size)");
-
   std::vector<HookGroup> groups;
   for (size_t h = 0; h < l.hooks.size(); ++h) {
     const std::string& hook = l.hooks[h];
@@ -198,16 +173,63 @@ std::vector<HookGroup> open_hook_groups(const RunLayout& l, ActivationStream* st
         read.push_back(g.target_store.get());
       }
       g.batches = std::make_unique<ShuffledBatches>(read, to.batch_size, options.buffer_shards,
-                                                    static_cast<uint64_t>(options.seed));
+                                                    static_cast<uint64_t>(options.seed), options.buffer_gb * 1e9);
     }
-    g.trainer = std::make_unique<SaeTrainer>(specs, to, static_cast<uint64_t>(options.seed));
-    g.trainer->set_replicas(replicas);
-    int64_t widest = 0;  // coders of a group may differ in expansion: row i uses its first d_sae entries
-    for (const auto& sp : specs) widest = std::max(widest, sp.config.d_sae);
-    g.fired = torch::zeros({static_cast<int64_t>(specs.size()), widest}, torch::kFloat64);
+    g.specs = std::move(specs);
     groups.push_back(std::move(g));
   }
+  // Refuse at once what memory cannot hold, before the coders are allocated.
+  const RunMemory memory = estimate_run_memory(l, groups, stream);
+  require_memory(memory.total(), "training " + std::to_string(memory.coders_counted) + " coders (" + memory.summary() +
+                                     "; lower the expansion, the batch_size or buffer_gb, or spread the coders over processes)");
+  if (l.rank == 0) {
+    std::printf("memory: about %.2f GB (%s)\n", memory.total() / 1e9, memory.summary().c_str());
+    std::fflush(stdout);
+  }
+  for (auto& g : groups) {
+    g.trainer = std::make_unique<SaeTrainer>(g.specs, to, static_cast<uint64_t>(options.seed));
+    g.trainer->set_replicas(replicas);
+    int64_t widest = 0;  // coders of a group may differ in expansion: row i uses its first d_sae entries
+    for (const auto& sp : g.specs) widest = std::max(widest, sp.config.d_sae);
+    g.fired = torch::zeros({static_cast<int64_t>(g.specs.size()), widest}, torch::kFloat64);
+  }
   return groups;
+}
+
+RunMemory estimate_run_memory(const RunLayout& l, const std::vector<HookGroup>& groups, const ActivationStream* stream) {
+  const SaeRunOptions& options = *l.options;
+  RunMemory m;
+  double widest_step = 0;
+  for (const auto& g : groups) {
+    for (const SaeSpec& s : g.specs) {
+      const SaeConfig& c = s.config;
+      const double d_in = static_cast<double>(c.d_in), d_out = static_cast<double>(c.d_out > 0 ? c.d_out : c.d_in);
+      const double d_sae = static_cast<double>(c.d_sae);
+      const double matrices = 4.0 * d_sae * (d_in + d_out), skip = c.skip ? 4.0 * d_in * d_out : 0.0;
+      m.weights += matrices + skip;
+      m.adam += 2.0 * (matrices + skip);
+      // TopK, BatchTopK and Matryoshka keep W_enc's and W_dec's gradients factored
+      // (sae/sparse_grad.h) unless replicas sum them; W_skip's is always dense.
+      m.gradients += (uses_k(c.architecture) && l.dp == 1 ? 0.0 : matrices) + skip;
+      widest_step = std::max(widest_step, d_sae);
+      ++m.coders_counted;
+    }
+    if (g.batches) m.buffers += g.batches->peak_bytes();
+  }
+  m.step = 4.0 * widest_step * RunMemory::kStepTensors * static_cast<double>(options.train.batch_size / l.dp + 1);
+  if (stream && !groups.empty()) {
+    m.buffers += 4.0 * static_cast<double>(options.buffer_rows) * static_cast<double>(l.hooks.size()) * 1.5 *
+                 static_cast<double>(groups.front().manifest.d);  // the shuffle buffer while refilled
+  }
+  return m;
+}
+
+double RunMemory::total() const { return weights + adam + gradients + step + buffers + kProcessBytes; }
+
+std::string RunMemory::summary() const {
+  auto gb = [](double b) { return fmt::format("{:.2f}", b / 1e9); };
+  return fmt::format("GB: weights {}, Adam moments {}, dense gradients {}, step {}, shuffle buffers {}, process {}",
+                     gb(weights), gb(adam), gb(gradients), gb(step), gb(buffers), gb(kProcessBytes));
 }
 
 std::pair<torch::Tensor, torch::Tensor> HookGroup::next(const std::vector<torch::Tensor>& streamed) {

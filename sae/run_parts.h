@@ -69,6 +69,7 @@ struct HookGroup {
   std::unique_ptr<ActivationStore> store;  // null when streaming
   std::unique_ptr<ActivationStore> target_store;
   std::unique_ptr<ShuffledBatches> batches;  // input and target in lockstep
+  std::vector<SaeSpec> specs;              // this process's coders of the group
   std::unique_ptr<SaeTrainer> trainer;
   torch::Tensor fired;  // [n_saes, d_sae] float64 fire counts over the density window
   int64_t counted = 0;  // rows in the density window
@@ -78,10 +79,30 @@ struct HookGroup {
   std::pair<torch::Tensor, torch::Tensor> next(const std::vector<torch::Tensor>& streamed);
 };
 
+/// The memory a process of the run holds at its peak (the steady steps: the Adam moments exist
+/// from the first step on; the checkpoint writes the tensors in place, and the folded copies at
+/// save reuse the moments' memory), in bytes, part by part. scripts/bench-train-memory measures it
+/// against the peak RSS at two widths.
+struct RunMemory {
+  // [batch, d_sae] float32 tensors of one step of the widest coder (the coders step one after the
+  // other): pre-activations, code, reconstruction-side and gradient buffers.
+  static constexpr double kStepTensors = 6;
+  // LibTorch, OpenMP and the allocator's own.
+  static constexpr double kProcessBytes = 0.5e9;
+  double weights = 0, adam = 0, gradients = 0, step = 0, buffers = 0;
+  int64_t coders_counted = 0;
+  double total() const;
+  std::string summary() const;  // "GB: weights 4.83, Adam moments 9.66, …"
+};
+
 /// This process's groups, opened (stores, lockstep batches, trainers) after refusing at once a run
-/// that memory cannot hold. `fingerprint` gets every group's identity (hooks, model, rows, widths).
+/// that memory cannot hold (estimate_run_memory, printed by rank 0). `fingerprint` gets every group's identity (hooks, model, rows, widths).
 std::vector<HookGroup> open_hook_groups(const RunLayout& layout, ActivationStream* stream,
                                         const std::shared_ptr<Communicator>& replicas, nlohmann::json& fingerprint);
+
+/// The peak memory of this process's share of the run, from the groups' specs and batches
+/// (before their trainers exist).
+RunMemory estimate_run_memory(const RunLayout& layout, const std::vector<HookGroup>& groups, const ActivationStream* stream);
 
 /// Every process sends its coders to rank 0, which writes the checkpoint atomically.
 void save_run_checkpoint(const std::filesystem::path& path, const std::string& config, int64_t step,

@@ -173,16 +173,22 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
     return result;
   }
 
-  // The last checkpoint is written: Adam's moments are no longer needed, and at GPT-3 width they
-  // are the memory the folded copies below need.
-  for (auto& g : groups) g.trainer->release_optimizers();
+  // The last checkpoint is written: Adam's moments and the shuffle buffers are no longer needed,
+  // and at GPT-3 width they are the memory the folded copies below need.
+  for (auto& g : groups) {
+    g.trainer->release_optimizers();
+    g.batches.reset();
+  }
   run_together(*world, "writing the SAE folders", [&] {
     if (!leader) return;
     for (auto& g : groups) {
       const StoreManifest& m = g.manifest;
       // BatchTopK thresholds from the final weights: exactly k active latents per row on average
       // over the calibration rows (the running average of training lags the weights).
-      g.trainer->calibrate_thresholds(first_rows(g));
+      const auto& saes = g.trainer->saes();
+      if (std::any_of(saes.begin(), saes.end(), [](const auto& t) { return uses_batch_topk(t.spec.config.architecture); })) {
+        g.trainer->calibrate_thresholds(first_rows(g));
+      }
       for (size_t i = 0; i < g.trainer->saes().size(); ++i) {
         SaeMetadata meta;
         meta.model_name = m.model_name;

@@ -92,6 +92,7 @@ struct SaeRunOptions {
   SaeTrainOptions train;
   int64_t init_rows = 8192;
   int64_t buffer_shards = 4;
+  double buffer_gb = 2;
   int64_t seed = 0;
   int64_t checkpoint_every = 500;
   int64_t stop_after = 0;
@@ -109,6 +110,7 @@ struct SaeRunOptions {
     train.fields(v);
     v("init_rows", init_rows, "rows used for the scaling factor and b_dec's geometric median", at_least(1));
     v("buffer_shards", buffer_shards, "shards in the shuffle buffer", at_least(1));
+    v("buffer_gb", buffer_gb, "at most this many GB (10^9 bytes) of shuffle buffer per hook: fewer than buffer_shards shards when they would not fit, at least one; 0: no bound", at_least(0));
     v("seed", seed, "seed of SAE initialisation and data order", at_least(0));
     v("checkpoint_every", checkpoint_every, "steps between checkpoints", at_least(1).only(kInConfig | kOnCommandLine));
     v("data_parallel", data_parallel, "under torchrun: processes that share each SAE, each on its own rows of every batch (the others split the SAEs)", at_least(1).only(kInConfig | kOnCommandLine));

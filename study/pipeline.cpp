@@ -359,12 +359,13 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
     const std::string key = stages.key("top", cfg, {"train"});
     result.stages.push_back(stages.run("top", key, remove_paths({db_path, interp_json}), [&] {
       const EvalSet set = build_eval_set(lm, p.top.set, options.cache_dir);
-      const auto tops = find_top_activations(hooked, saes, set, p.top.top);
       FeatureDb db = FeatureDb::create(db_path.string());
-      write_top_activations(db, saes, tops, set, lm.tokenizer());
+      write_top_activations(db, saes, find_top_activations(hooked, saes, set, p.top.top), set, lm.tokenizer());
       const Unembedding u = find_unembedding(lm);
       for (const auto& a : saes) write_logit_effects(db, a.name, logit_effects(a.sae(), u, p.top.logits.tokens), lm.tokenizer());
-      const auto interp = interpret_saes(hooked, saes, set, lm.tokenizer(), p.explain);
+      InterpretOptions explain = p.explain;
+      explain.batch_size = p.top.top.batch_size;  // one batch size for every forward pass of the stage
+      const auto interp = interpret_saes(hooked, saes, set, lm.tokenizer(), explain);
       write_explanations(db, interp);
       db.commit();
       json scores = json::object();

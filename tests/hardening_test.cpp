@@ -288,9 +288,21 @@ TEST(Hardening, ResourcesThatCannotBeMeantAreRefusedBeforeStarting) {
   // d_sae = 2^26 x 32 dims: petabytes of weights
   const auto r = test::run_command(saelab("train --config " + train_config(dir.path().string(), 10, int64_t{1} << 26) + " --out " + (dir / "out")));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(test::last_line(r.output).find("training 1 SAEs (their expansion and the batch_size) needs about"), std::string::npos)
-      << r.output;
+  EXPECT_NE(test::last_line(r.output).find("training 1 coders (GB: weights "), std::string::npos) << r.output;
+  EXPECT_NE(test::last_line(r.output).find("lower the expansion, the batch_size or buffer_gb") , std::string::npos) << r.output;
   EXPECT_NE(test::last_line(r.output).find("of memory but"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "out/run.json")) << "the refused run started";
+  // A budget of one's own (SAELAB_MEMORY_LIMIT) refuses a run that fits the machine but not the budget.
+  const std::string fits = "train --config " + train_config(dir.path().string(), 10, 64) + " --out " + (dir / "out2");
+  const auto capped = test::run_command("SAELAB_MEMORY_LIMIT=0.3G " + saelab(fits));
+  EXPECT_EQ(capped.exit_code, 1) << capped.output;
+  EXPECT_NE(test::last_line(capped.output).find("of memory but 300.0 MB is available"), std::string::npos)
+      << capped.output;
+  EXPECT_FALSE(fs::exists(dir / "out2/run.json")) << "the refused run started";
+  const auto bad = test::run_command("SAELAB_MEMORY_LIMIT=lots " + saelab(fits));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_EQ(test::last_line(bad.output),
+            "saelab: error: SAELAB_MEMORY_LIMIT='lots' must be a positive size in bytes, or with K, M, G or T (10^3 … 10^12), e.g. 20G");
   EXPECT_THROWS_WITH(require_disk(dir.path().string(), 1e18, "--tokens 9223372036854775807"),
                      "--tokens 9223372036854775807 needs about 1000000000.0 GB of disk in '" + dir.path().string() + "'");
 }

@@ -83,6 +83,32 @@ TEST(ActivationStore, ShuffledBatchesAreDeterministicAndCoverEveryRowPerEpoch) {
   EXPECT_EQ(a.epoch(), 1);
 }
 
+TEST(ActivationStore, ShuffledBatchesHoldHalfPrecisionRowsAndAsFewShardsAsTheMemoryBoundAllows) {
+  test::TempDir dir;
+  const torch::Tensor acts = torch::arange(200, torch::kFloat32).view({200, 1}).repeat({1, 3});  // exact in float16
+  write_store(dir / "h", acts, "float16", 40);
+  write_store(dir / "f", acts, "float32", 40);
+  const ActivationStore half = ActivationStore::open(dir / "h"), full = ActivationStore::open(dir / "f");
+  EXPECT_EQ(half.load_shard(0, /*as_float32=*/false).acts.scalar_type(), torch::kFloat16);
+  // A float16 shard is 40 × 3 × 2 = 240 bytes: 500 bytes hold two of them, a float32 one 480.
+  ShuffledBatches bounded({&half}, 50, 5, 42, 500), unbounded(half, 50, 5, 42), single({&full}, 50, 5, 42, 500);
+  EXPECT_EQ(bounded.shards_per_refill(), 2);
+  EXPECT_EQ(unbounded.shards_per_refill(), 5);
+  EXPECT_EQ(single.shards_per_refill(), 1);
+  ShuffledBatches same_as_float32(full, 50, 5, 42);
+  std::vector<torch::Tensor> epoch;
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(bounded.next().scalar_type(), torch::kFloat32);
+    EXPECT_TRUE(torch::equal(unbounded.next(), same_as_float32.next()));  // the dtype does not change the order
+    epoch.push_back(single.next().select(1, 0));  // one 40-row shard per refill: 4 × 50 rows end with the epoch
+  }
+  EXPECT_TRUE(torch::equal(std::get<0>(torch::cat(epoch).sort()), torch::arange(200, torch::kFloat32)));
+  ShuffledBatches skipped({&half}, 50, 5, 42, 500);
+  skipped.skip(4);
+  EXPECT_TRUE(torch::equal(skipped.next(), bounded.next()));
+  EXPECT_THROWS_WITH(ShuffledBatches({&half}, 50, 5, 42, -1), "max_buffer_bytes must be >= 0");
+}
+
 TEST(ActivationStore, RefusesAFolderHoldingAnotherCaptureOrAnIncompleteOne) {
   test::TempDir dir;
   ActivationWriter w(dir / "s", manifest_for(4, 10), 5);

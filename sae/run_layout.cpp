@@ -207,6 +207,7 @@ RunMemory estimate_run_memory(const RunLayout& l, const std::vector<HookGroup>& 
       const double d_sae = static_cast<double>(c.d_sae);
       const double matrices = 4.0 * d_sae * (d_in + d_out), skip = c.skip ? 4.0 * d_in * d_out : 0.0;
       m.weights += matrices + skip;
+      m.largest_tensor = std::max(m.largest_tensor, 4.0 * d_sae * std::max(d_in, d_out));
       m.adam += 2.0 * (matrices + skip);
       // TopK, BatchTopK and Matryoshka keep W_enc's and W_dec's gradients factored
       // (sae/sparse_grad.h) unless replicas sum them; W_skip's is always dense.
@@ -216,6 +217,8 @@ RunMemory estimate_run_memory(const RunLayout& l, const std::vector<HookGroup>& 
     }
     if (g.batches) m.buffers += g.batches->peak_bytes();
   }
+  m.resuming = fs::exists(fs::path(options.out) / "checkpoint.pt");
+  m.checkpoint = m.weights + m.adam;
   m.step = 4.0 * widest_step * RunMemory::kStepTensors * static_cast<double>(options.train.batch_size / l.dp + 1);
   if (stream && !groups.empty()) {
     m.buffers += 4.0 * static_cast<double>(options.buffer_rows) * static_cast<double>(l.hooks.size()) * 1.5 *
@@ -224,12 +227,15 @@ RunMemory estimate_run_memory(const RunLayout& l, const std::vector<HookGroup>& 
   return m;
 }
 
-double RunMemory::total() const { return weights + adam + gradients + step + buffers + kProcessBytes; }
+double RunMemory::total() const { return std::max(steady(), while_resuming()); }
 
 std::string RunMemory::summary() const {
   auto gb = [](double b) { return fmt::format("{:.2f}", b / 1e9); };
-  return fmt::format("GB: weights {}, Adam moments {}, dense gradients {}, step {}, shuffle buffers {}, process {}",
-                     gb(weights), gb(adam), gb(gradients), gb(step), gb(buffers), gb(kProcessBytes));
+  std::string parts = fmt::format("GB: weights {}, Adam moments {}, dense gradients {}, step {}, shuffle buffers {}, "
+                                  "process {}", gb(weights), gb(adam), gb(gradients), gb(step), gb(buffers),
+                                  gb(kProcessBytes));
+  if (resuming) parts += fmt::format("; {} while the checkpoint is read to resume", gb(while_resuming()));
+  return parts;
 }
 
 std::pair<torch::Tensor, torch::Tensor> HookGroup::next(const std::vector<torch::Tensor>& streamed) {

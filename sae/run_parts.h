@@ -85,14 +85,21 @@ struct HookGroup {
 /// against the peak RSS at two widths.
 struct RunMemory {
   // [batch, d_sae] float32 tensors of one step of the widest coder (the coders step one after the
-  // other): pre-activations, code, reconstruction-side and gradient buffers.
-  static constexpr double kStepTensors = 6;
+  // other): pre-activations, code, reconstruction-side and gradient buffers, and the allocator's
+  // slack around them (calibrated against scripts/bench-train-memory's peaks).
+  static constexpr double kStepTensors = 10;
   // LibTorch, OpenMP and the allocator's own.
   static constexpr double kProcessBytes = 0.5e9;
   double weights = 0, adam = 0, gradients = 0, step = 0, buffers = 0;
+  // Resuming: LibTorch reads the whole checkpoint (weights and moments) beside the freshly
+  // allocated coders, and one record at a time twice (its largest, a coder's widest matrix).
+  double checkpoint = 0, largest_tensor = 0;
+  bool resuming = false;
   int64_t coders_counted = 0;
-  double total() const;
-  std::string summary() const;  // "GB: weights 4.83, Adam moments 9.66, …"
+  double steady() const { return weights + adam + gradients + step + buffers + kProcessBytes; }
+  double while_resuming() const { return resuming ? weights + checkpoint + largest_tensor + kProcessBytes : 0.0; }
+  double total() const;  // the larger of the two
+  std::string summary() const;  // "GB: weights 4.83, Adam moments 9.66, …[; while the checkpoint is read …]"
 };
 
 /// This process's groups, opened (stores, lockstep batches, trainers) after refusing at once a run

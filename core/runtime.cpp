@@ -123,11 +123,15 @@ void init_runtime(const RuntimeOptions& options) {
   if (keep) {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  } else {
+    // Every block from 1 MiB up gets its own mapping, returned when freed. glibc's default
+    // threshold starts at 128 KiB and rises to the size of each mapped block freed, up to 32 MiB,
+    // so the mid-sized tensors of every batch (activations, top-k candidates, nonzero lists) end
+    // up in the heap between long-lived small allocations, and the heap only grows: `top` at 64
+    // contexts × 1024 on a GPT-2-small-shaped model peaked at 5.0 GB with the default and at
+    // 2.0 GB with this (docs/memory.md).
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
   }
-  // Otherwise glibc's default: blocks from 32 MB up get their own mappings, returned when freed.
-  // Measured on eval of a GPT-2-small-shaped model: 3.9 GB against 5.0 GB when the heap keeps
-  // everything, for a third more time (fresh pages fault in); mappings only from 256 MB up kept
-  // 5.3 GB.
   torch::manual_seed(options.seed);
 }
 

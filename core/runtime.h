@@ -12,10 +12,9 @@ struct RuntimeOptions {
   /// Seed for LibTorch's global generator.
   uint64_t seed = 0;
   /// Keep all freed memory in the heap for reuse (training: its big tensors recur every step, and
-  /// fresh pages cost more than the work on them), or leave glibc's default, which maps blocks of
-  /// 32 MB and more on their own and returns them when freed (analysis: tensors of varying sizes,
-  /// whose holes in a heap that keeps everything add up to gigabytes). The environment variable
-  /// SAELAB_KEEP_FREED_MEMORY=0 or 1 overrides it.
+  /// fresh pages cost more than the work on them), or map every block of 1 MiB and more on its own
+  /// and return it when freed (analysis: tensors of varying sizes, whose holes in a heap add up to
+  /// gigabytes). The environment variable SAELAB_KEEP_FREED_MEMORY=0 or 1 overrides it.
   bool keep_freed_memory = true;
 };
 

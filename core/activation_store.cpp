@@ -440,7 +440,7 @@ void ShuffledBatches::refill() {
   for (int64_t shard : shards) {
     const int64_t n = stores_.front()->manifest().shards[static_cast<size_t>(shard)].second;
     const torch::Tensor rows = buffer_.narrow(0, at, n);
-    if (stores_.size() == 1 && dtype_ == store_dtype(stores_.front()->manifest().dtype)) {
+    if (stores_.size() == 1) {  // one store: the buffer has its dtype
       stores_.front()->load_shard_into(shard, rows);
     } else {
       StoreRows first = stores_.front()->load_shard(shard, /*as_float32=*/false);

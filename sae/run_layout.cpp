@@ -180,7 +180,8 @@ std::vector<HookGroup> open_hook_groups(const RunLayout& l, ActivationStream* st
   }
   // Refuse at once what memory cannot hold, before the coders are allocated.
   const RunMemory memory = estimate_run_memory(l, groups, stream);
-  require_memory(memory.total(), "training " + std::to_string(memory.coders_counted) + " coders (" + memory.summary() +
+  const int64_t n = memory.coders_counted;
+  require_memory(memory.total(), "training " + std::to_string(n) + (n == 1 ? " coder (" : " coders (") + memory.summary() +
                                      "; lower the expansion, the batch_size or buffer_gb, or spread the coders over processes)");
   if (l.rank == 0) {
     std::printf("memory: about %.2f GB (%s)\n", memory.total() / 1e9, memory.summary().c_str());
@@ -218,7 +219,6 @@ RunMemory estimate_run_memory(const RunLayout& l, const std::vector<HookGroup>& 
     if (g.batches) m.buffers += g.batches->peak_bytes();
   }
   m.resuming = fs::exists(fs::path(options.out) / "checkpoint.pt");
-  m.checkpoint = m.weights + m.adam;
   m.step = 4.0 * widest_step * RunMemory::kStepTensors * static_cast<double>(options.train.batch_size / l.dp + 1);
   if (stream && !groups.empty()) {
     m.buffers += 4.0 * static_cast<double>(options.buffer_rows) * static_cast<double>(l.hooks.size()) * 1.5 *

@@ -93,11 +93,13 @@ struct RunMemory {
   double weights = 0, adam = 0, gradients = 0, step = 0, buffers = 0;
   // Resuming: LibTorch reads the whole checkpoint (weights and moments) beside the freshly
   // allocated coders, and one record at a time twice (its largest, a coder's widest matrix).
-  double checkpoint = 0, largest_tensor = 0;
+  double largest_tensor = 0;
   bool resuming = false;
   int64_t coders_counted = 0;
   double steady() const { return weights + adam + gradients + step + buffers + kProcessBytes; }
-  double while_resuming() const { return resuming ? weights + checkpoint + largest_tensor + kProcessBytes : 0.0; }
+  double while_resuming() const {
+    return resuming ? weights + (weights + adam) + largest_tensor + kProcessBytes : 0.0;
+  }
   double total() const;  // the larger of the two
   std::string summary() const;  // "GB: weights 4.83, Adam moments 9.66, …[; while the checkpoint is read …]"
 };

@@ -288,7 +288,7 @@ TEST(Hardening, ResourcesThatCannotBeMeantAreRefusedBeforeStarting) {
   // d_sae = 2^26 x 32 dims: petabytes of weights
   const auto r = test::run_command(saelab("train --config " + train_config(dir.path().string(), 10, int64_t{1} << 26) + " --out " + (dir / "out")));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(test::last_line(r.output).find("training 1 coders (GB: weights "), std::string::npos) << r.output;
+  EXPECT_NE(test::last_line(r.output).find("training 1 coder (GB: weights "), std::string::npos) << r.output;
   EXPECT_NE(test::last_line(r.output).find("lower the expansion, the batch_size or buffer_gb") , std::string::npos) << r.output;
   EXPECT_NE(test::last_line(r.output).find("of memory but"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "out/run.json")) << "the refused run started";

@@ -228,8 +228,7 @@ SaeOutput Sae::forward(const torch::Tensor& x, double l1, const torch::Tensor& d
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
   } else {  // a sparse code [batch, k'], padding 0
     const torch::Tensor active = o.code_values.detach() > 0;
-    o.fire_counts = torch::zeros({config_.d_sae}, torch::kInt64)
-                        .index_add_(0, o.code_indices.masked_select(active), torch::ones({active.sum().item<int64_t>()}, torch::kInt64));
+    o.fire_counts = torch::bincount(o.code_indices.masked_select(active), {}, config_.d_sae);
     o.l0 = active.sum(-1).to(torch::kFloat32).mean();
   }
   return o;

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -116,18 +118,100 @@ void row_topk_of(const double* row, int64_t n, int64_t k, double* vals, int64_t*
   row_topk_one(row, n, k, vals, idx, filled, offset);
 }
 
-// Per-row top-k of a [rows, n] matrix, sorted descending.
+// The k largest entries of a whole row, sorted descending with ties in column order (the order
+// row_topk_one gives), for rows only a few times wider than k, where row_topk_one's insertions
+// cost more than the scan. The row is cut into chunks of 16 (at least k of them): the k-th largest
+// of the chunks' maxima is at most the row's k-th largest entry (k entries, one a chunk, are at
+// least it), so the top k are all at or above it; only the chunks whose maximum reaches it are
+// scanned, and only the entries that do (about 1.4 k for n = 32 k) are ranked. scratch: n values,
+// n columns and n positions, plus 2 n / 16 values. Returns false (nothing written) on a NaN.
+template <class T>
+SAELAB_INLINE bool row_topk_chunked_one(const T* row, int64_t n, int64_t k, T* vals, int64_t* idx, T* maxima,
+                                        T* cand_v, int64_t* cand_i, int64_t* order) {
+  constexpr int64_t kChunk = 16;
+  const int64_t full = n / kChunk, chunks = (n + kChunk - 1) / kChunk;
+  int bad = 0;
+  for (int64_t q = 0; q < full; ++q) {
+    const T* p = row + q * kChunk;
+    T best = p[0];
+#pragma omp simd reduction(max : best) reduction(| : bad)
+    for (int64_t c = 0; c < kChunk; ++c) {
+      best = p[c] > best ? p[c] : best;
+      bad |= p[c] != p[c];
+    }
+    maxima[q] = best;
+  }
+  if (full < chunks) {
+    T best = row[full * kChunk];
+    for (int64_t c = full * kChunk; c < n; ++c) {
+      best = row[c] > best ? row[c] : best;
+      bad |= row[c] != row[c];
+    }
+    maxima[full] = best;
+  }
+  if (bad != 0) return false;
+  T* ranked = maxima + chunks;
+  std::copy(maxima, maxima + chunks, ranked);
+  std::nth_element(ranked, ranked + (k - 1), ranked + chunks, std::greater<T>());
+  const T least = ranked[k - 1];
+  int64_t m = 0;
+  for (int64_t q = 0; q < chunks; ++q) {
+    if (maxima[q] < least) continue;
+    const int64_t end = std::min(n, (q + 1) * kChunk);
+    for (int64_t c = q * kChunk; c < end; ++c) {  // branch-free: the count moves on candidates only
+      cand_v[m] = row[c];
+      cand_i[m] = c;
+      m += row[c] >= least;
+    }
+  }
+  // cand_i ascending, so (value descending, column ascending) is the order of row_topk_one.
+  for (int64_t j = 0; j < m; ++j) order[j] = j;
+  auto before = [&](int64_t a, int64_t b) { return cand_v[a] > cand_v[b] || (cand_v[a] == cand_v[b] && a < b); };
+  if (m > k) std::nth_element(order, order + (k - 1), order + m, before);
+  std::sort(order, order + k, before);
+  for (int64_t j = 0; j < k; ++j) {
+    vals[j] = cand_v[order[j]];
+    idx[j] = cand_i[order[j]];
+  }
+  return true;
+}
+SAELAB_VECTOR_CLONES bool row_topk_chunked(const float* row, int64_t n, int64_t k, float* vals, int64_t* idx,
+                                           float* maxima, float* cand_v, int64_t* cand_i, int64_t* order) {
+  return row_topk_chunked_one(row, n, k, vals, idx, maxima, cand_v, cand_i, order);
+}
+bool row_topk_chunked(const double* row, int64_t n, int64_t k, double* vals, int64_t* idx, double* maxima,
+                      double* cand_v, int64_t* cand_i, int64_t* order) {
+  return row_topk_chunked_one(row, n, k, vals, idx, maxima, cand_v, cand_i, order);
+}
+
+// Per-row top-k of a [rows, n] matrix (n >= 16 k), sorted descending: by chunk maxima for rows up
+// to 64 k wide, by insertion with skipped blocks for wider ones (and for a row holding a NaN,
+// which it ranks as row_topk_one always has).
 template <class T>
 void row_topk_kernel(const T* pre, int64_t rows, int64_t n, int64_t k, T* out_values, int64_t* out_indices) {
+  const bool chunked = n <= 64 * k;
   at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    const size_t width = chunked ? static_cast<size_t>(n) : 0;
+    std::vector<T> values(2 * width / 16 + 2 + width);
+    std::vector<int64_t> columns(2 * width);
+    T* maxima = values.data();
+    T* cand_v = values.data() + 2 * width / 16 + 2;
     for (int64_t r = begin; r < end; ++r) {
+      if (chunked && row_topk_chunked(pre + r * n, n, k, out_values + r * k, out_indices + r * k, maxima, cand_v,
+                                      columns.data(), columns.data() + width)) {
+        continue;
+      }
       row_topk_of(pre + r * n, n, k, out_values + r * k, out_indices + r * k);
     }
   });
 }
 
+}  // namespace
+
 std::tuple<torch::Tensor, torch::Tensor> row_topk(const torch::Tensor& pre_in, int64_t k) {
-  // Insertion costs O(k): for k near n a full sort is better.
+  TORCH_CHECK(pre_in.dim() == 2 && k > 0 && k <= pre_in.size(1), "row_topk: pre must be [rows, n] with 1 <= k <= n (got ",
+              pre_in.sizes(), " and k ", k, ")");
+  // For k near n a full sort is better.
   if (k * 16 > pre_in.size(1) || !pre_in.is_floating_point()) return pre_in.topk(k, 1);
   const torch::Tensor pre = pre_in.contiguous();
   torch::Tensor values = torch::empty({pre.size(0), k}, pre.options());
@@ -137,6 +221,27 @@ std::tuple<torch::Tensor, torch::Tensor> row_topk(const torch::Tensor& pre_in, i
                     indices.data_ptr<int64_t>());
   });
   return {values, indices};
+}
+
+namespace {
+
+// out[i] = Σ values[b, j] over the entries with indices[b, j] = i, summed in entry order (as
+// index_add_ does; its 1-D form makes a BLAS call an entry, which cost more than the rest of the
+// bias gradient).
+torch::Tensor latent_sums(const torch::Tensor& values_in, const torch::Tensor& indices_in, int64_t d_sae) {
+  const torch::Tensor values = values_in.contiguous(), indices = indices_in.contiguous();
+  torch::Tensor out = torch::zeros({d_sae}, values.options());
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "latent_sums", [&] {
+    const scalar_t* vp = values.data_ptr<scalar_t>();
+    const int64_t* ip = indices.data_ptr<int64_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const int64_t n = values.numel();
+    for (int64_t e = 0; e < n; ++e) {
+      TORCH_CHECK(ip[e] >= 0 && ip[e] < d_sae, "latent index ", ip[e], " outside 0..", d_sae - 1);
+      op[ip[e]] += vp[e];
+    }
+  });
+  return out;
 }
 
 // The selected pre-activations as a differentiable [batch, k] code: forward returns ReLU(top),
@@ -167,7 +272,7 @@ class GatheredEncodeFn : public torch::autograd::Function<GatheredEncodeFn> {
     const torch::Tensor g = ctx->saved_data["relu"].toBool() ? grads[0] * (top > 0).to(grads[0].dtype())  // ReLU'
                                                              : grads[0];
     // d pre[b, i] = g at the selected (b, i), zero elsewhere: a sparse [batch, d_sae] matrix S.
-    const torch::Tensor grad_b_enc = torch::zeros({d_sae}, g.options()).index_add_(0, indices.reshape(-1), g.reshape(-1));
+    const torch::Tensor grad_b_enc = latent_sums(g, indices, d_sae);
     torch::Tensor grad_x, grad_W_enc, grad_b_dec;
     if (ctx->needs_input_grad(1)) {
       const torch::Tensor xc = centred ? x - b_dec : x;

@@ -72,6 +72,10 @@ ThresholdCode threshold_select(const torch::Tensor& x, const torch::Tensor& W_en
 /// uint8. One GEMM's work, done in column blocks without a [batch, d_sae] float matrix.
 torch::Tensor band_dots(const torch::Tensor& g, const torch::Tensor& W, const torch::Tensor& band);
 
+/// The k largest entries of each row of pre [rows, n], sorted descending, ties in column order:
+/// (values, indices) as torch::topk(k, 1) gives them.
+std::tuple<torch::Tensor, torch::Tensor> row_topk(const torch::Tensor& pre, int64_t k);
+
 /// Columns of the pre-activations computed at once by the blocked kernels: a [batch, block] block
 /// near 2^23 values (32 MB for float32) stays in the last-level cache between the GEMM that writes
 /// it and the selection that reads it.

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "sae/sae.h"
 #include "sae/sparse_grad.h"
 #include "sae/topk_kernels.h"
@@ -153,6 +155,37 @@ TEST(TopKKernels, BlockedSelectionOfAWideEncoderEqualsTheFullTopK) {
   EXPECT_TRUE((code.indices >= 16384).any().item<bool>()) << "the last block is searched";
 }
 
+TEST(TopKKernels, RowTopKEqualsAStableSortWithTiesInColumnOrder) {
+  torch::manual_seed(5);
+  struct Shape {
+    int64_t rows, n, k;
+  };
+  // chunked (n up to 64 k, one with a partial last chunk), by insertion (n past 64 k), and torch's (k near n)
+  for (const Shape sh : {Shape{64, 1024, 32}, Shape{64, 1024, 16}, Shape{33, 16 * 17 + 5, 3}, Shape{16, 4096, 8},
+                         Shape{16, 40, 8}}) {
+    for (const bool ties : {false, true}) {
+      for (const auto dtype : {torch::kFloat32, torch::kFloat64}) {
+        torch::Tensor pre = torch::randn({sh.rows, sh.n}, dtype);
+        if (ties) pre = (pre * 3).round();  // many equal values, at the boundary too
+        const auto [values, indices] = row_topk(pre, sh.k);
+        const auto [want, want_idx] = torch::sort(pre, /*stable=*/true, 1, /*descending=*/true);
+        const std::string what = std::to_string(sh.n) + " x k " + std::to_string(sh.k) + (ties ? " with ties" : "");
+        EXPECT_TRUE(torch::equal(values, want.narrow(1, 0, sh.k))) << what;
+        if (sh.k * 16 <= sh.n) {  // torch::topk (k near n) orders ties its own way
+          EXPECT_TRUE(torch::equal(indices, want_idx.narrow(1, 0, sh.k))) << what;
+        }
+      }
+    }
+  }
+  // A row holding a NaN takes the insertion path; the other rows are unaffected.
+  torch::Tensor pre = torch::randn({4, 1024});
+  pre[1][100] = std::numeric_limits<float>::quiet_NaN();
+  const auto [values, indices] = row_topk(pre, 32);
+  const auto [want, want_idx] = torch::sort(pre.narrow(0, 2, 2), true, 1, true);
+  EXPECT_TRUE(torch::equal(indices.narrow(0, 2, 2), want_idx.narrow(1, 0, 32)));
+  EXPECT_FALSE(torch::isnan(values[1]).any().item<bool>()) << "NaN is never ranked above a number";
+}
+
 TEST(TopKKernels, DenseViewHoldsExactlyKNonNegativeLatentsPerRow) {
   const torch::Tensor x = torch::randn({8, 4});
   const TopKCode code = topk_encode(x, torch::randn({4, 20}), torch::zeros({20}), 5);
@@ -223,40 +256,43 @@ TEST(TopKKernels, FactoredGradientsEqualDenseFloat64Autograd) {
 // row, clipped, Adam (torch::optim::Adam), rows renormalised; W_enc's latents along columns.
 TEST(TopKKernels, FusedSparseAdamEqualsTheDenseUpdate) {
   torch::manual_seed(12);
-  const int64_t d = 40, d_sae = 37;  // d_sae not a multiple of the 16-latent column block
-  SparseGrad grad;
-  for (int t = 0; t < 2; ++t) {
-    const torch::Tensor M = torch::randn({30, d});
-    grad.add(torch::randn({90}), torch::randint(0, d_sae - 3, {90}), torch::randint(0, 30, {90}), M);  // 3 latents get no gradient
-  }
-  for (bool rows : {true, false}) {
-    torch::Tensor W = rows ? torch::randn({d_sae, d}) : torch::randn({d, d_sae});
-    if (rows) W = W / W.norm(2, {1}, true);
-    const torch::Tensor G = rows ? grad.dense(d_sae) : grad.dense(d_sae).t().contiguous();
-    // Plain: torch::optim::Adam over three steps on the same gradient, clipped at 0.5 of its norm.
-    torch::Tensor Wp = W.clone().requires_grad_(true);
-    torch::optim::Adam adam({Wp}, torch::optim::AdamOptions(0.01).betas({0.9, 0.999}));
-    torch::Tensor Wf = W.clone(), m = torch::zeros_like(W), v = torch::zeros_like(W);
-    for (int step = 1; step <= 3; ++step) {
-      torch::Tensor g = G.clone();
-      if (rows) g -= (g * Wp.detach()).sum(1, true) * Wp.detach();
-      const double clip = 0.5 * g.norm().item<double>();
-      Wp.mutable_grad() = g;
-      torch::nn::utils::clip_grad_norm_(std::vector<torch::Tensor>{Wp}, clip);
-      adam.step();
-      if (rows) {
-        torch::NoGradGuard ng;
-        Wp.div_(Wp.norm(2, {1}, true));
+  // d_sae not a multiple of the 16-latent column block; d 150: two 64-wide register blocks and a tail
+  for (const int64_t d : {40, 150}) {
+    const int64_t d_sae = 37;
+    SparseGrad grad;
+    for (int t = 0; t < 2; ++t) {
+      const torch::Tensor M = torch::randn({30, d});
+      grad.add(torch::randn({90}), torch::randint(0, d_sae - 3, {90}), torch::randint(0, 30, {90}), M);  // 3 latents get no gradient
+    }
+    for (bool rows : {true, false}) {
+      torch::Tensor W = rows ? torch::randn({d_sae, d}) : torch::randn({d, d_sae});
+      if (rows) W = W / W.norm(2, {1}, true);
+      const torch::Tensor G = rows ? grad.dense(d_sae) : grad.dense(d_sae).t().contiguous();
+      // Plain: torch::optim::Adam over three steps on the same gradient, clipped at 0.5 of its norm.
+      torch::Tensor Wp = W.clone().requires_grad_(true);
+      torch::optim::Adam adam({Wp}, torch::optim::AdamOptions(0.01).betas({0.9, 0.999}));
+      torch::Tensor Wf = W.clone(), m = torch::zeros_like(W), v = torch::zeros_like(W);
+      for (int step = 1; step <= 3; ++step) {
+        torch::Tensor g = G.clone();
+        if (rows) g -= (g * Wp.detach()).sum(1, true) * Wp.detach();
+        const double clip = 0.5 * g.norm().item<double>();
+        Wp.mutable_grad() = g;
+        torch::nn::utils::clip_grad_norm_(std::vector<torch::Tensor>{Wp}, clip);
+        adam.step();
+        if (rows) {
+          torch::NoGradGuard ng;
+          Wp.div_(Wp.norm(2, {1}, true));
+        }
+        const double sq = sparse_grad_norm_sq(Wf, grad, rows ? LatentAxis::kRows : LatentAxis::kColumns, rows);
+        EXPECT_NEAR(std::sqrt(sq), clip / 0.5, 1e-4 * clip);
+        AdamStep a;
+        a.step_size = static_cast<float>(0.01 / (1 - std::pow(0.9, step)));
+        a.inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(1 - std::pow(0.999, step)));
+        fused_sparse_adam(Wf, grad, rows ? LatentAxis::kRows : LatentAxis::kColumns, rows, clip / (std::sqrt(sq) + 1e-6), m,
+                          v, a, rows);
+        EXPECT_TRUE(torch::allclose(Wf, Wp.detach(), 1e-4, 1e-5)) << (rows ? "rows" : "columns") << " d " << d << " step " << step
+                                                                  << " max diff " << (Wf - Wp.detach()).abs().max().item<double>();
       }
-      const double sq = sparse_grad_norm_sq(Wf, grad, rows ? LatentAxis::kRows : LatentAxis::kColumns, rows);
-      EXPECT_NEAR(std::sqrt(sq), clip / 0.5, 1e-4 * clip);
-      AdamStep a;
-      a.step_size = static_cast<float>(0.01 / (1 - std::pow(0.9, step)));
-      a.inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(1 - std::pow(0.999, step)));
-      fused_sparse_adam(Wf, grad, rows ? LatentAxis::kRows : LatentAxis::kColumns, rows, clip / (std::sqrt(sq) + 1e-6), m,
-                        v, a, rows);
-      EXPECT_TRUE(torch::allclose(Wf, Wp.detach(), 1e-4, 1e-5)) << (rows ? "rows" : "columns") << " step " << step
-                                                                << " max diff " << (Wf - Wp.detach()).abs().max().item<double>();
     }
   }
 }

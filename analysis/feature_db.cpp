@@ -33,7 +33,7 @@ CREATE TABLE examples(
   activation REAL, context INTEGER, position INTEGER, doc TEXT);
 CREATE TABLE example_tokens(
   example_id INTEGER, offset INTEGER, token_id INTEGER, token TEXT, activation REAL,
-  PRIMARY KEY (example_id, offset));
+  PRIMARY KEY (example_id, offset)) WITHOUT ROWID;
 CREATE TABLE token_features(
   sae TEXT, token_id INTEGER, token TEXT, feature INTEGER, count INTEGER, mean_activation REAL);
 CREATE TABLE logit_effects(
@@ -125,6 +125,21 @@ FeatureDb FeatureDb::create(const std::string& path) {
   db.exec("PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF;");
   db.transaction([&] { db.exec(kSchema); });
   return db;
+}
+
+std::string feature_db_summary(const std::string& path) {
+  try {
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    SQLite::Statement q(db, "SELECT sae FROM saes ORDER BY sae");
+    std::vector<std::string> names;
+    while (q.executeStep()) names.push_back(q.getColumn(0).getString());
+    std::string out = std::to_string(names.size()) + (names.size() == 1 ? " SAE" : " SAEs");
+    for (size_t i = 0; i < names.size() && i < 3; ++i) out += (i == 0 ? ": " : ", ") + names[i];
+    if (names.size() > 3) out += ", …";
+    return out;
+  } catch (const std::exception& e) {
+    return std::string("not a saelab feature database: ") + e.what();
+  }
 }
 
 FeatureDb FeatureDb::open(const std::string& path) {

@@ -31,6 +31,10 @@ class Statement;
 
 namespace saelab {
 
+/// What a database at `path` holds, in a few words for a message: "4 SAEs: a, b, c, …", or why it
+/// could not be read ("not a saelab feature database: …"). Never throws.
+std::string feature_db_summary(const std::string& path);
+
 /// One open database. Writing goes to "<path>.tmp" and `commit()` renames it onto `path`, so a run
 /// that fails never leaves a half-written database that looks complete. Errors are one line naming
 /// the database file and the statement.

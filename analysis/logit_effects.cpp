@@ -2,6 +2,7 @@
 
 #include "analysis/feature_db.h"
 #include "sae/sae.h"
+#include "sae/topk_kernels.h"
 
 namespace saelab {
 
@@ -129,11 +130,12 @@ LogitEffects logit_effects(const Sae& sae, const Unembedding& u, int64_t n) {
   for (int64_t s = 0; s < d_sae; s += chunk) {
     const int64_t m = std::min(chunk, d_sae - s);
     const torch::Tensor e = feature_logit_effects(sae, u, torch::arange(s, s + m, torch::kInt64));
-    auto [pv, pi] = e.topk(n, 1);
-    auto [sv, si] = e.topk(n, 1, /*largest=*/false);
+    // row_topk: one read of each row for n far below the vocabulary (torch::topk selects over a copy)
+    auto [pv, pi] = row_topk(e, n);
+    auto [sv, si] = row_topk(-e, n);
     out.promoted.narrow(0, s, m).copy_(pv);
     out.promoted_ids.narrow(0, s, m).copy_(pi);
-    out.suppressed.narrow(0, s, m).copy_(sv);
+    out.suppressed.narrow(0, s, m).copy_(-sv);
     out.suppressed_ids.narrow(0, s, m).copy_(si);
   }
   return out;

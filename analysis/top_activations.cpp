@@ -8,6 +8,7 @@
 #include "analysis/feature_db.h"
 #include "analysis/logit_effects.h"
 #include "core/progress.h"
+#include "sae/topk_kernels.h"
 
 namespace saelab {
 
@@ -69,19 +70,20 @@ std::vector<SaeTopResult> find_top_activations(HookedModel& hooked, const std::v
     for (size_t i = 0; i < saes.size(); ++i) {
       const int64_t d_sae = saes[i].sae().config().d_sae;
       const torch::Tensor f = codes[i].narrow(1, 1, T - 1).contiguous();  // BOS excluded
-      // Top-k candidates of the batch per feature, merged into the heaps.
+      // Top-k candidates of the batch per feature (a row of the transposed code each), merged into
+      // the heaps; ties go to the earlier position.
       const torch::Tensor flat = f.reshape({-1, d_sae});
       const int64_t kk = std::min<int64_t>(options.top_k, flat.size(0));
-      auto [vals, rows] = flat.topk(kk, 0);
+      auto [vals, rows] = row_topk(flat.t().contiguous(), kk);
       const auto va = vals.accessor<float, 2>();
       const auto ra = rows.accessor<int64_t, 2>();
       for (int64_t j = 0; j < d_sae; ++j) {
         auto& heap = state[i][static_cast<size_t>(j)].heap;
         for (int64_t r = 0; r < kk; ++r) {
-          const float v = va[r][j];
+          const float v = va[j][r];
           if (v <= 0) break;
           if (static_cast<int64_t>(heap.size()) == options.top_k && v <= heap.front().activation) break;
-          const Hit h{v, static_cast<int32_t>(s + ra[r][j] / (T - 1)), static_cast<int32_t>(ra[r][j] % (T - 1) + 1)};
+          const Hit h{v, static_cast<int32_t>(s + ra[j][r] / (T - 1)), static_cast<int32_t>(ra[j][r] % (T - 1) + 1)};
           heap.push_back(h);
           std::push_heap(heap.begin(), heap.end(), std::greater<Hit>());
           if (static_cast<int64_t>(heap.size()) > options.top_k) {

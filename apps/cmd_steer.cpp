@@ -24,7 +24,7 @@ struct SteerCommand {
   template <class V>
   void fields(V& v) {
     v("model", model, "model folder with model.json");
-    v("sae", sae, "SAE folder");
+    v("saes", sae, "the SAE folder (one; --saes as in the other commands)");
     v("allow_other_model", allow_other_model, "use an SAE whose metadata names another model file");
     v("feature", feature, "feature index", at_least(0));
     v("prompt", prompt, "prompt");
@@ -41,13 +41,13 @@ void register_steer(CLI::App& app) {
   static SteerCommand options;
   CLI::App* cmd = app.add_subcommand("steer", "generate with a feature's decoder direction added at its hook (add: alpha x W_dec; clamp: the feature set to c x its max activation)");
   static OptionFlags<SteerCommand> flags(cmd, &options);
-  cmd->get_option("--sae")->required();
+  cmd->get_option("--saes")->required();
   cmd->get_option("--feature")->required();
   cmd->callback([] {
     start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
     flags.apply();
     const auto dirs = find_sae_dirs(options.sae);
-    TORCH_CHECK(dirs.size() == 1, "--sae must name one SAE folder ('", options.sae, "' holds ", dirs.size(), ")");
+    TORCH_CHECK(dirs.size() == 1, "--saes must name one SAE folder ('", options.sae, "' holds ", dirs.size(), ")");
     AnalysisSession s = AnalysisSession::open(options.model, dirs, options.allow_other_model);
     double max_activation = options.max_activation;
     if (!options.db.empty() && max_activation <= 0) {

@@ -1,5 +1,7 @@
 // saelab top: the feature database — top-activating texts, quantile samples, densities, logit
 // effects and auto-interpretation scores, in SQLite.
+#include <filesystem>
+
 #include "analysis/feature_db.h"
 #include "analysis/interpret.h"
 #include "analysis/logit_effects.h"
@@ -21,7 +23,10 @@ void register_top(CLI::App& app) {
   static OptionFlags<TopOptions> flags(cmd, &options);
   static OptionFlags<LogitEffectOptions> logit_flags(cmd, &logits);
   static OptionFlags<InterpretOptions> explain_flags(cmd, &interpret, "explain");
-  cmd->add_option("--db", db_path, "SQLite database written (replaced when complete)")->capture_default_str();
+  static bool force = false;
+  cmd->add_option("--db", db_path, "SQLite database to write (an existing one is refused unless --force), written "
+                  "whole or not at all")->capture_default_str();
+  cmd->add_flag("--force", force, "replace an existing --db (all of its SAEs) with this run's");
   cmd->add_flag("--explain,!--no-explain", explain, "auto-interpret a sample of features")->capture_default_str();
   cmd->callback([] {
     start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
@@ -29,13 +34,18 @@ void register_top(CLI::App& app) {
     flags.apply();
     logit_flags.apply();
     explain_flags.apply();
+    // Before any work: a database of earlier runs is not replaced unasked, and the logit lens
+    // (unembedding, final norm) is found before the pass over the texts, not after it.
+    std::error_code ec;
+    TORCH_CHECK(force || !std::filesystem::exists(db_path, ec), "feature database '", db_path, "' exists (",
+                feature_db_summary(db_path), "): --force replaces it, or give another --db");
     AnalysisSession s = AnalysisSession::open(args, args.sae_dirs());
+    const Unembedding unembedding = find_unembedding(s.lm);
     const EvalSet eval_set = build_eval_set(s.lm, args.eval_set, global_options().cache_dir);
     FeatureDb db = FeatureDb::create(db_path);
     // The examples are written, then released before the next stages (they are most of top's memory).
     write_top_activations(db, s.saes, find_top_activations(*s.hooked, s.saes, eval_set, options), eval_set,
                           s.lm.tokenizer());
-    const Unembedding unembedding = find_unembedding(s.lm);
     for (const auto& a : s.saes) {
       write_logit_effects(db, a.name, logit_effects(a.sae(), unembedding, logits.tokens), s.lm.tokenizer());
     }

@@ -33,12 +33,14 @@ GlobalOptions& global_options();
 /// commands pass keep_freed_memory false (RuntimeOptions::keep_freed_memory).
 void start_command(bool keep_freed_memory = true, bool distributed = false);
 
-/// "a,b,,c" → {"a", "b", "c"} (comma-separated flag values; empty items dropped).
+/// "a, b,,c" → {"a", "b", "c"} (comma-separated flag values; spaces around items trimmed, empty
+/// items dropped).
 inline std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
   for (std::string item; std::getline(ss, item, ',');) {
-    if (!item.empty()) out.push_back(item);
+    const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
+    if (first != std::string::npos) out.push_back(item.substr(first, last - first + 1));
   }
   return out;
 }

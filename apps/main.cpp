@@ -1,7 +1,11 @@
 // saelab: dictionary-learning interpretability for TorchScript language models.
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -53,6 +57,55 @@ std::string one_line(const std::string& msg) {
   return in_forward ? "the model's forward pass failed: " + line : line;
 }
 
+// Edit distance between two option names (insertions, deletions, substitutions).
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// For an option the command does not have: "unknown option '--hook' for 'train'; did you mean
+// '--hooks'?" when one of its options (or the global ones) is a typo away; else "".
+std::string near_miss_hint(const CLI::App& app, const CLI::ParseError& e) {
+  const std::string what = e.what(), marker = " not expected: ";  // "The following argument(s) was/were …"
+  const size_t at = what.find(marker);
+  if (at == std::string::npos) return "";
+  // the first unexpected word that looks like an option (CLI11 may list others before it)
+  std::stringstream listed(what.substr(at + marker.size()));
+  std::string word;
+  while (listed >> word && word.rfind("--", 0) != 0) {
+  }
+  if (word.rfind("--", 0) != 0) return "";
+  word = word.substr(0, word.find('='));
+  const std::vector<CLI::App*> used = app.get_subcommands();
+  const CLI::App* command = used.empty() ? &app : used.front();
+  std::string best;
+  size_t best_distance = 3;  // at most two edits away
+  for (const CLI::App* scope : {command, &app}) {
+    for (const CLI::Option* o : scope->get_options()) {
+      for (const std::string& name : o->get_lnames()) {
+        const size_t d = edit_distance(word, "--" + name);
+        if (d < best_distance) {
+          best_distance = d;
+          best = "--" + name;
+        }
+      }
+    }
+  }
+  const std::string where = used.empty() ? std::string() : " for '" + command->get_name() + "'";
+  return "unknown option '" + word + "'" + where +
+         (best.empty() ? "; see --help" : "; did you mean '" + best + "'?");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,25 +116,28 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   static OptionFlags<GlobalOptions> flags(&app, &global_options());
   global_flags = &flags;
+  // Global flags (--threads, --cache, --device) also after the command's name.
+  app.fallthrough();
+  // In the order of the work: the study, its stages, the files in and out, the model, benchmarks.
+  register_demo(app);
+  register_hooks(app);
+  register_capture(app);
+  register_train(app);
+  register_eval(app);
+  register_top(app);
+  register_graph(app);
+  register_steer(app);
+  register_serve(app);
+  register_export_neuronpedia(app);
+  register_convert(app);
+  register_model_init(app);
   register_train_tokenizer(app);
   register_train_lm(app);
   register_generate(app);
   register_eval_lm(app);
   register_bench(app);
-  register_demo(app);
-  register_hooks(app);
-  register_capture(app);
-  register_train(app);
   register_bench_sae(app);
   register_bench_dist(app);
-  register_eval(app);
-  register_top(app);
-  register_graph(app);
-  register_steer(app);
-  register_convert(app);
-  register_model_init(app);
-  register_export_neuronpedia(app);
-  register_serve(app);
   register_bench_serve(app);
   set_command_line(argc, argv);
   try {
@@ -101,6 +157,10 @@ int main(int argc, char** argv) {
       std::string names;
       for (const CLI::App* sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
       std::fprintf(stderr, "saelab: error: unknown command '%s' (commands: %s)\n", word, names.c_str());
+      return 2;
+    }
+    if (const std::string hint = near_miss_hint(app, e); !hint.empty()) {
+      std::fprintf(stderr, "saelab: error: %s\n", hint.c_str());
       return 2;
     }
     return app.exit(e);

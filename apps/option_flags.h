@@ -66,7 +66,15 @@ class OptionFlags {
       } else if constexpr (is_vector<T>::value) {
         std::string shown;
         for (const auto& item : field) shown += (shown.empty() ? "" : ",") + fmt_item(item);
-        return app->add_option(flag, field, doc)->delimiter(',')->default_str(shown);
+        // "topk, standard": each item trimmed of the spaces around it
+        const CLI::Validator trim(
+            [](std::string& item) {
+              const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
+              item = first == std::string::npos ? std::string() : item.substr(first, last - first + 1);
+              return std::string();
+            },
+            "", "trim");
+        return app->add_option(flag, field, doc)->delimiter(',')->transform(trim)->default_str(shown);
       } else {
         return app->add_option(flag, field, doc)->capture_default_str();
       }

@@ -211,21 +211,33 @@ void set_command_line(int argc, char** argv) {
 
 const std::string& command_line() { return g_command_line; }
 
-RunLock::RunLock(const fs::path& lock_file, const std::string& target) {
-  fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  TORCH_CHECK(fd_ >= 0, target, ": cannot open the lock file '", lock_file.string(), "': ", std::strerror(errno));
-  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    std::string holder(400, '\0');
-    const ssize_t n = ::pread(fd_, holder.data(), holder.size(), 0);
-    holder.resize(n > 0 ? static_cast<size_t>(n) : 0);
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+RunLock::RunLock(const fs::path& lock_file, const std::string& target) : path_(lock_file) {
+  for (int attempt = 0;; ++attempt) {
+    fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    TORCH_CHECK(fd_ >= 0, target, ": cannot open the lock file '", lock_file.string(), "': ", std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      std::string holder(400, '\0');
+      const ssize_t n = ::pread(fd_, holder.data(), holder.size(), 0);
+      holder.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+      ::close(fd_);
+      fd_ = -1;
+      TORCH_CHECK(err != EWOULDBLOCK, target, " is in use by another saelab run (",
+                  holder.empty() ? std::string("holder unknown") : holder,
+                  "); wait for it to finish or choose another output");
+      TORCH_CHECK(false, target, ": cannot lock '", lock_file.string(), "': ", std::strerror(err));
+    }
+    // Locked; but the holder before may have removed the file between our open and our lock (its
+    // release), and then this lock guards nothing: the path must still name the locked file.
+    struct stat held{}, named{};
+    if (::fstat(fd_, &held) == 0 && ::stat(lock_file.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino) {
+      break;
+    }
     ::close(fd_);
     fd_ = -1;
-    TORCH_CHECK(err != EWOULDBLOCK, target, " is in use by another saelab run (",
-                holder.empty() ? std::string("holder unknown") : holder,
-                "); wait for it to finish or choose another output");
-    TORCH_CHECK(false, target, ": cannot lock '", lock_file.string(), "': ", std::strerror(err));
+    TORCH_CHECK(attempt < 100, target, ": the lock file '", lock_file.string(), "' keeps being replaced");
   }
   const std::string me = "pid " + std::to_string(getpid()) + ", since " + now_text() + ": " + command_line() + "\n";
   if (::ftruncate(fd_, 0) == 0) {
@@ -235,7 +247,10 @@ RunLock::RunLock(const fs::path& lock_file, const std::string& target) {
 }
 
 RunLock::~RunLock() {
-  if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the flock
+  if (fd_ < 0) return;
+  std::error_code ec;
+  fs::remove(path_, ec);  // while still locked: see the constructor's check
+  ::close(fd_);           // closing the descriptor releases the flock
 }
 
 RunLock RunLock::folder(const fs::path& dir, std::string_view what) {

@@ -87,14 +87,18 @@ class RunLock {
   /// Locks the file `path` (a database) through `<path>.lock` beside it; removes `<path>.tmp.*`.
   static RunLock file(const fs::path& path, std::string_view what);
 
-  RunLock(RunLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  RunLock(RunLock&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) { other.fd_ = -1; }
   RunLock& operator=(RunLock&&) = delete;
   RunLock(const RunLock&) = delete;
+  /// Removes the lock file, then releases the lock: a finished run leaves no lock beside its
+  /// output. (A process that opened the file before it was removed finds, once it holds the lock,
+  /// that the path names another file or none, and opens the path again.)
   ~RunLock();
 
  private:
   RunLock(const fs::path& lock_file, const std::string& target);
   int fd_ = -1;
+  fs::path path_;
 };
 
 /// Removes the temporary files (write_file_atomic's "<name>.tmp.<pid>.<n>") below `dir`; returns

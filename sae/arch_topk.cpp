@@ -16,8 +16,9 @@ class TopK final : public ArchitectureRules {
 
   torch::Tensor encode(const Sae& s, const torch::Tensor& x) const override {
     const torch::Tensor pre = affine(s, x, p(s, "W_enc"), p(s, "b_enc"));
-    auto [top, idx] = pre.topk(s.config().k, -1);
-    return torch::zeros_like(pre).scatter(-1, idx, top.clamp_min(0));
+    const torch::Tensor rows = pre.reshape({-1, pre.size(-1)});
+    auto [top, idx] = row_topk(rows, s.config().k);  // ties in latent order, as the trainer's selection
+    return torch::zeros_like(rows).scatter(1, idx, top.clamp_min(0)).view(pre.sizes());
   }
 
   void forward(Sae& s, const CoderBatch& b, SaeOutput& o) const override {

@@ -120,6 +120,39 @@ RunLayout plan_run_layout(const SaeRunOptions& options, const ActivationStream* 
   return l;
 }
 
+// What the run reads from its stores, said before it starts: rows a hook, and how many times each
+// stored row is read (a warning above once, which a held-out FVU far above the training one would
+// otherwise be the first sign of); init_rows past the smallest store is refused.
+void check_store_plan(const RunLayout& l, const std::vector<StoreManifest>& manifests) {
+  const SaeRunOptions& options = *l.options;
+  int64_t rows = 0;
+  std::string smallest;
+  for (size_t h = 0; h < manifests.size(); ++h) {
+    if (smallest.empty() || manifests[h].rows < rows) {
+      rows = manifests[h].rows;
+      smallest = l.hooks[h];
+    }
+  }
+  if (smallest.empty()) return;
+  TORCH_CHECK(rows > 0, "the store at '", smallest, "' holds no rows");
+  TORCH_CHECK(options.init_rows <= rows, "init_rows ", options.init_rows, " is more than the ", rows,
+              " rows of the store at '", smallest, "': lower init_rows (0: ", kDefaultInitRows,
+              " or the whole store when smaller) or capture more tokens");
+  if (l.rank != 0) return;
+  const int64_t wanted = options.train.steps * options.train.batch_size;
+  const double passes = static_cast<double>(wanted) / static_cast<double>(rows);
+  std::printf("plan: %lld coders on %zu hook(s); %lld steps x %lld rows = %lld rows a hook, from stores of %lld rows: "
+              "%.2f passes\n", static_cast<long long>(l.n_units()), manifests.size(), static_cast<long long>(options.train.steps),
+              static_cast<long long>(options.train.batch_size), static_cast<long long>(wanted), static_cast<long long>(rows),
+              passes);
+  if (passes > 1.0) {
+    std::printf("warning: each stored row is read about %.1f times, so training FVU will look better than held-out "
+                "FVU; for fresh rows capture more (saelab capture --tokens %lld) or stream from the model (saelab "
+                "train --model)\n", passes, static_cast<long long>(wanted));
+  }
+  std::fflush(stdout);
+}
+
 std::vector<HookGroup> open_hook_groups(const RunLayout& l, ActivationStream* stream,
                                         const std::shared_ptr<Communicator>& replicas, json& fingerprint) {
   const SaeRunOptions& options = *l.options;
@@ -132,6 +165,7 @@ std::vector<HookGroup> open_hook_groups(const RunLayout& l, ActivationStream* st
     TORCH_CHECK(in.model_sha256 == out.model_sha256 && in.rows == out.rows, "hooks '", l.hooks[h], "' and '",
                 l.targets[h], "' are not from one capture (model or rows differ); capture both in one pass");
   }
+  if (!stream) check_store_plan(l, manifests);
   std::vector<HookGroup> groups;
   for (size_t h = 0; h < l.hooks.size(); ++h) {
     const std::string& hook = l.hooks[h];

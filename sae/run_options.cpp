@@ -98,7 +98,7 @@ void SaeRunOptions::validate() const {
     TORCH_CHECK(s.jumprelu_init_threshold > 0, "SAE '", s.folder_name(), "': jumprelu_init_threshold must be positive");
     TORCH_CHECK(seen->insert(s.folder_name()).second, "two SAEs are named '", s.folder_name(), "'; give them distinct names");
   }
-  TORCH_CHECK(init_rows > 0, "init_rows must be positive (got ", init_rows, ")");
+  TORCH_CHECK(init_rows >= 0, "init_rows must be >= 0 (got ", init_rows, ")");
   TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
   TORCH_CHECK(checkpoint_every > 0, "checkpoint_every must be positive (got ", checkpoint_every, ")");
   TORCH_CHECK(stop_after >= 0, "stop_after must be >= 0 (got ", stop_after, ")");

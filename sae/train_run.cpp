@@ -55,22 +55,29 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
   const fs::path run_path = fs::path(options.out) / "run.json";
   SaeRunResult result;
   for (int64_t u = 0; u < n_units; ++u) result.sae_dirs.push_back(layout.unit_dir(u));
-  // The rows that initialise the SAEs and calibrate BatchTopK thresholds: the first init_rows.
+  // The rows that initialise the SAEs and calibrate BatchTopK thresholds: the first init_rows
+  // (check_store_plan refused more than a store holds; 0: kDefaultInitRows, or all of a smaller store).
+  const int64_t init_rows = options.init_rows > 0 ? options.init_rows : kDefaultInitRows;
   std::vector<torch::Tensor> stream_rows;
   auto first_rows = [&](const HookGroup& g, bool target = false) {
     if (target && g.target.empty()) return torch::Tensor();
     if (!stream) {
       const ActivationStore& store = target ? *g.target_store : *g.store;
-      return store.rows(0, std::min(options.init_rows, store.rows()));
+      return store.rows(0, std::min(init_rows, store.rows()));
     }
-    if (stream_rows.empty()) stream_rows = stream->first_rows(std::min(options.init_rows, stream->manifests().front().target_rows));
+    if (stream_rows.empty()) stream_rows = stream->first_rows(std::min(init_rows, stream->manifests().front().target_rows));
     return stream_rows[static_cast<size_t>(target ? g.target_slot : g.input_slot)];
   };
   int64_t step = 0;
+  bool already_complete = false;
   run_together(*world, "starting the run", [&] {
     if (rank == 0) fs::create_directories(options.out);
     if (fs::exists(ckpt)) {
       step = load_run_checkpoint(ckpt, config_text, groups, stream);
+      // A run that wrote its coders' folders is done: said so, and nothing is rewritten.
+      already_complete = step >= to.steps && fs::exists(run_path) &&
+                         load_json_file(run_path.string(), "training run").value("complete", false);
+      if (already_complete) return;
       if (!stream) {
         for (auto& g : groups) g.batches->skip(step);
       }
@@ -91,6 +98,16 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
     if (rank == 0) write_file_atomic(run_path, run_record.dump(2) + "\n");
   });
   result.resumed_from = step;
+  if (already_complete) {
+    if (rank == 0) {
+      std::printf("'%s' is already complete (%lld steps, %lld coders): nothing to do; to train again, choose "
+                  "another --out or delete this one\n", options.out.c_str(), static_cast<long long>(step),
+                  static_cast<long long>(n_units));
+    }
+    result.steps_done = step;
+    result.complete = true;
+    return result;
+  }
 
   std::ofstream metrics;
   if (rank == 0) {
@@ -167,6 +184,16 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
     }
   }
   if (bar) bar->finish();
+  if (rank == 0 && step == to.steps && step > result.resumed_from) {
+    // Every coder at the end, not only the one the bar showed: its last batch's statistics.
+    std::printf("%-56s %8s %7s %6s\n", "coder (last batch)", "L0", "FVU", "dead%");
+    auto st = unit_stats.accessor<double, 2>();
+    for (int64_t u = 0; u < n_units; ++u) {
+      const std::string name = layout.key_of_unit(u) + "/" + layout.spec_of_unit(u).folder_name();
+      std::printf("%-56s %8.1f %7.3f %6.1f\n", name.c_str(), st[u][3], st[u][2], 100 * st[u][4]);
+    }
+    std::fflush(stdout);
+  }
   result.steps_done = step;
   if (step < to.steps) {
     result.sae_dirs.clear();

@@ -82,6 +82,9 @@ struct SaeGridOptions {
   std::vector<SaeRunSpec> specs() const;
 };
 
+/// The rows that initialise a run's coders when init_rows is 0 (or all of a smaller store).
+inline constexpr int64_t kDefaultInitRows = 8192;
+
 struct SaeRunOptions {
   std::string store = "runs/acts";
   std::vector<std::string> hooks;
@@ -90,7 +93,7 @@ struct SaeRunOptions {
   std::vector<SaeRunSpec> saes = {SaeRunSpec{}};
   std::vector<SaeRunSpec> transcoders;
   SaeTrainOptions train;
-  int64_t init_rows = 8192;
+  int64_t init_rows = 0;
   int64_t buffer_shards = 4;
   double buffer_gb = 2;
   int64_t seed = 0;
@@ -108,7 +111,7 @@ struct SaeRunOptions {
     v("saes", saes, "the SAEs trained on each hook (objects with the SaeRunSpec keys)", kInConfig | kInRecord);
     v("transcoders", transcoders, "the coders trained on each transcoder pair (a hook with a target), as saes (empty: saes)", kInConfig | kInRecord);
     train.fields(v);
-    v("init_rows", init_rows, "rows used for the scaling factor and b_dec's geometric median", at_least(1));
+    v("init_rows", init_rows, "rows used for the scaling factor and b_dec's geometric median (0: 8192, or the whole store when smaller; more than the store is refused)", at_least(0));
     v("buffer_shards", buffer_shards, "shards in the shuffle buffer", at_least(1));
     v("buffer_gb", buffer_gb, "at most this many GB (10^9 bytes) of shuffle buffer per hook: fewer than buffer_shards shards when they would not fit, at least one; 0: no bound", at_least(0));
     v("seed", seed, "seed of SAE initialisation and data order", at_least(0));

@@ -399,7 +399,7 @@ struct FeatureServer::Impl {
     SteerOptions so;
     so.mode = field<std::string>(body, "mode", "add");
     if (so.mode != "add" && so.mode != "clamp") fail(400, "'mode' must be add or clamp (got '" + so.mode.substr(0, 40) + "')");
-    so.generate.max_new_tokens = field<int64_t>(body, "max_tokens", 24);
+    so.generate.max_new_tokens = field<int64_t>(body, "max_new_tokens", 24);
     so.generate.temperature = field<double>(body, "temperature", 0.0);
     so.generate.seed = field<int64_t>(body, "seed", 0);
     if (features.empty() || features.size() > 8) fail(400, "'features' must list 1 to 8 features");
@@ -410,7 +410,7 @@ struct FeatureServer::Impl {
     }
     for (int64_t f : features) check_feature(a, f);
     if (so.generate.max_new_tokens < 1 || so.generate.max_new_tokens > opt.max_new_tokens) {
-      fail(400, "'max_tokens' must be between 1 and " + std::to_string(opt.max_new_tokens));
+      fail(400, "'max_new_tokens' must be between 1 and " + std::to_string(opt.max_new_tokens));
     }
     if (!(so.generate.temperature >= 0 && so.generate.temperature <= 10)) fail(400, "'temperature' must be between 0 and 10");
     if (so.generate.seed < 0) fail(400, "'seed' must be non-negative");
@@ -532,12 +532,21 @@ FeatureServer::~FeatureServer() { stop(); }
 
 int FeatureServer::bind() {
   Impl& s = *impl_;
+  // SO_REUSEADDR only: a restart may take the port over from connections still closing, but a
+  // port another server listens on is refused. (The library's default adds SO_REUSEPORT, with
+  // which a second server binds beside the first and the kernel splits requests between them.)
+  s.http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   if (s.opt.port == 0) {
     s.port = s.http.bind_to_any_port(s.opt.host);
   } else {
     s.port = s.http.bind_to_port(s.opt.host, static_cast<int>(s.opt.port)) ? static_cast<int>(s.opt.port) : -1;
   }
-  TORCH_CHECK(s.port > 0, "cannot listen on ", s.opt.host, ":", s.opt.port, " (in use, or not an address of this machine)");
+  TORCH_CHECK(s.port > 0, "cannot listen on ", s.opt.host, ":", s.opt.port, ": the port is in use (another server, "
+              "perhaps another saelab serve, listens there: stop it or choose another --port), or ", s.opt.host,
+              " is not an address of this machine");
   return s.port;
 }
 

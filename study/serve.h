@@ -8,7 +8,7 @@
 //                                        every SAE of a hook when `sae` names a hook)
 //   GET  /api/search?q=&sae=&min_density=&max_density=&min_score=&limit=
 //                                        features by explanation text or by a token they fire on
-//   POST /api/steer {sae, features, alphas, prompt[, max_tokens, temperature, seed, mode]}
+//   POST /api/steer {sae, features, alphas, prompt[, max_new_tokens, temperature, seed, mode]}
 //                                        steered and unsteered continuations, several features at once
 //   GET  /api/overview                   the study's eval.json (or null)
 //

@@ -188,11 +188,60 @@ TEST(Cli, TrainsFromAJsonConfigAndResumesAfterAStop) {
   EXPECT_NE(second.output.find("resuming from step 5"), std::string::npos) << second.output;
   EXPECT_EQ(load_sae(dir / "saes/blocks.0.input/jumprelu-l1_1").sae.config().d_sae, 32);
   EXPECT_EQ(load_sae(dir / "saes/blocks.0.input/topk-k3").sae.config().k, 3);
+  // The plan: 12 x 64 rows of a 1,200-row store is less than one pass, so no warning.
+  EXPECT_NE(first.output.find("plan: 2 coders on 1 hook(s); 12 steps x 64 rows = 768 rows a hook, from stores of 1200 "
+                              "rows: 0.64 passes"), std::string::npos) << first.output;
+  EXPECT_EQ(first.output.find("warning: each stored row"), std::string::npos) << first.output;
+  // A finished run leaves no lock file, and a rerun says it is complete and rewrites nothing.
+  EXPECT_FALSE(fs::exists(dir / "saes/.saelab.lock"));
+  const std::string weights = sha256_file(dir / "saes/blocks.0.input/topk-k3/sae_weights.safetensors");
+  const auto mtime = fs::last_write_time(dir / "saes/run.json");
+  const auto third = test::run_command(saelab("train --config " + (dir / "train.json")));
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  EXPECT_NE(third.output.find("saes' is already complete (12 steps, 2 coders): nothing to do"), std::string::npos) << third.output;
+  EXPECT_EQ(third.output.find("resuming"), std::string::npos) << third.output;
+  EXPECT_EQ(sha256_file(dir / "saes/blocks.0.input/topk-k3/sae_weights.safetensors"), weights);
+  EXPECT_EQ(fs::last_write_time(dir / "saes/run.json"), mtime);
+  // More steps than the store holds: a warning with the passes; init_rows past the store: refused.
+  const auto passes = test::run_command(saelab("train --config " + (dir / "train.json") + " --steps 40 --out " + (dir / "saes2")));
+  ASSERT_EQ(passes.exit_code, 0) << passes.output;
+  EXPECT_NE(passes.output.find("warning: each stored row is read about 2.1 times"), std::string::npos) << passes.output;
+  EXPECT_NE(passes.output.find("saelab capture --tokens 2560"), std::string::npos) << passes.output;
+  const auto init = test::run_command(saelab("train --config " + (dir / "train.json") + " --init-rows 5000 --out " + (dir / "saes3")));
+  EXPECT_EQ(init.exit_code, 1) << init.output;
+  EXPECT_NE(test::last_line(init.output).find("init_rows 5000 is more than the 1200 rows of the store at 'blocks.0.input'"),
+            std::string::npos) << init.output;
+  EXPECT_FALSE(fs::exists(dir / "saes3/run.json")) << "refused before anything is written";
 
   test::write_text(dir / "bad.json", R"({"steps": "many"})");
   const auto bad = test::run_command(saelab("train --config " + (dir / "bad.json")));
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(test::last_line(bad.output).find("bad.json: key 'steps' must be"), std::string::npos) << bad.output;
+}
+
+// Global flags after the command's name; an option a typo away is named; list items trimmed.
+TEST(Cli, GlobalFlagsAfterTheCommandNearMissesAndSpacedListsAreUnderstood) {
+  const auto after = test::run_command(test::saelab_binary() + " hooks --threads 1 --length 4 2>&1");
+  EXPECT_EQ(after.exit_code, 0) << after.output;
+  EXPECT_NE(after.output.find("blocks.0.hook_resid_pre"), std::string::npos) << after.output;
+  const auto typo = test::run_command(saelab("train --hook blocks.0.input 2>&1"));
+  EXPECT_EQ(typo.exit_code, 2) << typo.output;
+  EXPECT_EQ(test::last_line(typo.output), "saelab: error: unknown option '--hook' for 'train'; did you mean '--hooks'?");
+  const auto far = test::run_command(saelab("top --zzzzzz 2>&1"));
+  EXPECT_EQ(far.exit_code, 2) << far.output;
+  EXPECT_EQ(test::last_line(far.output), "saelab: error: unknown option '--zzzzzz' for 'top'; see --help");
+  const auto global = test::run_command(saelab("--thread 2 hooks 2>&1"));
+  EXPECT_EQ(test::last_line(global.output), "saelab: error: unknown option '--thread' for 'hooks'; did you mean '--threads'?");
+
+  test::TempDir dir;
+  torch::manual_seed(0);
+  test::write_activation_store(dir / "acts/blocks.0.input", torch::randn({600, 8}), "blocks.0.input", 300);
+  const auto spaced = test::run_command(saelab("train --store " + (dir / "acts") + " --out " + (dir / "saes") +
+                                               " --steps 2 --batch-size 32 --expansion 2 --architectures 'topk, standard' "
+                                               "--k ' 4' --l1 '0.5 ' 2>&1"));
+  ASSERT_EQ(spaced.exit_code, 0) << spaced.output;
+  EXPECT_TRUE(fs::exists(dir / "saes/blocks.0.input/topk-k4/cfg.json")) << spaced.output;
+  EXPECT_TRUE(fs::exists(dir / "saes/blocks.0.input/standard-l1_0.5/cfg.json")) << spaced.output;
 }
 
 TEST(Cli, BenchSaeReportsTheFourMeasurementsAsJson) {

@@ -99,7 +99,7 @@ TEST_P(Family, MatchesTransformerLensAtEveryHookNameAndRunsTheCommandsUnderThose
   const nlohmann::json e = load_json_file(dir / "eval.json", "eval")["saes"][0];
   EXPECT_EQ(e["hook"], hook);
   EXPECT_TRUE(std::isfinite(e["loss_recovered_vs_zero"].get<double>())) << e.dump();
-  const auto steer = test::run_command(saelab("steer --model " + folder + " --sae " + sae +
+  const auto steer = test::run_command(saelab("steer --model " + folder + " --saes " + sae +
                                               " --feature 0 --alphas 0,4 --prompt 'The jury said' --out " + (dir / "steer.json")));
   ASSERT_EQ(steer.exit_code, 0) << steer.output;
   EXPECT_TRUE(fs::exists(dir / "steer.json"));

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -118,7 +119,7 @@ TEST(Hardening, BadFlagValuesAreOneLineNamingTheFlag) {
     const char* message;
   } cases[] = {
       {"generate --samples -1", "--samples must be between 1 and 10000 (got -1)"},
-      {"steer --sae x --feature 0 --alphas 1,inf", "--alphas must be a finite number (got inf)"},
+      {"steer --saes x --feature 0 --alphas 1,inf", "--alphas must be a finite number (got inf)"},
       {"train --store x --k 0", "--k must be at least 1 (got 0)"},
       {"train --store x --hooks ../../victim", "--hooks must be a plain file name"},
       {"capture --tokens -5", "--tokens must be at least 1 (got -5)"},
@@ -134,7 +135,7 @@ TEST(Hardening, BadFlagValuesAreOneLineNamingTheFlag) {
       << threads.output;
   const auto r = test::run_command(saelab("trian"));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(test::last_line(r.output).rfind("saelab: error: unknown command 'trian' (commands: train-tokenizer,", 0), 0u)
+  EXPECT_EQ(test::last_line(r.output).rfind("saelab: error: unknown command 'trian' (commands: demo, hooks, capture, train, eval,", 0), 0u)
       << r.output;
 }
 
@@ -195,6 +196,42 @@ TEST(Hardening, ASecondLockOnAFolderFailsNamingTheHolder) {
                        "feature database '" + (dir / "out/features.sqlite") + "' is in use by another saelab run");
   }
   EXPECT_NO_THROW(RunLock::folder(dir / "out", "training folder"));  // released with its owner
+}
+
+// A finished run leaves no lock file; removing it on release must not let two holders in (one that
+// opened the old file and one that created the new): eight threads, each its own open file
+// description, take and release one lock many times, and never two hold it at once.
+TEST(Hardening, ALockFileIsRemovedOnReleaseAndTheLockIsNeverHeldTwice) {
+  test::TempDir dir;
+  {
+    const RunLock lock = RunLock::file(dir / "features.sqlite", "feature database");
+    EXPECT_TRUE(fs::exists(dir / "features.sqlite.lock"));
+  }
+  EXPECT_FALSE(fs::exists(dir / "features.sqlite.lock"));
+  std::atomic<int> inside{0}, most{0}, taken{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      int mine = 0;
+      for (int attempt = 0; attempt < 200000 && mine < 25; ++attempt) {
+        try {
+          const RunLock lock = RunLock::file(dir / "features.sqlite", "feature database");
+          const int now = ++inside;
+          most = std::max(most.load(), now);
+          ++mine;
+          std::this_thread::yield();
+          --inside;
+        } catch (const c10::Error&) {
+          // held by another thread: try again
+        }
+      }
+      taken += mine;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(most.load(), 1);
+  EXPECT_EQ(taken.load(), 8 * 25) << "every thread took the lock 25 times";
+  EXPECT_FALSE(fs::exists(dir / "features.sqlite.lock"));
 }
 
 TEST(Hardening, TakingAFolderLockRemovesWhatAKilledRunLeftBehind) {

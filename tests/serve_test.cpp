@@ -261,15 +261,15 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
   EXPECT_TRUE(by_word.at("results")[0].at("explanation").get<std::string>().find(word) != std::string::npos) << by_word.dump();
 
   // Steering: α 0 is the unsteered model; a large α changes the continuation; two features at once.
-  const json zero = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {0}}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
+  const json zero = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {0}}, {"prompt", "The man said that"}, {"max_new_tokens", 8}}.dump(), "application/json"));
   EXPECT_EQ(zero.at("steered"), zero.at("unsteered"));
   EXPECT_EQ(zero.at("unsteered").get<std::string>().rfind("The man said that", 0), 0u) << zero.dump();
-  const json big = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f, per_token[4][0][0]}}, {"alphas", {60, 60}}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
+  const json big = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f, per_token[4][0][0]}}, {"alphas", {60, 60}}, {"prompt", "The man said that"}, {"max_new_tokens", 8}}.dump(), "application/json"));
   EXPECT_NE(big.at("steered"), big.at("unsteered"));
   EXPECT_EQ(big.at("unsteered"), zero.at("unsteered"));  // greedy: the same unsteered text
   // Clamp: the feature's activation set to c times its max activation, which the server reads from
   // the database; the continuation `steer` gives in clamp mode with the record's max.
-  const json clamp = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {12}}, {"mode", "clamp"}, {"prompt", "The man said that"}, {"max_tokens", 8}}.dump(), "application/json"));
+  const json clamp = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {12}}, {"mode", "clamp"}, {"prompt", "The man said that"}, {"max_new_tokens", 8}}.dump(), "application/json"));
   SteerOptions so;
   so.mode = "clamp";
   so.alphas = {12.0};
@@ -313,8 +313,8 @@ TEST(Serve, BadAndHostileRequestsGetOneSentenceAndTheServerKeepsServing) {
   expect_error(post("/api/activations", "{\"sae\": \"" + sae + "\", \"text\": \"caf\xC3\"}"), 400, "UTF-8");
   expect_error(c.Get("/api/search?q=%C3%28"), 400, "not valid UTF-8");
   expect_error(c.Get("/api/search?min_density=lots"), 400, "'min_density' must be a number (got 'lots')");
-  expect_error(post("/api/steer", json{{"sae", sae}, {"features", {1}}, {"alphas", {8}}, {"prompt", "Hi"}, {"max_tokens", 5000}}.dump()),
-               400, "'max_tokens' must be between 1 and 64");
+  expect_error(post("/api/steer", json{{"sae", sae}, {"features", {1}}, {"alphas", {8}}, {"prompt", "Hi"}, {"max_new_tokens", 5000}}.dump()),
+               400, "'max_new_tokens' must be between 1 and 64");
   expect_error(post("/api/steer", json{{"sae", sae}, {"features", {1, 2}}, {"alphas", {8, 8, 8}}, {"prompt", "Hi"}}.dump()), 400,
                "one strength, or one per feature");
   expect_error(post("/api/steer", json{{"sae", sae}, {"features", {-1}}, {"alphas", {8}}, {"prompt", "Hi"}}.dump()), 404, "feature -1 is outside");
@@ -332,11 +332,52 @@ TEST(Serve, BadAndHostileRequestsGetOneSentenceAndTheServerKeepsServing) {
   EXPECT_EQ(server.stop(), 0) << server.log();
 }
 
+// A second server on a port one already listens on is refused in one line, whatever address it
+// names, and the first keeps every request.
+TEST(Serve, ASecondServerOnABusyPortIsRefusedInOneLine) {
+  Server first;
+  for (const char* host : {"127.0.0.1", "0.0.0.0"}) {
+    const auto r = test::run_command("timeout 60 " + test::saelab_binary() + " --threads 1 serve --study " +
+                                     Study::get().out() + " --host " + host + " --port " + std::to_string(first.port()) +
+                                     " 2>&1");
+    EXPECT_EQ(r.exit_code, 1) << host << ": " << r.output;
+    EXPECT_EQ(test::count(r.output, "error"), 1) << r.output;
+    EXPECT_NE(test::last_line(r.output).find("the port is in use"), std::string::npos) << r.output;
+    EXPECT_NE(test::last_line(r.output).find(":" + std::to_string(first.port())), std::string::npos) << r.output;
+  }
+  auto c = first.client();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(body_of(c.Get("/api/saes")).at("saes").size(), 4u);
+  EXPECT_EQ(first.stop(), 0) << first.log();
+}
+
+// `top --db` onto an existing database is refused before any work, the database untouched;
+// --force replaces it.
+TEST(TopCommand, AnExistingDatabaseIsRefusedUnlessForced) {
+  test::TempDir dir;
+  const std::string db = dir / "features.sqlite";
+  const std::string top = test::saelab_binary() + " --threads 1 top --saes " + Study::get().out() +
+                          "/saes/blocks.1.hook_resid_pre --contexts 4 --context-length 32 --no-explain --db " + db;
+  const auto first = test::run_command(top + " --top-k 2 2>&1");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const std::string before = sha256_file(db);
+  const auto again = test::run_command(top + " --top-k 2 2>&1");
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_EQ(test::count(again.output, "saelab: error:"), 1) << again.output;
+  EXPECT_NE(test::last_line(again.output).find("saelab: error: feature database"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("feature database '" + db + "' exists (2 SAEs: blocks.1.hook_resid_pre/standard-l1_3, "
+                              "blocks.1.hook_resid_pre/topk-k8): --force replaces it"), std::string::npos) << again.output;
+  EXPECT_EQ(again.output.find("top activations"), std::string::npos) << "refused before the pass: " << again.output;
+  EXPECT_EQ(sha256_file(db), before);
+  const auto forced = test::run_command(top + " --force --top-k 3 2>&1");
+  EXPECT_EQ(forced.exit_code, 0) << forced.output;
+  EXPECT_NE(sha256_file(db), before);
+}
+
 TEST(Serve, ABusyModelAnswers503WithRetryAfterAndNothingElseFails) {
   // Two threads: the model's thread pool exists before the server installs its signal handling.
   Server server("--max-waiting 0 --wait-seconds 5", 2);
   const std::string body = json{{"sae", "blocks.1.hook_resid_pre/topk-k8"}, {"features", {1}}, {"alphas", {8}}, {"prompt", "The"},
-                                {"max_tokens", 64}, {"temperature", 1.0}}.dump();
+                                {"max_new_tokens", 64}, {"temperature", 1.0}}.dump();
   std::atomic<int> ok{0}, busy{0}, other{0};
   std::vector<std::thread> clients;
   for (int i = 0; i < 6; ++i) {

@@ -258,7 +258,7 @@ async function viewSteer(main, p) {
   async function run() {
     const data = await api("POST", "/api/steer", {
       sae: select.value, features: nums(features.value), alphas: nums(alphas.value), mode: mode.value, prompt: prompt.value,
-      max_tokens: 24, temperature: Number(temperature.value), seed: Number(seed.value),
+      max_new_tokens: 24, temperature: Number(temperature.value), seed: Number(seed.value),
     });
     side.textContent = "";
     const a = el("div", null, { id: "unsteered" });

@@ -27,6 +27,7 @@ void register_hooks(CLI::App& app) {
     torch::jit::Module module;
     std::string name = args.model;
     int64_t T = args.length;
+    TORCH_CHECK(T >= 1, "--length must be at least 1 (got ", T, ")");
     if (bare) {
       module = load_torchscript(args.model);
       module.eval();
@@ -34,7 +35,8 @@ void register_hooks(CLI::App& app) {
       lm.emplace(LanguageModel::open(args.model));
       module = lm->module();
       name = lm->info().name;
-      T = std::min(T, lm->info().context_length);
+      TORCH_CHECK(T <= lm->info().context_length, "--length ", T, " is past the context of model '", name, "' (",
+                  lm->info().context_length, " tokens)");
     }
     HookedModel hooked(module, bare ? nlohmann::json::object() : lm->info().hook_aliases);
     const torch::Tensor tokens = bare ? small_token_ids(T).unsqueeze(0)

@@ -47,7 +47,12 @@ void register_steer(CLI::App& app) {
     start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
     flags.apply();
     const auto dirs = find_sae_dirs(options.sae);
-    TORCH_CHECK(dirs.size() == 1, "--saes must name one SAE folder ('", options.sae, "' holds ", dirs.size(), ")");
+    if (dirs.size() != 1) {
+      std::string listed;
+      for (size_t i = 0; i < dirs.size() && i < 6; ++i) listed += (i == 0 ? "" : ", ") + dirs[i];
+      TORCH_CHECK(false, "--saes must name one SAE folder; '", options.sae, "' holds ", dirs.size(), ": ", listed,
+                  dirs.size() > 6 ? ", …" : "");
+    }
     AnalysisSession s = AnalysisSession::open(options.model, dirs, options.allow_other_model);
     double max_activation = options.max_activation;
     if (!options.db.empty() && max_activation <= 0) {

@@ -432,6 +432,7 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
       in.interp_json = interp_json.string();
       in.graph_json = graph_json.string();
       in.steering_json = steer_json.string();
+      in.study_dir = p.out;
       in.options = p.report;
       write_report(in, report_dir.string());
     }));

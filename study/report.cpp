@@ -198,7 +198,12 @@ void write_report(const ReportInputs& in, const std::string& dir) {
     data["saes"].push_back(row);
     data["features"][name] = features_of(db, name, in.options.features_per_sae, graph);
   }
-  data["notes"] = json::array({std::string("loss rec., KL, KL score: ") + kSaelabConvention + ".",
+  data["study"] = in.study_dir;
+  data["notes"] = json::array({std::string("features: this report holds up to ") + std::to_string(in.options.features_per_sae) +
+                                   " features of each SAE, the explained ones by score, then the most frequent; "
+                                   "links to others are marked, and saelab serve --study " + in.study_dir +
+                                   " shows every feature.",
+                               std::string("loss rec., KL, KL score: ") + kSaelabConvention + ".",
                                std::string("loss rec. (SAELens): ") + kSaelensConvention + ".",
                                std::string("absorption: first-letter feature absorption rate (lower is better): how often a letter's main latent is silent where the model represents the letter and other latents carry its direction."),
                                std::string("align r: ") + kAlignmentScoreName + "; rule prec. / rec.: the rule as a detector of the feature firing."});

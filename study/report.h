@@ -30,6 +30,7 @@ struct ReportOptions {
 struct ReportInputs {
   std::string title = "saelab report";
   std::string eval_json, tradeoff_svg, features_db, interp_json, graph_json, steering_json;
+  std::string study_dir = "DIR";  // named in the report's hint to open every feature with saelab serve
   ReportOptions options;
 };
 

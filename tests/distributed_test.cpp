@@ -5,7 +5,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <map>
 
 #include "core/activation_store.h"
@@ -184,12 +183,12 @@ TEST_F(Distributed, AKilledRankStopsTheOthersNamingItAndARerunCompletes) {
   const std::string archs = "topk standard";
   const auto whole = test::run_command(one_process(train("whole", archs)));
   ASSERT_EQ(whole.exit_code, 0) << whole.output;
-  const auto start = std::chrono::steady_clock::now();
+  // A hang is bounded by torchrun()'s `timeout 300` (the collective timeout is 600 s): its exit 124
+  // is a failure here, whatever the machine's speed; no wall-clock time is asserted.
   const auto killed =
       test::run_command(torchrun(2, train("out", archs, "--data-parallel 2"), "SAELAB_FAULT=train_step:12 SAELAB_FAULT_RANK=1"));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_NE(killed.exit_code, 0);
-  EXPECT_LT(seconds, 60) << killed.output;
+  EXPECT_NE(killed.exit_code, 124) << "the other rank hung: " << killed.output;
   EXPECT_NE(killed.output.find("saelab: error: "), std::string::npos) << killed.output;
   EXPECT_NE(killed.output.find("rank 0 of 2: "), std::string::npos) << killed.output;
   // Who names the killed rank depends on the launcher: torch 1.13's torchrun leaves rank 0 running

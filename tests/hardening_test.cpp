@@ -123,6 +123,8 @@ TEST(Hardening, BadFlagValuesAreOneLineNamingTheFlag) {
       {"train --store x --k 0", "--k must be at least 1 (got 0)"},
       {"train --store x --hooks ../../victim", "--hooks must be a plain file name"},
       {"capture --tokens -5", "--tokens must be at least 1 (got -5)"},
+      {"hooks --length 0", "--length must be at least 1 (got 0)"},
+      {"hooks --length 200", "--length 200 is past the context of model 'brown-gpt' (128 tokens)"},
   };
   for (const auto& c : cases) {
     const auto r = test::run_command(saelab(c.args));

@@ -298,6 +298,22 @@ function steeringEl(s) {
   return d;
 }
 
+// Whether feature `id` of `sae` has a page in this report (the report holds a selection of each
+// SAE's features; the live server has every one).
+function inReport(D, sae, id) {
+  return (D.features[sae] || []).some(function (x) {
+    return x.id === id;
+  });
+}
+
+// What to say of a feature the report leaves out: what the report holds and where the rest is.
+function notInReportText(D, sae, id) {
+  const held = (D.features[sae] || []).length;
+  return "feature " + id + " of " + sae + " is not in this report, which holds " + held +
+    " of each SAE's features (the explained ones by score, then the most frequent); " +
+    "saelab serve --study " + (D.study || "DIR") + " shows every feature";
+}
+
 function showFeature(D, sae, id) {
   const box = document.getElementById("feature");
   box.textContent = "";
@@ -305,7 +321,7 @@ function showFeature(D, sae, id) {
     return x.id === id;
   });
   if (!f) {
-    box.appendChild(el("p", "feature " + id + " of " + sae + " is not in this report"));
+    box.appendChild(el("p", notInReportText(D, sae, id)));
     return;
   }
   box.appendChild(el("h3", sae + " — feature " + f.id, { id: "feature-title" }));
@@ -342,7 +358,13 @@ function showFeature(D, sae, id) {
     const table = el("table");
     for (const r of f[rel]) {
       const tr = el("tr");
-      tr.appendChild(el("td")).appendChild(el("a", r.sae + " #" + r.feature, { href: featureHash(r.sae, r.feature) }));
+      const cell = tr.appendChild(el("td"));
+      if (inReport(D, r.sae, r.feature)) {
+        cell.appendChild(el("a", r.sae + " #" + r.feature, { href: featureHash(r.sae, r.feature) }));
+      } else {
+        cell.appendChild(el("span", r.sae + " #" + r.feature + " (not in this report: saelab serve)",
+          { class: "muted", title: notInReportText(D, r.sae, r.feature) }));
+      }
       tr.appendChild(el("td", r.kind));
       tr.appendChild(el("td", formatNumber(r.weight, 3)));
       table.appendChild(tr);
@@ -443,5 +465,7 @@ if (typeof module === "object" && module !== null && typeof module.exports === "
     parseFeatureHash,
     steeringFor,
     steeringLines,
+    inReport,
+    notInReportText,
   };
 }

@@ -276,3 +276,15 @@ test("a steering result lists the unsteered sample, then one line per alpha", ()
     "alpha 8 (activation 4.25, promoted share 37.5%): The the",
   ]);
 });
+
+test("features the report leaves out are named as such, with where to see them", () => {
+  const D = { study: "runs/demo", features: { "blocks.0.input/topk-k8": features() } };
+  assert.equal(report.inReport(D, "blocks.0.input/topk-k8", 3), true);
+  assert.equal(report.inReport(D, "blocks.0.input/topk-k8", 4), false);
+  assert.equal(report.inReport(D, "blocks.1.input/topk-k8", 3), false);
+  assert.equal(
+    report.notInReportText(D, "blocks.0.input/topk-k8", 4),
+    "feature 4 of blocks.0.input/topk-k8 is not in this report, which holds 3 of each SAE's features " +
+      "(the explained ones by score, then the most frequent); saelab serve --study runs/demo shows every feature",
+  );
+});

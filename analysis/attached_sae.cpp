@@ -53,7 +53,12 @@ std::vector<AttachedSae> attach_saes(LanguageModel& lm, HookedModel& hooked, con
             matches.push_back(point);
           }
         }
-        TORCH_CHECK(matches.size() == 1, "SAE '", dir, "' was trained at hook '", name, "', which model '",
+        // An SAE of another model says so first: that is the usual reason its hook is missing.
+        const std::string& trained_on = a.loaded.metadata.model_name;
+        const std::string other = !trained_on.empty() && trained_on != lm.info().name
+                                      ? "SAE '" + dir + "' was trained on model '" + trained_on + "', not '" + lm.info().name + "': "
+                                      : std::string();
+        TORCH_CHECK(matches.size() == 1, other, "SAE '", dir, "' was trained at hook '", name, "', which model '",
                     lm.info().name, "' does not have: ", e.msg());
         return hooked.preferred_name(matches.front());
       }

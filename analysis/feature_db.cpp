@@ -42,6 +42,8 @@ CREATE TABLE logit_effects(
 CREATE TABLE explanations(
   sae TEXT, feature INTEGER, explainer TEXT, explanation TEXT, rule TEXT, explain_score REAL,
   score REAL, scored_tokens INTEGER, precision REAL, recall REAL, scorable INTEGER);
+CREATE TABLE notes(
+  topic TEXT PRIMARY KEY, note TEXT);
 CREATE INDEX examples_sae_feature ON examples(sae, feature);
 CREATE INDEX token_features_sae_feature ON token_features(sae, feature);
 CREATE INDEX token_features_token ON token_features(token);

@@ -13,6 +13,8 @@
 //   logit_effects(sae, feature, direction ('promoted' | 'suppressed'), rank, token_id, token, effect)
 //   explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens,
 //                precision, recall, scorable): score is the annotation-alignment r (autointerp.h)
+//   notes(topic TEXT PRIMARY KEY, note): how a table was made, for the pages that show it
+//            ("logit_effects": which tokens were left out); absent from older databases
 // Indices on (sae, feature) everywhere and on token_features(token).
 #pragma once
 #include <cstdint>

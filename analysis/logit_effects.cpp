@@ -1,6 +1,9 @@
 #include "analysis/logit_effects.h"
 
+#include <limits>
+
 #include "analysis/feature_db.h"
+#include "analysis/seen_tokens.h"
 #include "sae/sae.h"
 #include "sae/topk_kernels.h"
 
@@ -118,9 +121,14 @@ torch::Tensor feature_logit_effects(const Sae& sae, const Unembedding& u, const 
   return torch::matmul(d, u.W_U);
 }
 
-LogitEffects logit_effects(const Sae& sae, const Unembedding& u, int64_t n) {
+LogitEffects logit_effects(const Sae& sae, const Unembedding& u, int64_t n, const torch::Tensor& ranked) {
   const int64_t d_sae = sae.config().d_sae, vocab = u.W_U.size(1);
-  n = std::min(n, vocab);
+  TORCH_CHECK(!ranked.defined() || (ranked.dim() == 1 && ranked.size(0) == vocab && ranked.scalar_type() == torch::kBool),
+              "logit_effects: the ranked tokens must be a [vocab] bool mask");
+  const int64_t candidates = ranked.defined() ? ranked.sum().item<int64_t>() : vocab;
+  TORCH_CHECK(candidates > 0, "logit_effects: no token is left to rank");
+  n = std::min(n, candidates);
+  const torch::Tensor left_out = ranked.defined() ? ranked.logical_not().unsqueeze(0) : torch::Tensor();
   LogitEffects out;
   out.promoted_ids = torch::empty({d_sae, n}, torch::kInt64);
   out.promoted = torch::empty({d_sae, n});
@@ -131,8 +139,9 @@ LogitEffects logit_effects(const Sae& sae, const Unembedding& u, int64_t n) {
     const int64_t m = std::min(chunk, d_sae - s);
     const torch::Tensor e = feature_logit_effects(sae, u, torch::arange(s, s + m, torch::kInt64));
     // row_topk: one read of each row for n far below the vocabulary (torch::topk selects over a copy)
-    auto [pv, pi] = row_topk(e, n);
-    auto [sv, si] = row_topk(-e, n);
+    const float inf = std::numeric_limits<float>::infinity();
+    auto [pv, pi] = row_topk(left_out.defined() ? e.masked_fill(left_out, -inf) : e, n);
+    auto [sv, si] = row_topk(left_out.defined() ? (-e).masked_fill(left_out, -inf) : -e, n);
     out.promoted.narrow(0, s, m).copy_(pv);
     out.promoted_ids.narrow(0, s, m).copy_(pi);
     out.suppressed.narrow(0, s, m).copy_(-sv);
@@ -168,6 +177,15 @@ void write_logit_effects(FeatureDb& db, const std::string& sae_name, const Logit
             .bind(6, text(si[f][r])).bind(7, static_cast<double>(sv[f][r])).run();
       }
     }
+  });
+}
+
+void write_logit_effects_of(FeatureDb& db, const std::vector<AttachedSae>& saes, const LanguageModel& lm,
+                            const Unembedding& u, int64_t n, const std::string& cache_dir) {
+  const SeenTokens seen = tokens_seen_in_training(lm, cache_dir);
+  for (const auto& a : saes) write_logit_effects(db, a.name, logit_effects(a.sae(), u, n, seen.seen), lm.tokenizer());
+  db.transaction([&] {
+    db.prepare("INSERT OR REPLACE INTO notes(topic, note) VALUES (?, ?)").bind(1, std::string("logit_effects")).bind(2, seen.note).run();
   });
 }
 

@@ -13,7 +13,9 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
+#include "analysis/attached_sae.h"
 #include "models/model_bundle.h"
 #include "core/options.h"
 
@@ -65,14 +67,21 @@ struct LogitEffects {
   torch::Tensor suppressed_ids, suppressed;  // [d_sae, n], most negative first
 };
 
-/// The n most promoted and suppressed tokens of every feature.
-LogitEffects logit_effects(const Sae& sae, const Unembedding& unembedding, int64_t n);
+/// The n most promoted and suppressed tokens of every feature; with `ranked` ([vocab] bool), only
+/// among those tokens (tokens_seen_in_training: never-seen tokens left out).
+LogitEffects logit_effects(const Sae& sae, const Unembedding& unembedding, int64_t n,
+                           const torch::Tensor& ranked = {});
 
 /// The logit effect vectors [d_sae rows of `features`, vocab] (for steering metrics and tests).
 torch::Tensor feature_logit_effects(const Sae& sae, const Unembedding& unembedding, const torch::Tensor& features);
 
 /// Writes logit_effects rows for one SAE.
 void write_logit_effects(FeatureDb& db, const std::string& sae_name, const LogitEffects& effects, const Tokenizer& tokenizer);
+
+/// The n most promoted and suppressed tokens of every SAE, ranked among the tokens the model saw in
+/// training (seen_tokens.h), written with the note that says which were left out (notes table).
+void write_logit_effects_of(FeatureDb& db, const std::vector<AttachedSae>& saes, const LanguageModel& lm,
+                            const Unembedding& u, int64_t n, const std::string& cache_dir);
 
 /// A token's text for display: the decoded text, with the leading space a SentencePiece "▁" piece
 /// carries kept.

@@ -46,9 +46,7 @@ void register_top(CLI::App& app) {
     // The examples are written, then released before the next stages (they are most of top's memory).
     write_top_activations(db, s.saes, find_top_activations(*s.hooked, s.saes, eval_set, options), eval_set,
                           s.lm.tokenizer());
-    for (const auto& a : s.saes) {
-      write_logit_effects(db, a.name, logit_effects(a.sae(), unembedding, logits.tokens), s.lm.tokenizer());
-    }
+    write_logit_effects_of(db, s.saes, s.lm, unembedding, logits.tokens, global_options().cache_dir);
     if (explain) {
       interpret.batch_size = options.batch_size;  // one --batch-size for every forward pass of the command
       const auto interpretations = interpret_saes(*s.hooked, s.saes, eval_set, s.lm.tokenizer(), interpret);

@@ -95,9 +95,26 @@ int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std
     TORCH_CHECK(false, "checkpoint '", path.string(), "' is corrupt; delete it to start over");
   }
   c10::IValue saved;
-  archive.read("config", saved);
-  TORCH_CHECK(saved.isString() && saved.toStringRef() == config, "'", path.parent_path().string(),
-              "' holds a training run with different options or activations; use another output folder or delete it");
+  TORCH_CHECK(archive.try_read("config", saved) && saved.isString(), "checkpoint '", path.string(),
+              "' is not a saelab training checkpoint (no run config in it); delete it to start over");
+  if (saved.toStringRef() != config) {
+    // Name what differs: the options by key, the activations by hook.
+    std::string differs;
+    try {
+      const nlohmann::json was = nlohmann::json::parse(saved.toStringRef()), now = nlohmann::json::parse(config);
+      for (const auto& [key, value] : now.items()) {
+        if (key == "activations" || (was.contains(key) && was[key] == value)) continue;
+        differs += (differs.empty() ? "" : ", ") + key;
+      }
+      const nlohmann::json &a = was.value("activations", nlohmann::json::array()), &b = now.value("activations", nlohmann::json::array());
+      for (size_t i = 0; i < b.size(); ++i) {
+        if (i >= a.size() || a[i] != b[i]) differs += (differs.empty() ? "" : ", ") + std::string("the activations of hook '") + b[i].value("hook", std::string("?")) + "'";
+      }
+    } catch (const std::exception&) {
+    }
+    TORCH_CHECK(false, "'", path.parent_path().string(), "' holds a training run with different options or activations",
+                differs.empty() ? std::string() : " (" + differs + ")", "; use another output folder or delete it");
+  }
   torch::Tensor step;
   archive.read("step", step);
   if (stream) stream->load(archive, path.string());

@@ -42,7 +42,11 @@ StoreManifest manifest_of(const SaeRunOptions& options, const ActivationStream* 
   const fs::path path = fs::path(options.store) / hook / "manifest.json";
   TORCH_CHECK(fs::exists(path), "hook '", hook, "' has no activation store in '", options.store, "' (expected ",
               path.string(), ")");
-  return StoreManifest::from_json(load_json_file(path.string(), "activation manifest"), path.string());
+  StoreManifest m = StoreManifest::from_json(load_json_file(path.string(), "activation manifest"), path.string());
+  TORCH_CHECK(m.hook == hook, "the store folder '", (fs::path(options.store) / hook).string(),
+              "' holds activations of hook '", m.hook, "' (", path.string(),
+              "): a folder replaced by another hook's capture; capture '", hook, "' again, or name '", m.hook, "'");
+  return m;
 }
 
 }  // namespace
@@ -171,8 +175,14 @@ std::vector<HookGroup> open_hook_groups(const RunLayout& l, ActivationStream* st
     const std::string& hook = l.hooks[h];
     // Every process fingerprints every group (the run's identity), but opens stores only for its own.
     const StoreManifest& m = manifests[h];
+    // norm_sum (a float64 sum of the rows' norms) tells one capture's rows from another's of the
+    // same shape: a resume on replaced activations is refused.
     json print = {{"hook", hook}, {"model_sha256", m.model_sha256}, {"rows", m.rows}, {"d", m.d}};
-    if (!l.targets[h].empty()) print["target"] = {{"hook", l.targets[h]}, {"d", target_manifests[h].d}};
+    if (!stream) print["norm_sum"] = m.norm_sum;
+    if (!l.targets[h].empty()) {
+      print["target"] = {{"hook", l.targets[h]}, {"d", target_manifests[h].d}};
+      if (!stream) print["target"]["norm_sum"] = target_manifests[h].norm_sum;
+    }
     fingerprint.push_back(print);
     HookGroup g;
     g.hook = hook;

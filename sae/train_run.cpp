@@ -23,6 +23,29 @@ namespace saelab {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+// The first rows of a store, as read for initialisation: a NaN or Inf among them is named by hook,
+// shard and row, before it would surface as a NaN geometric median.
+void check_finite_rows(const torch::Tensor& rows, const StoreManifest& m, const std::string& store) {
+  const torch::Tensor bad = torch::isfinite(rows).all(1).logical_not().nonzero();
+  if (bad.numel() == 0) return;
+  int64_t row = bad[0][0].item<int64_t>(), first = row;
+  std::string shard = "?";
+  for (const auto& [name, n] : m.shards) {
+    if (row < n) {
+      shard = name;
+      break;
+    }
+    row -= n;
+  }
+  TORCH_CHECK(false, "the activations of hook '", m.hook, "' in '", store, "' hold NaN or Inf: row ", first,
+              " of the store (row ", row, " of shard '", shard, "'), among the rows that initialise the coders; "
+              "capture the hook again");
+}
+
+}  // namespace
+
 SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* stream) {
   options.validate();
   const SaeTrainOptions& to = options.train;
@@ -92,7 +115,14 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
         TORCH_CHECK(old_cfg == run, "'", options.out,
                     "' holds a training run with different options or activations; use another output folder or delete it");
       }
-      for (auto& g : groups) g.trainer->initialize(first_rows(g), first_rows(g, true));
+      for (auto& g : groups) {
+        const torch::Tensor x = first_rows(g), y = first_rows(g, true);
+        if (!stream) {
+          check_finite_rows(x, g.manifest, options.store);
+          if (y.defined()) check_finite_rows(y, g.target_manifest, options.store);
+        }
+        g.trainer->initialize(x, y);
+      }
       if (rank == 0) fs::remove(metrics_path);
     }
     if (rank == 0) write_file_atomic(run_path, run_record.dump(2) + "\n");

@@ -362,7 +362,7 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
       FeatureDb db = FeatureDb::create(db_path.string());
       write_top_activations(db, saes, find_top_activations(hooked, saes, set, p.top.top), set, lm.tokenizer());
       const Unembedding u = find_unembedding(lm);
-      for (const auto& a : saes) write_logit_effects(db, a.name, logit_effects(a.sae(), u, p.top.logits.tokens), lm.tokenizer());
+      write_logit_effects_of(db, saes, lm, u, p.top.logits.tokens, options.cache_dir);
       InterpretOptions explain = p.explain;
       explain.batch_size = p.top.top.batch_size;  // one batch size for every forward pass of the stage
       const auto interp = interpret_saes(hooked, saes, set, lm.tokenizer(), explain);

@@ -81,6 +81,12 @@ FeatureRecords::FeatureRecords(FeatureDb& db) : db_(db) {
   for (const auto& c : db.query("SELECT name FROM pragma_table_info('explanations')")) {
     has_precision_ = has_precision_ || c.value("name", std::string()) == "precision";
   }
+  // Which tokens the logit effects leave out (databases before the notes table say nothing).
+  if (!db.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'notes'").empty()) {
+    for (const auto& n : db.query("SELECT note FROM notes WHERE topic = 'logit_effects'")) {
+      logit_note_ = n.value("note", std::string());
+    }
+  }
 }
 
 json FeatureRecords::get(const std::string& sae, int64_t f, const json& graph) {
@@ -133,6 +139,7 @@ json FeatureRecords::get(const std::string& sae, int64_t f, const json& graph) {
   }
   j["promoted"] = json::array();
   j["suppressed"] = json::array();
+  if (!logit_note_.empty()) j["logit_note"] = logit_note_;
   logits.bind(1, sae).bind(2, f);
   while (logits.next()) {
     j[logits.column_text(0)].push_back({logits.column_text(1), logits.column_double(2)});

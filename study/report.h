@@ -51,6 +51,7 @@ class FeatureRecords {
  private:
   FeatureDb& db_;
   bool has_precision_ = false;
+  std::string logit_note_;
 };
 
 /// The page's data as JSON text with every "<" written as \u003c (safe inside a script element).

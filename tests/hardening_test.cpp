@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include "analysis/feature_db.h"
@@ -270,6 +271,61 @@ std::string train_config(const std::string& dir, int64_t steps, int64_t expansio
                               {"checkpoint_every", 10}}
                              .dump());
   return path;
+}
+
+// A store folder replaced by another hook's capture of the same shape: refused by its manifest's
+// hook; with the manifest made to match, the resume is refused naming the activations that changed.
+TEST(Hardening, AStoreFolderReplacedByAnotherHooksCaptureIsRefusedOnResume) {
+  test::TempDir dir;
+  test::write_activation_store(dir / "acts/blocks.0.input", acts(1), "blocks.0.input", 500);
+  test::write_activation_store(dir / "acts/blocks.1.input", acts(2), "blocks.1.input", 500);
+  const std::string train = saelab("train --config " + train_config(dir.path().string(), 30) + " --hooks blocks.0.input --out " +
+                                   (dir / "out"));
+  const auto first = test::run_command(train + " --stop-after 10");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  fs::remove_all(dir / "acts/blocks.0.input");
+  fs::copy(dir / "acts/blocks.1.input", dir / "acts/blocks.0.input", fs::copy_options::recursive);
+  const auto moved = test::run_command(train);
+  EXPECT_EQ(moved.exit_code, 1) << moved.output;
+  EXPECT_NE(test::last_line(moved.output).find("the store folder '" + (dir / "acts/blocks.0.input") +
+                                               "' holds activations of hook 'blocks.1.input'"), std::string::npos)
+      << moved.output;
+  json manifest = load_json_file(dir / "acts/blocks.0.input/manifest.json", "manifest");
+  manifest["hook"] = "blocks.0.input";
+  test::write_text(dir / "acts/blocks.0.input/manifest.json", manifest.dump());
+  const auto renamed = test::run_command(train);
+  EXPECT_EQ(renamed.exit_code, 1) << renamed.output;
+  EXPECT_NE(test::last_line(renamed.output).find("holds a training run with different options or activations (the "
+                                                 "activations of hook 'blocks.0.input')"), std::string::npos)
+      << renamed.output;
+  // A checkpoint replaced by another torch archive (a TorchScript model) is named.
+  fs::copy_file(SAELAB_SOURCE_DIR "/assets/brown-gpt/model.pt", dir / "out/checkpoint.pt", fs::copy_options::overwrite_existing);
+  const auto other = test::run_command(train);
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_NE(test::last_line(other.output).find("checkpoint '" + (dir / "out/checkpoint.pt") +
+                                               "' is not a saelab training checkpoint"), std::string::npos)
+      << other.output;
+}
+
+// A NaN in the rows that initialise the coders is named by hook, shard and row (the capture refuses
+// to write one; a shard damaged afterwards holds one).
+TEST(Hardening, ANaNAmongTheInitialisationRowsIsNamedByHookShardAndRow) {
+  test::TempDir dir;
+  test::write_activation_store(dir / "acts/blocks.0.input", acts(1), "blocks.0.input", 500);
+  const std::string shard = dir / "acts/blocks.0.input/shard-00001.safetensors";
+  SafetensorsFile f = load_safetensors(shard);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors(f.tensors.begin(), f.tensors.end());
+  for (auto& [name, t] : tensors) {
+    if (name == "acts") t[7][3] = std::numeric_limits<float>::quiet_NaN();
+  }
+  save_safetensors(shard, tensors, f.metadata);
+  const auto r = test::run_command(saelab("train --config " + train_config(dir.path().string(), 30) + " --init-rows 600 --out " +
+                                          (dir / "out")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(test::last_line(r.output).find("the activations of hook 'blocks.0.input' in '" + (dir / "acts") +
+                                           "' hold NaN or Inf: row 507 of the store (row 7 of shard 'shard-00001.safetensors')"),
+            std::string::npos)
+      << r.output;
 }
 
 TEST(Hardening, TwoTrainingRunsOnOneFolderCannotBothWriteIt) {

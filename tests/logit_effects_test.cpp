@@ -1,4 +1,6 @@
 // Tests of logit effects (analysis/logit_effects.h).
+#include "analysis/seen_tokens.h"
+#include "core/files.h"
 #include "tests/analysis_fixture.h"
 
 namespace saelab {
@@ -20,6 +22,71 @@ TEST(LogitEffects, ReadTheDecoderThroughTheFinalLayerNormAndUnembedding) {
   EXPECT_TRUE(torch::equal(e.promoted_ids[7], ids));
   EXPECT_TRUE(torch::allclose(e.promoted[7].to(torch::kFloat64), vals, 1e-4, 1e-5));
   EXPECT_TRUE(torch::equal(e.suppressed_ids[7], std::get<1>(direct.topk(5, 0, false))));
+}
+
+// The bundled model records its training corpus (Brown): tokens never in its train split are
+// left out of the ranking, and the ranking of the others is unchanged; a model that records no
+// corpus ranks every token and says so.
+TEST(LogitEffects, TokensNeverSeenInTrainingAreLeftOutAndSaidSo) {
+  Fixture& f = fixture();
+  const SeenTokens seen = tokens_seen_in_training(f.lm, test::cache_dir());
+  ASSERT_TRUE(seen.seen.defined()) << seen.note;
+  const int64_t vocab = f.lm.info().vocab_size;
+  EXPECT_GT(seen.never_seen, 0);
+  EXPECT_LT(seen.never_seen, vocab / 2);
+  EXPECT_EQ(vocab - seen.seen.sum().item<int64_t>(), seen.never_seen);
+  // A byte-fallback piece of a byte Brown never holds is unseen; BOS and a common word are seen.
+  const int64_t byte = f.lm.tokenizer().piece_to_id("<0xF0>");
+  ASSERT_GE(byte, 0);
+  EXPECT_FALSE(seen.seen[byte].item<bool>());
+  EXPECT_TRUE(seen.seen[f.lm.tokenizer().bos_id()].item<bool>());
+  EXPECT_TRUE(seen.seen[f.lm.tokenizer().encode(" the").ids.back()].item<bool>());
+  EXPECT_NE(seen.note.find("are left out: " + std::to_string(seen.never_seen) + " of " + std::to_string(vocab)),
+            std::string::npos) << seen.note;
+
+  const Unembedding u = find_unembedding(f.lm);
+  Sae sae(config("topk", f.d(), 32, 4), 2);
+  const LogitEffects all = logit_effects(sae, u, 8), kept = logit_effects(sae, u, 8, seen.seen);
+  EXPECT_FALSE(seen.seen.index({kept.promoted_ids.reshape(-1)}).logical_not().any().item<bool>());
+  EXPECT_FALSE(seen.seen.index({kept.suppressed_ids.reshape(-1)}).logical_not().any().item<bool>());
+  // Where the unrestricted top 8 are all seen tokens, the restricted ranking is the same.
+  for (int64_t i = 0; i < 32; ++i) {
+    if (seen.seen.index({all.promoted_ids[i]}).all().item<bool>()) {
+      EXPECT_TRUE(torch::equal(all.promoted_ids[i], kept.promoted_ids[i])) << "feature " << i;
+    }
+  }
+  // No recorded corpus: every token ranked, and the note says why.
+  ModelInfo bare = f.lm.info();
+  bare.extra.erase("training");
+  test::TempDir dir;
+  fs::copy(test::kBundled, dir.path(), fs::copy_options::recursive);
+  write_file_atomic(dir / "model.json", bare.to_json().dump(2));
+  const SeenTokens none = tokens_seen_in_training(LanguageModel::open(dir.path().string()), test::cache_dir());
+  EXPECT_FALSE(none.seen.defined());
+  EXPECT_NE(none.note.find("every token is ranked: model.json records no training corpus"), std::string::npos) << none.note;
+}
+
+// An SAE of another model whose hook this model lacks: the error leads with the model it was
+// trained on; of this model, with the hook alone.
+TEST(AttachSaes, AMissingHookOfAnotherModelsSaeSaysWhichModelItWasTrainedOn) {
+  Fixture& f = fixture();
+  Sae sae(config("topk", f.d(), 16, 4), 3);
+  SaeMetadata meta;
+  meta.model_name = "gpt2";
+  meta.hook_name = "blocks.11.hook_resid_pre";
+  save_sae(f.dir / "gpt2-sae", sae, meta);
+  EXPECT_THROWS_WITH(attach_saes(f.lm, f.hooked, {f.dir / "gpt2-sae"}),
+                     "SAE '" + (f.dir / "gpt2-sae") + "' was trained on model 'gpt2', not 'brown-gpt': SAE '");
+  meta.model_name = f.lm.info().name;
+  save_sae(f.dir / "own-sae", sae, meta);
+  try {
+    attach_saes(f.lm, f.hooked, {f.dir / "own-sae"});
+    ADD_FAILURE() << "a missing hook was accepted";
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    EXPECT_EQ(msg.rfind("SAE '" + (f.dir / "own-sae") + "' was trained at hook 'blocks.11.hook_resid_pre', which model "
+                        "'brown-gpt' does not have", 0), 0u) << msg;
+  }
 }
 
 // The norm type decides how a direction is read: LayerNorm centres and scales by w, RMSNorm scales

@@ -98,7 +98,7 @@ TEST(SaeRun, RefusesToResumeARunWithOtherOptions) {
   run_sae_training(o);
   o.train.lr *= 2;
   EXPECT_THROWS_WITH(run_sae_training(o), "'" + (dir / "out") +
-                                               "' holds a training run with different options or activations; use "
+                                               "' holds a training run with different options or activations (lr); use "
                                                "another output folder or delete it")
       << "resumed with another learning rate";
 }

@@ -351,6 +351,7 @@ function showFeature(D, sae, id) {
     logits.appendChild(column);
   }
   box.appendChild(logits);
+  if (f.logit_note) box.appendChild(el("p", f.logit_note, { class: "muted", id: "logit-note" }));
 
   for (const rel of ["previous", "next"]) {
     if (!f[rel].length) continue;

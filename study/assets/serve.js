@@ -124,6 +124,7 @@ async function viewFeature(main, sae, id) {
     });
     logits.appendChild(p);
   });
+  if (r.logit_note) logits.appendChild(el("p", r.logit_note, { class: "muted", id: "logit-note" }));
   main.appendChild(logits);
   const steer = el("a", "steer with this feature", { href: "#/steer?sae=" + encodeURIComponent(sae) + "&features=" + id });
   main.appendChild(steer);

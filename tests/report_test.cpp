@@ -59,6 +59,9 @@ TEST(Report, HostileTokenTextIsShownAsTextAndNeverRunsInABrowser) {
   EXPECT_NE(dom.find("&lt;script&gt;document.body.setAttribute"), std::string::npos) << "hostile text not shown as text";
   EXPECT_NE(dom.find("&lt;img src=x onerror="), std::string::npos);
   EXPECT_EQ(dom.find("<img"), std::string::npos);
+  // The sort menu names the score the report shows (a rule's alignment, not an LLM auto-interp).
+  EXPECT_NE(dom.find("<option value=\"score\">annotation-alignment r</option>"), std::string::npos);
+  EXPECT_EQ(dom.find(">auto-interp score</option>"), std::string::npos);
 }
 
 

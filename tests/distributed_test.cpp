@@ -39,7 +39,7 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-// The README's launch line: torchrun with --redirects/--tee (Debian's torch 1.13 on Python 3.11
+// docs/distributed.md's launch line: torchrun with --redirects/--tee (Debian's torch 1.13 on Python 3.11
 // fails at start without them), the processes' output on the console.
 std::string torchrun(int processes, const std::string& args, const std::string& env = "",
                      const std::string& flags = "") {

@@ -27,5 +27,19 @@ for layer in "${!allowed[@]}"; do
   done < <(grep -rnE '^#include "[^"/]+/' "$layer" --include='*.h' --include='*.cpp' || true)
 done
 [ "$checked" -gt 0 ] || { echo "layering: no includes found under $root"; exit 1; }
-[ "$bad" -eq 0 ] && echo "layering: $checked project includes follow the rule"
+# docs/architecture.md is the map a newcomer follows to the file to change: every path it names in
+# backquotes (a folder of the tree, then a file or folder name without placeholders) must exist.
+doc="docs/architecture.md"
+[ -f "$doc" ] || { echo "layering: $doc is missing"; exit 1; }
+paths=0
+while IFS= read -r p; do
+  paths=$((paths + 1))
+  if [ ! -e "$p" ]; then
+    echo "layering: $doc names \`$p\`, which does not exist"
+    bad=1
+  fi
+done < <(grep -oE '`(core|models|sae|analysis|study|apps|tests|tools|configs|docs|scripts|python|cmake)/[A-Za-z0-9_./-]*`' "$doc" | tr -d '`' | sort -u)
+[ "$paths" -gt 10 ] || { echo "layering: $doc names only $paths paths"; exit 1; }
+
+[ "$bad" -eq 0 ] && echo "layering: $checked project includes follow the rule; $doc names $paths paths, all present"
 exit "$bad"

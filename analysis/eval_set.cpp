@@ -8,8 +8,9 @@
 namespace saelab {
 
 void EvalSetOptions::validate() const {
-  TORCH_CHECK(contexts > 0, "contexts must be positive (got ", contexts, ")");
-  TORCH_CHECK(context_length == 0 || context_length >= 2, "context_length must be 0 or >= 2 (got ", context_length, ")");
+  check_fields(*this, "evaluation contexts");
+  // 0 means the model's length; a context needs BOS and at least one token after it.
+  TORCH_CHECK(context_length != 1, "context_length must be 0 or >= 2 (got ", context_length, ")");
   parse_split(split);
 }
 

@@ -89,10 +89,11 @@ HookFn splice_after_bos(std::function<torch::Tensor(const torch::Tensor&)> f) {
 }  // namespace
 
 void EvalOptions::validate() const {
-  TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
+  check_fields(*this, "evaluation options");
   TORCH_CHECK(density_source == "training" || density_source == "evaluation",
               "density_source must be training or evaluation (got '", density_source, "')");
-  TORCH_CHECK(dense_threshold > 0 && dense_threshold <= 1, "dense_threshold must be in (0, 1] (got ", dense_threshold, ")");
+  // The field's rule is [0, 1]; 0 itself would call every latent that fires dense.
+  TORCH_CHECK(dense_threshold > 0, "dense_threshold must be above 0 (got ", dense_threshold, ")");
 }
 
 std::vector<double> density_histogram_edges() {

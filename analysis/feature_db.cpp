@@ -49,6 +49,17 @@ CREATE INDEX token_features_sae_feature ON token_features(sae, feature);
 CREATE INDEX token_features_token ON token_features(token);
 CREATE INDEX logit_effects_sae_feature ON logit_effects(sae, feature);
 CREATE INDEX explanations_sae_feature ON explanations(sae, feature);
+PRAGMA user_version = 1;
+)sql";
+
+// The schema's version, in the database's PRAGMA user_version (kFeatureDbSchemaVersion). Version 0
+// is every database written before versions were recorded: the same tables without `notes` (and
+// `example_tokens` with a rowid, which no reader sees). open() migrates such a database to the
+// current version in place; a database of a later version is refused, naming both versions.
+constexpr const char* kMigrateFrom0 = R"sql(
+CREATE TABLE IF NOT EXISTS notes(
+  topic TEXT PRIMARY KEY, note TEXT);
+PRAGMA user_version = 1;
 )sql";
 
 constexpr int kBusyTimeoutMs = 10000;
@@ -155,7 +166,28 @@ FeatureDb FeatureDb::open(const std::string& path) {
   } catch (const SQLite::Exception& e) {
     TORCH_CHECK(false, describe(path), ": cannot open: ", e.what());
   }
+  db.check_schema();
   return db;
+}
+
+int64_t FeatureDb::schema_version() {
+  const std::string sql = "PRAGMA user_version";
+  Connection& c = live(sql);
+  return checked(c.where, sql, [&] { return static_cast<int64_t>(c.db.execAndGet(sql).getInt64()); });
+}
+
+void FeatureDb::check_schema() {
+  const int64_t version = schema_version();
+  TORCH_CHECK(version <= kFeatureDbSchemaVersion, describe(path_), " has schema version ", version,
+              "; this saelab reads versions up to ", kFeatureDbSchemaVersion,
+              " (a newer saelab wrote it: use that one, or rerun `saelab top` to rewrite it)");
+  if (version == kFeatureDbSchemaVersion) return;
+  // Version 0: a saelab database from before versions were recorded, or some other SQLite file.
+  const std::string probe = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('saes', 'features')";
+  Connection& c = live(probe);
+  const int64_t tables = checked(c.where, probe, [&] { return static_cast<int64_t>(c.db.execAndGet(probe).getInt64()); });
+  TORCH_CHECK(tables == 2, describe(path_), " is not a saelab feature database (it has no 'saes' and 'features' tables)");
+  transaction([&] { exec(kMigrateFrom0); });
 }
 
 FeatureDb::FeatureDb(FeatureDb&& other) noexcept { *this = std::move(other); }

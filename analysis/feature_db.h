@@ -14,8 +14,10 @@
 //   explanations(sae, feature, explainer, explanation, rule, explain_score, score, scored_tokens,
 //                precision, recall, scorable): score is the annotation-alignment r (autointerp.h)
 //   notes(topic TEXT PRIMARY KEY, note): how a table was made, for the pages that show it
-//            ("logit_effects": which tokens were left out); absent from older databases
+//            ("logit_effects": which tokens were left out)
 // Indices on (sae, feature) everywhere and on token_features(token).
+// PRAGMA user_version holds the schema's version (kFeatureDbSchemaVersion); open() migrates a
+// database of version 0 (before versions were recorded: no `notes` table) and refuses a later one.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -32,6 +34,9 @@ class Statement;
 #include "core/files.h"
 
 namespace saelab {
+
+/// The schema version create() writes and open() reads (PRAGMA user_version).
+inline constexpr int64_t kFeatureDbSchemaVersion = 1;
 
 /// What a database at `path` holds, in a few words for a message: "4 SAEs: a, b, c, …", or why it
 /// could not be read ("not a saelab feature database: …"). Never throws.
@@ -54,7 +59,11 @@ class FeatureDb {
   static FeatureDb create(const std::string& path);
   /// Opens an existing database to read or to add tables' rows (writes in place, in transactions).
   /// Waits up to 10 s for another process that holds the file instead of failing at once.
+  /// A database of schema version 0 is migrated in place; a later version, or an SQLite file
+  /// without saelab's tables, is refused in one line naming the file.
   static FeatureDb open(const std::string& path);
+  /// The database's schema version (PRAGMA user_version).
+  int64_t schema_version();
   FeatureDb(FeatureDb&&) noexcept;
   FeatureDb& operator=(FeatureDb&&) noexcept;
   ~FeatureDb();
@@ -115,6 +124,7 @@ class FeatureDb {
   FeatureDb() = default;
   Connection& live(const std::string& sql);
   void close() noexcept;
+  void check_schema();
 
   std::shared_ptr<Connection> connection_;  // null once closed
   std::string path_, tmp_path_;

@@ -6,10 +6,7 @@
 
 namespace saelab {
 
-void GraphOptions::validate() const {
-  TORCH_CHECK(similar >= 0 && ablated_features >= 0 && effects >= 0, "graph sizes must be >= 0");
-  TORCH_CHECK(contexts > 0 && batch_size > 0, "contexts and batch_size must be positive");
-}
+void GraphOptions::validate() const { check_fields(*this, "graph options"); }
 
 std::vector<AttachedSae> graph_chain(const HookedModel& hooked, const std::vector<AttachedSae>& saes,
                                      const std::string& name) {

@@ -12,8 +12,8 @@
 namespace saelab {
 
 void InterpretOptions::validate() const {
-  TORCH_CHECK(features > 0, "features must be positive (got ", features, ")");
-  TORCH_CHECK(min_fires > 0, "min_fires must be positive (got ", min_fires, ")");
+  check_fields(*this, "explanation options");
+  // batch_size is not a field of its own: top's --batch-size is used (study/stages.h).
   TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
 }
 
@@ -29,7 +29,8 @@ TokenPool token_pool(const EvalSet& e, const Tokenizer& tokenizer) {
   p.context = torch::arange(n, torch::kInt64).unsqueeze(1).expand({n, T - 1}).reshape(-1).contiguous();
   p.tag_names = e.tag_names;
   for (const auto& g : e.genre_names) p.genre_names.push_back(brown_genre_name(g).empty() ? g : brown_genre_name(g));
-  p.token_text = [&tokenizer](int64_t id) { return display_token(tokenizer, id); };
+  // BOS decodes to nothing; explanations that name it ("previous token ∈ {…}") say <BOS>.
+  p.token_text = [&tokenizer](int64_t id) { return id == tokenizer.bos_id() ? std::string("<BOS>") : display_token(tokenizer, id); };
   return p;
 }
 

@@ -26,7 +26,7 @@ struct InterpretOptions {
 
   template <class V>
   void fields(V& v) {
-    v("features", features, "features explained per SAE: a seeded uniform sample of those firing at least min_fires times", at_least(0));
+    v("features", features, "features explained per SAE: a seeded uniform sample of those firing at least min_fires times", at_least(1));
     v("min_fires", min_fires, "firings on the evaluation set a feature needs to be sampled", at_least(1));
     scoring.fields(v);
     rules.fields(v);

@@ -8,9 +8,9 @@
 namespace saelab {
 
 void SteerOptions::validate() const {
+  check_fields(*this, "steering options");
   TORCH_CHECK(!alphas.empty(), "give at least one steering strength (alphas)");
   TORCH_CHECK(mode == "add" || mode == "clamp", "steering mode must be add or clamp (got '", mode, "')");
-  TORCH_CHECK(promoted_tokens > 0, "promoted_tokens must be positive (got ", promoted_tokens, ")");
 }
 
 nlohmann::json SteerResult::to_json() const {

@@ -41,14 +41,7 @@ std::vector<torch::Tensor> codes_for(HookedModel& hooked, const std::vector<Atta
 
 }  // namespace
 
-void TopOptions::validate() const {
-  TORCH_CHECK(top_k > 0, "top_k must be positive (got ", top_k, ")");
-  TORCH_CHECK(quantile_bands >= 0 && per_band >= 0, "quantile_bands and per_band must be >= 0");
-  TORCH_CHECK(reservoir > 0, "reservoir must be positive (got ", reservoir, ")");
-  TORCH_CHECK(context_before >= 0 && context_after >= 0, "context_before and context_after must be >= 0");
-  TORCH_CHECK(batch_size > 0, "batch_size must be positive (got ", batch_size, ")");
-  TORCH_CHECK(features_per_token >= 0, "features_per_token must be >= 0");
-}
+void TopOptions::validate() const { check_fields(*this, "top options"); }
 
 std::vector<SaeTopResult> find_top_activations(HookedModel& hooked, const std::vector<AttachedSae>& saes,
                                                const EvalSet& eval_set, const TopOptions& options) {

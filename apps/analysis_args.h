@@ -7,6 +7,7 @@
 
 #include "analysis/attached_sae.h"
 #include "analysis/eval_set.h"
+#include "analysis/session.h"
 #include "apps/common.h"
 
 namespace saelab {
@@ -34,23 +35,6 @@ struct AnalysisArgs {
     }
     TORCH_CHECK(!dirs.empty(), "--saes names no SAE");
     return dirs;
-  }
-};
-
-/// The model, its hooked version and the attached SAEs, opened once per command.
-struct AnalysisSession {
-  LanguageModel lm;
-  std::unique_ptr<HookedModel> hooked;
-  std::vector<AttachedSae> saes;
-
-  static AnalysisSession open(const std::string& model, const std::vector<std::string>& dirs, bool allow_other_model) {
-    AnalysisSession s{LanguageModel::open(model), nullptr, {}};
-    s.hooked = std::make_unique<HookedModel>(s.lm.module(), s.lm.info().hook_aliases);
-    s.saes = attach_saes(s.lm, *s.hooked, dirs, allow_other_model);
-    return s;
-  }
-  static AnalysisSession open(const AnalysisArgs& args, const std::vector<std::string>& dirs) {
-    return open(args.model, dirs, args.allow_other_model);
   }
 };
 

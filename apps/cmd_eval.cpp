@@ -1,6 +1,5 @@
 // saelab eval: sparsity, reconstruction and loss recovered of SAEs spliced into the model.
-#include "analysis/evaluate.h"
-#include "study/tradeoff.h"
+#include "study/stages.h"
 #include "apps/analysis_args.h"
 #include "apps/commands.h"
 #include "core/files.h"
@@ -20,22 +19,14 @@ void register_eval(CLI::App& app) {
     start_command(/*keep_freed_memory=*/false);  // varying tensor sizes: let glibc return big blocks
     arg_flags.apply();
     flags.apply();
-    AnalysisSession s = AnalysisSession::open(args, args.sae_dirs());
+    ModelSession s = ModelSession::open(args.model, args.sae_dirs(), args.allow_other_model);
     const EvalSet eval_set = build_eval_set(s.lm, args.eval_set, global_options().cache_dir);
-    const EvalReport report = evaluate_saes(s.lm, *s.hooked, s.saes, eval_set, options);
-    std::vector<TradeoffPoint> points;
-    for (const auto& r : report.saes) points.push_back({r.hook, r.architecture, r.name, r.l0, r.loss_recovered_zero});
+    const EvalReport report = run_eval_stage(s, eval_set, options, out, plot);
     std::printf("%lld contexts, %lld tokens (BOS excluded)\n%s\nL0 against loss recovered (vs zero ablation):\n%s",
                 static_cast<long long>(report.contexts), static_cast<long long>(report.tokens), report.table().c_str(),
-                tradeoff_table(points).c_str());
-    if (!out.empty()) {
-      write_file_atomic(out, report.to_json().dump(2) + "\n");
-      std::printf("wrote %s\n", out.c_str());
-    }
-    if (!plot.empty()) {
-      write_file_atomic(plot, tradeoff_svg(points, "L0 against loss recovered — " + s.lm.info().name));
-      std::printf("wrote %s\n", plot.c_str());
-    }
+                tradeoff_table(tradeoff_points(report)).c_str());
+    if (!out.empty()) std::printf("wrote %s\n", out.c_str());
+    if (!plot.empty()) std::printf("wrote %s\n", plot.c_str());
   });
 }
 

@@ -28,7 +28,7 @@ void register_graph(CLI::App& app) {
                               [&](const std::string& d) { return std::filesystem::path(d).filename() != chosen; }),
                dirs.end());
     TORCH_CHECK(dirs.size() >= 2, "the feature graph needs SAEs named '", chosen, "' on at least two hooks");
-    AnalysisSession s = AnalysisSession::open(args, dirs);
+    ModelSession s = ModelSession::open(args.model, dirs, args.allow_other_model);
     s.saes = graph_chain(*s.hooked, s.saes, chosen);
     const EvalSet eval_set = build_eval_set(s.lm, args.eval_set, global_options().cache_dir);
     const FeatureGraph g = build_feature_graph(*s.hooked, s.saes, eval_set, options);

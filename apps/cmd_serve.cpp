@@ -66,17 +66,17 @@ void register_serve(CLI::App& app) {
     for (const auto& item : split_list(saes)) {
       for (auto& d : find_sae_dirs(item)) dirs.push_back(d);
     }
-    AnalysisSession s = AnalysisSession::open(options.model, dirs, options.allow_other_model);
+    ModelSession s = ModelSession::open(options.model, dirs, options.allow_other_model);
+    const size_t n_saes = s.saes.size();
+    const std::string model_name = s.lm.info().name;
     ServeInputs in;
-    in.lm = &s.lm;
-    in.hooked = s.hooked.get();
-    in.saes = s.saes;
+    in.model = std::move(s);
     in.db_path = !options.db.empty() ? options.db : in_study("features.sqlite");
     if (!options.db.empty()) TORCH_CHECK(fs::exists(options.db), "--db '", options.db, "' does not exist");
     in.eval_json = in_study("eval.json");
     in.tradeoff_svg = in_study("tradeoff.svg");
     in.graph_json = in_study("graph.json");
-    in.title = "saelab — " + (options.study.empty() ? s.lm.info().name : options.study);
+    in.title = "saelab — " + (options.study.empty() ? model_name : options.study);
     if (!loopback(options.serve.host)) {
       std::fprintf(stderr, "saelab: warning: serving on %s, reachable from other machines; the server has no authentication\n",
                    options.serve.host.c_str());
@@ -94,7 +94,7 @@ void register_serve(CLI::App& app) {
     sigaction(SIGTERM, &sa, nullptr);
     FeatureServer server(std::move(in), options.serve);
     const int port = server.bind();
-    std::printf("serving %zu SAE(s) at http://%s:%d/ (Ctrl-C stops)\n", s.saes.size(), options.serve.host.c_str(), port);
+    std::printf("serving %zu SAE(s) at http://%s:%d/ (Ctrl-C stops)\n", n_saes, options.serve.host.c_str(), port);
     std::fflush(stdout);
     std::thread waiter([&] {
       char c = 0;

@@ -1,5 +1,8 @@
 // saelab steer: generation with a feature's decoder direction added at its hook.
+#include <optional>
+
 #include "analysis/feature_db.h"
+#include "analysis/feature_queries.h"
 #include "analysis/steering.h"
 #include "apps/analysis_args.h"
 #include "apps/commands.h"
@@ -53,15 +56,14 @@ void register_steer(CLI::App& app) {
       TORCH_CHECK(false, "--saes must name one SAE folder; '", options.sae, "' holds ", dirs.size(), ": ", listed,
                   dirs.size() > 6 ? ", …" : "");
     }
-    AnalysisSession s = AnalysisSession::open(options.model, dirs, options.allow_other_model);
+    ModelSession s = ModelSession::open(options.model, dirs, options.allow_other_model);
     double max_activation = options.max_activation;
     if (!options.db.empty() && max_activation <= 0) {
       FeatureDb db = FeatureDb::open(options.db);
-      auto q = db.prepare("SELECT max_activation FROM features WHERE sae = ? AND feature = ?");
-      q.bind(1, s.saes.front().name).bind(2, options.feature);
-      TORCH_CHECK(q.next(), options.db, ": no row for feature ", options.feature, " of SAE '", s.saes.front().name,
+      const std::optional<double> max = FeatureQueries(db).max_activation(s.saes.front().name, options.feature);
+      TORCH_CHECK(max.has_value(), options.db, ": no row for feature ", options.feature, " of SAE '", s.saes.front().name,
                   "' in table features (run saelab top on this SAE)");
-      max_activation = q.column_double(0);
+      max_activation = *max;
       db.commit();
     }
     TORCH_CHECK(options.steer.mode != "clamp" || max_activation > 0, "clamp steering needs the feature's max "

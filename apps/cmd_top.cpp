@@ -3,9 +3,7 @@
 #include <filesystem>
 
 #include "analysis/feature_db.h"
-#include "analysis/interpret.h"
-#include "analysis/logit_effects.h"
-#include "analysis/top_activations.h"
+#include "study/stages.h"
 #include "apps/analysis_args.h"
 #include "apps/commands.h"
 
@@ -34,30 +32,18 @@ void register_top(CLI::App& app) {
     flags.apply();
     logit_flags.apply();
     explain_flags.apply();
-    // Before any work: a database of earlier runs is not replaced unasked, and the logit lens
-    // (unembedding, final norm) is found before the pass over the texts, not after it.
+    // Before any work: a database of earlier runs is not replaced unasked.
     std::error_code ec;
     TORCH_CHECK(force || !std::filesystem::exists(db_path, ec), "feature database '", db_path, "' exists (",
                 feature_db_summary(db_path), "): --force replaces it, or give another --db");
-    AnalysisSession s = AnalysisSession::open(args, args.sae_dirs());
-    const Unembedding unembedding = find_unembedding(s.lm);
+    ModelSession s = ModelSession::open(args.model, args.sae_dirs(), args.allow_other_model);
     const EvalSet eval_set = build_eval_set(s.lm, args.eval_set, global_options().cache_dir);
-    FeatureDb db = FeatureDb::create(db_path);
-    // The examples are written, then released before the next stages (they are most of top's memory).
-    write_top_activations(db, s.saes, find_top_activations(*s.hooked, s.saes, eval_set, options), eval_set,
-                          s.lm.tokenizer());
-    write_logit_effects_of(db, s.saes, s.lm, unembedding, logits.tokens, global_options().cache_dir);
-    if (explain) {
-      interpret.batch_size = options.batch_size;  // one --batch-size for every forward pass of the command
-      const auto interpretations = interpret_saes(*s.hooked, s.saes, eval_set, s.lm.tokenizer(), interpret);
-      write_explanations(db, interpretations);
-      for (const auto& r : interpretations) {
-        std::printf("%-40s annotation-alignment r %.3f, rule precision %.2f, recall %.2f over %lld scorable features "
-                    "(%lld fired in one half only)\n", r.sae.c_str(), r.mean_score, r.mean_precision, r.mean_recall,
-                    static_cast<long long>(r.scorable), static_cast<long long>(r.unscorable));
-      }
+    const TopStageOptions stage{options, logits.tokens, explain, interpret};
+    for (const auto& r : run_top_stage(s, eval_set, stage, global_options().cache_dir, db_path)) {
+      std::printf("%-40s annotation-alignment r %.3f, rule precision %.2f, recall %.2f over %lld scorable features "
+                  "(%lld fired in one half only)\n", r.sae.c_str(), r.mean_score, r.mean_precision, r.mean_recall,
+                  static_cast<long long>(r.scorable), static_cast<long long>(r.unscorable));
     }
-    db.commit();
     std::printf("wrote %s (%lld contexts, %zu SAEs)\n", db_path.c_str(), static_cast<long long>(eval_set.contexts()),
                 s.saes.size());
   });

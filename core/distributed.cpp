@@ -4,7 +4,11 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <arpa/inet.h>
 #include <csignal>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -34,6 +38,38 @@ long env_int(const char* name, long fallback, long lo, long hi) {
 std::string env_string(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr ? std::string() : std::string(v);
+}
+
+// The address of this host's interface that routes to `host` (the rendezvous), found as the
+// kernel would choose it: a UDP socket connected there (which sends nothing) and its local name.
+// Empty when `host` does not resolve or no route exists. Gloo otherwise binds to the address the
+// host name resolves to, which on many machines is 127.0.0.1 or 127.0.1.1: the other nodes are then
+// told to connect to their own loopback, and the run fails or hangs while joining. A rendezvous on
+// this host routes from this host's own address on that network (or from loopback when it is on
+// loopback, a run on one machine).
+std::string address_routing_to(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || found == nullptr) return "";
+  std::string out;
+  for (addrinfo* a = found; a != nullptr && out.empty(); a = a->ai_next) {
+    const int fd = socket(a->ai_family, SOCK_DGRAM, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t len = sizeof(local);
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 && getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      char text[INET6_ADDRSTRLEN] = {0};
+      const void* addr = local.ss_family == AF_INET
+                             ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
+                             : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
+      if (inet_ntop(local.ss_family, addr, text, sizeof(text)) != nullptr) out = text;
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  return out;
 }
 
 class SoloCommunicator : public Communicator {
@@ -109,8 +145,9 @@ class GlooCommunicator : public Communicator {
     members_ = std::move(members);
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     const std::string iface = env_string("GLOO_SOCKET_IFNAME");
-    // Loopback when the rendezvous is on this machine's loopback (tests, one node); otherwise the
-    // interface GLOO_SOCKET_IFNAME names, or the one the host name resolves to.
+    // The interface GLOO_SOCKET_IFNAME names; else `loopback` (the address to bind: loopback for a
+    // rendezvous on loopback, else this host's address on the route to the rendezvous); else the
+    // one the host name resolves to.
     options->devices.push_back(!iface.empty()      ? c10d::ProcessGroupGloo::createDeviceForInterface(iface)
                                : !loopback_.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(loopback_)
                                                     : c10d::ProcessGroupGloo::createDefaultDevice());
@@ -263,7 +300,14 @@ std::shared_ptr<Communicator> world_communicator() {
   TORCH_CHECK(std::getenv("MASTER_PORT") != nullptr, "environment variable MASTER_PORT is not set (torchrun sets it)");
   const int port = static_cast<int>(env_int("MASTER_PORT", 0, 1, 65535));
   const bool is_loopback = host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
-  const std::string loopback = is_loopback ? (host == "::1" ? "::1" : "127.0.0.1") : "";
+  // The address Gloo binds to and tells the other ranks: loopback for a rendezvous on this machine's
+  // loopback; otherwise, unless GLOO_SOCKET_IFNAME names an interface, this host's address on the
+  // route to the rendezvous (not whatever the host name resolves to).
+  std::string bind_host = is_loopback ? (host == "::1" ? "::1" : "127.0.0.1") : "";
+  if (!is_loopback && env_string("GLOO_SOCKET_IFNAME").empty()) {
+    // No route: the rendezvous store below fails first, naming the address.
+    bind_host = address_routing_to(host, port);
+  }
   static World w;  // lives until exit; its destructor stops the heartbeat
   w.info = info;
   w.timeout = std::chrono::seconds(env_int("SAELAB_DIST_TIMEOUT", 600, 1, 86400));
@@ -313,7 +357,7 @@ std::shared_ptr<Communicator> world_communicator() {
   std::vector<int> members(info.world_size);
   for (int r = 0; r < info.world_size; ++r) members[r] = r;
   world = std::make_shared<GlooCommunicator>(c10::make_intrusive<c10d::PrefixStore>("saelab", store), info.rank, members,
-                                             w.timeout, loopback);
+                                             w.timeout, bind_host);
   return world;
 }
 

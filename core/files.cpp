@@ -369,7 +369,7 @@ bool starts_like_zip(const fs::path& path) {
   return magic[0] == 'P' && magic[1] == 'K';
 }
 
-void verify_zip_archive(const fs::path& path, std::string_view what) {
+std::map<std::string, uint64_t> verify_zip_archive(const fs::path& path, std::string_view what) {
   require_file(path, what);
   const MappedFile f(path);
   const std::string name = std::string(what) + " '" + path.string() + "'";
@@ -395,6 +395,7 @@ void verify_zip_archive(const fs::path& path, std::string_view what) {
     cd_offset = le(d + z + 48, 8);
   }
   if (cd_offset > n || cd_size > n - cd_offset) damaged("the central directory lies outside the file");
+  std::map<std::string, uint64_t> sizes;
   uint64_t at = cd_offset;
   for (uint64_t e = 0; e < entries; ++e) {
     if (at + 46 > cd_offset + cd_size || le(d + at, 4) != 0x02014b50u) {
@@ -431,8 +432,10 @@ void verify_zip_archive(const fs::path& path, std::string_view what) {
     if (method == 0 && crc32_update(0, d + data, csize) != crc) {
       damaged("entry '" + entry + "' fails its CRC-32 check (corrupted)");
     }
+    sizes[entry] = usize;
     at += 46 + name_len + extra_len + comment_len;
   }
+  return sizes;
 }
 
 }  // namespace saelab

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <functional>
 #include <streambuf>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -109,8 +110,8 @@ int remove_stale_temporaries(const fs::path& dir);
 /// (TorchScript and torch.save files are zip archives, tensors stored and code deflated; torch's
 /// reader checks no CRC of stored entries, so a damaged model.pt would otherwise load and produce
 /// garbage; deflated entries are checked by the reader as it inflates them). Throws "<what> '<path>' is damaged:
-/// …" naming the entry.
-void verify_zip_archive(const fs::path& path, std::string_view what);
+/// …" naming the entry. Returns every entry's uncompressed size by its name in the archive.
+std::map<std::string, uint64_t> verify_zip_archive(const fs::path& path, std::string_view what);
 
 /// Whether `path` is a regular file that starts with a zip archive's "PK" signature (TorchScript
 /// files and torch.save archives are zips).

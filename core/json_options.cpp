@@ -1,5 +1,7 @@
 #include "core/json_options.h"
 
+#include <algorithm>
+
 #include <c10/util/Exception.h>
 
 #include "core/files.h"
@@ -49,9 +51,9 @@ std::string parser_reason(const std::string& what) {
 
 }  // namespace
 
-json parse_json_text(std::string_view text, const std::string& where) {
-  const size_t deep = too_deep_at(text, kMaxJsonDepth);
-  TORCH_CHECK(deep == std::string_view::npos, where, " is nested deeper than ", kMaxJsonDepth,
+json parse_json_text(std::string_view text, const std::string& where, int max_depth) {
+  const size_t deep = too_deep_at(text, std::min(max_depth, kMaxJsonDepth));
+  TORCH_CHECK(deep == std::string_view::npos, where, " is nested deeper than ", std::min(max_depth, kMaxJsonDepth),
               " levels (byte ", deep, ")");
   try {
     return json::parse(text.begin(), text.end());

@@ -21,7 +21,8 @@ constexpr int kMaxJsonDepth = 64;
 /// Parses JSON text from `where` ("config 'a.json'", "safetensors header of 'w.safetensors'").
 /// Every JSON input goes through here: errors are one line naming `where` and what is wrong —
 /// the byte of a syntax error, nesting deeper than kMaxJsonDepth, a number too large for a double.
-json parse_json_text(std::string_view text, const std::string& where);
+/// `max_depth` lowers the nesting bound for inputs from the network (saelab serve's request bodies).
+json parse_json_text(std::string_view text, const std::string& where, int max_depth = kMaxJsonDepth);
 
 /// Parses a JSON file; errors name the file (see parse_json_text).
 json load_json_file(const std::string& path, const std::string& what);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/files.h"
+#include "core/torchscript_storages.h"
 #include "core/progress.h"
 #include "models/lm_data.h"
 
@@ -70,7 +71,7 @@ void save_checkpoint(const fs::path& path, const std::vector<std::pair<std::stri
 int64_t load_checkpoint(const fs::path& path, const std::vector<std::pair<std::string, torch::Tensor>>& params,
                         torch::optim::Optimizer& opt, const std::string& config) {
   torch::serialize::InputArchive archive;
-  verify_zip_archive(path, "checkpoint");
+  verify_torch_archive(path, "checkpoint");
   try {
     archive.load_from(path.string());
   } catch (const c10::Error& e) {

@@ -1,10 +1,13 @@
 #include "models/model_bundle.h"
 
+#include <cctype>
+
 #include <c10/util/Exception.h>
 
 #include <filesystem>
 
 #include "core/files.h"
+#include "core/torchscript_storages.h"
 #include "core/json_options.h"
 
 namespace saelab {
@@ -98,14 +101,35 @@ std::string error_line(const std::exception& e) {
   return error_line(c10_error != nullptr ? c10_error->what_without_backtrace() : e.what());
 }
 
+// The first line of a loading error and, for a compile error in the archive's code, the place the
+// compiler reports (`Serialized   File "code/__torch__/m.py", line 12` → "at code/__torch__/m.py:12").
+std::string torchscript_error(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  const std::string msg = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
+  std::string out = msg.substr(0, msg.find('\n'));
+  const size_t code = msg.find("code/");
+  if (code != std::string::npos) {
+    size_t end = code;
+    while (end < msg.size() && msg[end] != '\n' && msg[end] != '"' && msg[end] != ' ') ++end;
+    std::string where = msg.substr(code, end - code);
+    // `Serialized   File "code/__torch__/m.py", line 12`
+    const std::string line_mark = "\", line ";
+    if (msg.compare(end, line_mark.size(), line_mark) == 0) {
+      size_t digits = end + line_mark.size();
+      while (digits < msg.size() && std::isdigit(static_cast<unsigned char>(msg[digits]))) ++digits;
+      where += ":" + msg.substr(end + line_mark.size(), digits - end - line_mark.size());
+    }
+    out += " (at " + where + " in the archive)";
+  }
+  return out;
+}
+
 torch::jit::Module load_torchscript(const std::string& path) {
-  verify_zip_archive(path, "model file");
+  verify_torch_archive(path, "model file");
   try {
     return torch::jit::load(path);
-  } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    msg = msg.substr(0, msg.find('\n'));
-    TORCH_CHECK(false, "model file '", path, "' is not a loadable TorchScript file: ", msg);
+  } catch (const std::exception& e) {  // c10::Error, or the TorchScript compiler's ErrorReport
+    TORCH_CHECK(false, "model file '", path, "' is not a loadable TorchScript file: ", torchscript_error(e));
   }
 }
 

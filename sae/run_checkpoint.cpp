@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/files.h"
+#include "core/torchscript_storages.h"
 #include "sae/run_parts.h"
 
 namespace saelab {
@@ -88,7 +89,7 @@ void save_run_checkpoint(const fs::path& path, const std::string& config, int64_
 int64_t load_run_checkpoint(const fs::path& path, const std::string& config, std::vector<HookGroup>& groups,
                             ActivationStream* stream) {
   torch::serialize::InputArchive archive;
-  verify_zip_archive(path, "checkpoint");
+  verify_torch_archive(path, "checkpoint");
   try {
     archive.load_from(path.string());
   } catch (const c10::Error&) {

@@ -25,6 +25,20 @@ using nlohmann::json;
 
 namespace {
 
+// "48 coders  fvu 0.19-0.41 (median 0.25)  L0 16.0-61.2 (median 32.0)  dead <= 3.1%": every coder's
+// last step at a glance, from the rows (loss, mse, fvu, l0, dead_fraction) of the step's statistics.
+std::string all_coders_status(const torch::Tensor& unit_stats) {
+  const torch::Tensor fvu = std::get<0>(unit_stats.select(1, 2).sort()), l0 = std::get<0>(unit_stats.select(1, 3).sort());
+  const int64_t n = unit_stats.size(0);
+  auto spread = [n](const torch::Tensor& sorted, const char* name, int digits) {
+    return fmt::format("{} {:.{}f}-{:.{}f} (median {:.{}f})", name, sorted[0].item<double>(), digits,
+                       sorted[n - 1].item<double>(), digits, sorted[n / 2].item<double>(), digits);
+  };
+  return fmt::format("{} coders  {}  {}  dead <= {:.1f}%", n, spread(fvu, "fvu", 2), spread(l0, "L0", 1),
+                     100 * unit_stats.select(1, 4).max().item<double>());
+}
+
+
 // The first rows of a store, as read for initialisation: a NaN or Inf among them is named by hook,
 // shard and row, before it would surface as a NaN geometric median.
 void check_finite_rows(const torch::Tensor& rows, const StoreManifest& m, const std::string& store) {
@@ -196,6 +210,8 @@ SaeRunResult run_sae_training(const SaeRunOptions& options, ActivationStream* st
     world->all_reduce_sum(unit_stats, "gathering the statistics of step " + std::to_string(step + 1));
     if (rank == 0) {
       auto st = unit_stats.accessor<double, 2>();
+      // With several coders the bar shows them all at once: the spread of FVU and L0, the worst dead share.
+      if (n_units > 1) status = all_coders_status(unit_stats);
       for (int64_t u = 0; u < n_units; ++u) {
         metrics << json{{"step", step + 1}, {"hook", layout.key_of_unit(u)}, {"sae", layout.spec_of_unit(u).folder_name()},
                         {"loss", st[u][0]}, {"mse", st[u][1]}, {"fvu", st[u][2]}, {"l0", st[u][3]},

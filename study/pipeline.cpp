@@ -9,15 +9,14 @@
 #include <map>
 
 #include "analysis/attached_sae.h"
-#include "analysis/evaluate.h"
 #include "analysis/feature_db.h"
 #include "analysis/feature_graph.h"
-#include "analysis/interpret.h"
+#include "analysis/feature_queries.h"
 #include "analysis/logit_effects.h"
-#include "study/report.h"
+#include "analysis/session.h"
 #include "analysis/steering.h"
-#include "analysis/top_activations.h"
-#include "study/tradeoff.h"
+#include "study/report.h"
+#include "study/stages.h"
 #include "core/fault.h"
 #include "core/files.h"
 #include "core/json_options.h"
@@ -177,6 +176,12 @@ void check_plan_against_model(const Plan& p, const std::string& where, LanguageM
                             std::to_string(p.sae_hooks.size()) + " hooks (0 to " +
                             std::to_string(p.sae_hooks.size() - 1) + ")");
   }
+  // The logit lens the top and steer stages read logit effects through, found before any work.
+  try {
+    (void)find_unembedding(lm);
+  } catch (const c10::Error& e) {
+    fail("model", e.msg());
+  }
   if (p.stream) return;  // nothing goes to disk
   const double value_bytes = static_cast<double>(c10::elementSize(store_dtype(p.capture.dtype)));
   double need = 0;
@@ -291,8 +296,9 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
   const Plan p = read_plan(options);
   const fs::path out = p.out;
   const RunLock lock = RunLock::folder(out, "study folder");
-  LanguageModel lm = LanguageModel::open(p.model);
-  HookedModel hooked(lm.module(), lm.info().hook_aliases);
+  ModelSession session = ModelSession::open(p.model);
+  LanguageModel& lm = session.lm;
+  HookedModel& hooked = *session.hooked;
   check_plan_against_model(p, options.config_path, lm, hooked);
   Stages stages(out, sha256_file(lm.model_path()));
   PipelineResult result;
@@ -339,17 +345,14 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
     }));
   }
   const std::vector<std::string> dirs = find_sae_dirs(saes_dir.string());
-  const std::vector<AttachedSae> saes = attach_saes(lm, hooked, dirs);
+  session.attach(dirs);
+  const std::vector<AttachedSae>& saes = session.saes;
   // 3. eval
   {
     const std::string key = stages.key("eval", options_json(p.eval), {"train"});
     result.stages.push_back(stages.run("eval", key, remove_paths({eval_json, plot}), [&] {
       const EvalSet set = build_eval_set(lm, p.eval.set, options.cache_dir);
-      const EvalReport r = evaluate_saes(lm, hooked, saes, set, p.eval.eval);
-      std::vector<TradeoffPoint> points;
-      for (const auto& e : r.saes) points.push_back({e.hook, e.architecture, e.name, e.l0, e.loss_recovered_zero});
-      write_file_atomic(plot, tradeoff_svg(points, "L0 against loss recovered — " + lm.info().name));
-      write_file_atomic(eval_json, r.to_json().dump(1) + "\n");
+      const EvalReport r = run_eval_stage(session, set, p.eval.eval, eval_json.string(), plot.string());
       std::printf("%s", r.table().c_str());
     }));
   }
@@ -359,15 +362,8 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
     const std::string key = stages.key("top", cfg, {"train"});
     result.stages.push_back(stages.run("top", key, remove_paths({db_path, interp_json}), [&] {
       const EvalSet set = build_eval_set(lm, p.top.set, options.cache_dir);
-      FeatureDb db = FeatureDb::create(db_path.string());
-      write_top_activations(db, saes, find_top_activations(hooked, saes, set, p.top.top), set, lm.tokenizer());
-      const Unembedding u = find_unembedding(lm);
-      write_logit_effects_of(db, saes, lm, u, p.top.logits.tokens, options.cache_dir);
-      InterpretOptions explain = p.explain;
-      explain.batch_size = p.top.top.batch_size;  // one batch size for every forward pass of the stage
-      const auto interp = interpret_saes(hooked, saes, set, lm.tokenizer(), explain);
-      write_explanations(db, interp);
-      db.commit();
+      const TopStageOptions stage{p.top.top, p.top.logits.tokens, /*explain=*/true, p.explain};
+      const auto interp = run_top_stage(session, set, stage, options.cache_dir, db_path.string());
       json scores = json::object();
       for (const auto& r : interp) scores[r.sae] = r.to_json();
       write_file_atomic(interp_json, scores.dump(1) + "\n");
@@ -404,17 +400,13 @@ PipelineResult run_pipeline(const PipelineOptions& options) {
                   p.steer.layer, " is past the graph's chain of ", chain.size(), " SAEs");
       const AttachedSae& a = chain.at(static_cast<size_t>(p.steer.layer));
       FeatureDb db = FeatureDb::open(db_path.string());
-      auto q = db.prepare(
-          "SELECT e.feature, f.max_activation FROM explanations e JOIN features f ON f.sae = e.sae AND f.feature = e.feature "
-          "WHERE e.sae = ? AND f.density < 0.05 ORDER BY e.score DESC LIMIT ?");
-      q.bind(1, a.name).bind(2, p.steer.features);
-      std::vector<std::pair<int64_t, double>> features;
-      while (q.next()) features.emplace_back(q.column_int(0), q.column_double(1));
+      const std::vector<FeatureQueries::Explained> features =
+          FeatureQueries(db).best_explained(a.name, p.steer.features, /*max_density=*/0.05);
       db.commit();
       const Unembedding u = find_unembedding(lm);
       json list = json::array();
-      for (const auto& [feat, max_act] : features) {
-        const SteerResult r = steer(lm, hooked, a, feat, p.steer.prompt, u, p.steer.steer, max_act);
+      for (const auto& f : features) {
+        const SteerResult r = steer(lm, hooked, a, f.feature, p.steer.prompt, u, p.steer.steer, f.max_activation);
         list.push_back(r.to_json());
       }
       write_file_atomic(steer_json, json{{"sae", a.name}, {"results", list}}.dump(1) + "\n");

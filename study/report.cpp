@@ -81,11 +81,9 @@ FeatureRecords::FeatureRecords(FeatureDb& db) : db_(db) {
   for (const auto& c : db.query("SELECT name FROM pragma_table_info('explanations')")) {
     has_precision_ = has_precision_ || c.value("name", std::string()) == "precision";
   }
-  // Which tokens the logit effects leave out (databases before the notes table say nothing).
-  if (!db.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'notes'").empty()) {
-    for (const auto& n : db.query("SELECT note FROM notes WHERE topic = 'logit_effects'")) {
-      logit_note_ = n.value("note", std::string());
-    }
+  // Which tokens the logit effects leave out (a migrated database of version 0 has no note).
+  for (const auto& n : db.query("SELECT note FROM notes WHERE topic = 'logit_effects'")) {
+    logit_note_ = n.value("note", std::string());
   }
 }
 

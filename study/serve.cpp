@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/feature_db.h"
+#include "analysis/feature_queries.h"
 #include "analysis/logit_effects.h"
 #include "analysis/steering.h"
 #include "core/files.h"
@@ -74,39 +75,14 @@ bool valid_utf8(const std::string& s) {
   return true;
 }
 
-// Nesting depth of JSON text (brackets outside strings), so a deeply nested body is refused
-// before any parser recurses into it.
-int json_depth(const std::string& text) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
+// A request body through the one bounded JSON parser (core/json_options.h), at most 16 levels deep.
 json parse_body(const httplib::Request& req) {
-  if (json_depth(req.body) > 16) fail(400, "the request body is nested deeper than 16 levels");
   if (!valid_utf8(req.body)) fail(400, "the request body is not valid UTF-8");
   json j;
   try {
-    j = json::parse(req.body);
-  } catch (const json::parse_error& e) {
-    fail(400, std::string("the request body is not valid JSON (") + e.what() + ")");
+    j = parse_json_text(req.body, "the request body", /*max_depth=*/16);
+  } catch (const c10::Error& e) {
+    fail(400, e.msg());
   }
   if (!j.is_object()) fail(400, "the request body must be a JSON object");
   return j;
@@ -192,15 +168,15 @@ struct FeatureServer::Impl {
 
   Impl(ServeInputs inputs, ServeOptions options)
       : in(std::move(inputs)), opt(std::move(options)), gate(opt.max_waiting, opt.wait_seconds) {
-    TORCH_CHECK(in.lm && in.hooked, "serve needs a model");
-    TORCH_CHECK(!in.saes.empty(), "serve needs at least one SAE");
+    TORCH_CHECK(in.model.hooked != nullptr, "serve needs a model");
+    TORCH_CHECK(!in.model.saes.empty(), "serve needs at least one SAE");
     if (!in.graph_json.empty() && fs::exists(in.graph_json)) graph = load_json_file(in.graph_json, "feature graph");
-    unembedding = std::make_unique<Unembedding>(find_unembedding(*in.lm));
+    unembedding = std::make_unique<Unembedding>(find_unembedding(in.model.lm));
     routes();
   }
 
   const AttachedSae& sae_named(const std::string& name) const {
-    for (const auto& a : in.saes) {
+    for (const auto& a : in.model.saes) {
       if (a.name == name) return a;
     }
     fail(404, "unknown SAE '" + name.substr(0, 200) + "' (GET /api/saes lists them)");
@@ -208,13 +184,13 @@ struct FeatureServer::Impl {
   // An SAE by name, or every SAE of a hook.
   std::vector<const AttachedSae*> saes_for(const std::string& name) const {
     std::vector<const AttachedSae*> out;
-    for (const auto& a : in.saes) {
+    for (const auto& a : in.model.saes) {
       if (a.name == name) return {&a};
     }
     // A hook by any of its names: the point, its alias, the name the SAE was trained at.
-    for (const auto& a : in.saes) {
+    for (const auto& a : in.model.saes) {
       try {
-        if (in.hooked->same_hook(a.hook, name)) out.push_back(&a);
+        if (in.model.hooked->same_hook(a.hook, name)) out.push_back(&a);
       } catch (const c10::Error&) {
         break;  // not a hook name of this model
       }
@@ -231,13 +207,13 @@ struct FeatureServer::Impl {
   // The prompt's ids (BOS first), refused when longer than the model's context.
   std::vector<int64_t> ids_of(const std::string& text, int64_t room = 0) const {
     if (!valid_utf8(text)) fail(400, "the text is not valid UTF-8");
-    const int64_t n_ctx = in.lm->info().context_length;
+    const int64_t n_ctx = in.model.lm.info().context_length;
     if (static_cast<int64_t>(text.size()) > 64 * n_ctx) {
       fail(413, "the text is " + std::to_string(text.size()) + " bytes, far more than the model's context of " +
                     std::to_string(n_ctx) + " tokens");
     }
-    std::vector<int64_t> ids = in.lm->tokenizer().encode_ids(text);
-    ids.insert(ids.begin(), in.lm->tokenizer().bos_id());
+    std::vector<int64_t> ids = in.model.lm.tokenizer().encode_ids(text);
+    ids.insert(ids.begin(), in.model.lm.tokenizer().bos_id());
     if (static_cast<int64_t>(ids.size()) + room > n_ctx) {
       fail(413, "the text is " + std::to_string(ids.size()) + " tokens with BOS" +
                     (room > 0 ? " (+" + std::to_string(room) + " to generate)" : std::string()) +
@@ -248,7 +224,7 @@ struct FeatureServer::Impl {
 
   json saes_json() const {
     json out = json::array();
-    for (const auto& a : in.saes) {
+    for (const auto& a : in.model.saes) {
       const SaeConfig& c = a.sae().config();
       json one = {{"name", a.name}, {"hook", a.hook}, {"architecture", architecture_name(c.architecture)},
                   {"d_in", c.d_in}, {"d_sae", c.d_sae}};
@@ -279,18 +255,27 @@ struct FeatureServer::Impl {
     const int64_t top = field<int64_t>(body, "top", 8);
     if (top < 1 || top > 64) fail(400, "'top' must be between 1 and 64 (got " + std::to_string(top) + ")");
     const std::vector<const AttachedSae*> saes = saes_for(name);
+    // One feature's activation at every token (Neuronpedia's view of a feature on your text).
+    const int64_t feature = field<int64_t>(body, "feature", -1);
+    if (body.contains("feature")) {
+      if (saes.size() != 1) fail(400, "'feature' needs 'sae' to name one SAE, not a hook");
+      if (feature < 0 || feature >= saes.front()->sae().config().d_sae) {
+        fail(404, "feature " + std::to_string(feature) + " is outside " + saes.front()->name + " (0 to " +
+                      std::to_string(saes.front()->sae().config().d_sae - 1) + ")");
+      }
+    }
     const std::vector<int64_t> ids = ids_of(text);
     std::vector<std::string> hooks;
     for (const auto* a : saes) {
       if (std::find(hooks.begin(), hooks.end(), a->hook) == hooks.end()) hooks.push_back(a->hook);
     }
     json tokens = json::array();
-    for (int64_t id : ids) tokens.push_back({{"id", id}, {"text", in.lm->tokenizer().token_text(id)}});
+    for (int64_t id : ids) tokens.push_back({{"id", id}, {"text", in.model.lm.tokenizer().token_text(id)}});
     json out = {{"tokens", tokens}, {"saes", json::array()}};
     {
       const auto turn = gate.enter();
       torch::NoGradGuard no_grad;
-      const ActivationCache cache = in.hooked->run_with_cache(torch::tensor(ids, torch::kInt64).unsqueeze(0), hooks);
+      const ActivationCache cache = in.model.hooked->run_with_cache(torch::tensor(ids, torch::kInt64).unsqueeze(0), hooks);
       for (const auto* a : saes) {
         const torch::Tensor codes = a->sae().encode(cache[a->hook][0].to(torch::kFloat32));  // [T, d_sae]
         const auto [vals, idx] = codes.topk(std::min<int64_t>(top, codes.size(1)), 1);
@@ -304,12 +289,17 @@ struct FeatureServer::Impl {
           per_token.push_back(fs_);
         }
         out["saes"].push_back({{"sae", a->name}, {"hook", a->hook}, {"features", per_token}, {"explanations", json::object()}});
+        if (feature >= 0) {
+          const torch::Tensor acts = codes.select(1, feature).to(torch::kFloat64).contiguous();
+          out["saes"].back()["feature"] = {{"id", feature},
+                                           {"activations", std::vector<double>(acts.data_ptr<double>(), acts.data_ptr<double>() + acts.numel())}};
+        }
       }
     }
     // The explanation of every feature listed, from the database (after the model's turn).
     if (!in.db_path.empty() && fs::exists(in.db_path)) {
       FeatureDb db = FeatureDb::open(in.db_path);
-      auto q = db.prepare("SELECT explanation FROM explanations WHERE sae = ? AND feature = ?");
+      FeatureQueries q(db);
       for (auto& s : out["saes"]) {
         const std::string sae = s.at("sae").get<std::string>();
         json& ex = s["explanations"];
@@ -317,10 +307,7 @@ struct FeatureServer::Impl {
           for (const auto& f : fs_) {
             const std::string key = std::to_string(f[0].get<int64_t>());
             if (ex.contains(key)) continue;
-            q.bind(1, sae).bind(2, f[0].get<int64_t>());
-            ex[key] = q.next() ? q.column_text(0) : std::string();
-            while (q.next()) {
-            }
+            ex[key] = q.explanation(sae, f[0].get<int64_t>()).value_or(std::string());
           }
         }
       }
@@ -357,15 +344,15 @@ struct FeatureServer::Impl {
     if (!capital.empty()) capital[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(capital[0])));
     auto s = db.prepare(
         "WITH hit AS (SELECT DISTINCT sae, feature FROM token_features WHERE ?6 <> '' AND token IN (?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)) "
-        "SELECT f.sae, f.feature, f.density, f.max_activation, e.explanation, e.score FROM features f "
+        "SELECT f.sae, f.feature, f.density, f.max_activation, e.explanation, e.score, "
+        "CASE WHEN ?5 = '' THEN 3 "
+        "WHEN e.explanation LIKE ?8 ESCAPE '\\' OR e.explanation LIKE ?9 ESCAPE '\\' THEN 0 "
+        "WHEN h.sae IS NOT NULL THEN 1 ELSE 2 END AS match FROM features f "
         "LEFT JOIN explanations e ON e.sae = f.sae AND e.feature = f.feature "
         "LEFT JOIN hit h ON h.sae = f.sae AND h.feature = f.feature "
         "WHERE (?1 = '' OR f.sae = ?1) AND f.density >= ?2 AND f.density <= ?3 AND (?4 <= -2 OR e.score >= ?4) "
         "AND (?5 = '' OR e.explanation LIKE '%' || ?5 || '%' ESCAPE '\\' OR h.sae IS NOT NULL) "
-        "ORDER BY CASE WHEN ?5 = '' THEN 0 "
-        "WHEN e.explanation LIKE ?8 ESCAPE '\\' OR e.explanation LIKE ?9 ESCAPE '\\' THEN 0 "
-        "WHEN h.sae IS NOT NULL THEN 1 ELSE 2 END, "
-        "e.score IS NULL, e.score DESC, f.density DESC LIMIT ?7");
+        "ORDER BY match, e.score IS NULL, e.score DESC, f.density DESC LIMIT ?7");
     // Most relevant first: an explanation that names the query as one of its tokens ("the" or
     // " the", quoted as the rules write tokens), then a feature among whose top tokens it is, then
     // an explanation that merely contains it; within each, the best score.
@@ -377,10 +364,12 @@ struct FeatureServer::Impl {
       s.bind(slot + 1, " " + form);
       slot += 2;
     }
+    static const char* const kMatch[] = {"its explanation names the token", "it fires on the token",
+                                         "its explanation mentions the text", "every feature"};
     json out = json::array();
     while (s.next()) {
       json r = {{"sae", s.column_text(0)}, {"feature", s.column_int(1)}, {"density", s.column_double(2)},
-                {"max", s.column_double(3)}};
+                {"max", s.column_double(3)}, {"match", kMatch[std::clamp<int64_t>(s.column_int(6), 0, 3)]}};
       const std::string e = s.column_text(4);
       if (!e.empty()) {
         r["explanation"] = e;
@@ -388,7 +377,20 @@ struct FeatureServer::Impl {
       }
       out.push_back(r);
     }
-    return {{"query", q}, {"results", out}};
+    // How the word tokenizes in running text, after a space: a word of several tokens (" jury" =
+    // " j" + "ury") is no one token's features, which the page says. Encoded after a full stop and
+    // the stop's own tokens dropped, so that neither SentencePiece's prefix space nor GPT-2's lack
+    // of one at the start of a text changes the pieces.
+    json tokens = json::array();
+    if (!word.empty()) {
+      const Tokenizer& tok = in.model.lm.tokenizer();
+      const std::vector<int64_t> lead = tok.encode_ids("."), all = tok.encode_ids(". " + word);
+      const bool prefix = all.size() > lead.size() && std::equal(lead.begin(), lead.end(), all.begin());
+      const std::vector<int64_t> ids = prefix ? std::vector<int64_t>(all.begin() + static_cast<std::ptrdiff_t>(lead.size()), all.end())
+                                              : tok.encode_ids(" " + word);
+      for (int64_t id : ids) tokens.push_back(display_token(tok, id));
+    }
+    return {{"query", q}, {"tokens", tokens}, {"results", out}};
   }
 
   json steer_json(const json& body) {
@@ -419,12 +421,9 @@ struct FeatureServer::Impl {
     if (so.mode == "clamp") {
       if (in.db_path.empty() || !fs::exists(in.db_path)) fail(400, "clamp mode needs the feature database (max activations)");
       FeatureDb db = FeatureDb::open(in.db_path);
-      auto q = db.prepare("SELECT max_activation FROM features WHERE sae = ? AND feature = ?");
+      FeatureQueries q(db);
       for (size_t i = 0; i < features.size(); ++i) {
-        q.bind(1, a.name).bind(2, features[i]);
-        if (q.next()) max_act[i] = q.column_double(0);
-        while (q.next()) {
-        }
+        max_act[i] = q.max_activation(a.name, features[i]).value_or(0.0);
         if (!(max_act[i] > 0)) fail(400, "feature " + std::to_string(features[i]) + " never fired in the database: clamp needs its max activation");
       }
     }
@@ -435,18 +434,18 @@ struct FeatureServer::Impl {
     auto check_time = [&] {
       if (std::chrono::steady_clock::now() > deadline) fail(503, "the generation took longer than the server's limit; ask for fewer tokens");
     };
-    const std::vector<int64_t> plain = generate(*in.lm, ids, so.generate, [&](const torch::Tensor& tokens) {
+    const std::vector<int64_t> plain = generate(in.model.lm, ids, so.generate, [&](const torch::Tensor& tokens) {
       check_time();
-      return in.lm->logits_from_output(in.hooked->forward(tokens));
+      return in.model.lm.logits_from_output(in.model.hooked->forward(tokens));
     });
-    const std::vector<int64_t> steered = generate(*in.lm, ids, so.generate, [&](const torch::Tensor& tokens) {
+    const std::vector<int64_t> steered = generate(in.model.lm, ids, so.generate, [&](const torch::Tensor& tokens) {
       check_time();
-      HookScope scope(*in.hooked);
+      HookScope scope(*in.model.hooked);
       install_steering(scope, a, features, alphas, max_act, so);
-      return in.lm->logits_from_output(in.hooked->forward(tokens));
+      return in.model.lm.logits_from_output(in.model.hooked->forward(tokens));
     });
     return {{"sae", a.name}, {"features", features}, {"alphas", alphas}, {"mode", so.mode}, {"prompt", prompt},
-            {"unsteered", generated_text(*in.lm, ids, plain)}, {"steered", generated_text(*in.lm, ids, steered)}};
+            {"unsteered", generated_text(in.model.lm, ids, plain)}, {"steered", generated_text(in.model.lm, ids, steered)}};
   }
 
   // Runs a handler: its JSON as the answer, or its error as {"error"} with the right status.
@@ -478,6 +477,9 @@ struct FeatureServer::Impl {
     http.Get("/", [page](const httplib::Request&, httplib::Response& res) { res.set_content(page, "text/html; charset=utf-8"); });
     http.Get("/assets/report.css", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(kReportCss, "text/css; charset=utf-8");
+    });
+    http.Get("/assets/report.js", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(kReportJs, "text/javascript; charset=utf-8");
     });
     http.Get("/assets/serve.js", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(kServeJs, "text/javascript; charset=utf-8");

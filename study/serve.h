@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "analysis/attached_sae.h"
+#include "analysis/session.h"
 #include "core/options.h"
 
 namespace saelab {
@@ -48,9 +48,7 @@ struct ServeOptions {
 
 /// What the server shows: the model with its SAEs, and the study's outputs (any may be empty).
 struct ServeInputs {
-  LanguageModel* lm = nullptr;
-  HookedModel* hooked = nullptr;
-  std::vector<AttachedSae> saes;
+  ModelSession model;        ///< the model and its coders (ModelSession::open)
   std::string db_path;       ///< features.sqlite
   std::string eval_json;     ///< eval.json
   std::string tradeoff_svg;  ///< tradeoff.svg

@@ -321,7 +321,10 @@ std::string tradeoff_svg(const std::vector<TradeoffPoint>& points, const std::st
     if (!any) x_min = x_max = y_min = y_max = 0;
     const bool log_x = any && x_min > 0 && x_max / x_min > 4;
     const Axis x_axis = log_x ? log_axis(x_min, x_max) : linear_axis(x_min, x_max);
-    const Axis y_axis = linear_axis(std::min(0.0, y_min), std::max(1.0, y_max));
+    // The points' own band of loss recovered (the demo's sit between 0.8 and 0.96, which a fixed
+    // 0 to 1 axis squeezes into a sliver), widened by a twentieth of it on each side.
+    const double y_pad = 0.05 * std::max(y_max - y_min, 0.1);
+    const Axis y_axis = linear_axis(y_min - y_pad, y_max + y_pad);
     auto px = [&](double v) { return kLeft + axis_fraction(x_axis, v) * kPlotW; };
     auto py = [&](double v) { return plot_bottom - axis_fraction(y_axis, v) * kPlotH; };
 

@@ -1,6 +1,8 @@
 // The saelab command line: bad input gives one clear line and a non-zero exit.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "core/files.h"
 #include "core/json_options.h"
 #include "models/gpt.h"
@@ -278,6 +280,46 @@ TEST(Cli, ADamagedModelFileIsRefusedBeforeItRuns) {
       << r.output;
 }
 
+// A storage record cut short with its CRC rewritten to match: LibTorch's loader would grow the
+// storage with uninitialised memory and generate garbage; saelab compares every storage record with
+// the size its pickle declares. A syntax error in the model's code is named with the file.
+TEST(Cli, AModelWhoseStorageIsShorterThanDeclaredOrWhoseCodeDoesNotCompileIsRefusedNamingTheFile) {
+  test::TempDir dir;
+  make_model(dir / "m");
+  const std::string model = dir / "m/model.pt", original = dir / "original.pt";
+  std::filesystem::copy_file(model, original);
+  auto rewrite = [&](const char* action) {
+    const auto r = test::run_command(SAELAB_TEST_PYTHON " " SAELAB_SOURCE_DIR "/tests/python/rewrite_torch_archive.py " +
+                                     original + " " + model + " " + action);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return test::last_line(r.output);
+  };
+  const std::string storage = rewrite("shorten-storage");
+  auto r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("model file '" + model + "' is damaged: storage '" + storage + "' holds "),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(test::last_line(r.output).find("but data.pkl declares"), std::string::npos) << r.output;
+  r = test::run_command(saelab("hooks " + model));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("is damaged: storage '" + storage + "'"), std::string::npos) << r.output;
+
+  const std::string code = rewrite("break-code");
+  r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(test::last_line(r.output).find("model file '" + model + "' is not a loadable TorchScript file: "),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(test::last_line(r.output).find("(at " + code + ":"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("Traceback"), std::string::npos) << r.output;
+
+  // The same records rewritten by Python's zipfile load: the checks refuse damage only.
+  rewrite("same");
+  r = test::run_command(saelab("generate --model " + (dir / "m") + " --max-new-tokens 2"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST(Cli, AModelDescriptionThatDoesNotMatchTheModelIsNamedAtOpen) {
   test::TempDir dir;
   make_model(dir / "m", 16);
@@ -334,6 +376,9 @@ TEST(ModelInit, ABareTracedModelGetsTheFolderThatDescribesIt) {
   ASSERT_EQ(init.exit_code, 0) << init.output;
   EXPECT_NE(init.output.find("context_length 32: parameter transformer.wpe.weight [32, 64]"), std::string::npos)
       << init.output;
+  // The logit lens is reported with the rest (GPT-2's final norm has a bias: a LayerNorm).
+  EXPECT_NE(init.output.find("logit lens: unembedding "), std::string::npos) << init.output;
+  EXPECT_NE(init.output.find("(layernorm)"), std::string::npos) << init.output;
   const nlohmann::json got = load_json_file(dir / "folder/model.json", "model-init");
   const nlohmann::json want = load_json_file(dir / "made/model.json", "make_hf_gpt2");
   for (const char* key : {"d_model", "n_layers", "context_length", "vocab_size", "logits"}) {

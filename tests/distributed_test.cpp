@@ -264,6 +264,74 @@ TEST_F(Distributed, AKilledRankOfACaptureResumesOnOneProcessWithTheSameStore) {
   EXPECT_EQ(tree_hashes(dir / "c1"), tree_hashes(dir / "c2"));
 }
 
+// Two hosts: network namespaces joined by a veth pair (10.231.<n>.1 and .2), one torchrun on each
+// with --nnodes 2, module-parallel training. This machine's host name resolves to loopback (as on
+// many), which is what Gloo would advertise without GLOO_SOCKET_IFNAME; saelab binds to its address
+// on the route to the rendezvous instead. Needs root (ip netns), as CI has.
+class TwoHosts {
+ public:
+  TwoHosts() {
+    const std::string id = std::to_string(::getpid() % 100000);
+    ns_[0] = "saelab-h0-" + id;
+    ns_[1] = "saelab-h1-" + id;
+    veth_[0] = "sl" + id + "a";
+    veth_[1] = "sl" + id + "b";
+    net_ = "10.231." + std::to_string(::getpid() % 250) + ".";
+    const std::string setup = "set -e; ip netns add " + ns_[0] + "; ip netns add " + ns_[1] + "; ip link add " + veth_[0] +
+                              " netns " + ns_[0] + " type veth peer name " + veth_[1] + " netns " + ns_[1] + ";" +
+                              " ip -n " + ns_[0] + " addr add " + net_ + "1/24 dev " + veth_[0] + ";" +
+                              " ip -n " + ns_[1] + " addr add " + net_ + "2/24 dev " + veth_[1] + ";" +
+                              " ip -n " + ns_[0] + " link set lo up; ip -n " + ns_[1] + " link set lo up;" +
+                              " ip -n " + ns_[0] + " link set " + veth_[0] + " up; ip -n " + ns_[1] + " link set " + veth_[1] + " up";
+    const auto r = test::run_command("(" + setup + ") 2>&1");
+    ok_ = r.exit_code == 0;
+    error_ = r.output;
+  }
+  ~TwoHosts() { test::run_command("ip netns del " + ns_[0] + " 2>/dev/null; ip netns del " + ns_[1] + " 2>/dev/null"); }
+  bool ok() const { return ok_; }
+  const std::string& error() const { return error_; }
+  std::string master() const { return net_ + "1"; }
+  const std::string& veth(int host) const { return veth_[host]; }
+  // One torchrun per host, started together, as a bash script written to `script`; both outputs,
+  // each line prefixed by its host, and "exit <host 0> <host 1>" last.
+  std::string launch(const std::string& script, const std::string& args, int port, const std::string& env0 = "",
+                     const std::string& env1 = "") const {
+    std::string text = "#!/usr/bin/env bash\n";
+    for (int h = 0; h < 2; ++h) {
+      text += "(ip netns exec " + ns_[h] + " env " + (h == 0 ? env0 : env1) + " timeout 120 " SAELAB_TORCHRUN
+              " --no_python --nnodes 2 --node_rank " + std::to_string(h) + " --nproc_per_node 1 --redirects 2 --tee 2"
+              " --master_addr " + master() + " --master_port " + std::to_string(port) + " " + test::saelab_binary() +
+              " " + args + " 2>&1 | sed 's/^/[host " + std::to_string(h) + "] /'; exit ${PIPESTATUS[0]}) &\n"
+              "p" + std::to_string(h) + "=$!\n";
+    }
+    text += "wait $p0; a=$?; wait $p1; b=$?\necho \"exit $a $b\"\n[ $a -eq 0 ] && [ $b -eq 0 ]\n";
+    test::write_text(script, text);
+    return "bash " + script + " 2>&1";
+  }
+
+ private:
+  std::string ns_[2], veth_[2], net_, error_;
+  bool ok_ = false;
+};
+
+TEST_F(Distributed, TwoHostsInNetworkNamespacesTrainLikeOneProcessWithAndWithoutGlooSocketIfname) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test needs root to make network namespaces (ip netns)";
+  TwoHosts hosts;
+  ASSERT_TRUE(hosts.ok()) << "cannot make two network namespaces with ip netns: " << hosts.error();
+  const std::string archs = "topk standard";
+  const auto one = test::run_command(one_process(train("one", archs)));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  // Without GLOO_SOCKET_IFNAME: the address that routes to the rendezvous, not the host name's.
+  auto two = test::run_command(hosts.launch(dir / "plain.sh", train("plain", archs), 29400 + ::getpid() % 500));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  expect_identical("one", "plain");
+  // With it, each host naming its interface.
+  two = test::run_command(hosts.launch(dir / "ifname.sh", train("ifname", archs), 29900 + ::getpid() % 500,
+                                       "GLOO_SOCKET_IFNAME=" + hosts.veth(0), "GLOO_SOCKET_IFNAME=" + hosts.veth(1)));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  expect_identical("one", "ifname");
+}
+
 TEST_F(Distributed, OtherCommandsRefuseToRunUnderTorchrun) {
   const auto r = test::run_command(torchrun(2, "eval --saes x --out " + (dir / "c")));
   EXPECT_NE(r.exit_code, 0);

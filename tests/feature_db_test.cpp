@@ -371,6 +371,51 @@ TEST(FeatureDb, ErrorsAreOneLineNamingTheFileAndTheShortenedStatement) {
   EXPECT_THROWS_WITH(db.commit(), path, "already closed");
 }
 
+TEST(FeatureDb, RecordsItsSchemaVersionMigratesVersionZeroAndRefusesALaterOne) {
+  test::TempDir dir;
+  const std::string current = dir / "current.sqlite";
+  FeatureDb::create(current).commit();
+  EXPECT_EQ(FeatureDb::open(current).schema_version(), kFeatureDbSchemaVersion);
+
+  // A database as saelab wrote it before versions were recorded: no notes table, user_version 0.
+  const std::string old = dir / "old.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(old);
+    db.exec("DROP TABLE notes; PRAGMA user_version = 0;");
+    db.exec("INSERT INTO saes (sae, hook, d_sae) VALUES ('blocks.1.input/topk', 'blocks.1.input', 8)");
+    db.commit();
+  }
+  {
+    FeatureDb db = FeatureDb::open(old);
+    EXPECT_EQ(db.schema_version(), kFeatureDbSchemaVersion);
+    EXPECT_EQ(db.query("SELECT sae, d_sae FROM saes"),
+              nlohmann::json::parse(R"([{"sae": "blocks.1.input/topk", "d_sae": 8}])"));
+    EXPECT_TRUE(db.query("SELECT note FROM notes").empty());
+    db.exec("INSERT INTO notes (topic, note) VALUES ('logit_effects', 'all tokens ranked')");
+    db.commit();
+  }
+  EXPECT_EQ(FeatureDb::open(old).query("SELECT note FROM notes").size(), 1u);
+
+  // A later saelab's database is refused, naming both versions.
+  const std::string later = dir / "later.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(later);
+    db.exec("PRAGMA user_version = 7");
+    db.commit();
+  }
+  EXPECT_THROWS_WITH(FeatureDb::open(later), "feature database '" + later + "'", "has schema version 7",
+                     "reads versions up to " + std::to_string(kFeatureDbSchemaVersion));
+
+  // Some other SQLite file is not taken for an old saelab database.
+  const std::string other = dir / "other.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(other);
+    db.exec("DROP TABLE saes; DROP TABLE features; PRAGMA user_version = 0;");
+    db.commit();
+  }
+  EXPECT_THROWS_WITH(FeatureDb::open(other), "feature database '" + other + "'", "is not a saelab feature database");
+}
+
 TEST(FeatureDb, OpenWaitsForABusyDatabaseInsteadOfFailing) {
   test::TempDir dir;
   const std::string path = dir / "features.sqlite";

@@ -20,5 +20,16 @@ TEST(Interpret, ExplainsASampleOfLiveFeaturesWithScoresInRange) {
   }
 }
 
+// Explanations show tokens as the page does (leading space kept) and BOS, which decodes to
+// nothing, as <BOS>: "previous token ∈ {"<BOS>"}" rather than {""}.
+TEST(Interpret, TokenTextsInExplanationsNameBosAndKeepTheLeadingSpace) {
+  Fixture& f = fixture();
+  const TokenPool pool = token_pool(f.eval_set, f.lm.tokenizer());
+  const Tokenizer& tok = f.lm.tokenizer();
+  EXPECT_EQ(pool.token_text(tok.bos_id()), "<BOS>");
+  const std::vector<int64_t> ids = tok.encode_ids("The jury said the");  // " the" in running text
+  EXPECT_EQ(pool.token_text(ids.back()), " the");
+}
+
 }  // namespace
 }  // namespace saelab

@@ -253,7 +253,7 @@ TEST(Pipeline, CheckOpensTheModelAndFindsWhatWouldFailLater) {
       {"capture", "hooks", json::array({"blocks.0.hook_resid_pre", "blocks.9.hook_resid_pre"}), "capture.hooks: unknown hook point"},
       {"steer", "layer", 99, "steer.layer: 99 is past the chain of 2 hooks"},
       {"graph", "name", "nope", "graph.name: 'nope' is none of the SAEs trained (topk-k8, standard-l1_3)"},
-      {"explain", "features", -1, "explain: key 'features' must be at least 0 (got -1)"},
+      {"explain", "features", -1, "explain: key 'features' must be at least 1 (got -1)"},
       {"eval", "context_length", 4096, "eval.context_length: 4096 is longer than the model's context_length 128"},
       {"capture", "tokens", 4000000000000000LL, "capture.tokens 4000000000000000 needs about"},
   };
@@ -276,6 +276,19 @@ TEST(Pipeline, CheckOpensTheModelAndFindsWhatWouldFailLater) {
   test::write_text(dir / "bad.json", cfg.dump());
   r = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
   EXPECT_NE(test::last_line(r.output).find("model description '/nonexistent/model' does not exist"), std::string::npos) << r.output;
+  // A model whose logit lens cannot be found: said before any stage runs, not at the top stage.
+  fs::create_directories(dir / "m");
+  for (const char* f : {"model.pt", "tokenizer.model"}) fs::copy_file(std::string(SAELAB_SOURCE_DIR "/assets/brown-gpt/") + f, fs::path(dir / "m") / f);
+  json mj = load_json_file(SAELAB_SOURCE_DIR "/assets/brown-gpt/model.json", "model");
+  mj["logit_lens"] = {{"final_norm", "nope.weight"}};
+  test::write_text(dir / "m/model.json", mj.dump());
+  cfg = base;
+  cfg["model"] = dir / "m";
+  test::write_text(dir / "bad.json", cfg.dump());
+  r = test::run_command(saelab_cmd("demo --check --config " + (dir / "bad.json")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(test::last_line(r.output).find(": model: model.json logit_lens.final_norm names 'nope.weight'"),
+            std::string::npos) << r.output;
   cfg = base;
   cfg["train"]["saes"][0]["name"] = "../../victim";
   test::write_text(dir / "bad.json", cfg.dump());

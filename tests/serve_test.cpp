@@ -172,6 +172,26 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
     for (int64_t k = static_cast<int64_t>(got.size()); k < 5; ++k) EXPECT_LE(v[k].item<double>(), 0.0) << "token " << t;
   }
   EXPECT_GT(fired, 10);
+  // One feature's activation at every token, as the SAE encodes it (fired or not).
+  {
+    int64_t f = -1;
+    for (size_t t = 1; t < per_token.size() && f < 0; ++t) {
+      if (!per_token[t].empty()) f = per_token[t][0][0].get<int64_t>();
+    }
+    ASSERT_GE(f, 0);
+    const json one = body_of(c.Post("/api/activations", json{{"sae", sae}, {"text", text}, {"feature", f}}.dump(), "application/json"));
+    const json& got = one.at("saes")[0].at("feature");
+    EXPECT_EQ(got.at("id"), f);
+    ASSERT_EQ(got.at("activations").size(), ids.size());
+    const double scale = codes.select(1, f).abs().max().item<double>();
+    for (size_t t = 0; t < ids.size(); ++t) {
+      EXPECT_NEAR(got.at("activations")[t].get<double>(), codes[static_cast<int64_t>(t)][f].item<double>(), 1e-4 * (1 + scale)) << t;
+    }
+    expect_error(c.Post("/api/activations", json{{"sae", sae}, {"text", text}, {"feature", 1 << 20}}.dump(), "application/json"),
+                 404, "is outside");
+    expect_error(c.Post("/api/activations", json{{"sae", "blocks.1.hook_resid_pre"}, {"text", text}, {"feature", 1}}.dump(), "application/json"),
+                 400, "needs 'sae' to name one SAE");
+  }
   // Every listed feature comes with its explanation, as the database holds it ("" when it has none).
   {
     FeatureDb db = FeatureDb::open(Study::get().out() + "/features.sqlite");
@@ -259,6 +279,16 @@ TEST(Serve, EveryEndpointAnswersFromTheStudyAndTheModel) {
     naming = naming && names;
   }
   EXPECT_TRUE(by_word.at("results")[0].at("explanation").get<std::string>().find(word) != std::string::npos) << by_word.dump();
+  // Each result says why it matched, in the order they are ranked.
+  EXPECT_EQ(by_word.at("results")[0].at("match"), "its explanation names the token") << by_word.dump();
+  // The word's tokens as the model's tokenizer cuts it after a space: one for a word token, and a
+  // word the vocabulary lacks comes back as its pieces (so the page can say why no token matches).
+  EXPECT_EQ(by_word.at("tokens"), json::array({" " + word})) << by_word.dump();
+  const json pieces = body_of(c.Get("/api/search?q=zyxwvqj"));
+  EXPECT_GT(pieces.at("tokens").size(), 1u) << pieces.dump();
+  std::string joined;
+  for (const auto& t : pieces.at("tokens")) joined += t.get<std::string>();
+  EXPECT_EQ(joined, " zyxwvqj") << pieces.dump();
 
   // Steering: α 0 is the unsteered model; a large α changes the continuation; two features at once.
   const json zero = body_of(c.Post("/api/steer", json{{"sae", sae}, {"features", {f}}, {"alphas", {0}}, {"prompt", "The man said that"}, {"max_new_tokens", 8}}.dump(), "application/json"));
@@ -443,6 +473,8 @@ TEST(Serve, ThePageShowsActivationsAFeatureAndSteeringInChromium) {
   EXPECT_EQ(test::body_tag(feature).find("data-errors"), std::string::npos) << test::body_tag(feature);
   EXPECT_NE(feature.find("feature 0"), std::string::npos);
   EXPECT_NE(feature.find("promoted tokens"), std::string::npos);
+  EXPECT_NE(feature.find("Quantile samples"), std::string::npos);  // as in the report (report.js's featureBody)
+  EXPECT_NE(feature.find("id=\"quantiles\""), std::string::npos);
 
   const std::string steer = test::chromium_dom(server.url("/#/steer?sae=" + sae + "&features=0,1&alphas=40&run=1"));
   EXPECT_NE(test::body_tag(steer).find("data-steered=\"yes\""), std::string::npos) << test::body_tag(steer);

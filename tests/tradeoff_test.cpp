@@ -65,6 +65,9 @@ TEST(Tradeoff, SvgDrawsOneLinePerArchitectureAndEscapesLabels) {
   EXPECT_EQ(svg.find("href"), std::string::npos);
   // 10 to 120 spans more than a factor of 4.
   EXPECT_NE(svg.find("log scale"), std::string::npos);
+  // The loss-recovered axis spans the points (0.5 to 0.95), not 0 to 1: its lowest tick is 0.4.
+  EXPECT_NE(svg.find(">0.4</text>"), std::string::npos) << svg;
+  EXPECT_EQ(svg.find("text-anchor=\"end\">0</text>"), std::string::npos) << svg;
   EXPECT_EQ(svg.find("nan"), std::string::npos);
 
   // A second hook gets its own panel, an unknown architecture its own line.

@@ -79,6 +79,29 @@ function histogramBars(histogram) {
 }
 
 /**
+ * The axes of a density histogram drawn by histogramBars: the baseline at y = 53, a tick and label
+ * at every whole log10 edge, the caption under them, and the tallest bar's count at the top left.
+ * Returns [{tag, attrs, text?}] for the page to draw (SVG elements; text through textContent).
+ */
+function histogramAxis(histogram) {
+  const edges = histogram.log10_edges;
+  const counts = histogram.counts;
+  const right = 5 + counts.length * 11 - 2;
+  const parts = [{ tag: "line", attrs: { x1: 5, y1: 53, x2: right, y2: 53, stroke: "#555" } }];
+  edges.forEach(function (edge, i) {
+    if (!Number.isInteger(edge) || edge % 2 === 0) return;  // every other whole power: -7, -5, -3, -1
+    const x = 5 + i * 11 - 1;
+    parts.push({ tag: "line", attrs: { x1: x, y1: 53, x2: x, y2: 57, stroke: "#555" } });
+    parts.push({ tag: "text", attrs: { x: x, y: 67, "font-size": 9, "text-anchor": "middle", fill: "#555" }, text: String(edge) });
+  });
+  parts.push({ tag: "text", attrs: { x: 85, y: 80, "font-size": 9, "text-anchor": "middle", fill: "#555" },
+               text: "log10 firing frequency" });
+  parts.push({ tag: "text", attrs: { x: 5, y: 9, "font-size": 9, fill: "#555" },
+               text: "max " + Math.max(0, ...counts) + " latents" });
+  return parts;
+}
+
+/**
  * The highlight colour of a token with activation `a` in a feature whose largest activation is
  * `max`: orange with opacity 0.85 * a / max, clamped to [0, 0.85]; 0 where a or max is not a
  * positive number.
@@ -262,13 +285,18 @@ function drawHistograms(D) {
   for (const r of D.saes) {
     const item = el("div", null, { class: "hist" });
     item.appendChild(el("div", r.name, { class: "muted" }));
-    const svg = svgEl("svg", { width: 170, height: 60 });
+    const svg = svgEl("svg", { width: 170, height: 84, class: "histogram" });
     for (const bar of histogramBars(r.density_histogram)) {
       const rect = svgEl("rect", { x: bar.x, y: bar.y, width: bar.width, height: bar.height, fill: "#4a78c2" });
       const title = document.createElementNS(SVG_NS, "title");
       title.textContent = bar.title;
       rect.appendChild(title);
       svg.appendChild(rect);
+    }
+    for (const part of histogramAxis(r.density_histogram)) {
+      const node = svgEl(part.tag, part.attrs);
+      if (part.text !== undefined) node.textContent = part.text;
+      svg.appendChild(node);
     }
     item.appendChild(svg);
     item.appendChild(el("div", "dead: " + formatNumber(100 * r.dead_fraction, 1) + "%", { class: "muted" }));
@@ -314,34 +342,34 @@ function notInReportText(D, sae, id) {
     "saelab serve --study " + (D.study || "DIR") + " shows every feature";
 }
 
-function showFeature(D, sae, id) {
-  const box = document.getElementById("feature");
-  box.textContent = "";
-  const f = (D.features[sae] || []).find(function (x) {
-    return x.id === id;
-  });
-  if (!f) {
-    box.appendChild(el("p", notInReportText(D, sae, id)));
-    return;
-  }
-  box.appendChild(el("h3", sae + " — feature " + f.id, { id: "feature-title" }));
-  box.appendChild(el("p", featureStats(f)));
-  if (f.explanation !== undefined) box.appendChild(el("p", explanationText(f), { id: "explanation" }));
+// A feature's page body from its record (the JSON FeatureRecords writes, in the report and from
+// saelab serve's /api/features alike): stats, explanation, top activations, quantile samples,
+// promoted and suppressed tokens, and the related features of the neighbouring layers, each drawn
+// by relatedEl(sae, feature) (a link, or a note where the page cannot show it). Shared by the report
+// and the server's feature page.
+function featureBody(f, relatedEl) {
+  const box = document.createDocumentFragment();
+  box.appendChild(el("p", featureStats(f), { id: "stats" }));
+  if (f.explanation !== undefined && f.explanation !== null) box.appendChild(el("p", explanationText(f), { id: "explanation" }));
 
   box.appendChild(el("h4", "Top activations"));
-  for (const e of f.top) box.appendChild(exampleEl(e, f.max));
+  const top = el("div", null, { id: "top" });
+  for (const e of f.top || []) top.appendChild(exampleEl(e, f.max));
+  box.appendChild(top);
   box.appendChild(el("h4", "Quantile samples"));
-  for (const group of groupByBand(f.quantiles)) {
-    box.appendChild(el("div", "band " + group.band, { class: "muted" }));
-    for (const e of group.examples) box.appendChild(exampleEl(e, f.max));
+  const quantiles = el("div", null, { id: "quantiles" });
+  for (const group of groupByBand(f.quantiles || [])) {
+    quantiles.appendChild(el("div", "band " + group.band, { class: "muted" }));
+    for (const e of group.examples) quantiles.appendChild(exampleEl(e, f.max));
   }
+  box.appendChild(quantiles);
 
-  const logits = el("div", null, { class: "cols" });
+  const logits = el("div", null, { class: "cols", id: "logits" });
   for (const dir of ["promoted", "suppressed"]) {
     const column = el("div");
     column.appendChild(el("h4", dir + " tokens"));
     const table = el("table");
-    for (const p of f[dir]) {
+    for (const p of f[dir] || []) {
       const tr = el("tr");
       tr.appendChild(el("td", JSON.stringify(p[0])));  // quoted, so spaces and newlines show
       tr.appendChild(el("td", formatNumber(p[1], 3)));
@@ -354,25 +382,37 @@ function showFeature(D, sae, id) {
   if (f.logit_note) box.appendChild(el("p", f.logit_note, { class: "muted", id: "logit-note" }));
 
   for (const rel of ["previous", "next"]) {
-    if (!f[rel].length) continue;
+    if (!f[rel] || !f[rel].length) continue;
     box.appendChild(el("h4", rel + "-layer features"));
-    const table = el("table");
+    const table = el("table", null, { class: "related" });
     for (const r of f[rel]) {
       const tr = el("tr");
-      const cell = tr.appendChild(el("td"));
-      if (inReport(D, r.sae, r.feature)) {
-        cell.appendChild(el("a", r.sae + " #" + r.feature, { href: featureHash(r.sae, r.feature) }));
-      } else {
-        cell.appendChild(el("span", r.sae + " #" + r.feature + " (not in this report: saelab serve)",
-          { class: "muted", title: notInReportText(D, r.sae, r.feature) }));
-      }
+      tr.appendChild(el("td")).appendChild(relatedEl(r.sae, r.feature));
       tr.appendChild(el("td", r.kind));
       tr.appendChild(el("td", formatNumber(r.weight, 3)));
       table.appendChild(tr);
     }
     box.appendChild(table);
   }
+  return box;
+}
 
+function showFeature(D, sae, id) {
+  const box = document.getElementById("feature");
+  box.textContent = "";
+  const f = (D.features[sae] || []).find(function (x) {
+    return x.id === id;
+  });
+  if (!f) {
+    box.appendChild(el("p", notInReportText(D, sae, id)));
+    return;
+  }
+  box.appendChild(el("h3", sae + " — feature " + f.id, { id: "feature-title" }));
+  box.appendChild(featureBody(f, function (s, feature) {
+    if (inReport(D, s, feature)) return el("a", s + " #" + feature, { href: featureHash(s, feature) });
+    return el("span", s + " #" + feature + " (not in this report: saelab serve)",
+      { class: "muted", title: notInReportText(D, s, feature) });
+  }));
   for (const s of steeringFor(D.steering, sae, id)) {
     box.appendChild(el("h4", "Steering"));
     box.appendChild(steeringEl(s));
@@ -444,7 +484,8 @@ function startReport() {
   document.body.setAttribute("data-rendered", "yes");
 }
 
-if (typeof document !== "undefined") startReport();
+// The report draws itself where its data is; saelab serve's page loads this file for its helpers.
+if (typeof document !== "undefined" && document.getElementById("data")) startReport();
 
 if (typeof module === "object" && module !== null && typeof module.exports === "object") {
   module.exports = {
@@ -454,6 +495,7 @@ if (typeof module === "object" && module !== null && typeof module.exports === "
     nextSortState,
     sortRows,
     histogramBars,
+    histogramAxis,
     activationColor,
     matchesQuery,
     filterFeatures,

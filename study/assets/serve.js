@@ -1,28 +1,11 @@
 // saelab serve's page (study/serve.cpp serves it): overview, a feature's page, activations on any
 // text, search and a steering playground, each a view of the location hash, all data from the JSON
 // API. Every string from the server is put on the page with textContent, never parsed as HTML.
+// The page helpers it shares with the report (el, formatNumber, activationColor) come from
+// report.js, which serve.html loads first and which draws nothing where there is no report data.
 "use strict";
 
 let SAES = [];
-
-function el(tag, text, attrs) {
-  const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  if (attrs) {
-    for (const k in attrs) e.setAttribute(k, attrs[k]);
-  }
-  return e;
-}
-
-function fmt(x, digits) {
-  return typeof x === "number" && Number.isFinite(x) ? x.toFixed(digits === undefined ? 3 : digits) : "–";
-}
-
-// The highlight of activation a in a feature (or token) whose largest is max.
-function shade(a, max) {
-  const t = max > 0 ? Math.max(0, Math.min(1, a / max)) : 0;
-  return "rgba(255,120,0," + (0.85 * t).toFixed(3) + ")";
-}
 
 async function api(method, path, body) {
   const res = await fetch(path, {
@@ -65,7 +48,7 @@ function saeSelect(selected, withHooks) {
 
 function tokenSpan(text, act, max) {
   const span = el("span", text, { class: "tok" });
-  span.style.background = shade(act, max);
+  span.style.background = activationColor(act, max);
   return span;
 }
 
@@ -80,7 +63,7 @@ async function viewOverview(main) {
   table.appendChild(head);
   ((rows && rows.saes) || []).forEach(function (r) {
     const tr = el("tr");
-    [r.name, r.hook, r.architecture, r.d_sae, fmt(r.l0, 1), fmt(r.fvu), fmt(r.loss_recovered_vs_zero)].forEach(function (v) {
+    [r.name, r.hook, r.architecture, r.d_sae, formatNumber(r.l0, 1), formatNumber(r.fvu, 3), formatNumber(r.loss_recovered_vs_zero, 3)].forEach(function (v) {
       tr.appendChild(el("td", v));
     });
     table.appendChild(tr);
@@ -100,32 +83,8 @@ async function viewFeature(main, sae, id) {
     main.appendChild(el("p", "No feature database: nothing recorded for this feature.", { class: "muted" }));
     return;
   }
-  main.appendChild(el("p", "density " + fmt(r.density, 5) + " · max activation " + fmt(r.max) + " · mean " + fmt(r.mean),
-    { id: "stats" }));
-  if (r.explanation) main.appendChild(el("p", "Explanation: " + r.explanation + " (score " + fmt(r.score, 2) + ")", { id: "explanation" }));
-  main.appendChild(el("h3", "Top activations"));
-  const top = el("div", null, { id: "top" });
-  (r.top || []).forEach(function (ex) {
-    const line = el("div", null, { class: "ex" });
-    line.appendChild(el("span", fmt(ex.act, 2) + "  ", { class: "muted" }));
-    ex.tokens.forEach(function (t) {
-      line.appendChild(tokenSpan(t[1], t[2], r.max));
-    });
-    top.appendChild(line);
-  });
-  main.appendChild(top);
-  const logits = el("div", null, { id: "logits" });
-  ["promoted", "suppressed"].forEach(function (kind) {
-    logits.appendChild(el("h3", kind + " tokens"));
-    const p = el("p");
-    (r[kind] || []).forEach(function (t) {
-      p.appendChild(el("span", t[0], { class: "tok" }));
-      p.appendChild(el("span", " " + fmt(t[1], 2) + "  ", { class: "muted" }));
-    });
-    logits.appendChild(p);
-  });
-  if (r.logit_note) logits.appendChild(el("p", r.logit_note, { class: "muted", id: "logit-note" }));
-  main.appendChild(logits);
+  // The report's feature body (report.js): every related feature is a page of this server.
+  main.appendChild(featureBody(r, featureLink));
   const steer = el("a", "steer with this feature", { href: "#/steer?sae=" + encodeURIComponent(sae) + "&features=" + id });
   main.appendChild(steer);
 }
@@ -136,16 +95,40 @@ async function viewActivations(main, p) {
   box.textContent = p.get("text") || "";  // as text, never markup
   const select = saeSelect(p.get("sae") || (SAES[0] && SAES[0].name), true);
   const button = el("button", "Run", { id: "run" });
+  const one = el("input", null, { id: "feature", size: "6", placeholder: "feature #" });
+  one.value = p.get("feature") || "";
   main.appendChild(box);
   main.appendChild(el("div", "SAE "));
   main.lastChild.appendChild(select);
+  main.lastChild.appendChild(el("span", " one feature (optional) "));
+  main.lastChild.appendChild(one);
   main.lastChild.appendChild(button);
   const out = el("div", null, { id: "result" });
   main.appendChild(out);
   async function run() {
     out.textContent = "";
-    const data = await api("POST", "/api/activations", { sae: select.value, text: box.value, top: 8 });
+    const body = { sae: select.value, text: box.value, top: 8 };
+    if (one.value.trim() !== "") body.feature = Number(one.value);
+    const data = await api("POST", "/api/activations", body);
     data.saes.forEach(function (s) {
+      if (s.feature) {
+        // One feature: every token shaded by that feature's own activation, its value on hover.
+        out.appendChild(el("h3", s.sae + " #" + s.feature.id));
+        out.lastChild.appendChild(el("span", " "));
+        out.lastChild.appendChild(featureLink(s.sae, s.feature.id));
+        const acts = s.feature.activations;
+        const max = Math.max(0, ...acts.slice(1));  // BOS left out of the scale, as below
+        const row = el("div", null, { class: "tokrow", id: "one-feature" });
+        data.tokens.forEach(function (t, i) {
+          const span = tokenSpan(i === 0 ? "⟨bos⟩" : t.text, acts[i], max);
+          span.title = formatNumber(acts[i], 3);
+          row.appendChild(span);
+        });
+        out.appendChild(row);
+        out.appendChild(el("p", "max on this text " + formatNumber(max, 3) +
+          (max > 0 ? "" : ": the feature does not fire here"), { class: "muted" }));
+        return;
+      }
       out.appendChild(el("h3", s.sae));
       let max = 0;
       s.features.forEach(function (fs, i) {
@@ -187,7 +170,7 @@ function showFeatures(list, sae, token, fs, explanations) {
     const td = el("td");
     td.appendChild(featureLink(sae, f[0]));
     tr.appendChild(td);
-    tr.appendChild(el("td", fmt(f[1])));
+    tr.appendChild(el("td", formatNumber(f[1], 3)));
     tr.appendChild(el("td", explanations[String(f[0])] || "", { class: "muted" }));
     table.appendChild(tr);
   });
@@ -204,6 +187,8 @@ async function viewSearch(main, p) {
   const score = el("input", null, { id: "min_score", size: "6", placeholder: "min score" });
   const button = el("button", "Search", { id: "go" });
   [q, lo, hi, score, button].forEach(function (x) { main.appendChild(x); });
+  const tokens = el("p", null, { id: "tokens", class: "muted" });
+  main.appendChild(tokens);
   const out = el("table", null, { id: "results" });
   main.appendChild(out);
   async function run() {
@@ -213,20 +198,42 @@ async function viewSearch(main, p) {
     if (score.value) u.set("min_score", score.value);
     const data = await api("GET", "/api/search?" + u.toString());
     out.textContent = "";
+    tokens.textContent = searchTokensNote(q.value, data.tokens || []);
+    const head = el("tr");
+    ["feature", "density", "explanation", "score"].forEach(function (h) { head.appendChild(el("th", h)); });
+    if (data.results.length > 0) out.appendChild(head);
+    let group = null;
     data.results.forEach(function (r) {
+      if (r.match !== group) {
+        group = r.match;
+        const label = el("tr", null, { class: "group" });
+        label.appendChild(el("td", group, { colspan: "4" }));
+        out.appendChild(label);
+      }
       const tr = el("tr");
       const td = el("td");
       td.appendChild(featureLink(r.sae, r.feature));
       tr.appendChild(td);
-      tr.appendChild(el("td", fmt(r.density, 5)));
+      tr.appendChild(el("td", formatNumber(r.density, 5)));
       tr.appendChild(el("td", r.explanation || ""));
-      tr.appendChild(el("td", fmt(r.score, 2)));
+      tr.appendChild(el("td", formatNumber(r.score, 2)));
       out.appendChild(tr);
     });
     document.body.setAttribute("data-search", String(data.results.length));
   }
   button.addEventListener("click", function () { run().catch(showError); });
   if (q.value) await run();
+}
+
+// How the searched word tokenizes, when that explains an empty or short list: a word of several
+// tokens is matched by explanations only, never as one token.
+function searchTokensNote(query, tokens) {
+  const word = query.trim();
+  if (!word || tokens.length === 0) return "";
+  const shown = tokens.map(function (t) { return "‘" + t + "’"; }).join(" + ");
+  if (tokens.length === 1) return "‘" + word + "’ is one token: " + shown + ".";
+  return "‘" + word + "’ is " + tokens.length + " tokens (" + shown + "): token matches need one of them; " +
+    "search for a piece to see the features that fire on it.";
 }
 
 async function viewSteer(main, p) {

@@ -208,6 +208,21 @@ test("histogram bars of empty bins are flat, and no bins give no bars", () => {
   assert.deepEqual(report.histogramBars({ counts: [], log10_edges: [0] }), []);
 });
 
+test("histogram axes: a baseline, a labelled tick at every other whole power of ten, the caption and the tallest count", () => {
+  const edges = [];
+  for (let i = 0; i <= 14; ++i) edges.push(-7 + 0.5 * i);
+  const counts = new Array(14).fill(0);
+  counts[9] = 12;
+  const parts = report.histogramAxis({ counts: counts, log10_edges: edges });
+  assert.deepEqual(parts[0], { tag: "line", attrs: { x1: 5, y1: 53, x2: 157, y2: 53, stroke: "#555" } });
+  const labels = parts.filter((p) => p.tag === "text").map((p) => p.text);
+  assert.deepEqual(labels, ["-7", "-5", "-3", "-1", "log10 firing frequency", "max 12 latents"]);
+  // Each label sits under its edge: edge -5 is edge index 4, at x = 5 + 4 * 11 - 1.
+  const five = parts.find((p) => p.text === "-5");
+  assert.equal(five.attrs.x, 48);
+  assert.equal(parts.filter((p) => p.tag === "line").length, 5);
+});
+
 test("feature list lines show id, explanation, density and score where there is one", () => {
   assert.equal(report.featureLabel(features()[0]), "#3  Articles  (2.00%, score 0.90)");
   assert.equal(report.featureLabel(features()[2]), "#2    (5.00%)");

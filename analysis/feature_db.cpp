@@ -44,22 +44,29 @@ CREATE TABLE explanations(
   score REAL, scored_tokens INTEGER, precision REAL, recall REAL, scorable INTEGER);
 CREATE TABLE notes(
   topic TEXT PRIMARY KEY, note TEXT);
+CREATE TABLE histograms(
+  sae TEXT, feature INTEGER, max REAL, counts TEXT, exact INTEGER, PRIMARY KEY (sae, feature));
 CREATE INDEX examples_sae_feature ON examples(sae, feature);
 CREATE INDEX token_features_sae_feature ON token_features(sae, feature);
 CREATE INDEX token_features_token ON token_features(token);
 CREATE INDEX logit_effects_sae_feature ON logit_effects(sae, feature);
 CREATE INDEX explanations_sae_feature ON explanations(sae, feature);
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 )sql";
 
-// The schema's version, in the database's PRAGMA user_version (kFeatureDbSchemaVersion). Version 0
-// is every database written before versions were recorded: the same tables without `notes` (and
-// `example_tokens` with a rowid, which no reader sees). open() migrates such a database to the
-// current version in place; a database of a later version is refused, naming both versions.
-constexpr const char* kMigrateFrom0 = R"sql(
+// The schema's version, in the database's PRAGMA user_version (kFeatureDbSchemaVersion):
+//   0  every database written before versions were recorded: no `notes`, no `histograms` (and
+//      `example_tokens` with a rowid, which no reader sees);
+//   1  `notes` added;
+//   2  `histograms` added (each feature's activation histogram).
+// open() migrates an older database in place by adding the tables it lacks (empty: the pages then
+// show no histogram and no note); a database of a later version is refused, naming both versions.
+constexpr const char* kMigrate = R"sql(
 CREATE TABLE IF NOT EXISTS notes(
   topic TEXT PRIMARY KEY, note TEXT);
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS histograms(
+  sae TEXT, feature INTEGER, max REAL, counts TEXT, exact INTEGER, PRIMARY KEY (sae, feature));
+PRAGMA user_version = 2;
 )sql";
 
 constexpr int kBusyTimeoutMs = 10000;
@@ -182,12 +189,12 @@ void FeatureDb::check_schema() {
               "; this saelab reads versions up to ", kFeatureDbSchemaVersion,
               " (a newer saelab wrote it: use that one, or rerun `saelab top` to rewrite it)");
   if (version == kFeatureDbSchemaVersion) return;
-  // Version 0: a saelab database from before versions were recorded, or some other SQLite file.
+  // Version 0 may also be some other SQLite file: saelab's has its saes and features tables.
   const std::string probe = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('saes', 'features')";
   Connection& c = live(probe);
   const int64_t tables = checked(c.where, probe, [&] { return static_cast<int64_t>(c.db.execAndGet(probe).getInt64()); });
   TORCH_CHECK(tables == 2, describe(path_), " is not a saelab feature database (it has no 'saes' and 'features' tables)");
-  transaction([&] { exec(kMigrateFrom0); });
+  transaction([&] { exec(kMigrate); });
 }
 
 FeatureDb::FeatureDb(FeatureDb&& other) noexcept { *this = std::move(other); }

@@ -15,9 +15,11 @@
 //                precision, recall, scorable): score is the annotation-alignment r (autointerp.h)
 //   notes(topic TEXT PRIMARY KEY, note): how a table was made, for the pages that show it
 //            ("logit_effects": which tokens were left out)
+//   histograms(sae, feature, max, counts, exact, PRIMARY KEY (sae, feature)): firings per
+//            equal-width bin of (0, max] (counts a JSON array; exact 0: estimated from the reservoir)
 // Indices on (sae, feature) everywhere and on token_features(token).
-// PRAGMA user_version holds the schema's version (kFeatureDbSchemaVersion); open() migrates a
-// database of version 0 (before versions were recorded: no `notes` table) and refuses a later one.
+// PRAGMA user_version holds the schema's version (kFeatureDbSchemaVersion); open() migrates an
+// older database by adding the tables it lacks and refuses a later one.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -36,7 +38,7 @@ class Statement;
 namespace saelab {
 
 /// The schema version create() writes and open() reads (PRAGMA user_version).
-inline constexpr int64_t kFeatureDbSchemaVersion = 1;
+inline constexpr int64_t kFeatureDbSchemaVersion = 2;
 
 /// What a database at `path` holds, in a few words for a message: "4 SAEs: a, b, c, …", or why it
 /// could not be read ("not a saelab feature database: …"). Never throws.
@@ -59,8 +61,8 @@ class FeatureDb {
   static FeatureDb create(const std::string& path);
   /// Opens an existing database to read or to add tables' rows (writes in place, in transactions).
   /// Waits up to 10 s for another process that holds the file instead of failing at once.
-  /// A database of schema version 0 is migrated in place; a later version, or an SQLite file
-  /// without saelab's tables, is refused in one line naming the file.
+  /// A database of an older schema version is migrated in place; a later version, or an SQLite
+  /// file without saelab's tables, is refused in one line naming the file.
   static FeatureDb open(const std::string& path);
   /// The database's schema version (PRAGMA user_version).
   int64_t schema_version();

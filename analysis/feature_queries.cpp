@@ -1,5 +1,7 @@
 #include "analysis/feature_queries.h"
 
+#include "core/json_options.h"
+
 namespace saelab {
 
 namespace {
@@ -30,6 +32,23 @@ std::optional<std::string> FeatureQueries::explanation(const std::string& sae, i
   }
   explanation_->bind(1, sae).bind(2, feature);
   return first_row<std::string>(*explanation_, [](FeatureDb::Statement& q) { return q.column_text(0); });
+}
+
+std::optional<FeatureQueries::Histogram> FeatureQueries::histogram(const std::string& sae, int64_t feature) {
+  if (!histogram_) histogram_.emplace(db_.prepare("SELECT max, counts, exact FROM histograms WHERE sae = ? AND feature = ?"));
+  histogram_->bind(1, sae).bind(2, feature);
+  return first_row<Histogram>(*histogram_, [&](FeatureDb::Statement& q) {
+    Histogram h;
+    h.max = q.column_double(0);
+    const nlohmann::json counts = parse_json_text(q.column_text(1), db_.path() + ": histogram of " + sae + " #" + std::to_string(feature));
+    TORCH_CHECK(counts.is_array(), db_.path(), ": the histogram of ", sae, " #", feature, " is not a list of counts");
+    for (const auto& c : counts) {
+      TORCH_CHECK(c.is_number(), db_.path(), ": the histogram of ", sae, " #", feature, " holds a non-number");
+      h.counts.push_back(c.get<double>());
+    }
+    h.exact = q.column_int(2) != 0;
+    return h;
+  });
 }
 
 std::vector<FeatureQueries::Explained> FeatureQueries::best_explained(const std::string& sae, int64_t limit,

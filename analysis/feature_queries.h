@@ -22,6 +22,15 @@ class FeatureQueries {
   /// The feature's explanation; nullopt when it was not explained.
   std::optional<std::string> explanation(const std::string& sae, int64_t feature);
 
+  struct Histogram {
+    double max = 0;              ///< the feature's max activation: bins split (0, max] evenly
+    std::vector<double> counts;  ///< firings per bin
+    bool exact = false;          ///< false: estimated from a uniform sample of the firings
+  };
+  /// The feature's activation histogram; nullopt for a feature that never fired, or a database
+  /// made before histograms were recorded.
+  std::optional<Histogram> histogram(const std::string& sae, int64_t feature);
+
   struct Explained {
     int64_t feature = 0;
     double max_activation = 0;
@@ -32,7 +41,7 @@ class FeatureQueries {
 
  private:
   FeatureDb& db_;
-  std::optional<FeatureDb::Statement> max_activation_, explanation_;
+  std::optional<FeatureDb::Statement> max_activation_, explanation_, histogram_;
 };
 
 }  // namespace saelab

@@ -135,6 +135,18 @@ std::vector<SaeTopResult> find_top_activations(HookedModel& hooked, const std::v
         out.examples.push_back({fs.heap[r].activation, fs.heap[r].context, fs.heap[r].position, "top",
                                 static_cast<int32_t>(r), -1, 0, {}});
       }
+      // The activation histogram over (0, max]: the reservoir's values binned and scaled to every firing.
+      if (fs.fires > 0 && !fs.reservoir.empty() && fs.max > 0) {
+        out.histogram.assign(static_cast<size_t>(options.histogram_bins), 0.0);
+        const double scale = static_cast<double>(fs.fires) / static_cast<double>(fs.reservoir.size());
+        for (const Hit& h : fs.reservoir) {
+          const double at = static_cast<double>(h.activation) / static_cast<double>(fs.max);
+          const int64_t bin = std::min<int64_t>(options.histogram_bins - 1,
+                                                static_cast<int64_t>(at * static_cast<double>(options.histogram_bins)));
+          out.histogram[static_cast<size_t>(std::max<int64_t>(0, bin))] += scale;
+        }
+        out.histogram_exact = fs.fires == static_cast<int64_t>(fs.reservoir.size());
+      }
       // Quantile bands over the reservoir (sorted by activation): band q holds ranks
       // [q·m/Q, (q+1)·m/Q); samples are spread evenly within the band.
       std::sort(fs.reservoir.begin(), fs.reservoir.end(), [](const Hit& a, const Hit& b) { return a.activation < b.activation; });
@@ -224,6 +236,7 @@ void write_top_activations(FeatureDb& db, const std::vector<AttachedSae>& saes, 
         "INSERT INTO example_tokens(example_id, offset, token_id, token, activation) VALUES (?, ?, ?, ?, ?)");
     auto tf_row = db.prepare(
         "INSERT INTO token_features(sae, token_id, token, feature, count, mean_activation) VALUES (?, ?, ?, ?, ?, ?)");
+    auto hist_row = db.prepare("INSERT OR REPLACE INTO histograms(sae, feature, max, counts, exact) VALUES (?, ?, ?, ?, ?)");
     auto last_id = db.prepare("SELECT last_insert_rowid()");
     for (size_t i = 0; i < saes.size(); ++i) {
       const AttachedSae& a = saes[i];
@@ -234,6 +247,10 @@ void write_top_activations(FeatureDb& db, const std::vector<AttachedSae>& saes, 
         const FeatureSummary& f = r.features[j];
         feat_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, f.density).bind(4, f.mean_activation)
             .bind(5, f.max_activation).run();
+        if (!f.histogram.empty()) {
+          hist_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, f.max_activation)
+              .bind(4, nlohmann::json(f.histogram).dump()).bind(5, static_cast<int64_t>(f.histogram_exact ? 1 : 0)).run();
+        }
         for (const auto& ex : f.examples) {
           ex_row.bind(1, a.name).bind(2, static_cast<int64_t>(j)).bind(3, ex.kind).bind(4, static_cast<int64_t>(ex.rank))
               .bind(5, static_cast<int64_t>(ex.band)).bind(6, static_cast<double>(ex.activation))

@@ -27,6 +27,7 @@ struct TopOptions {
   int64_t context_after = 4;
   int64_t batch_size = 8;
   int64_t features_per_token = 10;
+  int64_t histogram_bins = 20;
   int64_t seed = 0;
 
   template <class V>
@@ -39,6 +40,7 @@ struct TopOptions {
     v("context_after", context_after, "tokens shown after an example's position", at_least(0));
     v("batch_size", batch_size, "contexts per forward pass", at_least(1));
     v("features_per_token", features_per_token, "per token, the features recorded as firing on it most often", at_least(1));
+    v("histogram_bins", histogram_bins, "bins of each feature's activation histogram, from 0 to its max", in_range(1, 200));
     v("seed", seed, "seed of the reservoirs", at_least(0));
   }
   void validate() const;
@@ -57,6 +59,11 @@ struct FeatureExample {
 struct FeatureSummary {
   int64_t fires = 0;
   double density = 0, mean_activation = 0, max_activation = 0;
+  /// Firings per equal-width bin of (0, max_activation] (histogram_bins of them): counted on the
+  /// reservoir and scaled to `fires`, so exact when the feature fired at most `reservoir` times
+  /// (histogram_exact) and a uniform sample's estimate otherwise. Empty for a feature that never fired.
+  std::vector<double> histogram;
+  bool histogram_exact = false;
   std::vector<FeatureExample> examples;  ///< top ones by rank, then quantile samples by band
 };
 

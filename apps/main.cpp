@@ -106,12 +106,37 @@ std::string near_miss_hint(const CLI::App& app, const CLI::ParseError& e) {
          (best.empty() ? "; see --help" : "; did you mean '" + best + "'?");
 }
 
+// --help without CLI11's flag notation: "--x,--no-x{false}" shows as "--x, --no-x", and a
+// required option shows no default (there is none to fall back on).
+class HelpFormatter : public CLI::Formatter {
+ public:
+  std::string make_option_name(const CLI::Option* opt, bool is_positional) const override {
+    std::string s = CLI::Formatter::make_option_name(opt, is_positional);
+    for (const std::string noise : {"{false}", "{true}"}) {
+      for (size_t at = s.find(noise); at != std::string::npos; at = s.find(noise)) s.erase(at, noise.size());
+    }
+    for (size_t at = s.find(','); at != std::string::npos; at = s.find(',', at + 2)) {
+      if (at + 1 < s.size() && s[at + 1] != ' ') s.insert(at + 1, " ");
+    }
+    return s;
+  }
+  std::string make_option_opts(const CLI::Option* opt) const override {
+    std::string s = CLI::Formatter::make_option_opts(opt);
+    if (opt->get_required()) {
+      const size_t eq = s.find('=');
+      if (eq != std::string::npos) s.erase(eq, s.find(' ', eq) == std::string::npos ? std::string::npos : s.find(' ', eq) - eq);
+    }
+    return s;
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace saelab;
   bound_openmp_spinning(argv);
   CLI::App app{"saelab: sparse autoencoders and feature analysis for TorchScript language models"};
+  app.formatter(std::make_shared<HelpFormatter>());  // before the commands, which take it from here
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();
   static OptionFlags<GlobalOptions> flags(&app, &global_options());

@@ -9,6 +9,7 @@
 
 #include "analysis/evaluate.h"
 #include "analysis/feature_db.h"
+#include "analysis/feature_queries.h"
 #include "analysis/interpret.h"
 #include "core/files.h"
 #include "core/json_options.h"
@@ -118,6 +119,9 @@ json FeatureRecords::get(const std::string& sae, int64_t f, const json& graph) {
     }
     while (expl.next()) {
     }
+  }
+  if (const auto h = FeatureQueries(db_).histogram(sae, f)) {
+    j["histogram"] = {{"max", h->max}, {"counts", h->counts}, {"exact", h->exact}};
   }
   j["top"] = json::array();
   j["quantiles"] = json::array();

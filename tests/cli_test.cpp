@@ -35,6 +35,22 @@ TEST(Cli, HelpListsTheSubcommands) {
   }
 }
 
+// --help shows flags as a user types them: no CLI11 "{false}" notation, and no default beside a
+// required option.
+TEST(Cli, HelpShowsFlagsWithoutNotationNoiseAndRequiredOptionsWithoutDefaults) {
+  const auto top = test::run_command(saelab("top --help"));
+  EXPECT_EQ(top.exit_code, 0) << top.output;
+  EXPECT_EQ(top.output.find("{false}"), std::string::npos) << top.output;
+  EXPECT_NE(top.output.find("--explain, --no-explain"), std::string::npos) << top.output;
+  const auto steer = test::run_command(saelab("steer --help"));
+  EXPECT_EQ(steer.exit_code, 0) << steer.output;
+  const size_t at = steer.output.find("--feature INT");
+  ASSERT_NE(at, std::string::npos) << steer.output;
+  const std::string line = steer.output.substr(at, steer.output.find('\n', at) - at);
+  EXPECT_NE(line.find("REQUIRED"), std::string::npos) << line;
+  EXPECT_EQ(line.find('='), std::string::npos) << line;
+}
+
 TEST(Cli, GeneratesFromAModelFolder) {
   test::TempDir dir;
   make_model(dir.path().string());

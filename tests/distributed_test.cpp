@@ -298,7 +298,9 @@ class TwoHosts {
                      const std::string& env1 = "") const {
     std::string text = "#!/usr/bin/env bash\n";
     for (int h = 0; h < 2; ++h) {
-      text += "(ip netns exec " + ns_[h] + " env " + (h == 0 ? env0 : env1) + " timeout 120 " SAELAB_TORCHRUN
+      // One thread, as the one-process reference (torchrun sets OMP_NUM_THREADS only for several
+      // processes per node).
+      text += "(ip netns exec " + ns_[h] + " env OMP_NUM_THREADS=1 " + (h == 0 ? env0 : env1) + " timeout 120 " SAELAB_TORCHRUN
               " --no_python --nnodes 2 --node_rank " + std::to_string(h) + " --nproc_per_node 1 --redirects 2 --tee 2"
               " --master_addr " + master() + " --master_port " + std::to_string(port) + " " + test::saelab_binary() +
               " " + args + " 2>&1 | sed 's/^/[host " + std::to_string(h) + "] /'; exit ${PIPESTATUS[0]}) &\n"
@@ -314,7 +316,7 @@ class TwoHosts {
   bool ok_ = false;
 };
 
-TEST_F(Distributed, TwoHostsInNetworkNamespacesTrainLikeOneProcessWithAndWithoutGlooSocketIfname) {
+TEST_F(Distributed, TwoHostsInNetworkNamespacesTrainAndCaptureLikeOneProcessWithAndWithoutGlooSocketIfname) {
   ASSERT_EQ(::geteuid(), 0u) << "this test needs root to make network namespaces (ip netns)";
   TwoHosts hosts;
   ASSERT_TRUE(hosts.ok()) << "cannot make two network namespaces with ip netns: " << hosts.error();
@@ -330,6 +332,16 @@ TEST_F(Distributed, TwoHostsInNetworkNamespacesTrainLikeOneProcessWithAndWithout
                                        "GLOO_SOCKET_IFNAME=" + hosts.veth(0), "GLOO_SOCKET_IFNAME=" + hosts.veth(1)));
   ASSERT_EQ(two.exit_code, 0) << two.output;
   expect_identical("one", "ifname");
+  // Capture across the two hosts writes the store one process writes, byte for byte.
+  const auto c1 = test::run_command(one_process(capture_args(dir / "c1")));
+  ASSERT_EQ(c1.exit_code, 0) << c1.output;
+  const auto c2 = test::run_command(hosts.launch(dir / "capture.sh", capture_args(dir / "c2"), 30400 + ::getpid() % 500));
+  ASSERT_EQ(c2.exit_code, 0) << c2.output;
+  const auto a = tree_hashes(dir / "c1"), b = tree_hashes(dir / "c2");
+  EXPECT_EQ(a.size(), b.size());
+  for (const auto& [file, hash] : a) {
+    EXPECT_EQ(b.count(file) ? b.at(file) : std::string("missing"), hash) << file;
+  }
 }
 
 TEST_F(Distributed, OtherCommandsRefuseToRunUnderTorchrun) {

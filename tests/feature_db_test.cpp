@@ -381,7 +381,7 @@ TEST(FeatureDb, RecordsItsSchemaVersionMigratesVersionZeroAndRefusesALaterOne) {
   const std::string old = dir / "old.sqlite";
   {
     FeatureDb db = FeatureDb::create(old);
-    db.exec("DROP TABLE notes; PRAGMA user_version = 0;");
+    db.exec("DROP TABLE notes; DROP TABLE histograms; PRAGMA user_version = 0;");
     db.exec("INSERT INTO saes (sae, hook, d_sae) VALUES ('blocks.1.input/topk', 'blocks.1.input', 8)");
     db.commit();
   }
@@ -391,10 +391,20 @@ TEST(FeatureDb, RecordsItsSchemaVersionMigratesVersionZeroAndRefusesALaterOne) {
     EXPECT_EQ(db.query("SELECT sae, d_sae FROM saes"),
               nlohmann::json::parse(R"([{"sae": "blocks.1.input/topk", "d_sae": 8}])"));
     EXPECT_TRUE(db.query("SELECT note FROM notes").empty());
+    EXPECT_TRUE(db.query("SELECT counts FROM histograms").empty());
     db.exec("INSERT INTO notes (topic, note) VALUES ('logit_effects', 'all tokens ranked')");
     db.commit();
   }
   EXPECT_EQ(FeatureDb::open(old).query("SELECT note FROM notes").size(), 1u);
+  // Version 1 (notes, no histograms) gains the histograms table.
+  const std::string v1 = dir / "v1.sqlite";
+  {
+    FeatureDb db = FeatureDb::create(v1);
+    db.exec("DROP TABLE histograms; PRAGMA user_version = 1;");
+    db.commit();
+  }
+  EXPECT_EQ(FeatureDb::open(v1).schema_version(), kFeatureDbSchemaVersion);
+  EXPECT_TRUE(FeatureDb::open(v1).query("SELECT counts FROM histograms").empty());
 
   // A later saelab's database is refused, naming both versions.
   const std::string later = dir / "later.sqlite";

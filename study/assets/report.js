@@ -102,6 +102,32 @@ function histogramAxis(histogram) {
 }
 
 /**
+ * A feature's activation histogram ({max, counts: [n], exact}) as SVG parts in a 260 x 90 box: bar i
+ * spans activations (i, i + 1] * max / n, at x = 30 + 220 i / n, its height 60 * count / (largest
+ * count, at least 1), standing on y = 66; the baseline, the activation scale (0 and max) under it,
+ * the largest count at the left, and whether the counts are exact or estimated from a sample.
+ */
+function activationHistogram(h) {
+  const n = h.counts.length;
+  const tallest = Math.max(1, ...h.counts);
+  const width = n > 0 ? 220 / n : 0;
+  const parts = [];
+  h.counts.forEach(function (count, i) {
+    const height = (60 * count) / tallest;
+    const lo = (i * h.max) / n, hi = ((i + 1) * h.max) / n;
+    parts.push({ tag: "rect", attrs: { x: 30 + i * width, y: 66 - height, width: Math.max(0, width - 1), height: height, fill: "#e07b00" },
+                 title: formatNumber(lo, 2) + " … " + formatNumber(hi, 2) + ": " + formatNumber(count, count % 1 === 0 ? 0 : 1) });
+  });
+  parts.push({ tag: "line", attrs: { x1: 30, y1: 66, x2: 250, y2: 66, stroke: "#555" } });
+  parts.push({ tag: "text", attrs: { x: 30, y: 78, "font-size": 9, fill: "#555" }, text: "0" });
+  parts.push({ tag: "text", attrs: { x: 250, y: 78, "font-size": 9, "text-anchor": "end", fill: "#555" }, text: formatNumber(h.max, 2) });
+  parts.push({ tag: "text", attrs: { x: 140, y: 88, "font-size": 9, "text-anchor": "middle", fill: "#555" },
+               text: "activation" + (h.exact ? "" : " (counts estimated from a sample of the firings)") });
+  parts.push({ tag: "text", attrs: { x: 26, y: 10, "font-size": 9, "text-anchor": "end", fill: "#555" }, text: formatNumber(tallest, 0) });
+  return parts;
+}
+
+/**
  * The highlight colour of a token with activation `a` in a feature whose largest activation is
  * `max`: orange with opacity 0.85 * a / max, clamped to [0, 0.85]; 0 where a or max is not a
  * positive number.
@@ -352,6 +378,22 @@ function featureBody(f, relatedEl) {
   box.appendChild(el("p", featureStats(f), { id: "stats" }));
   if (f.explanation !== undefined && f.explanation !== null) box.appendChild(el("p", explanationText(f), { id: "explanation" }));
 
+  if (f.histogram && f.histogram.counts && f.histogram.counts.length) {
+    box.appendChild(el("h4", "Activation histogram"));
+    const svg = svgEl("svg", { width: 260, height: 92, id: "activation-histogram" });
+    for (const part of activationHistogram(f.histogram)) {
+      const node = svgEl(part.tag, part.attrs);
+      if (part.text !== undefined) node.textContent = part.text;
+      if (part.title !== undefined) {
+        const title = document.createElementNS(SVG_NS, "title");
+        title.textContent = part.title;
+        node.appendChild(title);
+      }
+      svg.appendChild(node);
+    }
+    box.appendChild(svg);
+  }
+
   box.appendChild(el("h4", "Top activations"));
   const top = el("div", null, { id: "top" });
   for (const e of f.top || []) top.appendChild(exampleEl(e, f.max));
@@ -496,6 +538,7 @@ if (typeof module === "object" && module !== null && typeof module.exports === "
     sortRows,
     histogramBars,
     histogramAxis,
+    activationHistogram,
     activationColor,
     matchesQuery,
     filterFeatures,

@@ -223,6 +223,21 @@ test("histogram axes: a baseline, a labelled tick at every other whole power of 
   assert.equal(parts.filter((p) => p.tag === "line").length, 5);
 });
 
+test("a feature's activation histogram: bars over (0, max], scaled to the tallest, with its scale and caption", () => {
+  const parts = report.activationHistogram({ max: 4, counts: [2, 4, 0, 1], exact: true });
+  const bars = parts.filter((p) => p.tag === "rect");
+  assert.equal(bars.length, 4);
+  assert.deepEqual(bars.map((b) => b.attrs.x), [30, 85, 140, 195]);
+  assert.deepEqual(bars.map((b) => b.attrs.height), [30, 60, 0, 15]);
+  assert.equal(bars[1].attrs.y, 6);
+  assert.equal(bars[1].title, "1.00 … 2.00: 4");
+  const texts = parts.filter((p) => p.tag === "text").map((p) => p.text);
+  assert.deepEqual(texts, ["0", "4.00", "activation", "4"]);
+  const estimated = report.activationHistogram({ max: 1, counts: [2.5], exact: false });
+  assert.ok(estimated.some((p) => p.text === "activation (counts estimated from a sample of the firings)"));
+  assert.equal(estimated[0].title, "0.00 … 1.00: 2.5");
+});
+
 test("feature list lines show id, explanation, density and score where there is one", () => {
   assert.equal(report.featureLabel(features()[0]), "#3  Articles  (2.00%, score 0.90)");
   assert.equal(report.featureLabel(features()[2]), "#2    (5.00%)");

@@ -7,6 +7,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "models/brown_names.h"
+
 namespace saelab {
 
 namespace {
@@ -200,7 +202,12 @@ std::string Rule::describe(const TokenPool& pool) const {
         out += "}";
         break;
       }
-      case Kind::kTag: out += "POS = " + name_or_index(pool.tag_names, single_value(atom)); break;
+      case Kind::kTag: {
+        const std::string tag = name_or_index(pool.tag_names, single_value(atom));
+        const std::string meaning = brown_tag_meaning(tag);
+        out += "POS = " + tag + (meaning.empty() ? "" : " (" + meaning + ")");
+        break;
+      }
       case Kind::kGenre: out += "genre = " + name_or_index(pool.genre_names, single_value(atom)); break;
       case Kind::kWordStart: out += "word start"; break;
       case Kind::kContinuation: out += "word continuation"; break;

@@ -77,7 +77,7 @@ TEST(AutoInterp, APlantedPosTagIsFoundAndScoresNearOne) {
   const torch::Tensor act = (pool.tag == nn).to(torch::kFloat) * 2.0;
   const Explanation e = explain_and_score(RuleExplainer(), pool, act);
   EXPECT_EQ(e.explainer, "rules");
-  EXPECT_EQ(e.text, "POS = nn");
+  EXPECT_EQ(e.text, "POS = nn (singular or mass noun)");
   EXPECT_GT(e.explain_score, 0.95);
   EXPECT_GT(e.score, 0.95);
   // Nearly every context holds an "nn" token, so the 10 top and 10 random contexts are all there.
@@ -160,7 +160,7 @@ TEST(AutoInterp, ReportsTheRulesPrecisionAndRecallBesideTheScore) {
   const torch::Tensor keep = torch::rand({pool.token.numel()}, gen) < 0.5;
   const torch::Tensor act = ((pool.tag == nn) & keep).to(torch::kFloat);
   const Explanation e = explain_and_score(RuleExplainer(), pool, act);
-  ASSERT_EQ(e.text, "POS = nn");
+  ASSERT_EQ(e.text, "POS = nn (singular or mass noun)");
   EXPECT_TRUE(e.scorable);
   EXPECT_DOUBLE_EQ(e.recall, 1.0);
   EXPECT_GT(e.precision, 0.35);
@@ -262,7 +262,7 @@ TEST(AutoInterpRules, DescribeAndToJsonNameEveryAtom) {
   EXPECT_EQ(tokens.describe(pool), "token ∈ {\"w3\", \"w5\"} ∧ word start");
   const Rule others{{RuleAtom{Kind::kPrevToken, {4}}, RuleAtom{Kind::kTag, {1}}, RuleAtom{Kind::kGenre, {0}},
                      RuleAtom{Kind::kContinuation, {}}}};
-  EXPECT_EQ(others.describe(pool), "previous token ∈ {\"w4\"} ∧ POS = vb ∧ genre = news ∧ word continuation");
+  EXPECT_EQ(others.describe(pool), "previous token ∈ {\"w4\"} ∧ POS = vb (verb, base form) ∧ genre = news ∧ word continuation");
   pool.token_text = nullptr;
   EXPECT_EQ(tokens.describe(pool), "token ∈ {3, 5} ∧ word start");
 

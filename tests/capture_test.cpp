@@ -5,6 +5,7 @@
 #include "core/files.h"
 #include "core/json_options.h"
 #include "models/capture.h"
+#include "sae/trainer.h"
 #include "models/hooked_model.h"
 #include "tests/test_util.h"
 
@@ -107,6 +108,13 @@ TEST(Capture, RefusesAnUnknownHookAndAContextLongerThanTheModel) {
   o.context_length = 64;
   EXPECT_THROWS_WITH(capture_activations(lm, o, test::cache_dir(), out.path().string()),
                      "context_length 64 is longer than the model supports (32)");
+}
+
+// The defaults agree: `saelab train` with its defaults reads `saelab capture`'s default store once
+// (issue 34: 100k tokens against 2,000 x 4,096 rows was 82 passes over every row).
+TEST(Capture, TheDefaultCaptureIsOnePassOfTheDefaultTraining) {
+  const SaeTrainOptions train;
+  EXPECT_EQ(CaptureOptions{}.tokens, train.steps * train.batch_size);
 }
 
 }  // namespace

@@ -143,7 +143,7 @@ TEST(OpenCorpus, RejectsUnknownSpecs) {
 }
 
 // Explanations name Brown's tags in words beside their codes.
-TEST(BrownNames, TagsCompoundTagsAndGenresHaveReadableNames) {
+TEST(BrownNames, TagsAndCompoundTagsHaveReadableNames) {
   EXPECT_EQ(brown_tag_meaning("nns"), "plural noun");
   EXPECT_EQ(brown_tag_meaning("at"), "article");
   EXPECT_EQ(brown_tag_meaning("nn-tl"), "singular or mass noun (in a title)");

@@ -42,16 +42,11 @@ CREATE TABLE logit_effects(
 CREATE TABLE explanations(
   sae TEXT, feature INTEGER, explainer TEXT, explanation TEXT, rule TEXT, explain_score REAL,
   score REAL, scored_tokens INTEGER, precision REAL, recall REAL, scorable INTEGER);
-CREATE TABLE notes(
-  topic TEXT PRIMARY KEY, note TEXT);
-CREATE TABLE histograms(
-  sae TEXT, feature INTEGER, max REAL, counts TEXT, exact INTEGER, PRIMARY KEY (sae, feature));
 CREATE INDEX examples_sae_feature ON examples(sae, feature);
 CREATE INDEX token_features_sae_feature ON token_features(sae, feature);
 CREATE INDEX token_features_token ON token_features(token);
 CREATE INDEX logit_effects_sae_feature ON logit_effects(sae, feature);
 CREATE INDEX explanations_sae_feature ON explanations(sae, feature);
-PRAGMA user_version = 2;
 )sql";
 
 // The schema's version, in the database's PRAGMA user_version (kFeatureDbSchemaVersion):
@@ -59,6 +54,7 @@ PRAGMA user_version = 2;
 //      `example_tokens` with a rowid, which no reader sees);
 //   1  `notes` added;
 //   2  `histograms` added (each feature's activation histogram).
+// create() writes kSchema then the migration, so the tables added since version 0 are written once, here;
 // open() migrates an older database in place by adding the tables it lacks (empty: the pages then
 // show no histogram and no note); a database of a later version is refused, naming both versions.
 constexpr const char* kMigrate = R"sql(
@@ -66,8 +62,10 @@ CREATE TABLE IF NOT EXISTS notes(
   topic TEXT PRIMARY KEY, note TEXT);
 CREATE TABLE IF NOT EXISTS histograms(
   sae TEXT, feature INTEGER, max REAL, counts TEXT, exact INTEGER, PRIMARY KEY (sae, feature));
-PRAGMA user_version = 2;
 )sql";
+
+// kMigrate, then the version it brings a database to.
+std::string migration() { return std::string(kMigrate) + "PRAGMA user_version = " + std::to_string(kFeatureDbSchemaVersion) + ";"; }
 
 constexpr int kBusyTimeoutMs = 10000;
 
@@ -143,7 +141,10 @@ FeatureDb FeatureDb::create(const std::string& path) {
   // only lose the temporary file, never corrupt a database that looks finished. The journal stays
   // in memory (not OFF) so that a transaction that throws rolls back cleanly.
   db.exec("PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF;");
-  db.transaction([&] { db.exec(kSchema); });
+  db.transaction([&] {
+    db.exec(kSchema);
+    db.exec(migration());
+  });
   return db;
 }
 
@@ -194,7 +195,7 @@ void FeatureDb::check_schema() {
   Connection& c = live(probe);
   const int64_t tables = checked(c.where, probe, [&] { return static_cast<int64_t>(c.db.execAndGet(probe).getInt64()); });
   TORCH_CHECK(tables == 2, describe(path_), " is not a saelab feature database (it has no 'saes' and 'features' tables)");
-  transaction([&] { exec(kMigrate); });
+  transaction([&] { exec(migration()); });
 }
 
 FeatureDb::FeatureDb(FeatureDb&& other) noexcept { *this = std::move(other); }

@@ -39,8 +39,7 @@ inline std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
   for (std::string item; std::getline(ss, item, ',');) {
-    const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
-    if (first != std::string::npos) out.push_back(item.substr(first, last - first + 1));
+    if (std::string t = trimmed(item); !t.empty()) out.push_back(std::move(t));
   }
   return out;
 }

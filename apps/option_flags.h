@@ -12,6 +12,12 @@
 
 namespace saelab {
 
+/// `item` without the spaces and tabs around it (list items typed "topk, standard").
+inline std::string trimmed(const std::string& item) {
+  const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
+  return first == std::string::npos ? std::string() : item.substr(first, last - first + 1);
+}
+
 /// Adds a command-line flag for every field of an options struct (core/options.h) marked
 /// kOnCommandLine: key top_k becomes --top-k, with the field's doc and its current value as the
 /// default in --help; a bool becomes --key / --no-key and a list takes comma-separated values.
@@ -69,8 +75,7 @@ class OptionFlags {
         // "topk, standard": each item trimmed of the spaces around it
         const CLI::Validator trim(
             [](std::string& item) {
-              const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
-              item = first == std::string::npos ? std::string() : item.substr(first, last - first + 1);
+              item = trimmed(item);
               return std::string();
             },
             "", "trim");

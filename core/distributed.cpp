@@ -138,18 +138,18 @@ World* g_world = nullptr;
 class GlooCommunicator : public Communicator {
  public:
   GlooCommunicator(c10::intrusive_ptr<c10d::Store> store, int rank, std::vector<int> members,
-                   std::chrono::milliseconds timeout, std::string loopback)
-      : store_(std::move(store)), timeout_(timeout), loopback_(std::move(loopback)) {
+                   std::chrono::milliseconds timeout, std::string bind_host)
+      : store_(std::move(store)), timeout_(timeout), bind_host_(std::move(bind_host)) {
     rank_ = rank;
     size_ = static_cast<int>(members.size());
     members_ = std::move(members);
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     const std::string iface = env_string("GLOO_SOCKET_IFNAME");
-    // The interface GLOO_SOCKET_IFNAME names; else `loopback` (the address to bind: loopback for a
-    // rendezvous on loopback, else this host's address on the route to the rendezvous); else the
-    // one the host name resolves to.
+    // The interface GLOO_SOCKET_IFNAME names; else `bind_host` (loopback for a rendezvous on
+    // loopback, else this host's address on the route to the rendezvous); else the one the host
+    // name resolves to.
     options->devices.push_back(!iface.empty()      ? c10d::ProcessGroupGloo::createDeviceForInterface(iface)
-                               : !loopback_.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(loopback_)
+                               : !bind_host_.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(bind_host_)
                                                     : c10d::ProcessGroupGloo::createDefaultDevice());
     try {
       pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, rank_, size_, options);
@@ -197,7 +197,7 @@ class GlooCommunicator : public Communicator {
       return std::make_shared<SoloCommunicator>(members.front());
     }
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("group/" + name + "/" + std::to_string(color), store_);
-    return std::make_shared<GlooCommunicator>(prefixed, my_rank, members, timeout_, loopback_);
+    return std::make_shared<GlooCommunicator>(prefixed, my_rank, members, timeout_, bind_host_);
   }
 
  private:
@@ -214,7 +214,7 @@ class GlooCommunicator : public Communicator {
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
   std::chrono::milliseconds timeout_;
-  std::string loopback_;
+  std::string bind_host_;
 };
 
 }  // namespace

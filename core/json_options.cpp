@@ -52,8 +52,9 @@ std::string parser_reason(const std::string& what) {
 }  // namespace
 
 json parse_json_text(std::string_view text, const std::string& where, int max_depth) {
-  const size_t deep = too_deep_at(text, std::min(max_depth, kMaxJsonDepth));
-  TORCH_CHECK(deep == std::string_view::npos, where, " is nested deeper than ", std::min(max_depth, kMaxJsonDepth),
+  max_depth = std::min(max_depth, kMaxJsonDepth);
+  const size_t deep = too_deep_at(text, max_depth);
+  TORCH_CHECK(deep == std::string_view::npos, where, " is nested deeper than ", max_depth,
               " levels (byte ", deep, ")");
   try {
     return json::parse(text.begin(), text.end());

@@ -198,17 +198,21 @@ void detail::OptionWriter::operator()(const char* key, T& field, const char*, Fi
   }
 }
 
-namespace detail {
+/// Checks every field of `options` against the rule its `fields` list declares, as a config or a
+/// flag would be checked: what library code calls on options built in C++, so that a bound is
+/// written once, beside its key. `validate()` functions call it and keep only the rules a field's
+/// rule cannot say (one field against another, a set of names). Errors: "<where>: <key> must be …".
 template <class S>
-void check_fields_at(const S& options, const std::string& where);
+void check_fields(const S& options, const std::string& where);
 
+namespace detail {
 struct RuleChecker {
   const std::string& where;
   template <class T>
   void operator()(const char* key, T& field, const char*, FieldRule rule = {}) {
     const std::string at = where.empty() ? std::string(key) : where + ": " + key;
     if constexpr (is_options_list<T>::value) {
-      for (size_t i = 0; i < field.size(); ++i) check_fields_at(field[i], at + "[" + std::to_string(i) + "]");
+      for (size_t i = 0; i < field.size(); ++i) check_fields(field[i], at + "[" + std::to_string(i) + "]");
     } else {
       // Only a list given empty is refused; one left empty means its default. An empty string is
       // likewise "not given" (e.g. no graph name: the first SAE found).
@@ -220,22 +224,13 @@ struct RuleChecker {
     }
   }
 };
-
-template <class S>
-void check_fields_at(const S& options, const std::string& where) {
-  S copy = options;  // `fields` takes a mutable struct
-  RuleChecker checker{where};
-  copy.fields(checker);
-}
 }  // namespace detail
 
-/// Checks every field of `options` against the rule its `fields` list declares, as a config or a
-/// flag would be checked: what library code calls on options built in C++, so that a bound is
-/// written once, beside its key. `validate()` functions call it and keep only the rules a field's
-/// rule cannot say (one field against another, a set of names). Errors: "<where>: <key> must be …".
 template <class S>
 void check_fields(const S& options, const std::string& where) {
-  detail::check_fields_at(options, where);
+  S copy = options;  // `fields` takes a mutable struct
+  detail::RuleChecker checker{where};
+  copy.fields(checker);
 }
 
 /// Every key of `S`, in declaration order (duplicates would be a bug: a test checks them).

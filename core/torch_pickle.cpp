@@ -12,6 +12,20 @@
 
 namespace saelab {
 
+bool torch_storage_dtype(const std::string& name, torch::Dtype* dtype) {
+  static const std::map<std::string, torch::Dtype> kTypes = {
+      {"torch.FloatStorage", torch::kFloat32}, {"torch.DoubleStorage", torch::kFloat64},
+      {"torch.HalfStorage", torch::kFloat16},  {"torch.BFloat16Storage", torch::kBFloat16},
+      {"torch.LongStorage", torch::kInt64},    {"torch.IntStorage", torch::kInt32},
+      {"torch.ShortStorage", torch::kInt16},   {"torch.CharStorage", torch::kInt8},
+      {"torch.ByteStorage", torch::kUInt8},    {"torch.BoolStorage", torch::kBool},
+      {"torch.ComplexFloatStorage", torch::kComplexFloat}, {"torch.ComplexDoubleStorage", torch::kComplexDouble}};
+  auto it = kTypes.find(name);
+  if (it == kTypes.end()) return false;
+  *dtype = it->second;
+  return true;
+}
+
 namespace {
 
 // A Python value as far as a state dict needs one. Dicts and lists are shared (the pickle memo
@@ -49,20 +63,6 @@ const char* kind_name(Obj::Kind k) {
     case Obj::kTensor: return "a tensor";
   }
   return "an object";
-}
-
-// torch.<Name>Storage → dtype (the names torch.save writes in a storage's persistent id).
-bool storage_dtype(const std::string& name, torch::Dtype* dtype) {
-  static const std::map<std::string, torch::Dtype> kTypes = {
-      {"torch.FloatStorage", torch::kFloat32}, {"torch.DoubleStorage", torch::kFloat64},
-      {"torch.HalfStorage", torch::kFloat16},  {"torch.BFloat16Storage", torch::kBFloat16},
-      {"torch.LongStorage", torch::kInt64},    {"torch.IntStorage", torch::kInt32},
-      {"torch.ShortStorage", torch::kInt16},   {"torch.CharStorage", torch::kInt8},
-      {"torch.ByteStorage", torch::kUInt8},    {"torch.BoolStorage", torch::kBool}};
-  auto it = kTypes.find(name);
-  if (it == kTypes.end()) return false;
-  *dtype = it->second;
-  return true;
 }
 
 class Unpickler {
@@ -259,7 +259,7 @@ class Unpickler {
                                                      "torch._utils._rebuild_parameter_with_state"};
     auto g = make(Obj::kGlobal);
     g->s = name;
-    if (kCallables.count(name) == 0 && !storage_dtype(name, &g->dtype)) {
+    if (kCallables.count(name) == 0 && !torch_storage_dtype(name, &g->dtype)) {
       fail("holds a Python object of type '" + name + "'; only tensors, numbers and strings are read (a state dict " +
            "saved with torch.save(model.state_dict()) holds nothing else)");
     }
@@ -332,7 +332,7 @@ class Unpickler {
     expect(p[0]->kind == Obj::kStr && p[0]->s == "storage", "a persistent id is not a storage");
     expect(p[1]->kind == Obj::kGlobal && p[2]->kind == Obj::kStr && p[4]->kind == Obj::kInt, "a malformed storage id");
     torch::Dtype dtype;
-    if (!storage_dtype(p[1]->s, &dtype)) fail("a storage of type '" + p[1]->s + "'");
+    if (!torch_storage_dtype(p[1]->s, &dtype)) fail("a storage of type '" + p[1]->s + "'");
     auto it = storages_.find(p[2]->s);
     if (it == storages_.end()) {
       const std::string record = "data/" + p[2]->s;

@@ -21,6 +21,11 @@ struct TorchPickle {
   std::map<std::string, std::string> others;
 };
 
+/// The dtype of a storage type as torch's picklers name it in a persistent id ("torch.FloatStorage"
+/// → float32); false for a name it does not know. Shared by this reader and the TorchScript
+/// archive check (core/torchscript_storages.h).
+bool torch_storage_dtype(const std::string& name, torch::Dtype* dtype);
+
 /// Reads a torch.save() archive whose top-level object is a dict with string keys. Errors name the
 /// file: not a zip archive (the legacy pre-1.6 format), damaged, an object other than the allowed
 /// ones, a tensor whose shape and strides reach outside its storage.

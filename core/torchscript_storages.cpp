@@ -1,15 +1,14 @@
 #include "core/torchscript_storages.h"
 
 #include <caffe2/serialize/inline_container.h>
-#include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
 #include <map>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "core/files.h"
+#include "core/torch_pickle.h"
 
 namespace saelab {
 
@@ -23,20 +22,6 @@ struct Value {
   int64_t i = 0;
   std::vector<Value> items;  // kTuple
 };
-
-// Element sizes of the storage types TorchScript's pickler names (torch.<T>Storage).
-std::optional<size_t> storage_element_size(const std::string& global) {
-  static const std::map<std::string, c10::ScalarType> kTypes = {
-      {"torch.FloatStorage", c10::kFloat},       {"torch.DoubleStorage", c10::kDouble},
-      {"torch.HalfStorage", c10::kHalf},         {"torch.BFloat16Storage", c10::kBFloat16},
-      {"torch.LongStorage", c10::kLong},         {"torch.IntStorage", c10::kInt},
-      {"torch.ShortStorage", c10::kShort},       {"torch.CharStorage", c10::kChar},
-      {"torch.ByteStorage", c10::kByte},         {"torch.BoolStorage", c10::kBool},
-      {"torch.ComplexFloatStorage", c10::kComplexFloat}, {"torch.ComplexDoubleStorage", c10::kComplexDouble}};
-  auto it = kTypes.find(global);
-  if (it == kTypes.end()) return std::nullopt;
-  return c10::elementSize(it->second);
-}
 
 // Walks a pickle's opcodes with a stack of Values. Returns at STOP, or early (without an error) at
 // an opcode or shape it does not know; calls `storage` for every persistent id.
@@ -253,17 +238,18 @@ void verify_torch_archive(const std::string& path, const std::string& what) {
       const Value& key = pid.items[2];
       const Value& numel = pid.items[4];
       if (type.kind != Value::kGlobal || key.kind != Value::kStr || numel.kind != Value::kInt) return;
-      const std::optional<size_t> element = storage_element_size(type.s);
-      if (!element) return;
+      torch::Dtype dtype;
+      if (!torch_storage_dtype(type.s, &dtype)) return;
+      const uint64_t element = c10::elementSize(dtype);
       const std::string storage = std::string(pickle) + "/" + key.s;
       auto found = records.find(storage);
       TORCH_CHECK(found != records.end(), name, " is damaged: storage '", storage, "', which ", record,
                   " names, is missing");
       const uint64_t held = found->second;
-      TORCH_CHECK(numel.i >= 0 && static_cast<uint64_t>(numel.i) <= held / *element &&
-                      static_cast<uint64_t>(numel.i) * *element == held,
+      TORCH_CHECK(numel.i >= 0 && static_cast<uint64_t>(numel.i) <= held / element &&
+                      static_cast<uint64_t>(numel.i) * element == held,
                   name, " is damaged: storage '", storage, "' holds ", held, " bytes, but ", record, " declares ",
-                  numel.i, " elements of ", *element, " bytes");
+                  numel.i, " elements of ", element, " bytes");
     });
   }
 }

@@ -71,6 +71,7 @@ SaeConfig SaeRunSpec::config(int64_t d_in, int64_t d_out) const {
 }
 
 void SaeRunOptions::validate() const {
+  check_fields(*this, "training run");  // every bound its fields declare, the SAEs' included
   train.validate();
   TORCH_CHECK(!saes.empty(), "give at least one SAE to train (saes)");
   std::set<std::string> names, transcoder_names;
@@ -93,16 +94,10 @@ void SaeRunOptions::validate() const {
       c.jumprelu_bandwidth = s.bandwidth();
       c.validate();
     }
-    TORCH_CHECK(s.expansion > 0, "SAE '", s.folder_name(), "': expansion must be positive (got ", s.expansion, ")");
-    TORCH_CHECK(s.l1 >= 0 && std::isfinite(s.l1), "SAE '", s.folder_name(), "': l1 must be >= 0 (got ", s.l1, ")");
+    // The field's rule is >= 0; a threshold of 0 would start every latent firing.
     TORCH_CHECK(s.jumprelu_init_threshold > 0, "SAE '", s.folder_name(), "': jumprelu_init_threshold must be positive");
     TORCH_CHECK(seen->insert(s.folder_name()).second, "two SAEs are named '", s.folder_name(), "'; give them distinct names");
   }
-  TORCH_CHECK(init_rows >= 0, "init_rows must be >= 0 (got ", init_rows, ")");
-  TORCH_CHECK(buffer_shards > 0, "buffer_shards must be positive (got ", buffer_shards, ")");
-  TORCH_CHECK(checkpoint_every > 0, "checkpoint_every must be positive (got ", checkpoint_every, ")");
-  TORCH_CHECK(stop_after >= 0, "stop_after must be >= 0 (got ", stop_after, ")");
-  TORCH_CHECK(data_parallel >= 1 && data_parallel <= (1 << 20), "data_parallel must be >= 1 (got ", data_parallel, ")");
   TORCH_CHECK(targets.empty() || !hooks.empty(), "targets pairs each of hooks with the hook it predicts: give hooks too");
   TORCH_CHECK(targets.empty() || targets.size() == hooks.size(), "targets names the hook each of hooks predicts: give ",
               hooks.size(), " (got ", targets.size(), ")");

@@ -38,7 +38,6 @@ std::string all_coders_status(const torch::Tensor& unit_stats) {
                      100 * unit_stats.select(1, 4).max().item<double>());
 }
 
-
 // The first rows of a store, as read for initialisation: a NaN or Inf among them is named by hook,
 // shard and row, before it would surface as a NaN geometric median.
 void check_finite_rows(const torch::Tensor& rows, const StoreManifest& m, const std::string& store) {

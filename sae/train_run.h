@@ -43,7 +43,7 @@ struct SaeRunSpec {
   void fields(V& v) {
     v("architecture", architecture, "standard, gated, topk, batchtopk, matryoshka_batchtopk or jumprelu");
     v("k", k, "active latents per row (topk, batchtopk, matryoshka_batchtopk)", at_least(1));
-    v("l1", l1, "sparsity coefficient λ (standard, gated: L1; jumprelu: its sparsity penalty)");
+    v("l1", l1, "sparsity coefficient λ (standard, gated: L1; jumprelu: its sparsity penalty)", at_least(0));
     v("expansion", expansion, "d_sae = expansion × d_in (in a run config: the run's 'expansion' when left out)", at_least(1));
     v("jumprelu_bandwidth", jumprelu_bandwidth, "JumpReLU pseudo-gradient bandwidth ε in normalised units (0: the penalty's default, tanh 2, step 0.05)", at_least(0));
     v("jumprelu_init_threshold", jumprelu_init_threshold, "JumpReLU initial threshold (normalised units)", at_least(0));
@@ -116,7 +116,7 @@ struct SaeRunOptions {
     v("buffer_gb", buffer_gb, "at most this many GB (10^9 bytes) of shuffle buffer per hook: fewer than buffer_shards shards when they would not fit, at least one; 0: no bound", at_least(0));
     v("seed", seed, "seed of SAE initialisation and data order", at_least(0));
     v("checkpoint_every", checkpoint_every, "steps between checkpoints", at_least(1).only(kInConfig | kOnCommandLine));
-    v("data_parallel", data_parallel, "under torchrun: processes that share each SAE, each on its own rows of every batch (the others split the SAEs)", at_least(1).only(kInConfig | kOnCommandLine));
+    v("data_parallel", data_parallel, "under torchrun: processes that share each SAE, each on its own rows of every batch (the others split the SAEs)", at_least(1).at_most(1 << 20).only(kInConfig | kOnCommandLine));
     v("buffer_rows", buffer_rows, "streaming from the model (--model): rows in the shuffle buffer, refilled when half empty", at_least(2).only(kInConfig | kOnCommandLine));
     v("stop_after", stop_after, "stop, with a checkpoint, after this many steps of this invocation (0: run to the end)", at_least(0).only(kOnCommandLine));
   }

@@ -5,6 +5,20 @@
 namespace saelab {
 namespace {
 
+// The SAE's code of every evaluation context, BOS excluded [n, T−1, d_sae], computed in the same
+// batches top runs: a matrix product's last bits may depend on its row count.
+torch::Tensor codes_in_batches(Fixture& f, const AttachedSae& a, int64_t batch_size) {
+  torch::NoGradGuard g;
+  std::vector<torch::Tensor> parts;
+  for (int64_t b = 0; b < f.eval_set.contexts(); b += batch_size) {
+    HookScope scope(f.hooked);
+    scope.capture(a.hook);
+    f.hooked.forward(f.eval_set.tokens.narrow(0, b, std::min(batch_size, f.eval_set.contexts() - b)));
+    parts.push_back(a.sae().encode(scope.captured(a.hook)));
+  }
+  return torch::cat(parts).narrow(1, 1, f.eval_set.length() - 1);
+}
+
 TEST(TopActivations, BoundedHeapsEqualAFullSortAndWindowsHoldTheActivations) {
   Fixture& f = fixture();
   Sae sae(config("topk", f.d(), 64, 4), 9);
@@ -16,15 +30,7 @@ TEST(TopActivations, BoundedHeapsEqualAFullSortAndWindowsHoldTheActivations) {
   o.context_after = 2;
   const auto results = find_top_activations(f.hooked, {a}, f.eval_set, o);
   torch::NoGradGuard g;
-  // The reference runs the same batches: a matrix product's last bits may depend on its row count.
-  std::vector<torch::Tensor> parts;
-  for (int64_t b = 0; b < f.eval_set.contexts(); b += o.batch_size) {
-    HookScope scope(f.hooked);
-    scope.capture(a.hook);
-    f.hooked.forward(f.eval_set.tokens.narrow(0, b, std::min(o.batch_size, f.eval_set.contexts() - b)));
-    parts.push_back(a.sae().encode(scope.captured(a.hook)));
-  }
-  const torch::Tensor code = torch::cat(parts).narrow(1, 1, f.eval_set.length() - 1);  // [n, T−1, d_sae]
+  const torch::Tensor code = codes_in_batches(f, a, o.batch_size);
   const torch::Tensor flat = code.reshape({-1, 64});
   for (int64_t j = 0; j < 64; ++j) {
     const FeatureSummary& fs = results[0].features[static_cast<size_t>(j)];
@@ -70,14 +76,7 @@ TEST(TopActivations, ActivationHistogramsCountEveryFiringOrScaleASampleToThem) {
   o.reservoir = 10;  // a sample
   const auto sampled = find_top_activations(f.hooked, {a}, f.eval_set, o);
   torch::NoGradGuard g;
-  std::vector<torch::Tensor> parts;
-  for (int64_t b = 0; b < f.eval_set.contexts(); b += o.batch_size) {
-    HookScope scope(f.hooked);
-    scope.capture(a.hook);
-    f.hooked.forward(f.eval_set.tokens.narrow(0, b, std::min(o.batch_size, f.eval_set.contexts() - b)));
-    parts.push_back(a.sae().encode(scope.captured(a.hook)));
-  }
-  const torch::Tensor flat = torch::cat(parts).narrow(1, 1, f.eval_set.length() - 1).reshape({-1, 64});
+  const torch::Tensor flat = codes_in_batches(f, a, o.batch_size).reshape({-1, 64});
   int64_t checked = 0;
   for (int64_t j = 0; j < 64; ++j) {
     const FeatureSummary& fs = exact[0].features[static_cast<size_t>(j)];
